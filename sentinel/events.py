@@ -1,0 +1,129 @@
+"""The Event type and the kinds of events sentinel produces (CONTRACT §3).
+
+An event is a kind, a time, the host, the source that saw it and a flat map of
+fields. Rules match on the names listed in :data:`KIND_FIELDS`; the common
+names in :data:`COMMON_FIELDS` exist on every event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+COMMON_FIELDS: tuple[str, ...] = ("kind", "time", "host", "source")
+
+_NET_ENDS = ("src_ip", "dst_ip", "direction", "src_internal", "dst_internal")
+_FIM_FIELDS = (
+    "path",
+    "dest_path",
+    "path_tags",
+    "changed",
+    "sha256_before",
+    "sha256_after",
+    "mode_before",
+    "mode_after",
+    "uid_before",
+    "uid_after",
+    "gid_before",
+    "gid_after",
+    "size_before",
+    "size_after",
+    "type_before",
+    "type_after",
+    "link_target_before",
+    "link_target_after",
+    "is_executable",
+    "is_setuid",
+    "is_setgid",
+    "offline",
+)
+
+#: Every event kind and the fields it carries besides the common ones.
+KIND_FIELDS: dict[str, tuple[str, ...]] = {
+    "net.connection": (
+        "proto", "src_ip", "src_port", "dst_ip", "dst_port", "direction",
+        "src_internal", "dst_internal", "iface", "tcp_flags",
+    ),
+    "net.dns": (*_NET_ENDS, "qname", "qtype", "is_response", "rcode", "iface"),
+    "net.arp": ("op", "sender_ip", "sender_mac", "target_ip", "target_mac", "iface"),
+    "net.icmp": (*_NET_ENDS, "type", "code", "iface"),
+    "net.flow": (
+        "proto", "src_ip", "src_port", "dst_ip", "dst_port", "direction",
+        "src_internal", "dst_internal", "bytes_out", "bytes_in", "packets",
+        "duration", "final", "iface",
+    ),
+    "fim.created": _FIM_FIELDS,
+    "fim.modified": _FIM_FIELDS,
+    "fim.deleted": _FIM_FIELDS,
+    "fim.moved": _FIM_FIELDS,
+    "fim.attrib": _FIM_FIELDS,
+    # raised by the FIM source itself when the baseline fails its signature
+    "fim.baseline_invalid": ("path", "reason"),
+}
+
+SOURCES: dict[str, str] = {k: ("network" if k.startswith("net.") else "fim") for k in KIND_FIELDS}
+
+
+def format_time(ts: float) -> str:
+    """RFC 3339 UTC with milliseconds: ``2024-02-14T06:05:00.123Z``."""
+    dt = datetime.fromtimestamp(ts, UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def parse_time(text: str) -> float:
+    """Parse an RFC 3339 time (``Z`` or an offset) into a POSIX timestamp."""
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        msg = f"time {text!r} has no timezone"
+        raise ValueError(msg)
+    return dt.timestamp()
+
+
+@dataclass(slots=True)
+class Event:
+    """One observation. ``time`` is a POSIX timestamp (packet or inotify time)."""
+
+    kind: str
+    time: float
+    host: str
+    source: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """A field by name, the common ones included (``time`` as RFC 3339 text)."""
+        if name in self.fields:
+            return self.fields[name]
+        if name == "kind":
+            return self.kind
+        if name == "host":
+            return self.host
+        if name == "source":
+            return self.source
+        if name == "time":
+            return format_time(self.time)
+        return default
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of CONTRACT §3."""
+        return {
+            "kind": self.kind,
+            "time": format_time(self.time),
+            "host": self.host,
+            "source": self.source,
+            **self.fields,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], host: str = "example") -> Event:
+        """Build an event from its JSON shape (rule examples, tests).
+
+        ``source`` is derived from ``kind`` when absent; ``time`` defaults to 0.
+        """
+        d = dict(data)
+        kind = str(d.pop("kind"))
+        raw_time = d.pop("time", None)
+        ts = parse_time(raw_time) if isinstance(raw_time, str) else float(raw_time or 0.0)
+        source = str(d.pop("source", SOURCES.get(kind, "network")))
+        ev_host = str(d.pop("host", host))
+        return cls(kind, ts, ev_host, source, d)

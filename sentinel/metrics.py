@@ -1,0 +1,134 @@
+"""Every Prometheus metric sentinel exports (CONTRACT §6), on a registry passed in.
+
+Nothing registers into prometheus_client's global registry: the daemon makes one
+:class:`Metrics` on its own ``CollectorRegistry`` and hands it to every part;
+tests make their own and read values back from it. Labels never carry
+addresses or paths, so cardinality stays bounded.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from sentinel import __version__
+
+
+class Metrics:
+    """The metric families, created once per registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.build_info = Gauge(
+            "sentinel_build_info", "Always 1; the running version in a label", ["version"],
+            registry=r,
+        )
+        self.build_info.labels(__version__).set(1)
+        self.start_time = Gauge(
+            "sentinel_start_time_seconds", "Unix time the daemon started", registry=r
+        )
+        # events and alerts
+        self.events = Counter(
+            "sentinel_events", "Events produced, by source and kind", ["source", "kind"],
+            registry=r,
+        )
+        self.alerts = Counter(
+            "sentinel_alerts", "Alerts raised, by rule and severity", ["rule", "severity"],
+            registry=r,
+        )
+        # network
+        self.packets = Counter(
+            "sentinel_packets", "Packets read from capture, by interface", ["iface"], registry=r
+        )
+        self.packets_dropped = Counter(
+            "sentinel_packets_dropped",
+            "Packets the kernel dropped before sentinel read them (PACKET_STATISTICS)",
+            ["iface"],
+            registry=r,
+        )
+        self.decode_errors = Counter(
+            "sentinel_decode_errors", "Malformed or truncated packets skipped", registry=r
+        )
+        self.capture_errors = Counter(
+            "sentinel_capture_errors", "Capture socket failures, by interface", ["iface"],
+            registry=r,
+        )
+        self.flows_active = Gauge("sentinel_flows_active", "Flows in the flow table", registry=r)
+        self.flows_evicted = Counter(
+            "sentinel_flows_evicted",
+            "Flows removed from the table, by reason (idle, end, capacity)",
+            ["reason"],
+            registry=r,
+        )
+        self.ip_fragments = Counter(
+            "sentinel_ip_fragments", "Non-first IP fragments counted and not decoded",
+            registry=r,
+        )
+        # file integrity
+        self.fim_watched_files = Gauge(
+            "sentinel_fim_watched_files", "Files under file-integrity watch", registry=r
+        )
+        self.fim_rescans = Counter(
+            "sentinel_fim_rescans",
+            "Rescans of watched paths, by reason (startup, overflow, watch_limit, periodic)",
+            ["reason"],
+            registry=r,
+        )
+        self.fim_baseline_valid = Gauge(
+            "sentinel_fim_baseline_valid", "1 if the baseline's signature verified", registry=r
+        )
+        # rules
+        self.rules_loaded = Gauge("sentinel_rules_loaded", "Rules currently active", registry=r)
+        self.rule_eval_seconds = Histogram(
+            "sentinel_rule_eval_seconds",
+            "Time to evaluate one event against the rule set",
+            buckets=(1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 0.1),
+            registry=r,
+        )
+        self.rule_state_evictions = Counter(
+            "sentinel_rule_state_evictions",
+            "Threshold/change/suppression groups evicted at the per-rule cap",
+            ["rule"],
+            registry=r,
+        )
+        self.config_reloads = Counter(
+            "sentinel_config_reloads", "Config and rule reloads, by result (success, failure)",
+            ["result"],
+            registry=r,
+        )
+        self.config_last_reload_success = Gauge(
+            "sentinel_config_last_reload_success", "1 if the last reload succeeded", registry=r
+        )
+        self.config_last_reload_success.set(1)
+        self.config_last_reload_time = Gauge(
+            "sentinel_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful config load",
+            registry=r,
+        )
+        # delivery
+        self.deliveries = Counter(
+            "sentinel_deliveries",
+            "Webhook delivery attempts, by target and result (success, retry, failed)",
+            ["target", "result"],
+            registry=r,
+        )
+        self.delivery_queue_depth = Gauge(
+            "sentinel_delivery_queue_depth", "Alerts waiting in a target's spool", ["target"],
+            registry=r,
+        )
+        self.delivery_oldest_pending = Gauge(
+            "sentinel_delivery_oldest_pending_seconds",
+            "Age of the oldest undelivered alert of a target",
+            ["target"],
+            registry=r,
+        )
+        self.journal_records = Counter(
+            "sentinel_journal_records", "Alerts appended to the journal", registry=r
+        )
+        self.component_up = Gauge(
+            "sentinel_component_up",
+            "1 while a worker (capture, watcher, delivery) is alive",
+            ["component"],
+            registry=r,
+        )
+        self.info = Info("sentinel_host", "Identity of the monitored host", registry=r)
