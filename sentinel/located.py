@@ -156,6 +156,8 @@ def parse(text: str, file: str) -> Node:
         mark = _mark(file, exc.problem_mark or exc.context_mark)
         what = exc.problem or "YAML syntax error"
         ctx = f" ({exc.context})" if exc.context else ""
+        if "block" in what or "\t" in what or "tab" in what:
+            ctx += "; check the indentation (spaces, not tabs; siblings at the same column)"
         raise ProblemError([Problem(mark, f"YAML syntax error: {what}{ctx}")]) from None
     except yaml.YAMLError as exc:
         raise ProblemError([Problem(Mark(file, 1, 1), f"YAML error: {exc}")]) from None

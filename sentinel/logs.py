@@ -1,0 +1,71 @@
+"""Logging: structlog JSON lines on stdout when not a TTY, coloured console on a TTY.
+
+Every line carries ``event``, ``level`` and ``timestamp``. Library loggers
+(stdlib ``logging``) are rendered the same way. Secrets never reach a log line:
+config objects hold them in :class:`~sentinel.config.Secret`, whose repr hides
+the value, and :func:`_redact` masks values of keys that look like secrets.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+_SECRETISH = re.compile(r"secret|password|passwd|token|authorization|api_key|hmac_key", re.I)
+
+
+def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key in list(event_dict):
+        if key != "event" and _SECRETISH.search(key):
+            event_dict[key] = "***"
+    return event_dict
+
+
+def configure(stream: TextIO | None = None, level: int = logging.INFO) -> None:
+    """Set up structlog and stdlib logging for the daemon and the CLI."""
+    out = stream if stream is not None else sys.stdout
+    tty = out.isatty()
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _redact,
+    ]
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=True)
+        if tty
+        else structlog.processors.JSONRenderer(sort_keys=False)
+    )
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info if not tty else structlog.dev.set_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    # scapy prints routing chatter at import; it is not ours to report
+    logging.getLogger("scapy").setLevel(logging.ERROR)
+
+
+def get(name: str) -> Any:
+    """A bound logger tagged with the component name."""
+    return structlog.get_logger().bind(component=name)
