@@ -1,0 +1,335 @@
+"""`sentinel run`: wiring, lifecycle, signals, sd_notify and reload.
+
+Sources push events into one bounded queue; a single engine thread takes them,
+runs the rules and hands alerts to the delivery sink (journal, then the
+webhook spools). The main thread only waits for signals, pings the systemd
+watchdog while the engine thread is healthy, and performs reloads.
+
+Reload (SIGHUP, or an edit of the config file or a rule file): the new config
+and rules are loaded and compiled beside the running ones and swapped in only
+when valid and every rule example passes; otherwise every problem is logged,
+the failure counted, and the running set stays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from sentinel import __version__, logs
+from sentinel.config import Config, load_config
+from sentinel.engine import Engine, RuleSet, load_rules
+from sentinel.events import Event
+from sentinel.located import ProblemError
+from sentinel.metrics import Metrics
+from sentinel.notify import Notifier
+from sentinel.pipeline import AlertSink, Source
+from sentinel.sinks import build_delivery
+from sentinel.sinks.metrics_http import MetricsServer
+from sentinel.sources.fim import build_fim_source
+from sentinel.sources.net import build_network_source
+from sentinel.watchfiles import FileWatch
+
+log = logs.get("daemon")
+
+#: How long SIGTERM may take: stop sources, drain the queue, close sinks.
+STOP_BUDGET = 8.0
+#: Events waiting for the engine; sources block (back-pressure) when it is full.
+QUEUE_SIZE = 50_000
+#: The engine thread must loop at least this often to count as healthy.
+ENGINE_STALL = 30.0
+
+
+def load_all(path: Path) -> tuple[Config, RuleSet]:
+    """Config and compiled rules, or ProblemError with every problem found."""
+    config = load_config(path)
+    rules = load_rules(config)
+    problems = rules.check_examples()
+    if problems:
+        raise ProblemError(problems)
+    return config, rules
+
+
+@dataclass
+class _Parts:
+    """The components built from one config."""
+
+    sources: list[Source]
+    sink: AlertSink
+    server: MetricsServer | None
+
+
+class Daemon:
+    """The running daemon. ``run()`` blocks until SIGTERM/SIGINT."""
+
+    def __init__(
+        self,
+        config_path: Path,
+        config: Config,
+        rules: RuleSet,
+        metrics: Metrics | None = None,
+        notifier: Notifier | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.metrics = metrics or Metrics(CollectorRegistry())
+        self.notifier = notifier or Notifier()
+        self.clock = clock
+        self.engine = Engine(rules, host=config.host.name, metrics=self.metrics)
+        self.queue: queue.Queue[Event | None] = queue.Queue(QUEUE_SIZE)
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._sink_lock = threading.Lock()
+        self._engine_beat = time.monotonic()
+        self._engine_thread = threading.Thread(
+            target=self._engine_loop, name="engine", daemon=True
+        )
+        self._parts: _Parts | None = None
+        self._watch: FileWatch | None = None
+
+    # -- the event path ----------------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        """Called by sources; blocks while the engine is behind, never raises."""
+        while not self._stop.is_set():
+            try:
+                self.queue.put(event, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+        # stopping: the engine still drains what is queued, so keep this one too
+        with contextlib.suppress(queue.Full):
+            self.queue.put(event, timeout=1.0)
+
+    def _engine_loop(self) -> None:
+        last_tick = 0.0
+        while True:
+            self._engine_beat = time.monotonic()
+            try:
+                item = self.queue.get(timeout=0.5)
+            except queue.Empty:
+                item = None
+                if self._stop.is_set():
+                    break
+            if item is not None:
+                self._handle(self.engine.process, item)
+            now = self.clock()
+            if now - last_tick >= 1.0:
+                last_tick = now
+                self._handle(self.engine.advance, now)
+
+    def _handle(self, step: Callable[[Any], list[Any]], arg: Any) -> None:
+        try:
+            alerts = step(arg)
+        except Exception:
+            # one bad event must not stop the engine; it is logged with context
+            log.exception("engine_error", item=repr(arg)[:200])
+            return
+        for alert in alerts:
+            with self._sink_lock:
+                assert self._parts is not None
+                sink = self._parts.sink
+                try:
+                    sink.submit(alert)
+                except Exception:
+                    log.exception("alert_submit_failed", alert_id=alert.id, rule=alert.rule)
+
+    # -- components ----------------------------------------------------------
+
+    def _build(self, config: Config) -> _Parts:
+        sink = build_delivery(config, self.metrics)
+        sources: list[Source] = []
+        for build in (build_fim_source, build_network_source):
+            src = build(config, self.metrics)
+            if src is not None:
+                sources.append(src)
+        server = None
+        if config.outputs.metrics.enabled:
+            server = MetricsServer(config.outputs.metrics, self.metrics, self.health)
+        return _Parts(sources, sink, server)
+
+    def health(self) -> dict[str, bool]:
+        """Liveness of every worker, for /healthz and the systemd watchdog."""
+        out = {"engine": self._engine_healthy()}
+        parts = self._parts
+        if parts is not None:
+            for src in parts.sources:
+                out[src.name] = src.alive()
+            out[parts.sink.name] = parts.sink.alive()
+        for name, up in out.items():
+            self.metrics.component_up.labels(name).set(1 if up else 0)
+        return out
+
+    def _engine_healthy(self) -> bool:
+        return (
+            self._engine_thread.is_alive()
+            and time.monotonic() - self._engine_beat < ENGINE_STALL
+        )
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def run(self) -> int:
+        self.metrics.start_time.set(time.time())
+        self.metrics.config_last_reload_time.set(time.time())
+        self.metrics.info.info(self._identity())
+        self._install_signals()
+        self._parts = self._build(self.config)
+        if self._parts.server is not None:
+            self._parts.server.start()
+        self._engine_thread.start()
+        # FIM reconciles offline changes inside start(), before READY
+        for src in self._parts.sources:
+            src.start(self.emit)
+        self._watch = FileWatch(self._watched_files(), self.config.rules.reload_debounce,
+                                self._reload.set)
+        self._watch.start()
+        self.notifier.ready(f"watching; {len(self.engine.rules)} rules")
+        log.info("started", version=__version__, host=self.config.host.name,
+                 rules=len(self.engine.rules),
+                 sources=[s.name for s in self._parts.sources])
+        self._main_loop()
+        return self._shutdown()
+
+    def _identity(self) -> dict[str, str]:
+        h = self.config.host
+        out = {"host": h.name}
+        if h.site:
+            out["site"] = h.site
+        if h.region:
+            out["region"] = h.region
+        return out
+
+    def _install_signals(self) -> None:
+        def on_stop(signum: int, _: FrameType | None) -> None:
+            log.info("signal", signal=signal.Signals(signum).name)
+            self._stop.set()
+
+        def on_hup(_: int, __: FrameType | None) -> None:
+            self._reload.set()
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_hup)
+
+    def _main_loop(self) -> None:
+        interval = self.notifier.watchdog_interval
+        tick = min(interval, 1.0) if interval else 1.0
+        last_ping = 0.0
+        while not self._stop.is_set():
+            self._stop.wait(tick if not self._reload.is_set() else 0)
+            if self._reload.is_set() and not self._stop.is_set():
+                self._reload.clear()
+                self.reload()
+            now = time.monotonic()
+            if interval and now - last_ping >= interval and self._engine_healthy():
+                self.notifier.watchdog()
+                last_ping = now
+            self.health()
+
+    def reload(self) -> bool:
+        """Load config and rules beside the running ones; swap only if all is valid."""
+        self.notifier.reloading()
+        try:
+            config, rules = load_all(self.config_path)
+        except ProblemError as exc:
+            for p in exc.problems:
+                log.error("reload_rejected", problem=str(p))
+            log.error("reload_failed", errors=len(exc.problems),
+                      detail="the running config and rules stay in force")
+            self.metrics.config_reloads.labels("failure").inc()
+            self.metrics.config_last_reload_success.set(0)
+            self.notifier.send("READY=1", "STATUS=reload failed; previous rules running")
+            return False
+        self.engine.swap(rules)
+        if _parts_differ(self.config, config):
+            self._rebuild(config)
+        self.config = config
+        assert self._watch is not None
+        self._watch.set_paths(self._watched_files())
+        self.metrics.config_reloads.labels("success").inc()
+        self.metrics.config_last_reload_success.set(1)
+        self.metrics.config_last_reload_time.set(time.time())
+        self.notifier.send("READY=1", f"STATUS=watching; {len(rules)} rules")
+        log.info("reloaded", rules=len(rules))
+        return True
+
+    def _rebuild(self, config: Config) -> None:
+        """Restart the components whose config changed (sources, sinks, endpoint)."""
+        old = self._parts
+        assert old is not None
+        for src in old.sources:
+            src.stop()
+        if old.server is not None:
+            old.server.stop()
+        new = self._build(config)
+        with self._sink_lock:
+            old.sink.close(STOP_BUDGET / 2)
+            self._parts = new
+        if new.server is not None:
+            new.server.start()
+        for src in new.sources:
+            src.start(self.emit)
+
+    def _watched_files(self) -> list[Path]:
+        return [self.config_path.resolve(), *self.engine.rules.files,
+                *self.config.rules.paths]
+
+    def _shutdown(self) -> int:
+        deadline = time.monotonic() + STOP_BUDGET
+        self.notifier.stopping()
+        log.info("stopping")
+        parts = self._parts
+        assert parts is not None
+        if self._watch is not None:
+            self._watch.stop()
+        for src in parts.sources:
+            try:
+                src.stop()
+            except Exception:
+                log.exception("source_stop_failed", source=src.name)
+        # the engine thread drains what is queued, then exits (stop flag is set)
+        self._engine_thread.join(max(0.1, deadline - time.monotonic() - 2.0))
+        if self._engine_thread.is_alive():
+            log.error("engine_drain_timeout", pending=self.queue.qsize())
+        with self._sink_lock:
+            parts.sink.close(max(0.1, deadline - time.monotonic()))
+        if parts.server is not None:
+            parts.server.stop()
+        log.info("stopped")
+        return 0
+
+
+def _parts_differ(old: Config, new: Config) -> bool:
+    return (old.host, old.state_dir, old.network, old.fim, old.outputs) != (
+        new.host, new.state_dir, new.network, new.fim, new.outputs,
+    )
+
+
+def run_daemon(config_path: Path) -> int:
+    """Entry point of `sentinel run`: 0 on a clean stop, 2 on a bad config at start."""
+    import sys
+
+    logs.configure()
+    try:
+        config, rules = load_all(config_path)
+    except ProblemError as exc:
+        print(exc.render(), file=sys.stderr)
+        return 2
+    daemon = Daemon(config_path, config, rules)
+    try:
+        return daemon.run()
+    except OSError as exc:
+        # e.g. the metrics port is taken: a clear line, not a traceback
+        print(f"sentinel: cannot start: {exc}", file=sys.stderr)
+        return 2
