@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sentinel.alert import SEVERITIES
-from sentinel.located import Checker, Mark, Node, ProblemError, load
+from sentinel.located import Checker, Mark, Node, load, type_name
 
 DEFAULT_CONFIG = Path("/etc/sentinel/config.yaml")
 
@@ -251,7 +251,7 @@ class ConfigReader:
                 return ipaddress.ip_address(node.value)
             except ValueError:
                 pass
-        shown = repr(node.value) if isinstance(node.value, str) else "a " + type(node.value).__name__
+        shown = repr(node.value) if isinstance(node.value, str) else type_name(node.value)
         self.c.error(node.mark, f"{where}: {shown} is not an IP address; valid: e.g. 10.20.0.10"
                      " or 2001:db8::1")
         return None
@@ -262,7 +262,7 @@ class ConfigReader:
                 return ipaddress.ip_network(node.value, strict=False)
             except ValueError:
                 pass
-        shown = repr(node.value) if isinstance(node.value, str) else "a " + type(node.value).__name__
+        shown = repr(node.value) if isinstance(node.value, str) else type_name(node.value)
         self.c.error(node.mark, f"{where}: {shown} is not a network in CIDR notation; valid:"
                      " e.g. 10.20.0.0/16 or 2001:db8::/32")
         return None
@@ -356,7 +356,8 @@ class ConfigReader:
                 if pm is None or "path" not in pm:
                     continue
                 p = c.string(pm["path"], f"{where}.path")
-                rec = c.boolean(pm["recursive"], f"{where}.recursive") if "recursive" in pm else True
+                rec = (c.boolean(pm["recursive"], f"{where}.recursive")
+                       if "recursive" in pm else True)
                 tags = c.strings(pm["tags"], f"{where}.tags") if "tags" in pm else []
                 if p:
                     paths.append(FimPath(self._fim_path(pm["path"], p).path, rec is not False,
@@ -628,7 +629,8 @@ class ConfigReader:
             c.error(unode.mark, f"{where}.url: a json webhook takes one URL; a list of URLs is"
                     " for format: alertmanager (an HA cluster)")
         for i, item in enumerate(url_items):
-            u = self._url(item, f"{where}.url" + (f"[{i}]" if isinstance(unode.value, list) else ""))
+            suffix = f"[{i}]" if isinstance(unode.value, list) else ""
+            u = self._url(item, f"{where}.url{suffix}")
             if u:
                 urls.append(u)
         kw: dict[str, Any] = {}

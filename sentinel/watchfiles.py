@@ -35,7 +35,8 @@ class FileWatch(FileSystemEventHandler):
         self._split(paths)
 
     def _split(self, paths: Iterable[Path]) -> None:
-        files, dirs = set(), set()
+        files: set[Path] = set()
+        dirs: set[Path] = set()
         for p in paths:
             rp = p.resolve()
             (dirs if rp.is_dir() else files).add(rp)

@@ -79,8 +79,8 @@ BAD: list[tuple[str, str, str, str]] = [
     ("YAML unclosed bracket", "network:\n  interfaces: [eth0\n", "",
      "YAML syntax error"),
     ("YAML bad indentation", "network:\n  interfaces: [eth0]\n home_nets: []\n", "home_nets",
-     "YAML syntax error: expected <block end>, but found '<block mapping start>' (while parsing a block mapping); check the"
-     " indentation"),
+     "YAML syntax error: expected <block end>, but found '<block mapping start>'"
+     " (while parsing a block mapping); check the indentation"),
     ("duplicate key", "network:\n  interfaces: [eth0]\n  interfaces: [eth1]\n", "interfaces",
      "duplicate key 'interfaces' (first at line 2)"),
     ("bad severity",
@@ -100,7 +100,8 @@ BAD: list[tuple[str, str, str, str]] = [
      "schedules:\n  counting:\n    - {start: '2024-02-14T13:00:00', end: '2024-02-15T13:00:00Z'}\n",
      "'2024-02-14", "schedules.counting[0].start: '2024-02-14T13:00:00' has no timezone"),
     ("schedule end before start",
-     "schedules:\n  counting:\n    - {start: '2024-02-15T13:00:00Z', end: '2024-02-14T13:00:00Z'}\n",
+     "schedules:\n  counting:\n"
+     "    - {start: '2024-02-15T13:00:00Z', end: '2024-02-14T13:00:00Z'}\n",
      "'2024-02-14", "schedules.counting[0]: end must be after start"),
     ("snaplen out of range", "network:\n  snaplen: 10\n", "10",
      "network.snaplen must be in 64..65535, got 10"),
