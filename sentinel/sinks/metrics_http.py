@@ -1,0 +1,333 @@
+"""The Prometheus endpoint: ``/metrics`` and ``/healthz`` over HTTP or HTTPS.
+
+Serves the exposition of the :class:`~sentinel.metrics.Metrics` registry it is
+given (never the global one) on ``outputs.metrics.listen``. Optional TLS, with
+client certificates required when a client CA is configured (mTLS), and
+optional basic auth against bcrypt hashes, in the spirit of the exporter
+toolkit's web config. Every path answers 401 without valid credentials, so a
+probe learns nothing about the daemon before it authenticates.
+
+bcrypt is slow on purpose (a quarter second at cost 12). A scrape every 15 s
+should not pay that each time, so a successful check is remembered for
+:data:`AUTH_CACHE_TTL` seconds, keyed by an HMAC of the credentials under a
+per-process random key (the cache holds no password, nor a fast hash of one an
+attacker could brute-force from a memory dump). Failures are never cached:
+every wrong guess costs a full bcrypt round.
+
+Each connection gets its own named thread, at most :data:`MAX_CONNECTIONS` at
+once; the TLS handshake runs in that thread, so a client that stalls its
+handshake holds up nobody else.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+import hashlib
+import hmac
+import itertools
+import json
+import secrets
+import socket
+import socketserver
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+from urllib.parse import urlsplit
+
+import bcrypt
+from prometheus_client.exposition import choose_encoder
+
+from sentinel import logs
+from sentinel.config import MetricsConfig, TLSServerConfig
+from sentinel.metrics import Metrics
+
+log = logs.get("metrics")
+
+#: What ``/healthz`` asks: component name -> alive.
+Health = Callable[[], dict[str, bool]]
+
+#: Seconds a successful basic-auth check is remembered.
+AUTH_CACHE_TTL = 60.0
+#: Remembered credentials at most (a handful of scrapers is normal).
+AUTH_CACHE_MAX = 64
+#: Connections served at once; more are closed unanswered.
+MAX_CONNECTIONS = 16
+#: Seconds a client may take for the handshake and for each read.
+IO_TIMEOUT = 10.0
+
+
+class BasicAuth:
+    """Checks ``Authorization: Basic`` headers against (user, bcrypt hash) pairs."""
+
+    def __init__(
+        self,
+        users: tuple[tuple[str, str], ...],
+        clock: Callable[[], float] = time.monotonic,
+        ttl: float = AUTH_CACHE_TTL,
+    ) -> None:
+        if not users:
+            msg = "basic auth needs at least one user"
+            raise ValueError(msg)
+        self._users = {u: h.encode("ascii") for u, h in users}
+        # an unknown user is checked against a real hash, so the answer takes
+        # as long as for a known one and does not reveal which users exist
+        self._decoy = users[0][1].encode("ascii")
+        self._clock = clock
+        self._ttl = ttl
+        self._key = secrets.token_bytes(32)
+        self._ok: dict[bytes, float] = {}
+        self._lock = threading.Lock()
+
+    def check(self, header: str | None) -> bool:
+        """True when the header carries a known user and that user's password."""
+        if header is None:
+            return False
+        scheme, _, blob = header.partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            raw = base64.b64decode(blob.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        user_b, sep, password = raw.partition(b":")
+        if not sep:
+            return False
+        tag = hmac.new(self._key, user_b + b"\0" + password, hashlib.sha256).digest()
+        now = self._clock()
+        with self._lock:
+            until = self._ok.get(tag)
+            if until is not None and until > now:
+                return True
+        try:
+            user = user_b.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        known = self._users.get(user)
+        try:
+            matched = bcrypt.checkpw(password, known if known is not None else self._decoy)
+        except ValueError:  # e.g. a password over bcrypt's 72-byte limit
+            matched = False
+        if not (matched and known is not None):
+            return False
+        with self._lock:
+            for k in [k for k, t in self._ok.items() if t <= now]:
+                del self._ok[k]
+            if len(self._ok) >= AUTH_CACHE_MAX:
+                self._ok.clear()
+            self._ok[tag] = now + self._ttl
+        return True
+
+
+def tls_context(cfg: TLSServerConfig) -> ssl.SSLContext:
+    """A server context from the config: TLS 1.2+, client certs required with a CA."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
+    except (OSError, ssl.SSLError) as e:
+        msg = (f"metrics endpoint TLS: cannot load cert_file {cfg.cert_file} with key_file"
+               f" {cfg.key_file}: {e}")
+        raise OSError(msg) from e
+    if cfg.client_ca_file is not None:
+        try:
+            ctx.load_verify_locations(cafile=cfg.client_ca_file)
+        except (OSError, ssl.SSLError) as e:
+            msg = f"metrics endpoint TLS: cannot load client_ca_file {cfg.client_ca_file}: {e}"
+            raise OSError(msg) from e
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+class _Server(socketserver.TCPServer):
+    """TCP server with a named thread per connection and TLS done in that thread."""
+
+    allow_reuse_address = True
+
+    def __init__(self, family: socket.AddressFamily, address: tuple[str, int],
+                 app: MetricsServer, tls: ssl.SSLContext | None) -> None:
+        self.address_family = family
+        super().__init__(address, _Handler, bind_and_activate=False)
+        self.app = app
+        self._tls = tls
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._numbers = itertools.count(1)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            log.warning("metrics_connection_refused", reason="too many connections",
+                        limit=MAX_CONNECTIONS)
+            self.shutdown_request(request)
+            return
+        threading.Thread(
+            target=self._serve_one,
+            args=(request, client_address),
+            name=f"metrics-http-{next(self._numbers)}",
+            daemon=True,
+        ).start()
+
+    def _serve_one(self, request: socket.socket, client_address: Any) -> None:
+        conn = request
+        try:
+            request.settimeout(IO_TIMEOUT)
+            if self._tls is not None:
+                try:
+                    conn = self._tls.wrap_socket(request, server_side=True)
+                except (ssl.SSLError, OSError) as e:
+                    # a scanner or a client without the right certificate: not
+                    # an error of ours, and frequent enough to keep at debug
+                    log.debug("metrics_tls_handshake_failed", peer=client_address[0],
+                              error=str(e))
+                    return
+            self.finish_request(conn, client_address)
+        except Exception:
+            log.warning("metrics_request_failed", peer=client_address[0], exc_info=True)
+        finally:
+            self.shutdown_request(conn)
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.warning("metrics_request_failed", peer=client_address[0], exc_info=True)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    server_version = "sentinel"
+    sys_version = ""
+    timeout = IO_TIMEOUT
+
+    def do_GET(self) -> None:
+        self._answer(head=False)
+
+    def do_HEAD(self) -> None:
+        self._answer(head=True)
+
+    def _answer(self, head: bool) -> None:
+        app = self.server.app
+        if app.auth is not None and not app.auth.check(self.headers.get("Authorization")):
+            self._send(401, "text/plain; charset=utf-8", b"Unauthorized\n", head,
+                       {"WWW-Authenticate": 'Basic realm="sentinel", charset="UTF-8"'})
+            return
+        path = urlsplit(self.path).path
+        if path == "/metrics":
+            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+            body = encoder(app.metrics.registry)
+            extra = {}
+            if "gzip" in self.headers.get("Accept-Encoding", ""):
+                body = gzip.compress(body, compresslevel=5)
+                extra["Content-Encoding"] = "gzip"
+            self._send(200, content_type, body, head, extra)
+        elif path == "/healthz":
+            code, report = app.health_report()
+            self._send(code, "application/json", json.dumps(report).encode() + b"\n", head)
+        else:
+            self._send(404, "text/plain; charset=utf-8", b"Not Found: try /metrics or /healthz\n",
+                       head)
+
+    def _send(self, code: int, content_type: str, body: bytes, head: bool,
+              extra: dict[str, str] | None = None) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("metrics_http", peer=self.client_address[0], line=format % args)
+
+
+class MetricsServer:
+    """Serves one registry's exposition and the daemon's health on one address.
+
+    ``health`` is asked on every ``/healthz`` request; it returns each
+    component's name and whether it is alive. ``clock`` (monotonic seconds) is
+    only for the basic-auth cache and is a parameter so tests can move it.
+    """
+
+    def __init__(
+        self,
+        config: MetricsConfig,
+        metrics: Metrics,
+        health: Health,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.health = health
+        self.auth = BasicAuth(config.basic_auth, clock) if config.basic_auth else None
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Bind and serve on a thread of its own; OSError says what could not be bound."""
+        if self._server is not None:
+            msg = "the metrics server is already running"
+            raise RuntimeError(msg)
+        host, port = self.config.listen
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        tls = tls_context(self.config.tls) if self.config.tls is not None else None
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        server = _Server(family, (host, port), self, tls)
+        try:
+            server.server_bind()
+            server.server_activate()
+        except OSError as e:
+            server.server_close()
+            msg = (f"metrics endpoint cannot listen on {where} (outputs.metrics.listen):"
+                   f" {e.strerror or e}")
+            raise OSError(e.errno, msg) from e
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.5},
+            name="metrics-http", daemon=True,
+        )
+        self._thread.start()
+        log.info("metrics_listening", address=where, tls=tls is not None,
+                 client_certs=tls is not None and tls.verify_mode == ssl.CERT_REQUIRED,
+                 basic_auth=self.auth is not None)
+
+    def stop(self) -> None:
+        """Stop accepting and close the socket; requests in flight finish on their own."""
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout=5.0)
+
+    def alive(self) -> bool:
+        """True while the accept loop runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound address (port 0 in the config becomes the port the kernel chose)."""
+        if self._server is None:
+            msg = "the metrics server is not running"
+            raise RuntimeError(msg)
+        host, port = self._server.server_address[:2]
+        return (str(host), int(port))
+
+    def health_report(self) -> tuple[int, dict[str, Any]]:
+        """HTTP status and JSON body for ``/healthz``."""
+        try:
+            components = {str(k): bool(v) for k, v in self.health().items()}
+        except Exception:
+            log.exception("health_check_failed")
+            return 503, {"status": "error", "error": "the health check itself failed"}
+        down = sorted(k for k, up in components.items() if not up)
+        if down:
+            return 503, {"status": "down", "down": down, "components": components}
+        return 200, {"status": "ok", "components": components}
