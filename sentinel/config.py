@@ -166,6 +166,15 @@ class OutputsConfig:
 
 
 @dataclass(frozen=True)
+class AttestConfig:
+    """Public attestations: the Ed25519 signing key, how often, where they go."""
+
+    key_file: Path = Path("attest.key")
+    interval: float = 3600.0
+    dir: Path = Path("attestations")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration. ``source`` is the file it was read from."""
 
@@ -179,13 +188,15 @@ class Config:
     list_marks: dict[str, Mark] = field(default_factory=dict)
     schedules: dict[str, tuple[Window, ...]] = field(default_factory=dict)
     outputs: OutputsConfig = OutputsConfig()
+    attest: AttestConfig = AttestConfig()
 
     def in_state(self, p: Path) -> Path:
         """Resolve an output path against ``state_dir``."""
         return p if p.is_absolute() else self.state_dir / p
 
 
-TOP_KEYS = ("host", "state_dir", "network", "fim", "rules", "lists", "schedules", "outputs")
+TOP_KEYS = ("host", "state_dir", "network", "fim", "rules", "lists", "schedules", "outputs",
+            "attest")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
 _HEADER = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
@@ -225,6 +236,7 @@ class ConfigReader:
         lists, list_marks = self._lists(top["lists"]) if "lists" in top else ({}, {})
         schedules = self._schedules(top["schedules"]) if "schedules" in top else {}
         outputs = self._outputs(top["outputs"]) if "outputs" in top else OutputsConfig()
+        attest = self._attest(top["attest"]) if "attest" in top else AttestConfig()
         c.raise_if_any()
         return Config(
             source=self.path,
@@ -237,6 +249,7 @@ class ConfigReader:
             list_marks=list_marks,
             schedules=schedules,
             outputs=outputs,
+            attest=attest,
         )
 
     # -- helpers ---------------------------------------------------------
@@ -467,6 +480,19 @@ class ConfigReader:
                          " e.g. \"2024-02-14T13:00:00+07:00\"")
             return None
         return dt
+
+    def _attest(self, node: Node) -> AttestConfig:
+        c = self.c
+        m = c.mapping(node, "attest", ("key_file", "interval", "dir"))
+        if m is None:
+            return AttestConfig()
+        kw: dict[str, Any] = {}
+        for k in ("key_file", "dir"):
+            if k in m and (s := c.string(m[k], f"attest.{k}")):
+                kw[k] = Path(s).expanduser()
+        if "interval" in m:
+            kw["interval"] = c.duration(m["interval"], "attest.interval")
+        return AttestConfig(**{k: v for k, v in kw.items() if v is not None})
 
     def _outputs(self, node: Node) -> OutputsConfig:
         c = self.c

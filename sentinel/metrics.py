@@ -131,4 +131,15 @@ class Metrics:
             ["component"],
             registry=r,
         )
+        # public attestations
+        self.attestations = Counter(
+            "sentinel_attestations", "Signed attestations written, by result (success, failure)",
+            ["result"],
+            registry=r,
+        )
+        self.attestation_last_time = Gauge(
+            "sentinel_attestation_last_timestamp_seconds",
+            "Unix time of the last attestation written",
+            registry=r,
+        )
         self.info = Info("sentinel_host", "Identity of the monitored host", registry=r)
