@@ -1,0 +1,275 @@
+"""The alert journal: every alert, in order, in a keyed hash chain.
+
+Format (one JSON object per line, UTF-8)::
+
+    {"seq":0,"prev":"000…0","alert":{…CONTRACT §4 alert…},"mac":"<64 hex>"}
+
+* ``seq`` counts records from 0 across every file of the journal.
+* ``prev`` is the ``mac`` of the record before (64 zeros for ``seq`` 0).
+* ``alert`` is the alert exactly as in CONTRACT §4; its bytes are the same as
+  the ``json`` webhook body.
+* ``mac`` is HMAC-SHA256, under the journal key, of the line's bytes from the
+  opening ``{`` up to (not including) ``,"mac":``. Because it covers ``prev``,
+  each record vouches for all before it; without the key nobody can rebuild
+  the chain after an edit, a deletion or a reordering.
+
+Rotation by size renames the current file ``alerts.jsonl`` to the next free
+``alerts.jsonl.N`` (``.1`` is the oldest) and starts an empty current file;
+the chain simply continues, so the files read in the order ``.1, .2, …, .N``,
+then the current file, form one chain.
+
+A crash mid-write can leave the last line incomplete. On open the writer keeps
+such a fragment aside in ``<path>.partial-<unix time>``, truncates it off, and
+resumes the chain from the last complete record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sentinel import logs
+from sentinel.alert import Alert
+
+GENESIS = "0" * 64
+_MAC_TAIL = re.compile(rb',"mac":"([0-9a-f]{64})"\}$')
+_log = logs.get("journal")
+
+
+class JournalError(Exception):
+    """The journal cannot be opened or written."""
+
+
+def alert_json(alert: Alert) -> bytes:
+    """The alert's JSON bytes, as journaled and as the ``json`` webhook body."""
+    return json.dumps(alert.to_dict(), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def encode_record(key: bytes, seq: int, prev: str, alert: bytes) -> tuple[bytes, str]:
+    """One journal line (with its newline) and its MAC."""
+    payload = b'{"seq":%d,"prev":"%s","alert":%s' % (seq, prev.encode(), alert)
+    mac = hmac.new(key, payload, hashlib.sha256).hexdigest()
+    return payload + b',"mac":"' + mac.encode() + b'"}\n', mac
+
+
+def decode_record(key: bytes, line: bytes) -> tuple[dict[str, Any], bool] | None:
+    """Parse one line (without newline): ``(record, mac_ok)``, or None if not a record."""
+    m = _MAC_TAIL.search(line)
+    if m is None:
+        return None
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None
+    if (not isinstance(rec, dict) or set(rec) != {"seq", "prev", "alert", "mac"}
+            or not isinstance(rec["seq"], int) or not isinstance(rec["prev"], str)):
+        return None
+    want = hmac.new(key, line[: m.start()], hashlib.sha256).hexdigest()
+    return rec, hmac.compare_digest(want, m.group(1).decode())
+
+
+def journal_files(path: Path) -> list[Path]:
+    """The journal's files in chain order: rotated ``path.N`` ascending, then ``path``."""
+    rotated: list[tuple[int, Path]] = []
+    if path.parent.is_dir():
+        prefix = path.name + "."
+        for p in path.parent.iterdir():
+            suffix = p.name[len(prefix):]
+            if p.name.startswith(prefix) and suffix.isdigit():
+                rotated.append((int(suffix), p))
+    files = [p for _, p in sorted(rotated)]
+    if path.exists():
+        files.append(path)
+    return files
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Journal:
+    """Appends alerts to the chain. Thread-safe; ``append`` returns once durable
+    per the ``fsync`` policy (``record``: every record; ``interval``: at most
+    ``fsync_interval`` seconds later; ``none``: when the kernel decides)."""
+
+    def __init__(
+        self,
+        path: Path,
+        key: bytes,
+        fsync: str = "record",
+        fsync_interval: float = 1.0,
+        rotate_size: int = 64 * 2**20,
+        on_record: Callable[[], None] | None = None,
+    ) -> None:
+        self.path = path
+        self._key = key
+        self._fsync = fsync
+        self._fsync_interval = fsync_interval
+        self._rotate_size = rotate_size
+        self._on_record = on_record
+        self._lock = threading.Lock()
+        self._dirty = False
+        self._closed = threading.Event()
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._seq, self._prev = self._resume()
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._size = os.fstat(self._fd).st_size
+        _fsync_dir(path.parent)
+        self._syncer: threading.Thread | None = None
+        if fsync == "interval":
+            self._syncer = threading.Thread(target=self._sync_loop, name="journal-fsync",
+                                            daemon=True)
+            self._syncer.start()
+
+    # -- public ----------------------------------------------------------
+
+    def append(self, alert_bytes: bytes) -> int:
+        """Append one alert (its JSON bytes); returns the record's ``seq``."""
+        with self._lock:
+            if self._closed.is_set():
+                msg = f"journal {self.path} is closed"
+                raise JournalError(msg)
+            line, mac = encode_record(self._key, self._seq, self._prev, alert_bytes)
+            if self._size and self._size + len(line) > self._rotate_size:
+                self._rotate()
+            try:
+                os.write(self._fd, line)
+                if self._fsync == "record":
+                    os.fdatasync(self._fd)
+                else:
+                    self._dirty = True
+            except OSError as exc:
+                msg = f"journal {self.path}: cannot write: {exc.strerror}"
+                raise JournalError(msg) from exc
+            seq = self._seq
+            self._size += len(line)
+            self._seq += 1
+            self._prev = mac
+        if self._on_record is not None:
+            self._on_record()
+        return seq
+
+    def head(self) -> tuple[int, str]:
+        """(records so far, MAC of the last record) — what an attestation signs."""
+        with self._lock:
+            return self._seq, self._prev
+
+    def alive(self) -> bool:
+        return self._syncer is None or self._syncer.is_alive()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed.is_set():
+                return
+            self._closed.set()
+            try:
+                os.fsync(self._fd)
+            finally:
+                os.close(self._fd)
+        if self._syncer is not None:
+            self._syncer.join(timeout=2.0)
+
+    # -- inside ----------------------------------------------------------
+
+    def _sync_loop(self) -> None:
+        while not self._closed.wait(self._fsync_interval):
+            with self._lock:
+                if self._dirty and not self._closed.is_set():
+                    try:
+                        os.fdatasync(self._fd)
+                        self._dirty = False
+                    except OSError as exc:
+                        _log.error("journal fsync failed", path=str(self.path),
+                                   error=exc.strerror)
+
+    def _rotate(self) -> None:
+        os.fsync(self._fd)
+        os.close(self._fd)
+        rotated = journal_files(self.path)[:-1]
+        n = int(rotated[-1].name.rsplit(".", 1)[1]) + 1 if rotated else 1
+        target = self.path.with_name(f"{self.path.name}.{n}")
+        os.rename(self.path, target)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._size = 0
+        _fsync_dir(self.path.parent)
+        _log.info("journal rotated", path=str(self.path), rotated_to=str(target),
+                  next_seq=self._seq)
+
+    def _resume(self) -> tuple[int, str]:
+        """Find where the chain stands; repair a crash-truncated tail of the current file."""
+        for f in reversed(journal_files(self.path)):
+            if f == self.path:
+                self._repair_tail(f)
+            found = self._last_record(f)
+            if found is not None:
+                rec, ok = found
+                if not ok:
+                    _log.error("the journal's last record does not verify with the key;"
+                               " continuing the chain, run `sentinel journal verify`",
+                               path=str(f), seq=rec["seq"])
+                return int(rec["seq"]) + 1, str(rec["mac"])
+        return 0, GENESIS
+
+    def _repair_tail(self, f: Path) -> None:
+        size = f.stat().st_size
+        if size == 0:
+            return
+        with f.open("rb+") as fh:
+            start = max(0, size - (1 << 20))
+            fh.seek(start)
+            chunk = fh.read()
+            if chunk.endswith(b"\n"):
+                return
+            cut = chunk.rfind(b"\n")
+            if cut < 0 and start > 0:
+                msg = f"journal {f}: last line is longer than 1 MiB; not a journal?"
+                raise JournalError(msg)
+            fragment = chunk[cut + 1:]
+            offset = start + cut + 1
+            decoded = decode_record(self._key, fragment)
+            if decoded is not None and decoded[1]:
+                # the writer stopped just before the newline: the record is whole
+                fh.seek(0, os.SEEK_END)
+                fh.write(b"\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+                return
+            aside = f.with_name(f"{f.name}.partial-{int(time.time())}")
+            aside.write_bytes(fragment)
+            fh.truncate(offset)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _log.warning("journal ended in an incomplete record (a crash mid-write);"
+                     " kept it aside and truncated it", path=str(f), offset=offset,
+                     length=len(fragment), kept_in=str(aside))
+
+    def _last_record(self, f: Path) -> tuple[dict[str, Any], bool] | None:
+        """The last parseable record of ``f``: its last line, else a scan from the start."""
+        size = f.stat().st_size
+        if size == 0:
+            return None
+        with f.open("rb") as fh:
+            fh.seek(max(0, size - (1 << 20)))
+            lines = fh.read().splitlines()
+        if lines and (found := decode_record(self._key, lines[-1])) is not None:
+            return found
+        _log.error("the journal's last line is not a record; scanning for the last one",
+                   path=str(f))
+        last = None
+        with f.open("rb") as fh:
+            for raw in fh:
+                if (found := decode_record(self._key, raw.rstrip(b"\n"))) is not None:
+                    last = found
+        return last

@@ -1,0 +1,180 @@
+"""A delivery lane: one spool, one URL, one named worker thread.
+
+Every URL of every target gets its own lane, so a dead or slow endpoint only
+ever delays its own alerts. The worker sends the spool oldest first; on a
+retriable outcome the whole lane backs off (the endpoint is down, trying the
+next alert would not help), on a permanent one the alert is dead-lettered and
+the next one goes at once. Subclasses say how records become requests.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from sentinel import logs
+from sentinel.metrics import Metrics
+from sentinel.sinks.http import Backoff, Outcome, Transport, safe_url
+from sentinel.sinks.spool import Record, Spool
+
+#: Longest sleep between two looks at the spool; bounds how stale the gauges get.
+IDLE_WAIT = 1.0
+_log = logs.get("delivery")
+
+
+class Lane:
+    """The worker loop shared by the ``json`` and ``alertmanager`` formats."""
+
+    page_size = 64
+
+    def __init__(
+        self,
+        name: str,
+        spool: Spool,
+        transport: Transport,
+        backoff: Backoff,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = name
+        self.spool = spool
+        self.transport = transport
+        self.backoff = backoff
+        self.metrics = metrics
+        self.clock = clock
+        self._url = safe_url(transport.url)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._blocked_until = 0.0
+        self._up = metrics.component_up.labels(f"delivery:{name}")
+        self._depth = metrics.delivery_queue_depth.labels(name)
+        self._oldest = metrics.delivery_oldest_pending.labels(name)
+        self._thread = threading.Thread(target=self._run, name=f"delivery-{name}", daemon=True)
+
+    # -- what a format provides ------------------------------------------
+
+    def encode(self, records: list[Record]) -> list[list[Record]]:
+        """Split a page into requests (one record each unless overridden)."""
+        return [[r] for r in records]
+
+    def post(self, records: list[Record], now: float) -> Outcome:
+        """Send one request carrying ``records``."""
+        raise NotImplementedError
+
+    def delivered(self, records: list[Record], now: float) -> None:
+        """Called after ``records`` were accepted."""
+
+    def tick(self, now: float) -> float | None:
+        """Periodic work besides the spool; returns seconds until it is next due."""
+        return None
+
+    # -- lifecycle -------------------------------------------------------
+
+    def start(self) -> None:
+        self._gauges(self.clock())
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def join(self, timeout: float) -> bool:
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # -- the loop --------------------------------------------------------
+
+    def _run(self) -> None:
+        self._up.set(1)
+        errors = 0
+        try:
+            while not self._stop.is_set():
+                now = self.clock()
+                try:
+                    wait = self._step(now)
+                    errors = 0
+                except Exception:
+                    # a spool or encoding fault must not end the lane: count, log once, go on
+                    self.metrics.deliveries.labels(self.name, "error").inc()
+                    if errors == 0:
+                        _log.exception("delivery loop error; retrying", target=self.name,
+                                       url=self._url)
+                    errors += 1
+                    wait = min(IDLE_WAIT * errors, 30.0)
+                self._gauges(self.clock())
+                if wait > 0:
+                    self._wake.wait(min(wait, IDLE_WAIT))
+                    self._wake.clear()
+        finally:
+            self._up.set(0)
+            self.transport.close()
+
+    def _gauges(self, now: float) -> None:
+        self._depth.set(self.spool.depth)
+        oldest = self.spool.oldest() if self.spool.depth else None
+        self._oldest.set(0 if oldest is None else max(0.0, now - oldest))
+
+    def _step(self, now: float) -> float:
+        if now < self._blocked_until:
+            return self._blocked_until - now
+        due = self.tick(now)
+        if now < self._blocked_until:  # the tick's request failed
+            return self._blocked_until - now
+        if self.spool.depth > 0 and (records := self.spool.page(self.page_size)):
+            self._send_page(records, now)
+            return 0.0
+        return IDLE_WAIT if due is None else max(0.0, due)
+
+    def _send_page(self, records: list[Record], now: float) -> None:
+        for group in self.encode(records):
+            if self._stop.is_set() or not self.attempt(group, now):
+                return
+            now = self.clock()
+
+    def attempt(self, group: list[Record], now: float) -> bool:
+        """Post one request and act on the outcome; False when the lane must back off."""
+        out = self.post(group, now)
+        if out.result == "ok":
+            self.spool.delete([r.seq for r in group])
+            self.metrics.deliveries.labels(self.name, "success").inc(len(group))
+            self.delivered(group, self.clock())
+            self.succeeded()
+            return True
+        if out.result == "fail":
+            if len(group) > 1:
+                # one bad alert must not take its batch with it: find it
+                return all(self.attempt([r], self.clock()) for r in group)
+            rec = group[0]
+            self.spool.kill(rec, self.clock(), out.status, out.reason)
+            self.metrics.deliveries.labels(self.name, "failed").inc()
+            _log.error("delivery refused; alert kept in the dead-letter table",
+                       target=self.name, url=self._url, alert_id=rec.id, reason=out.reason,
+                       spool=str(self.spool.path))
+            return True
+        self.spool.bump([r.seq for r in group])
+        self.metrics.deliveries.labels(self.name, "retry").inc(len(group))
+        self.failed(out)
+        return False
+
+    def succeeded(self) -> None:
+        if self.backoff.failures:
+            _log.info("delivery recovered", target=self.name, url=self._url,
+                      failed_attempts=self.backoff.failures)
+        self.backoff.reset()
+
+    def failed(self, out: Outcome) -> None:
+        """Back the lane off after a retriable outcome."""
+        first = self.backoff.failures == 0
+        delay = self.backoff.next_delay(out.retry_after)
+        self._blocked_until = self.clock() + delay
+        log = _log.warning if first else _log.debug
+        log("delivery failed; retrying", target=self.name, url=self._url, reason=out.reason,
+            retry_in=round(delay, 3), retry_after=out.retry_after, pending=self.spool.depth)

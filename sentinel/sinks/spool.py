@@ -1,0 +1,176 @@
+"""A delivery lane's durable queue: SQLite in WAL mode under ``state_dir/spool``.
+
+A record is written (and, with ``durable``, fsynced) before the first attempt
+and deleted on success, so whatever is in the spool at start is what was not
+yet delivered: a crash or ``kill -9`` loses nothing. Permanent failures move to
+the ``dead`` table, kept for an operator. Readers page through the table in
+insertion order; nothing loads the whole backlog.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS pending (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL,
+    body BLOB NOT NULL,
+    created REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS dead (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL,
+    body BLOB NOT NULL,
+    created REAL NOT NULL,
+    attempts INTEGER NOT NULL,
+    failed_at REAL NOT NULL,
+    status INTEGER,
+    reason TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS active (
+    fingerprint TEXT PRIMARY KEY,
+    body BLOB NOT NULL,
+    ends_at REAL NOT NULL,
+    next_send REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One pending delivery."""
+
+    seq: int
+    id: str
+    body: bytes
+    created: float
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Active:
+    """A firing Alertmanager alert (by label fingerprint) that is re-sent until it ends."""
+
+    fingerprint: str
+    body: bytes
+    ends_at: float
+    next_send: float
+
+
+class Spool:
+    """One lane's queue. Thread-safe: ``insert`` from the submitter, the rest
+    from the lane's worker."""
+
+    def __init__(self, path: Path, durable: bool = True) -> None:
+        self.path = path
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # alerts can be sensitive: the spool (and the WAL files SQLite copies the
+        # mode to) is readable by the daemon's user only
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # FULL fsyncs the WAL on every commit: an accepted alert survives power loss
+        self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        self._db.executescript(_SCHEMA)
+        self.depth = int(self._db.execute("SELECT count(*) FROM pending").fetchone()[0])
+
+    def insert(self, id_: str, body: bytes, created: float) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO pending (id, body, created) VALUES (?, ?, ?)",
+                             (id_, body, created))
+            self.depth += 1
+
+    def page(self, limit: int) -> list[Record]:
+        """The oldest ``limit`` pending records."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, id, body, created, attempts FROM pending ORDER BY seq LIMIT ?",
+                (limit,)).fetchall()
+        return [Record(r[0], r[1], bytes(r[2]), r[3], r[4]) for r in rows]
+
+    def oldest(self) -> float | None:
+        """Creation time of the oldest pending record (an index lookup)."""
+        with self._lock:
+            row = self._db.execute("SELECT created FROM pending ORDER BY seq LIMIT 1").fetchone()
+        return None if row is None else float(row[0])
+
+    def delete(self, seqs: list[int]) -> None:
+        with self._lock:
+            n = self._db.execute(
+                f"DELETE FROM pending WHERE seq IN ({','.join('?' * len(seqs))})", seqs
+            ).rowcount
+            self.depth -= n
+
+    def bump(self, seqs: list[int]) -> None:
+        """Count one more failed attempt on each record."""
+        with self._lock:
+            self._db.execute(
+                f"UPDATE pending SET attempts = attempts + 1"
+                f" WHERE seq IN ({','.join('?' * len(seqs))})", seqs)
+
+    def kill(self, rec: Record, now: float, status: int | None, reason: str) -> None:
+        """Move a permanently failed record to the dead-letter table."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO dead VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (rec.seq, rec.id, rec.body, rec.created, rec.attempts + 1, now, status,
+                     reason))
+                n = self._db.execute("DELETE FROM pending WHERE seq = ?", (rec.seq,)).rowcount
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self.depth -= n
+
+    def dead(self) -> list[tuple[str, int | None, str]]:
+        """(id, status, reason) of every dead-lettered record."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, status, reason FROM dead ORDER BY seq").fetchall()
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    # -- Alertmanager re-send state ---------------------------------------
+
+    def activate(self, items: list[Active]) -> None:
+        """Record alerts as firing; an existing fingerprint keeps the later end."""
+        with self._lock:
+            self._db.executemany(
+                "INSERT INTO active VALUES (?, ?, ?, ?) ON CONFLICT (fingerprint) DO UPDATE SET"
+                " body = excluded.body, ends_at = max(ends_at, excluded.ends_at),"
+                " next_send = min(next_send, excluded.next_send)",
+                [(a.fingerprint, a.body, a.ends_at, a.next_send) for a in items])
+
+    def due(self, now: float, limit: int) -> list[Active]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT fingerprint, body, ends_at, next_send FROM active WHERE next_send <= ?"
+                " ORDER BY next_send LIMIT ?", (now, limit)).fetchall()
+        return [Active(r[0], bytes(r[1]), r[2], r[3]) for r in rows]
+
+    def next_due(self) -> float | None:
+        with self._lock:
+            row = self._db.execute("SELECT min(next_send) FROM active").fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def reschedule(self, fingerprint: str, next_send: float) -> None:
+        with self._lock:
+            self._db.execute("UPDATE active SET next_send = ? WHERE fingerprint = ?",
+                             (next_send, fingerprint))
+
+    def resolved(self, fingerprint: str, ends_at: float) -> None:
+        """Forget an alert whose resolution was delivered, unless it was extended since."""
+        with self._lock:
+            self._db.execute("DELETE FROM active WHERE fingerprint = ? AND ends_at <= ?",
+                             (fingerprint, ends_at))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
