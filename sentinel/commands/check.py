@@ -1,4 +1,4 @@
-"""`sentinel check`: validate the configuration (and, with the engine, every rule)."""
+"""`sentinel check`: validate the configuration and every rule, then run every rule's examples."""
 
 from __future__ import annotations
 
@@ -8,6 +8,11 @@ import sys
 
 from sentinel.commands import add_config_arg, subparser
 from sentinel.config import load_config
+from sentinel.engine import load_rules
+from sentinel.located import ProblemError
+
+EXIT_OK = 0
+EXIT_ERROR = 2
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -26,11 +31,26 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run)
 
 
+def _fail(exc: ProblemError, fmt: str) -> int:
+    print(exc.render(fmt, snippets=True), file=sys.stderr)
+    return EXIT_ERROR
+
+
 def run(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    summary = {"ok": True, "config": str(config.source)}
+    try:
+        config = load_config(args.config)
+        rules = load_rules(config)
+    except ProblemError as exc:
+        return _fail(exc, args.format)
+    problems = rules.check_examples()
+    if problems:
+        return _fail(ProblemError(problems), args.format)
+    examples = rules.example_count()
     if args.format == "json":
-        print(json.dumps(summary))
+        print(json.dumps({"ok": True, "config": str(config.source), "rules": len(rules),
+                          "files": len(rules.files), "examples": examples,
+                          "digest": rules.digest()}))
     else:
-        print(f"{config.source}: OK", file=sys.stdout)
-    return 0
+        print(f"{config.source}: OK")
+        print(f"{len(rules)} rules from {len(rules.files)} files OK, {examples} examples passed")
+    return EXIT_OK

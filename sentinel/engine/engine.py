@@ -1,0 +1,205 @@
+"""The Engine: events in, alerts out. No I/O, one calling thread.
+
+``process`` tests an event against the candidate rules the index gives, then
+runs each matching rule's threshold or change logic and its suppression.
+``advance`` moves time when no event comes (suppression summaries, window
+expiry). ``swap`` installs a new :class:`RuleSet` in one attribute assignment;
+the state of every rule whose fingerprint is unchanged carries over.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from sentinel.alert import Alert, new_alert_id
+from sentinel.engine.loader import RuleSet
+from sentinel.engine.rules import Rule
+from sentinel.engine.state import ChangeState, SuppressState, ThresholdState
+from sentinel.events import Event
+from sentinel.metrics import Metrics
+
+log = structlog.get_logger("sentinel.engine")
+
+#: 1 event in this many has its evaluation time observed (timing costs more than matching)
+TIMING_SAMPLE = 16
+
+
+@dataclass
+class RuleMemory:
+    """The state one rule carries between events."""
+
+    threshold: ThresholdState | None = None
+    change: ChangeState | None = None
+    suppress: SuppressState | None = None
+
+
+@dataclass
+class _Active:
+    rules: RuleSet
+    memory: dict[str, RuleMemory] = field(default_factory=dict)
+
+
+class Engine:
+    """Matches events against a rule set; see the module docstring."""
+
+    def __init__(self, rules: RuleSet, host: str | None = None, metrics: Metrics | None = None,
+                 max_groups: int = 10000) -> None:
+        self.host = host or socket.gethostname()
+        self.metrics = metrics
+        self.max_groups = max_groups
+        self._seen = 0
+        self._failed: set[str] = set()
+        self._active = self._build(rules, {})
+
+    @property
+    def rules(self) -> RuleSet:
+        return self._active.rules
+
+    def swap(self, rules: RuleSet) -> None:
+        """Replace the rule set; unchanged rules keep their state."""
+        old = self._active
+        carried = {r.id: old.memory[r.id] for r in old.rules.rules
+                   if r.id in old.memory}
+        fingerprints = {r.id: r.fingerprint for r in old.rules.rules}
+        keep = {r.id: carried[r.id] for r in rules.rules
+                if fingerprints.get(r.id) == r.fingerprint and r.id in carried}
+        self._active = self._build(rules, keep)
+
+    def _build(self, rules: RuleSet, keep: dict[str, RuleMemory]) -> _Active:
+        memory: dict[str, RuleMemory] = {}
+        for r in rules.rules:
+            if r.id in keep:
+                memory[r.id] = keep[r.id]
+            elif r.threshold or r.change or r.suppress:
+                memory[r.id] = self._memory(r)
+        if self.metrics is not None:
+            self.metrics.rules_loaded.set(len(rules))
+        return _Active(rules, memory)
+
+    def _memory(self, r: Rule) -> RuleMemory:
+        evict = self._evictor(r.id)
+        return RuleMemory(
+            ThresholdState(r.threshold, self.max_groups, evict) if r.threshold else None,
+            ChangeState(r.change, self.max_groups, evict) if r.change else None,
+            SuppressState(r.suppress, self.max_groups, evict) if r.suppress else None,
+        )
+
+    def _evictor(self, rule_id: str) -> Any:
+        metrics = self.metrics
+        if metrics is None:
+            return lambda: None
+        counter = metrics.rule_state_evictions.labels(rule_id)
+        return counter.inc
+
+    # -- events ----------------------------------------------------------
+
+    def process(self, event: Event) -> list[Alert]:
+        """Every alert ``event`` raises, in rule order. Time is ``event.time``."""
+        active = self._active
+        self._seen += 1
+        timed = self.metrics is not None and self._seen % TIMING_SAMPLE == 0
+        started = time.perf_counter() if timed else 0.0
+        out: list[Alert] = []
+        t = event.time
+        for rule in active.rules.index.candidates(event):
+            try:
+                if rule.active is not None and not rule.active(t):
+                    continue
+                if not rule.match(event):
+                    continue
+                if rule.threshold is None and rule.change is None and rule.suppress is None:
+                    out.append(self._alert(rule, event, 1, {}))
+                else:
+                    out.extend(self._stateful(rule, active.memory[rule.id], event))
+            except Exception:  # a rule must never stop the others
+                if rule.id not in self._failed:
+                    self._failed.add(rule.id)
+                    log.exception("rule_failed", rule=rule.id, kind=event.kind)
+        if timed and self.metrics is not None:
+            self.metrics.rule_eval_seconds.observe(time.perf_counter() - started)
+        if out and self.metrics is not None:
+            for a in out:
+                self.metrics.alerts.labels(a.rule, a.severity).inc()
+        return out
+
+    def _stateful(self, rule: Rule, mem: RuleMemory, ev: Event) -> list[Alert]:
+        extra: dict[str, Any] = {}
+        count = 1
+        if rule.threshold is not None and mem.threshold is not None:
+            spec = rule.threshold
+            key = tuple(ref.get(ev) for ref in spec.group_by)
+            value = spec.field.get(ev) if spec.field is not None else None
+            if spec.field is not None and value is None:
+                return []
+            crossed = mem.threshold.add(_hashable(key), ev.time, _hashable(value))
+            if crossed is None:
+                return []
+            measured, count = crossed
+            extra["group"] = {ref.text: v for ref, v in zip(spec.group_by, key, strict=True)}
+            extra["threshold"] = {"measure": spec.measure, "field": spec.field.text
+                                  if spec.field else None, "value": _num(measured),
+                                  "at_least": _num(spec.at_least), "window_seconds": spec.window}
+        elif rule.change is not None and mem.change is not None:
+            key = tuple(ref.get(ev) for ref in rule.change.key)
+            value = rule.change.value.get(ev)
+            if value is None or any(k is None for k in key):
+                return []
+            changed, previous = mem.change.see(_hashable(key), _hashable(value))
+            if not changed:
+                return []
+            extra["key"] = {ref.text: v for ref, v in zip(rule.change.key, key, strict=True)}
+            extra["previous"] = previous
+            extra["current"] = value
+        alert = self._alert(rule, ev, count, extra)
+        if rule.suppress is None or mem.suppress is None:
+            return [alert]
+        skey = tuple(ref.get(ev) for ref in rule.suppress.key)
+        group = {ref.text: v for ref, v in zip(rule.suppress.key, skey, strict=True)}
+        return mem.suppress.offer(_hashable(skey), alert, group)
+
+    def _alert(self, rule: Rule, ev: Event, count: int, extra: dict[str, Any]) -> Alert:
+        if rule.description is not None:
+            extra = {"description": rule.description.render(ev, count), **extra}
+        return Alert(
+            rule=rule.id,
+            title=rule.title.render(ev, count),
+            severity=rule.severity_at(ev.time),
+            time=ev.time,
+            host=self.host,
+            source=ev.source,
+            tags=rule.tags,
+            event=ev.to_dict(),
+            count=count,
+            id=new_alert_id(ev.time),
+            extra=extra,
+        )
+
+    def advance(self, now: float) -> list[Alert]:
+        """Let time pass: summaries of suppression periods ended by ``now``; expire windows."""
+        out: list[Alert] = []
+        for mem in self._active.memory.values():
+            if mem.suppress is not None:
+                out.extend(mem.suppress.expire(now))
+            if mem.threshold is not None:
+                mem.threshold.expire(now)
+        if out and self.metrics is not None:
+            for a in out:
+                self.metrics.alerts.labels(a.rule, a.severity).inc()
+        return out
+
+
+def _hashable(v: Any) -> Any:
+    if isinstance(v, list):
+        return tuple(v)
+    if isinstance(v, tuple):
+        return tuple(_hashable(x) for x in v)
+    return v
+
+
+def _num(v: float) -> float | int:
+    return int(v) if float(v).is_integer() else v

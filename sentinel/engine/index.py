@@ -1,0 +1,132 @@
+"""The rule index: which rules could match an event, found without testing them all.
+
+Rules are split by event kind. Within a kind each rule is filed under its most
+selective required test, if it has one: an equality or ``in`` on a plain field
+(a hash lookup by the event's value), or an address test (``cidr``, ``in`` a
+list of networks, equality with an address) found by bisecting the elementary
+ranges of every filed network. Rules with no such test are always candidates.
+The index only narrows: each candidate is still tested in full.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sentinel.engine.fields import ip_int
+from sentinel.engine.lists import Range
+from sentinel.engine.rules import Rule
+from sentinel.events import Event
+
+
+class RangeIndex:
+    """Rules by address range: the rules whose ranges cover an address."""
+
+    def __init__(self, entries: Iterable[tuple[Range, Rule]]) -> None:
+        self._starts: dict[int, list[int]] = {4: [], 6: []}
+        self._rules: dict[int, list[tuple[Rule, ...]]] = {4: [], 6: []}
+        by_version: dict[int, list[tuple[int, int, Rule]]] = {4: [], 6: []}
+        for (v, lo, hi), rule in entries:
+            by_version[v].append((lo, hi, rule))
+        for v, items in by_version.items():
+            # sweep: at each boundary the covering set changes; store it per segment
+            points = sorted({lo for lo, _, _ in items} | {hi + 1 for _, hi, _ in items})
+            opens: dict[int, list[Rule]] = {}
+            closes: dict[int, list[Rule]] = {}
+            for lo, hi, rule in items:
+                opens.setdefault(lo, []).append(rule)
+                closes.setdefault(hi + 1, []).append(rule)
+            active: dict[int, int] = {}
+            by_id: dict[int, Rule] = {}
+            for p in points:
+                for r in closes.get(p, ()):
+                    active[id(r)] -= 1
+                    if not active[id(r)]:
+                        del active[id(r)]
+                for r in opens.get(p, ()):
+                    active[id(r)] = active.get(id(r), 0) + 1
+                    by_id[id(r)] = r
+                self._starts[v].append(p)
+                self._rules[v].append(tuple(sorted((by_id[i] for i in active),
+                                                   key=lambda r: r.order)))
+
+    def lookup(self, text: Any) -> tuple[Rule, ...]:
+        if not isinstance(text, str):
+            return ()
+        parsed = ip_int(text)
+        if parsed is None:
+            return ()
+        v, n = parsed
+        i = bisect_right(self._starts[v], n) - 1
+        return self._rules[v][i] if i >= 0 else ()
+
+
+class KindIndex:
+    """The rules of one event kind, filed by field."""
+
+    def __init__(self, rules: Sequence[Rule]) -> None:
+        self.always: tuple[Rule, ...] = ()
+        exact: dict[str, dict[Any, list[Rule]]] = {}
+        ranges: dict[str, list[tuple[Range, Rule]]] = {}
+        always: list[Rule] = []
+        for rule in rules:
+            if not rule.hints:
+                always.append(rule)
+                continue
+            best = max(rule.hints, key=lambda h: (h.score, -len(h.exact) - len(h.nets)))
+            if best.nets:
+                ranges.setdefault(best.field, []).extend((r, rule) for r in best.nets)
+            else:
+                slot = exact.setdefault(best.field, {})
+                for value in best.exact:
+                    slot.setdefault(value, []).append(rule)
+        self.always = tuple(always)
+        self.exact = {f: {v: tuple(rs) for v, rs in slot.items()} for f, slot in exact.items()}
+        self.ranges = {f: RangeIndex(es) for f, es in ranges.items()}
+        self._fields = tuple(self.exact.items())
+        self._range_fields = tuple(self.ranges.items())
+
+    def candidates(self, ev: Event) -> Sequence[Rule]:
+        found: list[Sequence[Rule]] = [self.always] if self.always else []
+        fields = ev.fields
+        for name, slot in self._fields:
+            v = fields.get(name) if name in fields else ev.get(name)
+            if v is None:
+                continue
+            if isinstance(v, list):
+                for x in v:
+                    if (rs := slot.get(x)) is not None:
+                        found.append(rs)
+            else:
+                try:
+                    rs = slot.get(v)
+                except TypeError:
+                    continue
+                if rs is not None:
+                    found.append(rs)
+        for name, ridx in self._range_fields:
+            rs2 = ridx.lookup(fields.get(name))
+            if rs2:
+                found.append(rs2)
+        if not found:
+            return ()
+        if len(found) == 1:
+            return found[0]
+        unique = {id(r): r for rs in found for r in rs}
+        return sorted(unique.values(), key=lambda r: r.order)
+
+
+class RuleIndex:
+    """Candidate rules for an event: ``index.candidates(event)``."""
+
+    def __init__(self, rules: Sequence[Rule]) -> None:
+        by_kind: dict[str, list[Rule]] = {}
+        for rule in rules:
+            for kind in rule.kinds:
+                by_kind.setdefault(kind, []).append(rule)
+        self._kinds = {k: KindIndex(rs) for k, rs in by_kind.items()}
+
+    def candidates(self, ev: Event) -> Sequence[Rule]:
+        ki = self._kinds.get(ev.kind)
+        return ki.candidates(ev) if ki is not None else ()

@@ -1,0 +1,202 @@
+"""Loading rule files into a :class:`RuleSet`, with every problem of every file.
+
+``load_rules(config)`` reads each file or folder of ``rules.paths`` (folders:
+their ``*.yaml`` and ``*.yml`` files, sorted), gathers named lists from the
+config and from every rule file first (so a rule may use a list defined in any
+file), then reads every rule. It raises one :class:`ProblemError` listing all
+problems, or returns a rule set ready for an :class:`~sentinel.engine.Engine`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from sentinel.config import Config, Window
+from sentinel.engine.conditions import ListDef
+from sentinel.engine.index import RuleIndex
+from sentinel.engine.rules import Rule, RuleReader
+from sentinel.located import Checker, Mark, Node, Problem, ProblemError, parse, type_name
+
+FILE_KEYS = ("lists", "rules")
+
+
+class RuleSet:
+    """Compiled rules, indexed, with the files they came from. Immutable once built."""
+
+    def __init__(self, rules: Sequence[Rule], files: Sequence[Path] = (),
+                 file_bytes: Sequence[bytes] = ()) -> None:
+        self.rules: tuple[Rule, ...] = tuple(rules)
+        self.files: tuple[Path, ...] = tuple(files)
+        self._digest = _digest(self.files, file_bytes)
+        self.index = RuleIndex(self.rules)
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def __iter__(self) -> Iterator[Rule]:
+        return iter(self.rules)
+
+    def digest(self) -> str:
+        """sha256 over the loaded rule files' bytes, in path order."""
+        return self._digest
+
+    def example_count(self) -> int:
+        return sum(len(r.examples) for r in self.rules)
+
+    def check_examples(self) -> list[Problem]:
+        """Run each rule's examples on a fresh engine holding only that rule.
+
+        One problem per example whose outcome disagrees, positioned at the example.
+        """
+        from sentinel.engine.engine import Engine
+
+        problems: list[Problem] = []
+        for rule in self.rules:
+            alone = RuleSet([rule])
+            for ex in rule.examples:
+                engine = Engine(alone, host="example")
+                alerts = [a for ev in ex.events for a in engine.process(ev)]
+                if bool(alerts) == ex.expect:
+                    continue
+                n = len(ex.events)
+                what = "the event" if n == 1 else f"the {n} events"
+                if ex.expect:
+                    msg = (f"{ex.label}: {what} should raise an alert but did not"
+                           " (check the kind, every field test, the schedule and any threshold)")
+                else:
+                    msg = f"{ex.label}: {what} should not raise an alert but did: {alerts[0].title}"
+                problems.append(Problem(ex.mark, msg, rule.id))
+        return problems
+
+
+def _digest(files: Sequence[Path], data: Sequence[bytes]) -> str:
+    h = hashlib.sha256()
+    for path, blob in sorted(zip(files, data, strict=False), key=lambda pb: str(pb[0])):
+        h.update(str(path).encode() + b"\0")
+        h.update(hashlib.sha256(blob).digest())
+    return h.hexdigest()
+
+
+def rule_files(paths: Sequence[Path], problems: list[Problem], origin: str) -> list[Path]:
+    """The files named by ``paths``: files as given, folders' *.yaml/*.yml sorted."""
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out.extend(sorted(f for f in p.iterdir()
+                              if f.suffix in (".yaml", ".yml") and f.is_file()))
+        elif p.exists():
+            out.append(p)
+        else:
+            problems.append(Problem(Mark(origin, 1, 1), f"rules path {p} does not exist; give a"
+                                    " rule file or a folder of *.yaml rule files"))
+    return out
+
+
+def load_rules(config: Config) -> RuleSet:
+    """Load and compile every rule file of ``config``; raise ProblemError with all problems."""
+    return load_rule_files(rule_files_of(config), config.lists, config.list_marks,
+                           config.schedules, origin=str(config.source))
+
+
+def rule_files_of(config: Config) -> list[Path]:
+    problems: list[Problem] = []
+    files = rule_files(config.rules.paths, problems, str(config.source))
+    if problems:
+        raise ProblemError(problems)
+    return files
+
+
+def load_rule_files(
+    files: Sequence[Path],
+    lists: dict[str, tuple[object, ...]] | None = None,
+    list_marks: dict[str, Mark] | None = None,
+    schedules: dict[str, tuple[Window, ...]] | None = None,
+    origin: str = "config",
+) -> RuleSet:
+    """Load ``files`` with config ``lists`` and ``schedules``; the core of :func:`load_rules`."""
+    c = Checker()
+    defs: dict[str, ListDef] = {}
+    for name, items in (lists or {}).items():
+        mark = (list_marks or {}).get(name, Mark(origin, 1, 1))
+        defs[name] = ListDef(name, tuple(items), mark)
+    parsed: list[tuple[Path, bytes, dict[str, Node]]] = []
+    for path in files:
+        got = _read(path, c)
+        if got is None:
+            continue
+        blob, root = got
+        if root.value is None:
+            parsed.append((path, blob, {}))
+            continue
+        top = c.mapping(root, "a rule file", FILE_KEYS)
+        if top is None:
+            continue
+        if "lists" in top:
+            _file_lists(c, top["lists"], defs)
+        parsed.append((path, blob, top))
+    reader = RuleReader(c, defs, schedules or {})
+    rules: list[Rule] = []
+    seen: dict[str, Mark] = {}
+    for path, _, top in parsed:
+        if "rules" not in top:
+            continue
+        rule_nodes = c.seq(top["rules"], "rules") or []
+        for node in rule_nodes:
+            rule = reader.read(node, str(path))
+            c.rule_id = None
+            if rule is None:
+                continue
+            if rule.id in seen:
+                first = seen[rule.id]
+                c.rule_id = rule.id
+                c.error(node.value["id"].mark, f"duplicate rule id {rule.id!r}; first defined at"
+                        f" {first}")
+                c.rule_id = None
+                continue
+            seen[rule.id] = node.value["id"].mark
+            rule.order = len(rules)
+            rules.append(rule)
+    c.raise_if_any()
+    return RuleSet(rules, [p for p, _, _ in parsed], [b for _, b, _ in parsed])
+
+
+def _read(path: Path, c: Checker) -> tuple[bytes, Node] | None:
+    file = str(path)
+    try:
+        blob = path.read_bytes()
+    except OSError as exc:
+        c.error(Mark(file, 1, 1), f"cannot read the rule file: {exc.strerror}")
+        return None
+    try:
+        text = blob.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        c.error(Mark(file, 1, 1), f"not UTF-8 text (byte {exc.start})")
+        return None
+    try:
+        return blob, parse(text, file)
+    except ProblemError as exc:
+        c.problems.extend(exc.problems)
+        return None
+
+
+def _file_lists(c: Checker, node: Node, defs: dict[str, ListDef]) -> None:
+    if not isinstance(node.value, dict):
+        c.error(node.mark, "lists must map list names to lists of values")
+        return
+    for name, item in node.value.items():
+        kmark = node.key_marks[name]
+        if name in defs:
+            c.error(kmark, f"list {name!r} is already defined at {defs[name].mark}; list names"
+                    " are shared by the config and every rule file")
+            continue
+        items = c.seq(item, f"lists.{name}")
+        if items is None:
+            continue
+        bad = [n for n in items if isinstance(n.value, dict | list) or n.value is None]
+        for n in bad:
+            c.error(n.mark, f"lists.{name}: items are single values (addresses, networks,"
+                    " ports, names, \"ip:port\"), got " + type_name(n.value))
+        if not bad:
+            defs[name] = ListDef(name, tuple(n.value for n in items), kmark)

@@ -1,0 +1,212 @@
+"""Per-rule memory: threshold windows, last values for change rules, suppression folds.
+
+Every store is bounded: a dict kept in least-recently-used order (a touched key
+is moved to the end), and when it grows past its cap the oldest entry goes and
+``on_evict`` counts it. Time is the caller's (event or ``advance`` time), never
+the wall clock, so replay behaves like live.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sentinel.alert import Alert
+from sentinel.engine.rules import Change, Suppress, Threshold
+
+Key = tuple[Any, ...]
+_MAX_SUM_ENTRIES = 4096
+
+
+@dataclass(slots=True)
+class Window:
+    """One group's sliding window. Keeps only what decides the threshold."""
+
+    last: float = 0.0
+    fired: bool = False
+    times: deque[float] = field(default_factory=deque)  # count: the newest at_least times
+    seen: dict[Any, float] = field(default_factory=dict)  # distinct: value -> last seen
+    amounts: deque[tuple[float, float]] = field(default_factory=deque)  # sum
+    total: float = 0.0
+
+
+class ThresholdState:
+    """Sliding windows by group; ``add`` says when a group crosses ``at_least``."""
+
+    def __init__(self, spec: Threshold, cap: int, on_evict: Callable[[], None]) -> None:
+        self.spec = spec
+        self.cap = spec.max_groups or cap
+        self.on_evict = on_evict
+        self.groups: dict[Key, Window] = {}
+
+    def add(self, key: Key, t: float, value: Any) -> tuple[float, int] | None:
+        """Account one event; (measured value, events it stands for) when crossed now."""
+        spec = self.spec
+        w = self.groups.pop(key, None)
+        if w is None:
+            w = Window()
+            if len(self.groups) >= self.cap:
+                del self.groups[next(iter(self.groups))]
+                self.on_evict()
+        self.groups[key] = w
+        w.last = max(w.last, t)
+        horizon = t - spec.window
+        need = int(spec.at_least) if spec.measure != "sum" else 0
+        if spec.measure == "count":
+            w.times.append(t)
+            if len(w.times) > need:
+                w.times.popleft()
+            while w.times and w.times[0] <= horizon:
+                w.times.popleft()
+            measured = float(len(w.times))
+            events = len(w.times)
+        elif spec.measure == "distinct":
+            w.seen.pop(value, None)
+            w.seen[value] = t
+            if len(w.seen) > need:
+                del w.seen[next(iter(w.seen))]
+            while w.seen:
+                oldest = next(iter(w.seen))
+                if w.seen[oldest] > horizon:
+                    break
+                del w.seen[oldest]
+            measured = float(len(w.seen))
+            events = len(w.seen)
+        else:
+            amount = _number(value)
+            w.amounts.append((t, amount))
+            w.total += amount
+            if len(w.amounts) > _MAX_SUM_ENTRIES:
+                # fold the two oldest into one at the later time: bounded memory,
+                # the folded amount may stay in the window a little longer
+                (_, a1), (t2, a2) = w.amounts.popleft(), w.amounts.popleft()
+                w.amounts.appendleft((t2, a1 + a2))
+            while w.amounts and w.amounts[0][0] <= horizon:
+                w.total -= w.amounts.popleft()[1]
+            measured = w.total
+            events = len(w.amounts)
+        if measured >= spec.at_least:
+            if not w.fired:
+                w.fired = True
+                return measured, events
+        else:
+            w.fired = False
+        return None
+
+    def expire(self, now: float) -> None:
+        """Drop groups with nothing left in their window (the oldest-touched first)."""
+        horizon = now - self.spec.window
+        while self.groups:
+            key = next(iter(self.groups))
+            if self.groups[key].last > horizon:
+                break
+            del self.groups[key]
+
+
+def _number(v: Any) -> float:
+    if isinstance(v, bool):
+        return 0.0
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+class ChangeState:
+    """The last value seen per key; ``see`` returns the previous value when it changed."""
+
+    _NONE = object()
+
+    def __init__(self, spec: Change, cap: int, on_evict: Callable[[], None]) -> None:
+        self.spec = spec
+        self.cap = spec.max_keys or cap
+        self.on_evict = on_evict
+        self.values: dict[Key, Any] = {}
+
+    def see(self, key: Key, value: Any) -> tuple[bool, Any]:
+        prev = self.values.pop(key, self._NONE)
+        if prev is self._NONE and len(self.values) >= self.cap:
+            del self.values[next(iter(self.values))]
+            self.on_evict()
+        self.values[key] = value
+        if prev is self._NONE or prev == value:
+            return False, None
+        return True, prev
+
+
+@dataclass(slots=True)
+class Fold:
+    first: Alert
+    end: float
+    total: int
+    group: dict[str, Any]
+
+
+class SuppressState:
+    """Folds repeats of a key within a period into the first alert's count."""
+
+    def __init__(self, spec: Suppress, cap: int, on_evict: Callable[[], None]) -> None:
+        self.spec = spec
+        self.cap = spec.max_keys or cap
+        self.on_evict = on_evict
+        self.folds: dict[Key, Fold] = {}  # in order of period start, so of period end
+
+    def offer(self, key: Key, alert: Alert, group: dict[str, Any]) -> list[Alert]:
+        """The alerts to emit for ``alert``: itself when new, a summary of a finished fold."""
+        out: list[Alert] = []
+        fold = self.folds.get(key)
+        if fold is not None:
+            if alert.time < fold.end:
+                fold.total += alert.count
+                return out
+            del self.folds[key]
+            out.extend(summarize(fold, self.spec))
+        if len(self.folds) >= self.cap:
+            oldest = next(iter(self.folds))
+            # an evicted fold still reports what it folded, early rather than never
+            out.extend(summarize(self.folds.pop(oldest), self.spec))
+            self.on_evict()
+        self.folds[key] = Fold(alert, alert.time + self.spec.period, alert.count, group)
+        out.append(alert)
+        return out
+
+    def expire(self, now: float) -> list[Alert]:
+        out: list[Alert] = []
+        while self.folds:
+            key = next(iter(self.folds))
+            fold = self.folds[key]
+            if fold.end > now:
+                break
+            del self.folds[key]
+            out.extend(summarize(fold, self.spec))
+        return out
+
+
+def summarize(fold: Fold, spec: Suppress) -> list[Alert]:
+    """The summary alert of a finished fold, if it folded more than its first alert."""
+    first = fold.first
+    if fold.total <= first.count:
+        return []
+    period = _span(spec.period)
+    return [Alert(
+        rule=first.rule,
+        title=f"{first.title} ({fold.total} times in {period})",
+        severity=first.severity,
+        time=fold.end,
+        host=first.host,
+        source=first.source,
+        tags=first.tags,
+        event=first.event,
+        count=fold.total,
+        extra={**first.extra, "summary": True, "first_alert": first.id, "group": fold.group,
+               "period_seconds": spec.period},
+    )]
+
+
+def _span(seconds: float) -> str:
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
