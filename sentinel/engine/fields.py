@@ -9,6 +9,7 @@ name once into a getter that returns the value, or None when it is absent.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -224,11 +225,13 @@ def typ_name(t: str) -> str:
 @lru_cache(maxsize=65536)
 def ip_int(text: str) -> tuple[int, int] | None:
     """(version, integer) of an address text, or None; cached for hot paths."""
+    # inet_pton is strict (no "10.1" shorthands) and several times faster than ipaddress
     try:
-        a = ipaddress.ip_address(text)
-    except ValueError:
+        if ":" in text:
+            return 6, int.from_bytes(socket.inet_pton(socket.AF_INET6, text), "big")
+        return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big")
+    except (OSError, ValueError, TypeError):
         return None
-    return a.version, int(a)
 
 
 def normalize_ip(text: str) -> str | None:
