@@ -76,6 +76,8 @@ class Lane:
         self._thread.start()
 
     def wake(self) -> None:
+        """Something was spooled: update the depth gauge and look at the spool now."""
+        self._depth.set(self.spool.depth)
         self._wake.set()
 
     def stop(self) -> None:

@@ -196,9 +196,10 @@ class _Server(socketserver.TCPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
-    server_version = "sentinel"
-    sys_version = ""
     timeout = IO_TIMEOUT
+
+    def version_string(self) -> str:
+        return "sentinel"  # no library or Python versions for a prober to read
 
     def do_GET(self) -> None:
         self._answer(head=False)
@@ -245,6 +246,10 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("metrics_http", peer=self.client_address[0], line=format % args)
 
 
+def _show(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class MetricsServer:
     """Serves one registry's exposition and the daemon's health on one address.
 
@@ -274,7 +279,7 @@ class MetricsServer:
             msg = "the metrics server is already running"
             raise RuntimeError(msg)
         host, port = self.config.listen
-        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        where = _show(host, port)
         tls = tls_context(self.config.tls) if self.config.tls is not None else None
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         server = _Server(family, (host, port), self, tls)
@@ -288,11 +293,11 @@ class MetricsServer:
             raise OSError(e.errno, msg) from e
         self._server = server
         self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.5},
+            target=server.serve_forever, kwargs={"poll_interval": 0.1},
             name="metrics-http", daemon=True,
         )
         self._thread.start()
-        log.info("metrics_listening", address=where, tls=tls is not None,
+        log.info("metrics_listening", address=_show(*self.address), tls=tls is not None,
                  client_certs=tls is not None and tls.verify_mode == ssl.CERT_REQUIRED,
                  basic_auth=self.auth is not None)
 

@@ -1,0 +1,197 @@
+"""The json webhook against a real HTTP server: signatures, retries, outages, failures."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+from sentinel.config import Secret
+from sentinel.metrics import Metrics
+from sentinel.sinks.journal import alert_json
+from sentinel.sinks.spool import Spool
+from tests.sinks.conftest import SECRET, hook, make_alert, make_config, metric
+from tests.sinks.receiver import Answer, Receiver, free_port, wait_for
+
+
+def test_every_request_is_signed_verifiably_and_carries_the_alert(
+        tmp_path: Path, start: Any, metrics: Metrics) -> None:
+    """An independent Standard Webhooks implementation accepts every signature;
+    the body is the alert exactly as journaled; webhook-id is the alert id."""
+    with Receiver(secret=SECRET) as r:
+        d = start(make_config(tmp_path, hook("soc", r.url, headers=(("X-Site", "kota"),))))
+        alerts = [make_alert() for _ in range(20)]
+        for a in alerts:
+            d.submit(a)
+        wait_for(lambda: r.count() >= 20, what="20 webhooks")
+        by_id = {req.headers["webhook-id"]: req for req in r.requests}
+        assert set(by_id) == {a.id for a in alerts}
+        for a in alerts:
+            req = by_id[a.id]
+            assert req.signature_ok is True
+            assert req.body == alert_json(a)
+            assert req.json()["id"] == a.id
+            assert req.headers["x-site"] == "kota"
+            assert req.headers["content-type"] == "application/json"
+        wait_for(lambda: metric(metrics, "sentinel_delivery_queue_depth", target="soc") == 0,
+                 what="queue depth back to 0")
+        assert metric(metrics, "sentinel_deliveries_total", target="soc", result="success") == 20
+        assert metric(metrics, "sentinel_component_up", component="delivery:soc") == 1
+
+
+def test_a_wrong_secret_fails_independent_verification(tmp_path: Path, start: Any) -> None:
+    """The receiver's check is real: a sender with another secret is rejected."""
+    with Receiver(secret=SECRET) as r:
+        other = Secret("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD", "test")
+        d = start(make_config(tmp_path, hook("soc", r.url, secret=other)))
+        d.submit(make_alert())
+        wait_for(lambda: r.count() >= 1)
+        assert r.requests[0].signature_ok is False
+
+
+def test_retries_keep_the_id_and_re_sign(tmp_path: Path, start: Any, metrics: Metrics) -> None:
+    """5xx and 408 are retried; every attempt has the same webhook-id and a valid signature."""
+    codes = [503, 500, 408, 200]
+    with Receiver(secret=SECRET, respond=lambda n, req: Answer(codes[min(n, 3)])) as r:
+        d = start(make_config(tmp_path, hook("soc", r.url)))
+        a = make_alert()
+        d.submit(a)
+        wait_for(lambda: r.count() >= 4, what="four attempts")
+        assert [req.headers["webhook-id"] for req in r.requests] == [a.id] * 4
+        assert all(req.signature_ok for req in r.requests)
+        assert metric(metrics, "sentinel_deliveries_total", target="soc", result="retry") == 3
+        wait_for(lambda: metric(metrics, "sentinel_deliveries_total", target="soc",
+                                result="success") == 1)
+
+
+def test_outage_then_recovery_delivers_all_1000(tmp_path: Path, start: Any,
+                                               metrics: Metrics) -> None:
+    """The receiver is down (connection refused) while 1,000 alerts are produced;
+    when it comes up every one arrives."""
+    port = free_port()
+    d = start(make_config(tmp_path, hook("soc", f"http://127.0.0.1:{port}/hook",
+                                         retry_initial=0.05, retry_max=0.3),
+                          fsync="none"))
+    alerts = [make_alert() for _ in range(1000)]
+    for a in alerts:
+        d.submit(a)
+    wait_for(lambda: metric(metrics, "sentinel_deliveries_total", target="soc",
+                            result="retry") >= 3, what="retries while down")
+    assert metric(metrics, "sentinel_delivery_queue_depth", target="soc") == 1000
+    wait_for(lambda: metric(metrics, "sentinel_delivery_oldest_pending_seconds",
+                            target="soc") > 0, what="oldest-pending age")
+    with Receiver(secret=SECRET, port=port) as r:
+        wait_for(lambda: r.delivered_ids() >= {a.id for a in alerts}, timeout=60,
+                 what="all 1,000 alerts")
+        assert all(req.signature_ok for req in r.requests)
+        wait_for(lambda: metric(metrics, "sentinel_delivery_queue_depth", target="soc") == 0)
+    assert d.journal_head()[0] == 1000
+
+
+def test_dead_target_does_not_delay_a_live_one(tmp_path: Path, start: Any,
+                                               metrics: Metrics) -> None:
+    """One endpoint accepts connections and never answers; the other gets every
+    alert while the dead one's first request is still hanging."""
+    with socket.socket() as hole, Receiver(secret=SECRET) as live:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(100)
+        dead_url = f"http://127.0.0.1:{hole.getsockname()[1]}/hook"
+        d = start(make_config(tmp_path, hook("dead", dead_url, timeout=120.0),
+                              hook("live", live.url)))
+        alerts = [make_alert() for _ in range(50)]
+        for a in alerts:
+            d.submit(a)
+        wait_for(lambda: live.ids() >= {a.id for a in alerts}, timeout=30,
+                 what="the live target's alerts")
+        # the dead lane is still stuck in its first attempt: nothing resolved there
+        assert metric(metrics, "sentinel_deliveries_total", target="dead", result="success") == 0
+        assert metric(metrics, "sentinel_deliveries_total", target="dead", result="retry") == 0
+        assert metric(metrics, "sentinel_delivery_queue_depth", target="dead") == 50
+
+
+def test_retry_after_seconds_is_honoured(tmp_path: Path, start: Any) -> None:
+    """429 with Retry-After: 1 delays the next attempt by a second, though the
+    configured backoff would retry within 50 ms."""
+    def respond(n: int, req: object) -> Answer:
+        return Answer(429, (("Retry-After", "1"),)) if n == 0 else Answer(200)
+    with Receiver(secret=SECRET, respond=respond) as r:
+        d = start(make_config(tmp_path, hook("soc", r.url, retry_initial=0.01,
+                                             retry_max=0.05)))
+        d.submit(make_alert())
+        wait_for(lambda: r.count() >= 2)
+        assert r.requests[1].at - r.requests[0].at >= 0.95
+
+
+def test_permanent_4xx_is_dead_lettered_and_counted(tmp_path: Path, start: Any,
+                                                    metrics: Metrics) -> None:
+    """410 for one alert: tried once, kept aside, counted as failed; the next
+    alerts are still delivered."""
+    bad = make_alert()
+
+    def respond(n: int, req: Any) -> Answer:
+        return Answer(410) if req.headers["webhook-id"] == bad.id else Answer(204)
+    with Receiver(secret=SECRET, respond=respond) as r:
+        d = start(make_config(tmp_path, hook("soc", r.url)))
+        good = [make_alert() for _ in range(3)]
+        d.submit(bad)
+        for a in good:
+            d.submit(a)
+        wait_for(lambda: r.delivered_ids() >= {a.id for a in good})
+        wait_for(lambda: metric(metrics, "sentinel_deliveries_total", target="soc",
+                                result="failed") == 1)
+        assert [q.headers["webhook-id"] for q in r.requests].count(bad.id) == 1
+        assert metric(metrics, "sentinel_deliveries_total", target="soc", result="retry") == 0
+    d.close(5)
+    dead = Spool(tmp_path / "spool" / "soc.db").dead()
+    assert dead == [(bad.id, 410, "HTTP 410")]
+
+
+def test_slow_receiver_times_out_and_is_retried(tmp_path: Path, start: Any,
+                                               metrics: Metrics) -> None:
+    """A receiver slower than the timeout counts as a retriable failure."""
+    release = threading.Event()
+
+    def respond(n: int, req: object) -> Answer:
+        return Answer(200, delay=3.0) if n < 2 and not release.is_set() else Answer(200)
+    with Receiver(secret=SECRET, respond=respond) as r:
+        d = start(make_config(tmp_path, hook("soc", r.url, timeout=0.3)))
+        a = make_alert()
+        d.submit(a)
+        wait_for(lambda: r.count() >= 3, what="a third attempt after two timeouts")
+        release.set()
+        wait_for(lambda: metric(metrics, "sentinel_deliveries_total", target="soc",
+                                result="success") == 1)
+        assert metric(metrics, "sentinel_deliveries_total", target="soc", result="retry") == 2
+        assert {q.headers["webhook-id"] for q in r.requests} == {a.id}
+
+
+def test_undelivered_alerts_survive_close_and_go_on_restart(tmp_path: Path, start: Any,
+                                                            metrics: Metrics) -> None:
+    """close() leaves the backlog spooled; the next Delivery sends it first."""
+    port = free_port()
+    config = make_config(tmp_path, hook("soc", f"http://127.0.0.1:{port}/hook"))
+    d = start(config)
+    alerts = [make_alert() for _ in range(30)]
+    for a in alerts:
+        d.submit(a)
+    d.close(5)
+    with Receiver(secret=SECRET, port=port) as r:
+        start(config, Metrics())
+        wait_for(lambda: r.delivered_ids() >= {a.id for a in alerts})
+
+
+def test_no_secret_in_logs_or_spool_names(tmp_path: Path, start: Any, capsys: Any) -> None:
+    """Logs name the target and the URL without its query string, never the secret."""
+    port = free_port()
+    d = start(make_config(tmp_path, hook("soc", f"http://127.0.0.1:{port}/hook?token=abc123")))
+    d.submit(make_alert())
+    d.close(5)
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "abc123" not in text
+    assert SECRET[6:] not in text
+    assert f"127.0.0.1:{port}/hook" in text
+    journal = (tmp_path / "alerts.jsonl").read_text()
+    assert json.loads(journal.splitlines()[0])["seq"] == 0
