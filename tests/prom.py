@@ -1,0 +1,155 @@
+"""Test helpers around the real Prometheus tools (Debian package ``prometheus``).
+
+Reusable from any test: ``from tests.prom import check_metrics, Prometheus``.
+
+- :func:`check_metrics` runs ``promtool check metrics`` on exposition text.
+- :class:`Prometheus` runs the real ``prometheus`` binary on a loopback port,
+  scraping the targets given, and answers PromQL through its HTTP API.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import pytest
+import yaml
+
+PROMTOOL = "promtool"
+PROMETHEUS = "prometheus"
+
+
+def need(binary: str) -> str:
+    """The binary's path, or skip the test (CI installs it, so CI never skips)."""
+    path = shutil.which(binary)
+    if path is None:
+        pytest.skip(f"{binary} not installed (Debian package prometheus)")
+    return path
+
+
+def free_port() -> int:
+    """A loopback TCP port free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def check_metrics(exposition: str | bytes) -> tuple[int, str]:
+    """``promtool check metrics`` on the text; (exit code, everything it printed)."""
+    data = exposition.encode() if isinstance(exposition, str) else exposition
+    p = subprocess.run([need(PROMTOOL), "check", "metrics"], input=data,
+                       capture_output=True, timeout=60, check=False)
+    return p.returncode, (p.stdout + p.stderr).decode(errors="replace")
+
+
+def wait_until(what: str, probe: Callable[[], Any], timeout: float = 30.0,
+               interval: float = 0.2) -> Any:
+    """Poll ``probe`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}; last answer: {last!r}")
+
+
+class Prometheus:
+    """A real Prometheus scraping ``targets`` every second, in ``workdir``.
+
+    ``scrape`` is merged into the scrape job (``scheme``, ``tls_config``,
+    ``basic_auth``…), so TLS and auth are exercised by the real client.
+    """
+
+    def __init__(self, workdir: Path, targets: list[str],
+                 scrape: dict[str, Any] | None = None) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        job: dict[str, Any] = {"job_name": "sentinel", "static_configs": [{"targets": targets}]}
+        job.update(scrape or {})
+        self.config = {
+            "global": {"scrape_interval": "1s", "scrape_timeout": "1s",
+                       "evaluation_interval": "1s"},
+            "scrape_configs": [job],
+        }
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Prometheus:
+        binary = need(PROMETHEUS)
+        cfg = self.workdir / "prometheus.yml"
+        cfg.write_text(yaml.safe_dump(self.config))
+        self._log = (self.workdir / "prometheus.log").open("wb")
+        self._proc = subprocess.Popen(
+            [binary, f"--config.file={cfg}", f"--storage.tsdb.path={self.workdir / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+            stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        wait_until("Prometheus to be ready", self._ready)
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(timeout=5)
+        self._log.close()
+
+    def _ready(self) -> bool:
+        assert self._proc is not None
+        if self._proc.poll() is not None:
+            log = (self.workdir / "prometheus.log").read_text(errors="replace")
+            pytest.fail(f"prometheus exited with {self._proc.returncode}:\n{log}")
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as r:
+                return bool(r.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def api(self, path: str, **params: str) -> Any:
+        """GET an ``/api/v1`` endpoint; the ``data`` of a successful answer."""
+        q = urllib.parse.urlencode(params)
+        with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{q}", timeout=5) as r:
+            body = json.load(r)
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def query(self, expr: str) -> dict[str, float]:
+        """Instant query: each series' labels (as text) -> value."""
+        out = {}
+        for s in self.api("query", query=expr)["result"]:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s["metric"].items()))
+            out[labels] = float(s["value"][1])
+        return out
+
+    def targets(self) -> list[dict[str, Any]]:
+        """The active scrape targets with health and last error."""
+        return list(self.api("targets")["activeTargets"])
+
+    def wait_for(self, expr: str, predicate: Callable[[dict[str, float]], bool],
+                 timeout: float = 30.0) -> dict[str, float]:
+        """Poll ``expr`` until ``predicate`` holds on its result."""
+
+        def probe() -> dict[str, float] | None:
+            r = self.query(expr)
+            return r if predicate(r) else None
+
+        try:
+            return dict(wait_until(f"{expr} to satisfy the condition", probe, timeout))
+        except pytest.fail.Exception:
+            pytest.fail(f"{expr} never matched; targets: {self.targets()}")
