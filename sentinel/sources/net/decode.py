@@ -1,0 +1,322 @@
+"""A hand-written packet decoder: raw frame bytes to flow updates and events.
+
+Every function takes the buffer, the offset where its header starts and the
+offset where the captured bytes end (``buf`` may be a whole pcap file or a
+capture ring, so nothing is copied but the addresses). A header that does not
+fit before ``end`` raises :class:`Malformed`; :meth:`Decoder.handler` wraps a
+link type's entry point so that every failure is counted in
+``sentinel_decode_errors_total`` and never leaves the loop.
+
+Link types (pcap LINKTYPE numbers): Ethernet with 802.1Q/802.1ad/QinQ tags and
+PPPoE, Linux cooked SLL and SLL2, raw IP (101, 228, 229 and the DLT values 12
+and 14), BSD NULL and LOOP, PPP and Cisco HDLC. Non-first IP fragments are
+counted in ``sentinel_ip_fragments_total`` and not decoded further.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+from sentinel import logs
+from sentinel.metrics import Metrics
+from sentinel.sources.net.dns import Malformed, parse_message, parse_tcp_stream
+from sentinel.sources.net.emitter import EventMaker
+from sentinel.sources.net.flows import FlowTable
+
+log = logs.get("net.decode")
+
+_U16 = struct.Struct("!H").unpack_from
+_U32LE = struct.Struct("<I").unpack_from
+_U32BE = struct.Struct("!I").unpack_from
+_IP4 = struct.Struct("!BxHxxHxB").unpack_from  # version/ihl, total length, frag, protocol
+_IP6 = struct.Struct("!4xHB").unpack_from  # payload length, next header
+_TCP = struct.Struct("!HH8xH").unpack_from  # ports, data offset + flags
+_UDP = struct.Struct("!HHH").unpack_from  # ports, length
+_ARP = struct.Struct("!2xHBBH").unpack_from  # protocol type, hlen, plen, op
+
+LINKTYPE_NULL, LINKTYPE_ETHERNET, LINKTYPE_PPP, LINKTYPE_RAW = 0, 1, 9, 101
+LINKTYPE_C_HDLC, LINKTYPE_LOOP, LINKTYPE_LINUX_SLL = 104, 108, 113
+LINKTYPE_PPP_HDLC, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_LINUX_SLL2 = 50, 228, 229, 276
+
+#: What each supported link type is called, for the README and the replay summary.
+LINK_NAMES: dict[int, str] = {
+    LINKTYPE_NULL: "BSD NULL/loopback", LINKTYPE_ETHERNET: "Ethernet (802.1Q, QinQ, PPPoE)",
+    LINKTYPE_PPP: "PPP", LINKTYPE_PPP_HDLC: "PPP in HDLC framing", LINKTYPE_RAW: "raw IP",
+    12: "raw IP (DLT 12)", 14: "raw IP (DLT 14)", LINKTYPE_C_HDLC: "Cisco HDLC",
+    LINKTYPE_LOOP: "OpenBSD LOOP", LINKTYPE_LINUX_SLL: "Linux cooked (SLL)",
+    LINKTYPE_IPV4: "raw IPv4", LINKTYPE_IPV6: "raw IPv6",
+    LINKTYPE_LINUX_SLL2: "Linux cooked v2 (SLL2)",
+}
+
+ETH_IPV4, ETH_IPV6, ETH_ARP = 0x0800, 0x86DD, 0x0806
+_VLAN_TAGS = frozenset((0x8100, 0x88A8, 0x9100, 0x9200))
+_PPPOE_SESSION = 0x8864
+_PPP_IPV4, _PPP_IPV6 = 0x0021, 0x0057
+_IPV6_EXT = frozenset((0, 43, 60, 135, 139, 140, 253, 254))
+_NULL_IPV6 = frozenset((10, 24, 28, 30))  # AF_INET6 on Linux, NetBSD/OpenBSD, FreeBSD, macOS
+MAX_TAGS = 8
+MAX_IPV6_HEADERS = 12
+ARP_OPS = {1: "request", 2: "reply", 3: "rarp-request", 4: "rarp-reply",
+           8: "inarp-request", 9: "inarp-reply"}
+
+_TRUNCATED = Malformed("packet cut short")
+
+#: Decodes one captured frame: (buf, offset, end, wire length, time).
+Handler = Callable[[bytes, int, int, int, float], None]
+
+
+class Decoder:
+    """Parses frames and feeds a :class:`FlowTable` and an :class:`EventMaker`."""
+
+    def __init__(self, flows: FlowTable, maker: EventMaker, metrics: Metrics) -> None:
+        self.flows = flows
+        self.maker = maker
+        self._errors = metrics.decode_errors
+        self._fragments = metrics.ip_fragments
+        self._logged: set[str] = set()
+        self._links: dict[int, Handler] = {
+            LINKTYPE_ETHERNET: self.ether, LINKTYPE_NULL: self.null, LINKTYPE_LOOP: self.loop,
+            LINKTYPE_RAW: self.raw, 12: self.raw, 14: self.raw, LINKTYPE_IPV4: self.raw,
+            LINKTYPE_IPV6: self.raw, LINKTYPE_LINUX_SLL: self.sll,
+            LINKTYPE_LINUX_SLL2: self.sll2, LINKTYPE_PPP: self.ppp,
+            LINKTYPE_PPP_HDLC: self.ppp, LINKTYPE_C_HDLC: self.c_hdlc,
+        }
+
+    # -- entry points ----------------------------------------------------------
+
+    def supports(self, linktype: int) -> bool:
+        return linktype in self._links
+
+    def handler(self, linktype: int) -> Handler:
+        """The never-raising decode function for one link type.
+
+        An unsupported link type counts every frame as a decode error.
+        """
+        link = self._links.get(linktype)
+
+        def handle(buf: bytes, off: int, end: int, wirelen: int, ts: float) -> None:
+            try:
+                if link is None:
+                    raise _TRUNCATED
+                link(buf, off, end, wirelen, ts)
+            except (Malformed, struct.error, IndexError):
+                self._errors.inc()
+            except Exception as exc:  # a decoder bug must not stop the capture
+                self._errors.inc()
+                self._log_once(exc, linktype)
+
+        return handle
+
+    def network_handler(self) -> Callable[[int, bytes, int, int, int, float], None]:
+        """The never-raising decode function for a frame whose link layer the kernel parsed."""
+
+        def handle(etype: int, buf: bytes, off: int, end: int, wirelen: int, ts: float) -> None:
+            try:
+                self.network(etype, buf, off, end, wirelen, ts)
+            except (Malformed, struct.error, IndexError):
+                self._errors.inc()
+            except Exception as exc:
+                self._errors.inc()
+                self._log_once(exc, -1)
+
+        return handle
+
+    def _log_once(self, exc: Exception, linktype: int) -> None:
+        what = type(exc).__name__
+        if what not in self._logged:
+            self._logged.add(what)
+            log.error("decode_failed", error=repr(exc), linktype=linktype, exc_info=exc)
+
+    # -- link layers -------------------------------------------------------------
+
+    def ether(self, buf: bytes, off: int, end: int, wirelen: int, ts: float) -> None:
+        if off + 14 > end:
+            raise _TRUNCATED
+        etype = _U16(buf, off + 12)[0]
+        if etype == ETH_IPV4:
+            self.ipv4(buf, off + 14, end, wirelen, ts)
+        else:
+            self.network(etype, buf, off + 14, end, wirelen, ts)
+
+    def sll(self, buf: bytes, off: int, end: int, wirelen: int, ts: float) -> None:
+        if off + 16 > end:
+            raise _TRUNCATED
+        self.network(_U16(buf, off + 14)[0], buf, off + 16, end, wirelen, ts)
+
+    def sll2(self, buf: bytes, off: int, end: int, wirelen: int, ts: float) -> None:
+        if off + 20 > end:
+            raise _TRUNCATED
+        self.network(_U16(buf, off)[0], buf, off + 20, end, wirelen, ts)
+
+    def null(self, buf: bytes, off: int, end: int, wirelen: int, ts: float) -> None:
+        if off + 4 > end:
+            raise _TRUNCATED
+        family = _U32LE(buf, off)[0]
+        if family & 0xFFFF0000:  # written by a host of the other byte order
+            family = _U32BE(buf, off)[0]
+        self._family(family, buf, off + 4, end, wirelen, ts)
+
+    def loop(self, buf: bytes, off: int, end: int, wirelen: int, ts: float) -> None:
+        if off + 4 > end:
+            raise _TRUNCATED
+        self._family(_U32BE(buf, off)[0], buf, off + 4, end, wirelen, ts)
+
+    def _family(self, family: int, buf: bytes, off: int, end: int, wirelen: int,
+                ts: float) -> None:
+        if family == 2:
+            self.ipv4(buf, off, end, wirelen, ts)
+        elif family in _NULL_IPV6:
+            self.ipv6(buf, off, end, wirelen, ts)
+
+    def raw(self, buf: bytes, off: int, end: int, wirelen: int, ts: float) -> None:
+        if off >= end:
+            raise _TRUNCATED
+        version = buf[off] >> 4
+        if version == 4:
+            self.ipv4(buf, off, end, wirelen, ts)
+        elif version == 6:
+            self.ipv6(buf, off, end, wirelen, ts)
+        else:
+            raise Malformed(f"raw IP frame with version {version}")
+
+    def ppp(self, buf: bytes, off: int, end: int, wirelen: int, ts: float) -> None:
+        if off + 2 <= end and buf[off] == 0xFF and buf[off + 1] == 0x03:
+            off += 2  # HDLC address and control bytes
+        if off + 2 > end:
+            raise _TRUNCATED
+        self._ppp_proto(_U16(buf, off)[0], buf, off + 2, end, wirelen, ts)
+
+    def _ppp_proto(self, proto: int, buf: bytes, off: int, end: int, wirelen: int,
+                   ts: float) -> None:
+        if proto == _PPP_IPV4:
+            self.ipv4(buf, off, end, wirelen, ts)
+        elif proto == _PPP_IPV6:
+            self.ipv6(buf, off, end, wirelen, ts)
+
+    def c_hdlc(self, buf: bytes, off: int, end: int, wirelen: int, ts: float) -> None:
+        if off + 4 > end:
+            raise _TRUNCATED
+        self.network(_U16(buf, off + 2)[0], buf, off + 4, end, wirelen, ts)
+
+    # -- network layer -------------------------------------------------------------
+
+    def network(self, etype: int, buf: bytes, off: int, end: int, wirelen: int,
+                ts: float) -> None:
+        """Decode from the network header on, given its EtherType."""
+        tags = 0
+        while etype in _VLAN_TAGS:
+            tags += 1
+            if off + 4 > end or tags > MAX_TAGS:
+                raise _TRUNCATED
+            etype = _U16(buf, off + 2)[0]
+            off += 4
+        if etype == ETH_IPV4:
+            self.ipv4(buf, off, end, wirelen, ts)
+        elif etype == ETH_IPV6:
+            self.ipv6(buf, off, end, wirelen, ts)
+        elif etype == ETH_ARP:
+            self.arp(buf, off, end, ts)
+        elif etype == _PPPOE_SESSION:
+            if off + 8 > end:
+                raise _TRUNCATED
+            self._ppp_proto(_U16(buf, off + 6)[0], buf, off + 8, end, wirelen, ts)
+
+    def ipv4(self, buf: bytes, off: int, end: int, wirelen: int, ts: float) -> None:
+        if off + 20 > end:
+            raise _TRUNCATED
+        vihl, total, frag, proto = _IP4(buf, off)
+        ihl = (vihl & 15) << 2
+        if vihl >> 4 != 4 or ihl < 20 or total < ihl:
+            raise Malformed("bad IPv4 header")
+        if off + total < end:
+            end = off + total  # drop Ethernet padding
+        if frag & 0x1FFF:
+            self._fragments.inc()
+            return
+        if off + ihl > end:
+            raise _TRUNCATED
+        self.transport(proto, buf, off + ihl, end, wirelen, ts,
+                       buf[off + 12 : off + 16], buf[off + 16 : off + 20])
+
+    def ipv6(self, buf: bytes, off: int, end: int, wirelen: int, ts: float) -> None:
+        if off + 40 > end:
+            raise _TRUNCATED
+        if buf[off] >> 4 != 6:
+            raise Malformed("bad IPv6 header")
+        plen, nh = _IP6(buf, off)
+        if plen and off + 40 + plen < end:
+            end = off + 40 + plen
+        src = buf[off + 8 : off + 24]
+        dst = buf[off + 24 : off + 40]
+        p = off + 40
+        for _ in range(MAX_IPV6_HEADERS):
+            if nh == 6 or nh == 17 or nh == 58:
+                break
+            if p + 8 > end:
+                if nh in _IPV6_EXT or nh == 44 or nh == 51:
+                    raise _TRUNCATED
+                return
+            if nh in _IPV6_EXT:
+                nh, p = buf[p], p + (buf[p + 1] + 1) * 8
+            elif nh == 44:  # fragment header
+                if _U16(buf, p + 2)[0] & 0xFFF8:
+                    self._fragments.inc()
+                    return
+                nh, p = buf[p], p + 8
+            elif nh == 51:  # authentication header
+                nh, p = buf[p], p + (buf[p + 1] + 2) * 4
+            else:  # no next header, ESP, or a protocol sentinel does not read
+                return
+        else:
+            raise Malformed("too many IPv6 extension headers")
+        if p > end:
+            raise _TRUNCATED
+        self.transport(nh, buf, p, end, wirelen, ts, src, dst)
+
+    def arp(self, buf: bytes, off: int, end: int, ts: float) -> None:
+        if off + 8 > end:
+            raise _TRUNCATED
+        ptype, hlen, plen, op = _ARP(buf, off)
+        if ptype != ETH_IPV4 or hlen != 6 or plen != 4:
+            return  # ARP for another protocol or hardware: not an event sentinel knows
+        if off + 28 > end:
+            raise _TRUNCATED
+        self.maker.arp(ts, ARP_OPS.get(op) or str(op), buf[off + 8 : off + 14],
+                       buf[off + 14 : off + 18], buf[off + 18 : off + 24],
+                       buf[off + 24 : off + 28])
+
+    # -- transport layer -----------------------------------------------------------
+
+    def transport(self, proto: int, buf: bytes, off: int, end: int, wirelen: int, ts: float,
+                  src: bytes, dst: bytes) -> None:
+        """TCP, UDP, ICMP and ICMPv6 starting at ``off``; other protocols are ignored."""
+        if proto == 6:
+            if off + 14 > end:
+                raise _TRUNCATED
+            sport, dport, offflags = _TCP(buf, off)
+            self.flows.tcp(ts, wirelen, src, dst, sport, dport, offflags & 0xFF)
+            if (sport == 53 or dport == 53) and off + 20 <= end:
+                payload = off + ((offflags >> 12) << 2)
+                if payload < off + 20:
+                    raise Malformed("TCP data offset below 5")
+                if payload < end:
+                    self._dns(parse_tcp_stream(buf, payload, end), ts, src, dst)
+        elif proto == 17:
+            if off + 8 > end:
+                raise _TRUNCATED
+            sport, dport, ulen = _UDP(buf, off)
+            self.flows.udp(ts, wirelen, src, dst, sport, dport)
+            if sport == 53 or dport == 53:
+                if ulen < 8:
+                    raise Malformed("UDP length below 8")
+                self._dns(parse_message(buf, off + 8, min(end, off + ulen)), ts, src, dst)
+        elif proto == 1 or proto == 58:
+            if off + 2 > end:
+                raise _TRUNCATED
+            self.maker.icmp(ts, src, dst, buf[off], buf[off + 1])
+
+    def _dns(self, questions: list[tuple[str, str, bool, str]], ts: float, src: bytes,
+             dst: bytes) -> None:
+        for qname, qtype, is_response, rcode in questions:
+            self.maker.dns(ts, src, dst, qname, qtype, is_response, rcode)

@@ -1,0 +1,135 @@
+"""DNS messages from raw bytes: the question names and types, and the response code.
+
+Only what the events need is read: the 12-byte header and the question
+section. Names follow compression pointers, but a pointer must point strictly
+backwards (so a chain always ends) and a name may not exceed 255 bytes on the
+wire or 128 labels; anything else is :class:`Malformed`.
+"""
+
+from __future__ import annotations
+
+import struct
+
+_HEADER = struct.Struct("!HHHHHH").unpack_from
+_U16 = struct.Struct("!H").unpack_from
+_QTAIL = struct.Struct("!HH").unpack_from
+
+#: At most this many questions of one message become events (real messages have 1).
+MAX_QUESTIONS = 8
+MAX_NAME = 255
+MAX_LABELS = 128
+
+QTYPES: dict[int, str] = {
+    1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 13: "HINFO", 15: "MX", 16: "TXT",
+    17: "RP", 18: "AFSDB", 24: "SIG", 25: "KEY", 28: "AAAA", 29: "LOC", 33: "SRV",
+    35: "NAPTR", 36: "KX", 37: "CERT", 39: "DNAME", 41: "OPT", 42: "APL", 43: "DS",
+    44: "SSHFP", 45: "IPSECKEY", 46: "RRSIG", 47: "NSEC", 48: "DNSKEY", 49: "DHCID",
+    50: "NSEC3", 51: "NSEC3PARAM", 52: "TLSA", 53: "SMIMEA", 55: "HIP", 59: "CDS",
+    60: "CDNSKEY", 61: "OPENPGPKEY", 62: "CSYNC", 63: "ZONEMD", 64: "SVCB", 65: "HTTPS",
+    99: "SPF", 249: "TKEY", 250: "TSIG", 251: "IXFR", 252: "AXFR", 255: "ANY", 256: "URI",
+    257: "CAA",
+}
+RCODES: dict[int, str] = {
+    0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED",
+    6: "YXDOMAIN", 7: "YXRRSET", 8: "NXRRSET", 9: "NOTAUTH", 10: "NOTZONE",
+}
+_QTYPE_TEXT = [QTYPES.get(i, f"TYPE{i}") for i in range(65536)]
+_RCODE_TEXT = [RCODES.get(i, str(i)) for i in range(16)]
+
+# Bytes that may appear in a label as themselves; others are written \DDD.
+_PLAIN = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-_*/+=@:")
+_LOWER = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz")
+
+
+class Malformed(ValueError):
+    """The bytes are not a well-formed DNS message (or are cut short)."""
+
+
+#: (qname, qtype, is_response, rcode) for one question.
+Question = tuple[str, str, bool, str]
+
+
+def _label_text(raw: bytes) -> str:
+    if _PLAIN.issuperset(raw):
+        return raw.decode("ascii")
+    return "".join(chr(b) if b in _PLAIN else f"\\{b:03d}" for b in raw)
+
+
+def read_name(buf: bytes, off: int, start: int, end: int) -> tuple[str, int]:
+    """The name at ``off`` of the message spanning ``start:end``, and the offset after it.
+
+    Lower case, no trailing dot; the root is ``"."``.
+    """
+    labels: list[str] = []
+    wire = 0
+    after = -1
+    pos = off
+    limit = end  # a pointer must land strictly before the previous hop
+    while True:
+        if pos >= end:
+            raise Malformed("name runs past the message")
+        n = buf[pos]
+        if n == 0:
+            pos += 1
+            break
+        if n >= 0xC0:
+            if pos + 2 > end:
+                raise Malformed("compression pointer cut short")
+            target = start + (_U16(buf, pos)[0] & 0x3FFF)
+            if after < 0:
+                after = pos + 2
+            if target >= limit or target >= pos:
+                raise Malformed("compression pointer does not point backwards")
+            limit = target
+            pos = target
+            continue
+        if n > 63:
+            raise Malformed(f"label length byte {n:#x} is reserved")
+        wire += n + 1
+        if wire > MAX_NAME or len(labels) >= MAX_LABELS:
+            raise Malformed("name longer than 255 bytes")
+        if pos + 1 + n > end:
+            raise Malformed("label runs past the message")
+        labels.append(_label_text(bytes(buf[pos + 1 : pos + 1 + n]).translate(_LOWER)))
+        pos += 1 + n
+    if after < 0:
+        after = pos
+    return (".".join(labels) if labels else "."), after
+
+
+def parse_message(buf: bytes, start: int, end: int) -> list[Question]:
+    """The questions of the DNS message in ``buf[start:end]``."""
+    if end - start < 12:
+        raise Malformed("shorter than a DNS header")
+    _, flags, qdcount, _, _, _ = _HEADER(buf, start)
+    is_response = bool(flags & 0x8000)
+    rcode = _RCODE_TEXT[flags & 0xF]
+    out: list[Question] = []
+    pos = start + 12
+    for _ in range(min(qdcount, MAX_QUESTIONS)):
+        name, pos = read_name(buf, pos, start, end)
+        if pos + 4 > end:
+            raise Malformed("question type cut short")
+        qtype = _QTAIL(buf, pos)[0]
+        pos += 4
+        out.append((name, _QTYPE_TEXT[qtype], is_response, rcode))
+    return out
+
+
+def parse_tcp_stream(buf: bytes, start: int, end: int) -> list[Question]:
+    """Questions of the length-prefixed DNS messages that start a TCP segment.
+
+    Segments are not reassembled: a message split across segments is read only
+    if its question section is in the first one.
+    """
+    out: list[Question] = []
+    pos = start
+    while pos + 2 <= end:
+        length = _U16(buf, pos)[0]
+        mstart = pos + 2
+        mend = min(mstart + length, end)
+        if length < 12:
+            raise Malformed("DNS-over-TCP length shorter than a header")
+        out.extend(parse_message(buf, mstart, mend))
+        pos = mstart + length
+    return out

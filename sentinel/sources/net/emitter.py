@@ -1,0 +1,143 @@
+"""Turning decoded packets into the network events of CONTRACT §3.
+
+:class:`Endpoints` says, for an address, its text form, whether it is one of
+the host's own addresses and whether it is in ``network.home_nets`` — cached,
+since the same few addresses recur in almost every packet.
+:class:`EventMaker` builds each kind's fields in the order of ``KIND_FIELDS``,
+counts it in ``sentinel_events_total`` and hands it to ``emit``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from sentinel.config import Config
+from sentinel.events import Event
+from sentinel.metrics import Metrics
+
+#: Addresses remembered before the cache is cleared (bounds memory on scans).
+CACHE_SIZE = 65536
+
+#: (text, is one of host.addresses, is in home_nets)
+AddrInfo = tuple[str, bool, bool]
+
+
+class Endpoints:
+    """Classifies raw 4- or 16-byte addresses against the host and home networks."""
+
+    def __init__(self, config: Config) -> None:
+        self._host = {a.packed for a in config.host.addresses}
+        self._nets4 = [(int(n.network_address), int(n.netmask)) for n in config.network.home_nets
+                       if n.version == 4]
+        self._nets6 = [(int(n.network_address), int(n.netmask)) for n in config.network.home_nets
+                       if n.version == 6]
+        self._cache: dict[bytes, AddrInfo] = {}
+
+    def info(self, raw: bytes) -> AddrInfo:
+        """Text, is-host and is-internal for one address."""
+        got = self._cache.get(raw)
+        if got is not None:
+            return got
+        if len(self._cache) >= CACHE_SIZE:
+            self._cache.clear()
+        if len(raw) == 4:
+            text = socket.inet_ntop(socket.AF_INET, raw)
+            nets = self._nets4
+        else:
+            text = str(ipaddress.IPv6Address(raw))  # RFC 5952 form, as the config writes it
+            nets = self._nets6
+        value = int.from_bytes(raw, "big")
+        internal = any(value & mask == net for net, mask in nets)
+        got = (text, raw in self._host, internal)
+        self._cache[raw] = got
+        return got
+
+
+def direction(src_host: bool, dst_host: bool) -> str:
+    """``inbound``, ``outbound``, ``local`` or ``transit`` (CONTRACT §3)."""
+    if dst_host:
+        return "local" if src_host else "inbound"
+    return "outbound" if src_host else "transit"
+
+
+class EventMaker:
+    """Builds network events and passes them to ``emit``; ``iface`` is set per packet."""
+
+    def __init__(self, config: Config, metrics: Metrics, emit: Callable[[Event], None],
+                 iface: str) -> None:
+        self.host = config.host.name
+        self.ends = Endpoints(config)
+        self.emit = emit
+        self.iface = iface
+        self._metrics = metrics
+        self._counters: dict[str, Any] = {}
+
+    def _send(self, kind: str, ts: float, fields: dict[str, Any]) -> None:
+        counter = self._counters.get(kind)
+        if counter is None:
+            counter = self._counters[kind] = self._metrics.events.labels("network", kind)
+        counter.inc()
+        self.emit(Event(kind, ts, self.host, "network", fields))
+
+    def _pair(self, src: bytes, dst: bytes) -> dict[str, Any]:
+        s_text, s_host, s_int = self.ends.info(src)
+        d_text, d_host, d_int = self.ends.info(dst)
+        return {"src_ip": s_text, "dst_ip": d_text, "direction": direction(s_host, d_host),
+                "src_internal": s_int, "dst_internal": d_int}
+
+    def _conn_fields(self, src: bytes, sport: int, dst: bytes, dport: int) -> dict[str, Any]:
+        s_text, s_host, s_int = self.ends.info(src)
+        d_text, d_host, d_int = self.ends.info(dst)
+        return {"src_ip": s_text, "src_port": sport, "dst_ip": d_text, "dst_port": dport,
+                "direction": direction(s_host, d_host), "src_internal": s_int,
+                "dst_internal": d_int}
+
+    def connection(self, ts: float, proto: str, src: bytes, sport: int, dst: bytes, dport: int,
+                   flags: str, iface: str) -> None:
+        """``net.connection``: a TCP SYN, or the first UDP packet of a flow."""
+        self._send("net.connection", ts, {
+            "proto": proto, **self._conn_fields(src, sport, dst, dport), "iface": iface,
+            "tcp_flags": flags,
+        })
+
+    def synack(self, ts: float, src: bytes, sport: int, dst: bytes, dport: int, flags: str,
+               iface: str) -> None:
+        """``net.tcp_synack``: ``src`` is the side answering a SYN."""
+        self._send("net.tcp_synack", ts, {
+            **self._conn_fields(src, sport, dst, dport), "iface": iface, "tcp_flags": flags,
+        })
+
+    def flow(self, ts: float, proto: str, src: bytes, sport: int, dst: bytes, dport: int,
+             bytes_out: int, bytes_in: int, packets: int, duration: float, final: bool,
+             iface: str) -> None:
+        """``net.flow``: totals of a flow so far (``final`` once it has ended)."""
+        self._send("net.flow", ts, {
+            "proto": proto, **self._conn_fields(src, sport, dst, dport),
+            "bytes_out": bytes_out, "bytes_in": bytes_in, "packets": packets,
+            "duration": round(max(duration, 0.0), 6), "final": final, "iface": iface,
+        })
+
+    def dns(self, ts: float, src: bytes, dst: bytes, qname: str, qtype: str, is_response: bool,
+            rcode: str) -> None:
+        """``net.dns``: one question of a query or response."""
+        self._send("net.dns", ts, {
+            **self._pair(src, dst), "qname": qname, "qtype": qtype, "is_response": is_response,
+            "rcode": rcode, "iface": self.iface,
+        })
+
+    def icmp(self, ts: float, src: bytes, dst: bytes, icmp_type: int, code: int) -> None:
+        """``net.icmp``: one ICMP or ICMPv6 message."""
+        self._send("net.icmp", ts, {
+            **self._pair(src, dst), "type": icmp_type, "code": code, "iface": self.iface,
+        })
+
+    def arp(self, ts: float, op: str, sha: bytes, spa: bytes, tha: bytes, tpa: bytes) -> None:
+        """``net.arp``: one ARP request or reply (Ethernet/IPv4)."""
+        self._send("net.arp", ts, {
+            "op": op, "sender_ip": socket.inet_ntop(socket.AF_INET, spa),
+            "sender_mac": sha.hex(":"), "target_ip": socket.inet_ntop(socket.AF_INET, tpa),
+            "target_mac": tha.hex(":"), "iface": self.iface,
+        })

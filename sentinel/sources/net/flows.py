@@ -1,0 +1,207 @@
+"""The flow table: TCP and UDP conversations, their byte counts and their ends.
+
+A flow is keyed by its two endpoints in a canonical order, so both directions
+find the same record. ``src`` is whoever started it: the sender of the SYN, the
+receiver of a SYN-ACK, the sender of the first UDP packet; for TCP picked up
+mid-stream, the side with the higher port (the ephemeral one).
+
+The table is an ordered dict kept in order of last activity, so idle flows are
+always at its front: expiry pops from the front only, and the cap evicts the
+least recently active flow. A TCP flow ends at a RST or once both sides have
+sent FIN; it then stays in the table, silent, until idle, so that the last ACKs
+and retransmissions do not start a phantom flow. A new SYN on an ended flow
+(port reuse) starts a fresh one.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from sentinel.metrics import Metrics
+from sentinel.sources.net.emitter import EventMaker
+
+FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
+#: tcp_flags text for every flag byte: letters of "FSRPAUEC" in that order.
+FLAG_TEXT: list[str] = ["".join(c for i, c in enumerate("FSRPAUEC") if b >> i & 1)
+                        for b in range(256)]
+
+_SYN_SEEN, _SYNACK_SEEN, _FIN_SRC, _FIN_DST, _ENDED = 1, 2, 4, 8, 16
+
+FlowKey = tuple[bytes, bytes, int, int, int]
+
+
+class Flow:
+    """One conversation. ``a`` is the canonical first endpoint of the key."""
+
+    __slots__ = ("bytes_in", "bytes_out", "dport", "dst", "first", "iface", "last", "packets",
+                 "proto", "reported", "sport", "src", "src_is_a", "state")
+
+    def __init__(self, proto: int, src: bytes, sport: int, dst: bytes, dport: int,
+                 src_is_a: bool, ts: float, iface: str) -> None:
+        self.proto = proto
+        self.src = src
+        self.sport = sport
+        self.dst = dst
+        self.dport = dport
+        self.src_is_a = src_is_a
+        self.first = ts
+        self.last = ts
+        self.reported = ts
+        self.bytes_out = 0
+        self.bytes_in = 0
+        self.packets = 0
+        self.state = 0
+        self.iface = iface
+
+
+class FlowTable:
+    """Tracks flows and emits ``net.connection``, ``net.tcp_synack`` and ``net.flow``."""
+
+    def __init__(self, maker: EventMaker, metrics: Metrics, *, timeout: float, interval: float,
+                 max_flows: int) -> None:
+        self.maker = maker
+        self.timeout = timeout
+        self.interval = interval
+        self.max_flows = max_flows
+        self.flows: OrderedDict[FlowKey, Flow] = OrderedDict()
+        self.now = 0.0
+        self._next_expiry = float("inf")
+        self._metrics = metrics
+        self._evicted = {r: metrics.flows_evicted.labels(r) for r in ("idle", "end", "capacity")}
+
+    # -- per packet ----------------------------------------------------------
+
+    def _lookup(self, proto: int, src: bytes, dst: bytes, sport: int, dport: int,
+                ts: float) -> tuple[Flow | None, FlowKey, bool]:
+        if ts > self.now:
+            self.now = ts
+            if ts >= self._next_expiry:
+                self.expire(ts)
+        if src < dst or (src == dst and sport <= dport):
+            key = (src, dst, sport, dport, proto)
+            from_a = True
+        else:
+            key = (dst, src, dport, sport, proto)
+            from_a = False
+        flow = self.flows.get(key)
+        if flow is not None:
+            self.flows.move_to_end(key)
+        return flow, key, from_a
+
+    def _add(self, key: FlowKey, flow: Flow) -> None:
+        flows = self.flows
+        if len(flows) >= self.max_flows:
+            _, old = flows.popitem(last=False)
+            self._report(old, self.now, final=True)
+            self._evicted["capacity"].inc()
+        if not flows:
+            self._next_expiry = flow.last + self.timeout
+        flows[key] = flow
+
+    def tcp(self, ts: float, wirelen: int, src: bytes, dst: bytes, sport: int, dport: int,
+            flags: int) -> None:
+        """Account one TCP segment."""
+        flow, key, from_a = self._lookup(6, src, dst, sport, dport, ts)
+        syn_only = flags & (SYN | ACK) == SYN
+        if flow is not None and syn_only and (
+            flow.state & _ENDED or (not flow.state & _SYN_SEEN and from_a != flow.src_is_a)
+        ):
+            # port reuse, or a flow picked up mid-stream whose sides were guessed wrong
+            del self.flows[key]
+            if not flow.state & _ENDED:
+                self._report(flow, ts, final=True)
+            self._evicted["end"].inc()
+            flow = None
+        if flow is None:
+            if syn_only or (flags & (SYN | ACK) != SYN | ACK and sport > dport):
+                flow = Flow(6, src, sport, dst, dport, from_a, ts, self.maker.iface)
+            else:  # a SYN-ACK, or mid-stream with the sender on the lower port
+                flow = Flow(6, dst, dport, src, sport, not from_a, ts, self.maker.iface)
+            self._add(key, flow)
+        flow.last = ts
+        flow.packets += 1
+        if from_a == flow.src_is_a:
+            flow.bytes_out += wirelen
+        else:
+            flow.bytes_in += wirelen
+        if flags & (SYN | FIN | RST):
+            self._tcp_control(flow, flags, from_a == flow.src_is_a, ts)
+        if ts - flow.reported >= self.interval and not flow.state & _ENDED:
+            self._report(flow, ts, final=False)
+
+    def _tcp_control(self, flow: Flow, flags: int, from_src: bool, ts: float) -> None:
+        state = flow.state
+        if flags & (SYN | ACK) == SYN:
+            if not state & _SYN_SEEN:
+                flow.state = state | _SYN_SEEN
+                self.maker.connection(ts, "tcp", flow.src, flow.sport, flow.dst, flow.dport,
+                                      FLAG_TEXT[flags], flow.iface)
+        elif flags & SYN:
+            if not state & _SYNACK_SEEN and not from_src:
+                flow.state = state | _SYNACK_SEEN
+                self.maker.synack(ts, flow.dst, flow.dport, flow.src, flow.sport,
+                                  FLAG_TEXT[flags], flow.iface)
+        if state & _ENDED:
+            return
+        if flags & RST:
+            flow.state |= _ENDED
+        elif flags & FIN:
+            flow.state |= _FIN_SRC if from_src else _FIN_DST
+            if flow.state & (_FIN_SRC | _FIN_DST) == _FIN_SRC | _FIN_DST:
+                flow.state |= _ENDED
+        if flow.state & _ENDED:
+            self._report(flow, ts, final=True)
+
+    def udp(self, ts: float, wirelen: int, src: bytes, dst: bytes, sport: int,
+            dport: int) -> None:
+        """Account one UDP datagram."""
+        flow, key, from_a = self._lookup(17, src, dst, sport, dport, ts)
+        if flow is None:
+            flow = Flow(17, src, sport, dst, dport, from_a, ts, self.maker.iface)
+            self._add(key, flow)
+            self.maker.connection(ts, "udp", src, sport, dst, dport, "", flow.iface)
+        flow.last = ts
+        flow.packets += 1
+        if from_a == flow.src_is_a:
+            flow.bytes_out += wirelen
+        else:
+            flow.bytes_in += wirelen
+        if ts - flow.reported >= self.interval:
+            self._report(flow, ts, final=False)
+
+    # -- reports and expiry --------------------------------------------------
+
+    def _report(self, flow: Flow, ts: float, *, final: bool) -> None:
+        flow.reported = ts
+        self.maker.flow(ts, "tcp" if flow.proto == 6 else "udp", flow.src, flow.sport, flow.dst,
+                        flow.dport, flow.bytes_out, flow.bytes_in, flow.packets,
+                        flow.last - flow.first, final, flow.iface)
+
+    def expire(self, now: float) -> None:
+        """End every flow idle for ``timeout`` by ``now``; its report is timed at its expiry."""
+        flows = self.flows
+        timeout = self.timeout
+        while flows:
+            key, flow = next(iter(flows.items()))
+            due = flow.last + timeout
+            if due > now:
+                self._next_expiry = due
+                break
+            del flows[key]
+            if flow.state & _ENDED:
+                self._evicted["end"].inc()
+            else:
+                self._report(flow, due, final=True)
+                self._evicted["idle"].inc()
+        else:
+            self._next_expiry = float("inf")
+        self._metrics.flows_active.set(len(flows))
+
+    def flush(self, now: float) -> None:
+        """End every open flow (end of a capture file), reporting at ``now``."""
+        for flow in self.flows.values():
+            if not flow.state & _ENDED:
+                self._report(flow, now, final=True)
+        self.flows.clear()
+        self._next_expiry = float("inf")
+        self._metrics.flows_active.set(0)

@@ -1,0 +1,126 @@
+"""The live network source: one named capture thread per configured interface.
+
+Each thread owns its decoder and flow table. A capture that fails (interface
+missing or gone down, socket error) is logged, counted in
+``sentinel_capture_errors_total{iface}`` and reopened with exponential backoff,
+while the other interfaces go on; the flow table survives the reopen.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from sentinel import logs
+from sentinel.config import Config
+from sentinel.events import Event
+from sentinel.metrics import Metrics
+from sentinel.sources.net.capture import RingCapture
+from sentinel.sources.net.decode import Decoder
+from sentinel.sources.net.emitter import EventMaker
+from sentinel.sources.net.flows import FlowTable
+
+log = logs.get("net.capture")
+
+#: How often drop counts are read and idle flows expired while packets flow.
+HOUSEKEEPING = 1.0
+#: A capture that stayed up this long resets the retry backoff.
+STABLE_AFTER = 30.0
+
+
+class NetworkSource:
+    """Captures on every configured interface until stopped (a ``pipeline.Source``)."""
+
+    name = "network"
+
+    def __init__(self, config: Config, metrics: Metrics, *, retry_initial: float = 1.0,
+                 retry_max: float = 60.0) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self, emit: Callable[[Event], None]) -> None:
+        """Start one thread per interface; ``emit`` may block (back-pressure)."""
+        self._stop.clear()
+        for iface in self.config.network.interfaces:
+            t = threading.Thread(target=self._capture, args=(iface, emit),
+                                 name=f"capture-{iface}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        """Stop every capture; open flows are reported (final) before this returns."""
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=10.0)
+        self._threads = []
+
+    def alive(self) -> bool:
+        """True while every capture thread runs (a failing capture's thread keeps retrying)."""
+        return bool(self._threads) and all(t.is_alive() for t in self._threads)
+
+    def _capture(self, iface: str, emit: Callable[[Event], None]) -> None:
+        net = self.config.network
+        m = self.metrics
+        maker = EventMaker(self.config, m, emit, iface)
+        flows = FlowTable(maker, m, timeout=net.flow_timeout, interval=net.flow_interval,
+                          max_flows=net.max_flows)
+        handle = Decoder(flows, maker, m).network_handler()
+        packets = m.packets.labels(iface)
+        dropped = m.packets_dropped.labels(iface)
+        errors = m.capture_errors.labels(iface)
+        delay = self.retry_initial
+        while not self._stop.is_set():
+            opened = time.monotonic()
+            try:
+                cap = RingCapture(iface, net.snaplen, net.buffer_size)
+            except OSError as exc:
+                self._failed(iface, errors, exc, delay, "open")
+            else:
+                try:
+                    log.info("capture_started", iface=iface, ring_blocks=cap.block_nr)
+                    due = [time.monotonic() + HOUSEKEEPING]
+
+                    def housekeeping(cap: RingCapture = cap, due: list[float] = due) -> None:
+                        now = time.monotonic()
+                        if now >= due[0]:
+                            due[0] = now + HOUSEKEEPING
+                            dropped.inc(cap.drops())
+                            flows.expire(time.time())
+
+                    def on_block(n: int, hk: Callable[[], None] = housekeeping) -> None:
+                        packets.inc(n)
+                        hk()
+
+                    def set_iface(name: str) -> None:
+                        maker.iface = name
+
+                    cap.run(handle, self._stop, on_block, housekeeping,
+                            set_iface if iface == "any" else None)
+                    dropped.inc(cap.drops())
+                except OSError as exc:
+                    self._failed(iface, errors, exc, delay, "read")
+                finally:
+                    cap.close()
+            if time.monotonic() - opened >= STABLE_AFTER:
+                delay = self.retry_initial
+            if self._stop.wait(delay if not self._stop.is_set() else 0):
+                break
+            delay = min(delay * 2, self.retry_max)
+        flows.flush(time.time())
+
+    def _failed(self, iface: str, errors: object, exc: OSError, delay: float, what: str) -> None:
+        errors.inc()  # type: ignore[attr-defined]
+        log.warning("capture_failed", iface=iface, stage=what, error=str(exc),
+                    retry_in=round(delay, 1))
+
+
+def build_network_source(config: Config, metrics: Metrics) -> NetworkSource | None:
+    """The live source for ``config.network.interfaces``; None when there are none."""
+    if not config.network.interfaces:
+        return None
+    return NetworkSource(config, metrics)
