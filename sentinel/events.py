@@ -45,6 +45,11 @@ KIND_FIELDS: dict[str, tuple[str, ...]] = {
         "proto", "src_ip", "src_port", "dst_ip", "dst_port", "direction",
         "src_internal", "dst_internal", "iface", "tcp_flags",
     ),
+    # a SYN-ACK; src is the answering side (a server answering on a port)
+    "net.tcp_synack": (
+        "src_ip", "src_port", "dst_ip", "dst_port", "direction", "src_internal",
+        "dst_internal", "iface", "tcp_flags",
+    ),
     "net.dns": (*_NET_ENDS, "qname", "qtype", "is_response", "rcode", "iface"),
     "net.arp": ("op", "sender_ip", "sender_mac", "target_ip", "target_mac", "iface"),
     "net.icmp": (*_NET_ENDS, "type", "code", "iface"),
