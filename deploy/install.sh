@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Install sentinel from this checkout on a Debian server, as root.
+#
+#   deploy/install.sh              install into / and start it under systemd
+#   deploy/install.sh --root DIR   stage the unit, users, dirs and config under
+#                                  DIR (image builds, tests); no venv, no systemctl
+#
+# What it does (deploy/README.md explains each step):
+#   1. a venv at /opt/sentinel with sentinel installed from this checkout
+#   2. the unit, sysusers and tmpfiles files under /etc/systemd, /etc/sysusers.d,
+#      /etc/tmpfiles.d; then systemd-sysusers and systemd-tmpfiles --create
+#   3. /etc/sentinel/config.yaml and /etc/sentinel/rules/ from the examples,
+#      and an empty /etc/sentinel/secrets.env, only where absent: an existing
+#      config, rule set or secrets file is never overwritten
+#   4. with systemd as PID 1: daemon-reload, `sentinel check`, and when the
+#      config is valid, enable --now; otherwise how to run it in the foreground
+set -euo pipefail
+
+SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT=/
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --root) ROOT="${2:?--root needs a directory}"; shift 2 ;;
+    --root=*) ROOT="${1#--root=}"; shift ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "install.sh: unknown argument '$1'; valid: --root DIR" >&2; exit 2 ;;
+  esac
+done
+
+if [[ $EUID -ne 0 ]]; then
+  echo "install.sh: run as root (it creates a system user and root-owned files)" >&2
+  exit 2
+fi
+ROOT="$(realpath -m "$ROOT")"
+R="${ROOT%/}"   # prefix for paths: "" for /
+say() { printf '==> %s\n' "$*"; }
+
+# 1. the venv ------------------------------------------------------------------
+if [[ -z "$R" ]]; then
+  say "venv /opt/sentinel from $SRC"
+  python3 -m venv /opt/sentinel
+  /opt/sentinel/bin/pip install --quiet --upgrade pip
+  /opt/sentinel/bin/pip install --quiet "$SRC"
+else
+  say "--root: skipping the venv (its scripts would name $R/opt/sentinel)"
+fi
+
+# 2. unit, user, directories ---------------------------------------------------
+say "unit, sysusers and tmpfiles under $ROOT"
+install -D -m 0644 "$SRC/deploy/systemd/sentinel.service" "$R/etc/systemd/system/sentinel.service"
+install -D -m 0644 "$SRC/deploy/systemd/sentinel.sysusers" "$R/etc/sysusers.d/sentinel.conf"
+install -D -m 0644 "$SRC/deploy/systemd/sentinel.tmpfiles" "$R/etc/tmpfiles.d/sentinel.conf"
+mkdir -p "$R/etc"
+systemd-sysusers --root="$ROOT" sentinel.conf
+systemd-tmpfiles --root="$ROOT" --create sentinel.conf
+GID="$(awk -F: '$1 == "sentinel" {print $3}' "$R/etc/group")"
+if [[ -z "$GID" ]]; then
+  echo "install.sh: systemd-sysusers did not create the group 'sentinel'" >&2
+  exit 1
+fi
+
+# 3. config, rules, secrets: only where absent ----------------------------------
+if [[ -e "$R/etc/sentinel/config.yaml" ]]; then
+  say "keeping the existing /etc/sentinel/config.yaml"
+else
+  say "config /etc/sentinel/config.yaml from config.example.yaml: edit the EDIT lines"
+  install -m 0640 -o 0 -g "$GID" "$SRC/config.example.yaml" "$R/etc/sentinel/config.yaml"
+fi
+if [[ -e "$R/etc/sentinel/rules" ]]; then
+  say "keeping the existing /etc/sentinel/rules (the new pack is in $SRC/rules: diff -r)"
+else
+  say "rules /etc/sentinel/rules from the default rule pack"
+  cp -R "$SRC/rules" "$R/etc/sentinel/rules"
+  chown -R "0:$GID" "$R/etc/sentinel/rules"
+  find "$R/etc/sentinel/rules" -type d -exec chmod 0750 {} +
+  find "$R/etc/sentinel/rules" -type f -exec chmod 0640 {} +
+fi
+if [[ -e "$R/etc/sentinel/secrets.env" ]]; then
+  say "keeping the existing /etc/sentinel/secrets.env"
+else
+  say "secrets /etc/sentinel/secrets.env (root only): put the webhook secrets there"
+  (umask 077 && cat > "$R/etc/sentinel/secrets.env" <<'EOF'
+# Webhook signing secrets, one NAME=value a line, read by systemd (as root)
+# into the daemon's environment. NAME is a webhook's secret_env in config.yaml.
+# Values are Standard Webhooks secrets: whsec_ followed by base64 of 24-64
+# random bytes, e.g.  echo "whsec_$(head -c 32 /dev/urandom | base64)"
+#SENTINEL_BAWASLU_SECRET=whsec_...
+#SENTINEL_MINISTRY_SECRET=whsec_...
+EOF
+  )
+  chown 0:0 "$R/etc/sentinel/secrets.env"
+fi
+
+# 4. start ---------------------------------------------------------------------
+FOREGROUND="set -a; . /etc/sentinel/secrets.env; set +a
+  setpriv --reuid=sentinel --regid=sentinel --init-groups \\
+    --bounding-set=-all,+net_raw,+net_admin,+dac_read_search \\
+    --inh-caps=-all,+net_raw,+net_admin,+dac_read_search \\
+    --ambient-caps=-all,+net_raw,+net_admin,+dac_read_search \\
+    /opt/sentinel/bin/sentinel run -c /etc/sentinel/config.yaml"
+
+if [[ -z "$R" && -d /run/systemd/system ]]; then
+  systemctl daemon-reload
+  if /opt/sentinel/bin/sentinel check -c /etc/sentinel/config.yaml; then
+    systemctl enable --now sentinel.service
+    say "running: systemctl status sentinel; metrics on the listen address in the config"
+  else
+    say "the config has errors (above): fix them, then: systemctl enable --now sentinel"
+    exit 1
+  fi
+else
+  say "installed. systemd is not PID 1 here, so nothing was started."
+  echo "    Check the config:   /opt/sentinel/bin/sentinel check -c /etc/sentinel/config.yaml"
+  echo "    Run in the foreground, as the sentinel user with the unit's three capabilities:"
+  echo "  $FOREGROUND"
+fi
