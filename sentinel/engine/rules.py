@@ -34,7 +34,7 @@ from sentinel.engine.fields import (
     typ_name,
 )
 from sentinel.events import KIND_FIELDS, Event
-from sentinel.located import Checker, Mark, Node
+from sentinel.located import Checker, Mark, Node, type_name
 
 RULE_KEYS = ("id", "title", "description", "severity", "tags", "kind", "match", "threshold",
              "change", "schedule", "severity_during", "suppress", "examples", "enabled")
@@ -157,7 +157,14 @@ class RuleReader:
                                                            "match"))
         if m is None:
             return None
-        rule_id = c.string(m["id"], "id") if "id" in m else None
+        rule_id = None
+        if "id" in m:
+            if isinstance(m["id"].value, bool | int | float):
+                # YAML reads off, no, yes, 1e3 as non-text
+                c.error(m["id"].mark, f"id must be text, got {type_name(m['id'].value)};"
+                        " quote it")
+            else:
+                rule_id = c.string(m["id"], "id")
         if rule_id is not None and not _ID.match(rule_id):
             c.error(m["id"].mark, f"id {rule_id!r} must start with a letter or digit and use"
                     " letters, digits, '_', '-', '.'")
