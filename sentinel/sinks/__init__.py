@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sentinel import logs
 from sentinel.alert import Alert
@@ -39,7 +40,11 @@ __all__ = [
     "verify_journal",
 ]
 
-_log = logs.get("delivery")
+
+
+def _log() -> Any:
+    # looked up per use: a logger bound at import would miss logs.configure()
+    return logs.get("delivery")
 
 
 @dataclass
@@ -94,7 +99,7 @@ class Delivery:
                         lane.spool.insert(alert.id, payload, now)
                     except Exception:
                         self.metrics.deliveries.labels(lane.name, "error").inc()
-                        _log.exception("cannot spool alert; it is in the journal only",
+                        _log().exception("cannot spool alert; it is in the journal only",
                                        target=lane.name, alert_id=alert.id)
                         continue
                     woken.append(lane)
@@ -111,7 +116,7 @@ class Delivery:
             if lane.join(max(0.0, deadline - time.monotonic())):
                 lane.spool.close()
             else:
-                _log.warning("delivery worker still busy at shutdown; its alerts stay spooled",
+                _log().warning("delivery worker still busy at shutdown; its alerts stay spooled",
                              target=lane.name)
         with self._lock:
             self.journal.close()
@@ -157,11 +162,11 @@ def build_delivery(config: Config, metrics: Metrics, clock: Callable[[], float] 
     targets: list[Target] = []
     for hook in config.outputs.webhooks:
         if not hook.verify_tls:
-            _log.warning("TLS verification is off for this target", target=hook.name)
+            _log().warning("TLS verification is off for this target", target=hook.name)
         lanes = [_lane(hook, i, config, metrics, clock, durable) for i in range(len(hook.urls))]
         payload = _am_payload(config.host) if hook.format == "alertmanager" else _json_payload
         targets.append(Target(hook.name, Route(hook), payload, lanes))
-        _log.info("delivery target", target=hook.name, format=hook.format,
+        _log().info("delivery target", target=hook.name, format=hook.format,
                   urls=[safe_url(u) for u in hook.urls],
                   pending=sum(ln.spool.depth for ln in lanes))
     _warn_orphans(config.state_dir / "spool", {ln.spool.path for t in targets for ln in t.lanes})
@@ -186,5 +191,5 @@ def _warn_orphans(folder: Path, used: set[Path]) -> None:
         return
     for p in sorted(folder.glob("*.db")):
         if p not in used:
-            _log.warning("a spool belongs to no configured target; its alerts are not sent",
+            _log().warning("a spool belongs to no configured target; its alerts are not sent",
                          spool=str(p))

@@ -41,7 +41,11 @@ from sentinel.alert import Alert
 
 GENESIS = "0" * 64
 _MAC_TAIL = re.compile(rb',"mac":"([0-9a-f]{64})"\}$')
-_log = logs.get("journal")
+
+
+def _log() -> Any:
+    # looked up per use: a logger bound at import would miss logs.configure()
+    return logs.get("journal")
 
 
 class JournalError(Exception):
@@ -191,7 +195,7 @@ class Journal:
                         os.fdatasync(self._fd)
                         self._dirty = False
                     except OSError as exc:
-                        _log.error("journal fsync failed", path=str(self.path),
+                        _log().error("journal fsync failed", path=str(self.path),
                                    error=exc.strerror)
 
     def _rotate(self) -> None:
@@ -204,7 +208,7 @@ class Journal:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._size = 0
         _fsync_dir(self.path.parent)
-        _log.info("journal rotated", path=str(self.path), rotated_to=str(target),
+        _log().info("journal rotated", path=str(self.path), rotated_to=str(target),
                   next_seq=self._seq)
 
     def _resume(self) -> tuple[int, str]:
@@ -216,7 +220,7 @@ class Journal:
             if found is not None:
                 rec, ok = found
                 if not ok:
-                    _log.error("the journal's last record does not verify with the key;"
+                    _log().error("the journal's last record does not verify with the key;"
                                " continuing the chain, run `sentinel journal verify`",
                                path=str(f), seq=rec["seq"])
                 return int(rec["seq"]) + 1, str(rec["mac"])
@@ -251,7 +255,7 @@ class Journal:
             fh.truncate(offset)
             fh.flush()
             os.fsync(fh.fileno())
-        _log.warning("journal ended in an incomplete record (a crash mid-write);"
+        _log().warning("journal ended in an incomplete record (a crash mid-write);"
                      " kept it aside and truncated it", path=str(f), offset=offset,
                      length=len(fragment), kept_in=str(aside))
 
@@ -265,7 +269,7 @@ class Journal:
             lines = fh.read().splitlines()
         if lines and (found := decode_record(self._key, lines[-1])) is not None:
             return found
-        _log.error("the journal's last line is not a record; scanning for the last one",
+        _log().error("the journal's last line is not a record; scanning for the last one",
                    path=str(f))
         last = None
         with f.open("rb") as fh:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from sentinel import logs
 from sentinel.metrics import Metrics
@@ -20,7 +21,11 @@ from sentinel.sinks.spool import Record, Spool
 
 #: Longest sleep between two looks at the spool; bounds how stale the gauges get.
 IDLE_WAIT = 1.0
-_log = logs.get("delivery")
+
+
+def _log() -> Any:
+    # looked up per use: a logger bound at import would miss logs.configure()
+    return logs.get("delivery")
 
 
 class Lane:
@@ -107,7 +112,7 @@ class Lane:
                     # a spool or encoding fault must not end the lane: count, log once, go on
                     self.metrics.deliveries.labels(self.name, "error").inc()
                     if errors == 0:
-                        _log.exception("delivery loop error; retrying", target=self.name,
+                        _log().exception("delivery loop error; retrying", target=self.name,
                                        url=self._url)
                     errors += 1
                     wait = min(IDLE_WAIT * errors, 30.0)
@@ -147,7 +152,7 @@ class Lane:
         if out.result == "ok":
             self.spool.delete([r.seq for r in group])
             self.metrics.deliveries.labels(self.name, "success").inc(len(group))
-            self.delivered(group, self.clock())
+            self.delivered(group, now)
             self.succeeded()
             return True
         if out.result == "fail":
@@ -157,7 +162,7 @@ class Lane:
             rec = group[0]
             self.spool.kill(rec, self.clock(), out.status, out.reason)
             self.metrics.deliveries.labels(self.name, "failed").inc()
-            _log.error("delivery refused; alert kept in the dead-letter table",
+            _log().error("delivery refused; alert kept in the dead-letter table",
                        target=self.name, url=self._url, alert_id=rec.id, reason=out.reason,
                        spool=str(self.spool.path))
             return True
@@ -168,7 +173,7 @@ class Lane:
 
     def succeeded(self) -> None:
         if self.backoff.failures:
-            _log.info("delivery recovered", target=self.name, url=self._url,
+            _log().info("delivery recovered", target=self.name, url=self._url,
                       failed_attempts=self.backoff.failures)
         self.backoff.reset()
 
@@ -177,6 +182,6 @@ class Lane:
         first = self.backoff.failures == 0
         delay = self.backoff.next_delay(out.retry_after)
         self._blocked_until = self.clock() + delay
-        log = _log.warning if first else _log.debug
+        log = _log().warning if first else _log().debug
         log("delivery failed; retrying", target=self.name, url=self._url, reason=out.reason,
             retry_in=round(delay, 3), retry_after=out.retry_after, pending=self.spool.depth)

@@ -30,6 +30,7 @@ class Request:
     at: float  # monotonic arrival time
     signature_ok: bool | None  # None: no secret to check with
     status: int = 0  # what the receiver answered
+    wall: float = 0.0  # time.time() at arrival
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -79,8 +80,8 @@ class Receiver:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                req = Request(self.path, headers, body, time.monotonic(), outer._check(body,
-                                                                                      headers))
+                req = Request(self.path, headers, body, time.monotonic(),
+                              outer._check(body, headers), wall=time.time())
                 with outer.lock:
                     n = len(outer.requests)
                     outer.requests.append(req)

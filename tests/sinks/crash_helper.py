@@ -1,0 +1,37 @@
+"""Run by test_sink_crash.py as a child process that gets ``kill -9``.
+
+    python crash_helper.py CONFIG N
+
+Builds the Delivery from CONFIG, submits N alerts, prints ``ready`` and then
+keeps delivering until it is killed.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from sentinel import logs
+from sentinel.alert import Alert
+from sentinel.config import load_config
+from sentinel.metrics import Metrics
+from sentinel.sinks import build_delivery
+
+
+def main() -> None:
+    logs.configure(sys.stderr)
+    config = load_config(Path(sys.argv[1]))
+    delivery = build_delivery(config, Metrics())
+    for i in range(int(sys.argv[2])):
+        delivery.submit(Alert(rule="crash-test", title=f"alert {i}", severity="critical",
+                              time=time.time(), host="tally-01", source="fim",
+                              tags=("accounts",), event={"kind": "fim.modified",
+                                                         "path": f"/etc/f{i}"}))
+    print("ready", flush=True)
+    while True:
+        time.sleep(1)
+
+
+if __name__ == "__main__":
+    main()
