@@ -53,11 +53,12 @@ def relocate_to_network(prog: list[Insn], keep: int, other: int) -> list[Insn]:
     out: list[Insn] = []
     for code, jt, jf, k in prog:
         cls, mode = code & 0x07, code & 0xE0
+        new_k = k
         if cls in (0x00, 0x01) and mode in (0x20, 0x40, 0xA0):  # LD/LDX with ABS, IND, MSH
-            k = _u32(k + _SKF_NET_OFF)
+            new_k = _u32(k + _SKF_NET_OFF)
         elif code == _RET_K:
-            k = keep if k else other
-        out.append((code, jt, jf, k))
+            new_k = keep if k else other
+        out.append((code, jt, jf, new_k))
     return out
 
 

@@ -21,6 +21,7 @@ import socket
 import struct
 import threading
 from collections.abc import Callable
+from typing import cast
 
 from sentinel.sources.net import bpf
 
@@ -109,7 +110,7 @@ class RingCapture:
         (for ``any``), it is told the interface of each frame that differs
         from the previous one's.
         """
-        ring = self.ring
+        ring = cast(bytes, self.ring)  # an mmap indexes and slices like bytes
         poller = select.poll()
         poller.register(self.sock.fileno(), select.POLLIN | select.POLLERR)
         names: dict[int, str] = {}
@@ -139,7 +140,7 @@ class RingCapture:
                     set_iface(name)
                 handle(etype, ring, p + net, p + mac + snap, length, sec + nsec * 1e-9)
                 p += nxt
-            ring[base + 8 : base + 12] = _RELEASE
+            self.ring[base + 8 : base + 12] = _RELEASE
             index = (index + 1) % nblocks
             on_block(count)
 

@@ -30,6 +30,7 @@ _U16 = struct.Struct("!H").unpack_from
 _U32LE = struct.Struct("<I").unpack_from
 _U32BE = struct.Struct("!I").unpack_from
 _IP4 = struct.Struct("!BxHxxHxB").unpack_from  # version/ihl, total length, frag, protocol
+_ETH_IP4 = struct.Struct("!12xHBxHxxHxB").unpack_from  # EtherType, then as _IP4
 _IP6 = struct.Struct("!4xHB").unpack_from  # payload length, next header
 _TCP = struct.Struct("!HH8xH").unpack_from  # ports, data offset + flags
 _UDP = struct.Struct("!HHH").unpack_from  # ports, length
@@ -61,6 +62,11 @@ ARP_OPS = {1: "request", 2: "reply", 3: "rarp-request", 4: "rarp-reply",
            8: "inarp-request", 9: "inarp-reply"}
 
 _TRUNCATED = Malformed("packet cut short")
+_E_IPV4 = Malformed("bad IPv4 header")
+_E_IPV6 = Malformed("bad IPv6 header")
+_E_IPV6_CHAIN = Malformed("too many IPv6 extension headers")
+_E_TCP_OFFSET = Malformed("TCP data offset below 5")
+_E_UDP_LENGTH = Malformed("UDP length below 8")
 
 #: Decodes one captured frame: (buf, offset, end, wire length, time).
 Handler = Callable[[bytes, int, int, int, float], None]
@@ -131,6 +137,20 @@ class Decoder:
     # -- link layers -------------------------------------------------------------
 
     def ether(self, buf: bytes, off: int, end: int, wirelen: int, ts: float) -> None:
+        # Fast path for most of any capture: Ethernet, IPv4 without options or
+        # fragmentation, TCP. Anything else takes the general path below.
+        if off + 48 <= end:
+            etype, vihl, total, frag, proto = _ETH_IP4(buf, off)
+            if etype == ETH_IPV4 and vihl == 0x45 and not frag & 0x3FFF and proto == 6:
+                ip = off + 14
+                if ip + total < end:  # noqa: PLR1730 (min() costs a call per packet)
+                    end = ip + total
+                if ip + 34 <= end:
+                    sport, dport, offflags = _TCP(buf, ip + 20)
+                    if sport != 53 and dport != 53:
+                        self.flows.tcp(ts, wirelen, buf[ip + 12 : ip + 16], buf[ip + 16 : ip + 20],
+                                       sport, dport, offflags & 0xFF)
+                        return
         if off + 14 > end:
             raise _TRUNCATED
         etype = _U16(buf, off + 12)[0]
@@ -178,7 +198,8 @@ class Decoder:
         elif version == 6:
             self.ipv6(buf, off, end, wirelen, ts)
         else:
-            raise Malformed(f"raw IP frame with version {version}")
+            msg = f"raw IP frame with version {version}"
+            raise Malformed(msg)
 
     def ppp(self, buf: bytes, off: int, end: int, wirelen: int, ts: float) -> None:
         if off + 2 <= end and buf[off] == 0xFF and buf[off + 1] == 0x03:
@@ -228,9 +249,8 @@ class Decoder:
         vihl, total, frag, proto = _IP4(buf, off)
         ihl = (vihl & 15) << 2
         if vihl >> 4 != 4 or ihl < 20 or total < ihl:
-            raise Malformed("bad IPv4 header")
-        if off + total < end:
-            end = off + total  # drop Ethernet padding
+            raise _E_IPV4
+        end = min(end, off + total)  # drop Ethernet padding
         if frag & 0x1FFF:
             self._fragments.inc()
             return
@@ -243,7 +263,7 @@ class Decoder:
         if off + 40 > end:
             raise _TRUNCATED
         if buf[off] >> 4 != 6:
-            raise Malformed("bad IPv6 header")
+            raise _E_IPV6
         plen, nh = _IP6(buf, off)
         if plen and off + 40 + plen < end:
             end = off + 40 + plen
@@ -251,10 +271,10 @@ class Decoder:
         dst = buf[off + 24 : off + 40]
         p = off + 40
         for _ in range(MAX_IPV6_HEADERS):
-            if nh == 6 or nh == 17 or nh == 58:
+            if nh in {6, 17, 58}:
                 break
             if p + 8 > end:
-                if nh in _IPV6_EXT or nh == 44 or nh == 51:
+                if nh in _IPV6_EXT or nh in {44, 51}:
                     raise _TRUNCATED
                 return
             if nh in _IPV6_EXT:
@@ -269,7 +289,7 @@ class Decoder:
             else:  # no next header, ESP, or a protocol sentinel does not read
                 return
         else:
-            raise Malformed("too many IPv6 extension headers")
+            raise _E_IPV6_CHAIN
         if p > end:
             raise _TRUNCATED
         self.transport(nh, buf, p, end, wirelen, ts, src, dst)
@@ -299,7 +319,7 @@ class Decoder:
             if (sport == 53 or dport == 53) and off + 20 <= end:
                 payload = off + ((offflags >> 12) << 2)
                 if payload < off + 20:
-                    raise Malformed("TCP data offset below 5")
+                    raise _E_TCP_OFFSET
                 if payload < end:
                     self._dns(parse_tcp_stream(buf, payload, end), ts, src, dst)
         elif proto == 17:
@@ -309,9 +329,9 @@ class Decoder:
             self.flows.udp(ts, wirelen, src, dst, sport, dport)
             if sport == 53 or dport == 53:
                 if ulen < 8:
-                    raise Malformed("UDP length below 8")
+                    raise _E_UDP_LENGTH
                 self._dns(parse_message(buf, off + 8, min(end, off + ulen)), ts, src, dst)
-        elif proto == 1 or proto == 58:
+        elif proto in {1, 58}:
             if off + 2 > end:
                 raise _TRUNCATED
             self.maker.icmp(ts, src, dst, buf[off], buf[off + 1])

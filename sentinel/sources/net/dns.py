@@ -42,8 +42,17 @@ _LOWER = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuv
 
 
 class Malformed(ValueError):
-    """The bytes are not a well-formed DNS message (or are cut short)."""
+    """The bytes are not a well-formed packet or DNS message, or are cut short."""
 
+
+_E_NAME_PAST_END = Malformed("name runs past the message")
+_E_POINTER_CUT = Malformed("compression pointer cut short")
+_E_POINTER_FORWARD = Malformed("compression pointer does not point backwards")
+_E_NAME_TOO_LONG = Malformed("name longer than 255 bytes")
+_E_LABEL_PAST_END = Malformed("label runs past the message")
+_E_SHORT_HEADER = Malformed("shorter than a DNS header")
+_E_QTYPE_CUT = Malformed("question type cut short")
+_E_TCP_LENGTH = Malformed("DNS-over-TCP length shorter than a header")
 
 #: (qname, qtype, is_response, rcode) for one question.
 Question = tuple[str, str, bool, str]
@@ -67,29 +76,30 @@ def read_name(buf: bytes, off: int, start: int, end: int) -> tuple[str, int]:
     limit = end  # a pointer must land strictly before the previous hop
     while True:
         if pos >= end:
-            raise Malformed("name runs past the message")
+            raise _E_NAME_PAST_END
         n = buf[pos]
         if n == 0:
             pos += 1
             break
         if n >= 0xC0:
             if pos + 2 > end:
-                raise Malformed("compression pointer cut short")
+                raise _E_POINTER_CUT
             target = start + (_U16(buf, pos)[0] & 0x3FFF)
             if after < 0:
                 after = pos + 2
             if target >= limit or target >= pos:
-                raise Malformed("compression pointer does not point backwards")
+                raise _E_POINTER_FORWARD
             limit = target
             pos = target
             continue
         if n > 63:
-            raise Malformed(f"label length byte {n:#x} is reserved")
+            msg = f"label length byte {n:#x} is reserved"
+            raise Malformed(msg)
         wire += n + 1
         if wire > MAX_NAME or len(labels) >= MAX_LABELS:
-            raise Malformed("name longer than 255 bytes")
+            raise _E_NAME_TOO_LONG
         if pos + 1 + n > end:
-            raise Malformed("label runs past the message")
+            raise _E_LABEL_PAST_END
         labels.append(_label_text(bytes(buf[pos + 1 : pos + 1 + n]).translate(_LOWER)))
         pos += 1 + n
     if after < 0:
@@ -100,7 +110,7 @@ def read_name(buf: bytes, off: int, start: int, end: int) -> tuple[str, int]:
 def parse_message(buf: bytes, start: int, end: int) -> list[Question]:
     """The questions of the DNS message in ``buf[start:end]``."""
     if end - start < 12:
-        raise Malformed("shorter than a DNS header")
+        raise _E_SHORT_HEADER
     _, flags, qdcount, _, _, _ = _HEADER(buf, start)
     is_response = bool(flags & 0x8000)
     rcode = _RCODE_TEXT[flags & 0xF]
@@ -109,7 +119,7 @@ def parse_message(buf: bytes, start: int, end: int) -> list[Question]:
     for _ in range(min(qdcount, MAX_QUESTIONS)):
         name, pos = read_name(buf, pos, start, end)
         if pos + 4 > end:
-            raise Malformed("question type cut short")
+            raise _E_QTYPE_CUT
         qtype = _QTAIL(buf, pos)[0]
         pos += 4
         out.append((name, _QTYPE_TEXT[qtype], is_response, rcode))
@@ -129,7 +139,7 @@ def parse_tcp_stream(buf: bytes, start: int, end: int) -> list[Question]:
         mstart = pos + 2
         mend = min(mstart + length, end)
         if length < 12:
-            raise Malformed("DNS-over-TCP length shorter than a header")
+            raise _E_TCP_LENGTH
         out.extend(parse_message(buf, mstart, mend))
         pos = mstart + length
     return out

@@ -101,7 +101,20 @@ class FlowTable:
     def tcp(self, ts: float, wirelen: int, src: bytes, dst: bytes, sport: int, dport: int,
             flags: int) -> None:
         """Account one TCP segment."""
-        flow, key, from_a = self._lookup(6, src, dst, sport, dport, ts)
+        # _lookup, inlined: this runs for every TCP segment
+        if ts > self.now:
+            self.now = ts
+            if ts >= self._next_expiry:
+                self.expire(ts)
+        if src < dst or (src == dst and sport <= dport):
+            key = (src, dst, sport, dport, 6)
+            from_a = True
+        else:
+            key = (dst, src, dport, sport, 6)
+            from_a = False
+        flow = self.flows.get(key)
+        if flow is not None:
+            self.flows.move_to_end(key)
         syn_only = flags & (SYN | ACK) == SYN
         if flow is not None and syn_only and (
             flow.state & _ENDED or (not flow.state & _SYN_SEEN and from_a != flow.src_is_a)
@@ -136,11 +149,10 @@ class FlowTable:
                 flow.state = state | _SYN_SEEN
                 self.maker.connection(ts, "tcp", flow.src, flow.sport, flow.dst, flow.dport,
                                       FLAG_TEXT[flags], flow.iface)
-        elif flags & SYN:
-            if not state & _SYNACK_SEEN and not from_src:
-                flow.state = state | _SYNACK_SEEN
-                self.maker.synack(ts, flow.dst, flow.dport, flow.src, flow.sport,
-                                  FLAG_TEXT[flags], flow.iface)
+        elif flags & SYN and not state & _SYNACK_SEEN and not from_src:
+            flow.state = state | _SYNACK_SEEN
+            self.maker.synack(ts, flow.dst, flow.dport, flow.src, flow.sport,
+                              FLAG_TEXT[flags], flow.iface)
         if state & _ENDED:
             return
         if flags & RST:

@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from sentinel.config import Config
 from sentinel.events import Event
@@ -60,7 +61,7 @@ def iter_pcap_events(
         st.files += 1
         count = 0
         try:
-            data = cap.data
+            data = cast(bytes, cap.data)  # an mmap indexes and slices like bytes
             linktype = -1
             handle: Handler | None = None
             first = True

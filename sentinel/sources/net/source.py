@@ -12,6 +12,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from prometheus_client import Counter
+
 from sentinel import logs
 from sentinel.config import Config
 from sentinel.events import Event
@@ -113,8 +115,8 @@ class NetworkSource:
             delay = min(delay * 2, self.retry_max)
         flows.flush(time.time())
 
-    def _failed(self, iface: str, errors: object, exc: OSError, delay: float, what: str) -> None:
-        errors.inc()  # type: ignore[attr-defined]
+    def _failed(self, iface: str, errors: Counter, exc: OSError, delay: float, what: str) -> None:
+        errors.inc()
         log.warning("capture_failed", iface=iface, stage=what, error=str(exc),
                     retry_in=round(delay, 1))
 
