@@ -77,6 +77,12 @@ class Metrics:
         self.fim_baseline_valid = Gauge(
             "sentinel_fim_baseline_valid", "1 if the baseline's signature verified", registry=r
         )
+        self.fim_errors = Counter(
+            "sentinel_fim_errors",
+            "File-integrity items that failed, by stage (read: unreadable file, event: internal)",
+            ["stage"],
+            registry=r,
+        )
         # rules
         self.rules_loaded = Gauge("sentinel_rules_loaded", "Rules currently active", registry=r)
         self.rule_eval_seconds = Histogram(

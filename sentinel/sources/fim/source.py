@@ -1,0 +1,470 @@
+"""The FIM source: startup reconciliation, then live inotify events, then rescans.
+
+Every raw inotify event only says "look at this path". The worker thread
+compares what is on disk with the baseline record and reports the difference,
+then updates the record; a second event about the same change finds nothing
+new. That is what makes each change reported exactly once, whichever of
+the live watch, the startup reconciliation or a rescan sees it first.
+
+Three holds shape the live events:
+
+- A path not in the baseline waits ``SETTLE`` seconds after its last event
+  before it is reported as created. An editor's atomic save (write a temp
+  file, rename it over the real one) therefore reports one ``fim.modified``
+  of the real path and nothing for the temp file. A path that appears and is
+  gone again within the hold leaves no trace and is not reported.
+- An ``IN_MOVED_FROM`` waits ``PAIR_WAIT`` for its ``IN_MOVED_TO``: paired,
+  a move within the scope is one ``fim.moved``; unpaired, the path left the
+  scope and is reported deleted.
+- Content is hashed on ``IN_CLOSE_WRITE``. A writer that keeps a file open is
+  checked after ``QUIET`` seconds without writes (or ``QUIET_MAX`` at most).
+
+Renaming a known file over another known file reports ``fim.modified`` of the
+destination and ``fim.deleted`` of the source.
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import itertools
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sentinel import logs
+from sentinel.config import Config
+from sentinel.events import Event
+from sentinel.metrics import Metrics
+from sentinel.pipeline import Emit
+from sentinel.sources.fim.baseline import Baseline, BaselineError, FileRecord
+from sentinel.sources.fim.changes import Change, compare, diff, make_event, moved
+from sentinel.sources.fim.keys import key_path, load_key
+from sentinel.sources.fim.scan import Scope, record_from_stat, snapshot, snapshot_all
+from sentinel.sources.fim.watcher import C, Raw, Watcher
+
+_log = logs.get("fim")
+_STOP = object()
+SETTLE = 0.2
+SETTLE_MAX = 5.0
+PAIR_WAIT = 0.1
+QUIET = 2.0
+QUIET_MAX = 30.0
+
+
+class FimSource:
+    """File integrity source (satisfies :class:`sentinel.pipeline.Source`)."""
+
+    name = "fim"
+
+    def __init__(self, config: Config, metrics: Metrics,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._config = config
+        self._metrics = metrics
+        self._clock = clock
+        self._host = config.host.name
+        self.baseline_path = config.in_state(config.fim.baseline)
+        skip = [self.baseline_path]
+        if (kp := key_path(config.fim.key, config.state_dir)) is not None:
+            skip.append(kp)
+        self.scope = Scope.from_config(config, skip)
+        self._interval = config.fim.rescan_interval
+        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._worker: threading.Thread | None = None
+        self._watcher: Watcher | None = None
+        self._baseline: Baseline | None = None
+        self._emit: Emit | None = None
+        self.trusted = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self._new: dict[str, tuple[float, float]] = {}  # path -> (first seen, due)
+        self._dirty: dict[str, tuple[float, float]] = {}  # path -> (first write, last write)
+        self._from: dict[int, tuple[str, float]] = {}  # cookie -> (path, due)
+        self._heap: list[tuple[float, int, str, Any]] = []
+        self._seq = itertools.count()
+        self._rescan_reasons: dict[str | None, set[str]] = {}
+        self._rescanning: int | None = None
+        self._next_periodic = time.monotonic() + self._interval
+
+    # -- Source protocol -------------------------------------------------
+
+    def start(self, emit: Emit) -> None:
+        """Open (or create) the baseline, watch, reconcile offline changes, then go live.
+
+        Returns once every change made while sentinel was stopped has been
+        emitted with ``offline: true``. A first run records the baseline and
+        emits nothing. A baseline that fails its signature is reported as one
+        ``fim.baseline_invalid`` event and left untouched on disk; live
+        watching goes on against a fresh in-memory snapshot until an operator
+        re-establishes trust with ``sentinel baseline init``.
+        """
+        self._emit = emit
+        self._reset()
+        key: bytes | None = None
+        invalid: str | None = None
+        first_run = not self.baseline_path.exists()
+        try:
+            key = load_key(self._config.fim.key, self._config.state_dir, create=first_run)
+            if not first_run:
+                self._baseline = Baseline.open(self.baseline_path, key)
+        except BaselineError as exc:
+            if first_run:
+                raise
+            invalid = str(exc)
+        self._start_watcher()
+        if invalid is not None:
+            self._untrusted(invalid)
+        elif self._baseline is None:
+            assert key is not None
+            scan = snapshot_all(self.scope.walk())
+            self._baseline = Baseline.create(self.baseline_path, key, scan.records.values())
+            self.trusted = True
+            self._metrics.fim_baseline_valid.set(1)
+            _log.info("fim_baseline_created", path=str(self.baseline_path),
+                      files=len(scan.records))
+        else:
+            self.trusted = True
+            self._metrics.fim_baseline_valid.set(1)
+            self._rescan({"startup"}, None)
+        assert self._baseline is not None
+        self._baseline.flush()
+        self._metrics.fim_watched_files.set(len(self._baseline))
+        self._worker = threading.Thread(target=self._run, name="fim-worker", daemon=True)
+        self._worker.start()
+
+    def stop(self) -> None:
+        if self._worker is not None:
+            self._q.put(_STOP)
+            self._worker.join(timeout=30)
+            self._worker = None
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
+        if self._baseline is not None:
+            self._baseline.close()
+            self._baseline = None
+
+    def alive(self) -> bool:
+        worker_ok = self._worker is not None and self._worker.is_alive()
+        return worker_ok and (self._watcher is None or self._watcher.alive())
+
+    # -- startup helpers --------------------------------------------------
+
+    def _start_watcher(self) -> None:
+        try:
+            self._watcher = Watcher(self.scope, self._q.put, self._overflowed,
+                                    self._watch_limit, self._clock)
+            self._watcher.start()
+        except OSError as exc:
+            # No inotify instance at all (EMFILE): rescans are all that is left.
+            self._watcher = None
+            _log.error("fim_inotify_unavailable", error=str(exc),
+                       hint="raise fs.inotify.max_user_instances; until then changes are"
+                       " found only by periodic rescans")
+            self._metrics.fim_rescans.labels("watch_limit").inc()
+
+    def _untrusted(self, reason: str) -> None:
+        self.trusted = False
+        self._metrics.fim_baseline_valid.set(0)
+        _log.error("fim_baseline_invalid", path=str(self.baseline_path), reason=reason,
+                   hint="not trusted; re-establish with `sentinel baseline init`")
+        ev = Event("fim.baseline_invalid", self._clock(), self._host, "fim",
+                   {"path": str(self.baseline_path), "reason": reason})
+        self._send(ev)
+        scan = snapshot_all(self.scope.walk())
+        # In memory only: the file on disk stays as found, for the operator.
+        self._baseline = Baseline.create(None, os.urandom(32), scan.records.values())
+
+    # -- triggers from the reader thread -----------------------------------
+
+    def _overflowed(self) -> None:
+        _log.warning("fim_inotify_overflow", hint="events were lost; rescanning everything")
+        self._q.put(("rescan", "overflow", None))
+
+    def _watch_limit(self, path: str, exc: OSError) -> None:
+        if self._rescanning == threading.get_ident():
+            # The rescan that hit the limit is itself looking at this path.
+            return
+        _log.error("fim_watch_limit", path=path, error=exc.strerror,
+                   hint="raise fs.inotify.max_user_watches; changes below this directory"
+                   " are found by rescans only")
+        self._q.put(("rescan", "watch_limit", path))
+
+    # -- the worker ---------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            now = time.monotonic()
+            due = min(self._heap[0][0] if self._heap else now + 3600, self._next_periodic)
+            try:
+                item = self._q.get(timeout=max(0.0, due - now)) if due > now else \
+                    self._q.get_nowait()
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                break
+            if item is not None:
+                self._guard(functools.partial(self._handle, item), item)
+            self._guard(self._fire_due, "timers")
+            if self._q.empty():
+                self._guard(self._idle, "idle")
+        assert self._baseline is not None
+        self._baseline.flush()
+
+    def _guard(self, fn: Callable[[], None], what: Any) -> None:
+        try:
+            fn()
+        except Exception:
+            # One bad item must not stop the watch: counted, logged, and the
+            # periodic rescan will look at the path again.
+            self._metrics.fim_errors.labels("event").inc()
+            _log.exception("fim_item_failed", item=repr(what)[:300])
+
+    def _idle(self) -> None:
+        if self._rescan_reasons:
+            reasons = self._rescan_reasons
+            self._rescan_reasons = {}
+            if None in reasons:
+                self._rescan(set().union(*reasons.values()), None)
+            else:
+                for under, why in reasons.items():
+                    self._rescan(why, under)
+        assert self._baseline is not None
+        self._baseline.flush()
+        self._metrics.fim_watched_files.set(len(self._baseline))
+
+    def _handle(self, item: Any) -> None:
+        if isinstance(item, Raw):
+            self._raw(item)
+            return
+        _, reason, under = item
+        self._rescan_reasons.setdefault(under, set()).add(reason)
+
+    def _push(self, due: float, kind: str, key: Any) -> None:
+        heapq.heappush(self._heap, (due, next(self._seq), kind, key))
+
+    def _fire_due(self) -> None:
+        now = time.monotonic()
+        while self._heap and self._heap[0][0] <= now:
+            _, _, kind, key = heapq.heappop(self._heap)
+            if kind == "new":
+                first_due = self._new.get(key)
+                if first_due is None:
+                    continue
+                if first_due[1] > now:
+                    self._push(first_due[1], kind, key)
+                    continue
+                del self._new[key]
+                self._check(key)
+            elif kind == "dirty":
+                span = self._dirty.get(key)
+                if span is None:
+                    continue
+                when = min(span[0] + QUIET_MAX, span[1] + QUIET)
+                if when > now:
+                    self._push(when, kind, key)
+                    continue
+                del self._dirty[key]
+                self._check(key)
+            elif kind == "from":
+                src = self._from.pop(key, None)
+                if src is not None:
+                    self._moved_away(src[0])
+        if now >= self._next_periodic:
+            self._rescan({"periodic"}, None)
+
+    # -- live events ----------------------------------------------------------
+
+    def _raw(self, ev: Raw) -> None:
+        now = time.monotonic()
+        mask, path = ev.mask, ev.path
+        if mask & C.IN_MOVED_FROM:
+            self._from[ev.cookie] = (path, now + PAIR_WAIT)
+            self._push(now + PAIR_WAIT, "from", ev.cookie)
+            return
+        if mask & C.IN_MOVED_TO:
+            src = self._from.pop(ev.cookie, None)
+            if src is not None:
+                self._move(src[0], path)
+                return
+        if path in self._new:
+            self._hold(path, now)
+            return
+        if self.scope.entry_for(path) is None:
+            return
+        assert self._baseline is not None
+        if path not in self._baseline:
+            if not mask & (C.IN_DELETE | C.IN_DELETE_SELF):
+                self._hold(path, now)
+            return
+        if mask & C.IN_MODIFY and not mask & C.IN_CLOSE_WRITE:
+            first = self._dirty.get(path, (now, now))[0]
+            self._dirty[path] = (first, now)
+            self._push(min(first + QUIET_MAX, now + QUIET), "dirty", path)
+            return
+        self._dirty.pop(path, None)
+        self._check(path)
+
+    def _hold(self, path: str, now: float) -> None:
+        first = self._new.get(path, (now, now))[0]
+        due = min(first + SETTLE_MAX, now + SETTLE)
+        self._new[path] = (first, due)
+        self._push(due, "new", path)
+
+    def _check(self, path: str, offline: bool = False) -> None:
+        """Compare ``path`` on disk with its record; report and record the difference."""
+        assert self._baseline is not None
+        if self.scope.entry_for(path) is None:
+            return
+        old = self._baseline.get(path)
+        problems: list[str] = []
+        new = snapshot(path, problems=problems)
+        self._problems(problems)
+        if new is None and old is not None and old.type == "dir":
+            # Whatever was below a vanished directory is gone too (deepest first).
+            for child in reversed(self._baseline.under(path)):
+                self._check(child.path, offline)
+        change = compare(path, old, new)
+        if change is not None:
+            self._report(change, offline)
+        elif new is not None:
+            self._baseline.put(new)  # e.g. a new mtime: not a change, but current
+        if new is not None and new.type == "dir" and (
+                old is None or old.type != "dir" or old.inode != new.inode):
+            self._adopt(path)
+
+    def _adopt(self, directory: str) -> None:
+        """A directory new to sentinel: its contents count as new (they had no watch yet)."""
+        assert self._baseline is not None
+        now = time.monotonic()
+        for p, _ in self.scope.walk(under=directory):
+            if p == directory or p in self._new:
+                continue
+            if p in self._baseline:
+                self._check(p)
+            else:
+                self._hold(p, now)
+
+    def _moved_away(self, path: str) -> None:
+        """An IN_MOVED_FROM without its IN_MOVED_TO: moved out of the watched area."""
+        assert self._baseline is not None
+        rec = self._baseline.get(path)
+        if rec is not None and rec.type == "dir" and self._watcher is not None:
+            self._watcher.drop_tree(path)
+        if rec is not None:
+            self._check(path)
+
+    def _move(self, src: str, dst: str) -> None:
+        assert self._baseline is not None
+        self._new.pop(src, None)
+        old = self._baseline.get(src)
+        dst_known = dst in self._baseline
+        dst_covered = self.scope.entry_for(dst) is not None
+        if old is None or not dst_covered or dst_known or self.scope.entry_for(src) is None:
+            # A temp file saved over a known path, a move out of the scope, a
+            # move in from outside, or a rename over a known file: the state
+            # of each end says what happened.
+            if dst_covered:
+                if dst_known:
+                    self._check(dst)
+                else:
+                    self._hold(dst, time.monotonic())
+            if old is not None:
+                self._check(src)
+            return
+        new = snapshot(dst)
+        if new is None:
+            self._check(src)
+            return
+        children = self._baseline.under(src) if old.type == "dir" else []
+        self._report(moved(old, new), offline=False)
+        for child in children:
+            self._move_child(child, dst + child.path[len(src):])
+        if new.type == "dir":
+            self._adopt(dst)
+
+    def _move_child(self, old: FileRecord, path: str) -> None:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            st = None
+        if st is None or st.st_ino != old.inode:
+            self._check(old.path)
+            return
+        # Same inode, so the same content and link target: no need to re-read them.
+        new = record_from_stat(path, st, old.sha256 if old.type == "file" else None,
+                               old.target)
+        self._report(moved(old, new), offline=False)
+
+    # -- reporting -------------------------------------------------------
+
+    def _report(self, change: Change, offline: bool) -> None:
+        tags = self.scope.tags(change.path)
+        if change.dest is not None:
+            tags = tuple(dict.fromkeys(tags + self.scope.tags(change.dest)))
+        self._send(make_event(change, tags, host=self._host, time=self._clock(),
+                              offline=offline))
+        assert self._baseline is not None
+        if change.before is not None and (change.after is None or change.dest is not None):
+            self._baseline.delete(change.before.path)
+        if change.after is not None:
+            self._baseline.put(change.after)
+
+    def _send(self, ev: Event) -> None:
+        self._metrics.events.labels("fim", ev.kind).inc()
+        assert self._emit is not None
+        self._emit(ev)
+
+    def _problems(self, problems: list[str]) -> None:
+        for p in problems:
+            self._metrics.fim_errors.labels("read").inc()
+            _log.warning("fim_unreadable", problem=p)
+
+    # -- rescans -----------------------------------------------------------
+
+    def _rescan(self, reasons: set[str], under: str | None) -> None:
+        """Compare disk with the baseline (all, or below ``under``); report offline."""
+        assert self._baseline is not None
+        for r in sorted(reasons):
+            self._metrics.fim_rescans.labels(r).inc()
+        self._rescanning = threading.get_ident()
+        try:
+            if self._watcher is not None:
+                self._watcher.ensure(under)
+            scan = snapshot_all(self.scope.walk(under))
+            self._problems(scan.problems)
+            prefix = None if under is None else under.rstrip("/") + "/"
+            old: dict[str, FileRecord] = {}
+            for p, rec in self._baseline.as_dict().items():
+                if prefix is not None and p != under and not p.startswith(prefix):
+                    continue
+                if self.scope.entry_for(p) is None:
+                    self._baseline.delete(p)  # no longer in scope (config changed)
+                    continue
+                old[p] = rec
+            for change in diff(old, scan.records):
+                self._new.pop(change.path, None)
+                if change.dest is not None:
+                    self._new.pop(change.dest, None)
+                self._report(change, offline=True)
+            for rec in scan.records.values():
+                self._baseline.put(rec)
+        finally:
+            self._rescanning = None
+        if under is None:
+            self._next_periodic = time.monotonic() + self._interval
+        self._baseline.flush()
+        _log.info("fim_rescan", reasons=sorted(reasons), under=under,
+                  files=len(scan.records))
+
+
+def build_fim_source(config: Config, metrics: Metrics,
+                     clock: Callable[[], float] = time.time) -> FimSource | None:
+    """The FIM source for ``config``, or None when ``fim.paths`` is empty."""
+    if not config.fim.paths:
+        return None
+    return FimSource(config, metrics, clock)
