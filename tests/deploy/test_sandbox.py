@@ -1,0 +1,119 @@
+"""sentinel's native work runs under the unit's seccomp policy.
+
+The unit sets ``SystemCallFilter=@system-service`` minus ``@privileged
+@resources``, ``RestrictAddressFamilies=`` and ``MemoryDenyWriteExecute=yes``.
+No systemd runs as PID 1 here to start the unit, so sandboxed.py installs the
+same seccomp policy itself, built from the sets this machine's
+``systemd-analyze syscall-filter`` prints and the unit's own lines, then does
+the daemon's native work (imports, crypto, bcrypt, sqlite, inotify, AF_PACKET
+capture, netlink, the metrics endpoint). A control run without the filter
+tells apart what the sandbox breaks from what is unfinished elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO
+from tests.deploy.test_systemd import UNIT, settings
+
+CHILD = Path(__file__).with_name("sandboxed.py")
+UNISTD = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")
+FAMILIES = {"AF_UNIX": 1, "AF_INET": 2, "AF_INET6": 10, "AF_NETLINK": 16, "AF_PACKET": 17}
+
+
+@cache
+def syscall_sets() -> dict[str, list[str]]:
+    """``systemd-analyze syscall-filter``: set name -> members (syscalls and @sets)."""
+    out = subprocess.run([shutil.which("systemd-analyze") or "systemd-analyze",
+                          "syscall-filter"], capture_output=True, text=True, check=True,
+                         timeout=60).stdout
+    sets: dict[str, list[str]] = {}
+    current = None
+    for line in out.splitlines():
+        if line.startswith("@"):
+            current = line.strip()
+            sets[current] = []
+        elif current and line.strip() and not line.strip().startswith("#"):
+            sets[current].append(line.strip())
+        elif not line.strip():
+            current = None
+    return sets
+
+
+def expand(name: str) -> set[str]:
+    out: set[str] = set()
+    for member in syscall_sets()[name]:
+        out |= expand(member) if member.startswith("@") else {member}
+    return out
+
+
+def policy(tmp_path: Path) -> dict[str, Any]:
+    """The unit's filter as syscall numbers and address families."""
+    s = settings(UNIT)
+    allowed: set[str] = set()
+    for value in s["SystemCallFilter"]:
+        deny = value.startswith("~")
+        names = set().union(*(expand(w) if w.startswith("@") else {w}
+                              for w in value.lstrip("~").split()))
+        allowed = allowed - names if deny else allowed | names
+    numbers = {m.group(1): int(m.group(2)) for m in
+               re.finditer(r"#define __NR_(\w+) (\d+)", UNISTD.read_text())}
+    assert s["MemoryDenyWriteExecute"] == ["yes"]
+    return {
+        "sandbox": True,
+        "allowed": sorted(numbers[n] for n in allowed if n in numbers),
+        "families": [FAMILIES[f] for f in s["RestrictAddressFamilies"][0].split()],
+        "max_nr": max(numbers.values()),
+        "tmp": str(tmp_path),
+    }
+
+
+def run(pol: dict[str, Any]) -> dict[str, Any]:
+    p = subprocess.run([sys.executable, str(CHILD), json.dumps(pol)], capture_output=True,
+                       text=True, timeout=120, cwd=REPO, check=False,
+                       env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert p.returncode == 0, f"child died ({p.returncode}):\n{p.stdout}\n{p.stderr}"
+    return dict(json.loads(p.stdout.splitlines()[-1]))
+
+
+@pytest.mark.slow
+def test_daemon_work_runs_under_the_units_seccomp_policy(tmp_path: Path) -> None:
+    if platform.machine() != "x86_64":
+        pytest.skip("the filter is written for x86_64")
+    if os.geteuid() != 0:
+        pytest.skip("needs root (AF_PACKET capture)")
+    if shutil.which("systemd-analyze") is None or not UNISTD.exists():
+        pytest.skip("needs systemd-analyze and linux-libc-dev's unistd_64.h")
+    pol = policy(tmp_path)
+    control = run({**pol, "sandbox": False})
+    boxed = run(pol)
+
+    # the filter is on: what the unit forbids is refused
+    assert boxed["must_fail"] == {"wx_mmap": "EPERM", "af_vsock": "EAFNOSUPPORT",
+                                  "chroot": "EPERM"}
+    assert control["must_fail"] == {"wx_mmap": "allowed", "af_vsock": "allowed",
+                                    "chroot": "allowed"}
+
+    for step in ("crypto", "bcrypt", "sqlite", "inotify", "packet_capture",
+                 "tls_and_metrics", "interfaces"):
+        assert control[step].startswith("ok"), f"{step} fails even unsandboxed: {control[step]}"
+        assert boxed[step].startswith("ok"), f"{step} under the unit's policy: {boxed[step]}"
+
+    # a module importable without the sandbox imports inside it too
+    broken = {name: boxed["imports"][name] for name, ok in control["imports"].items()
+              if ok == "ok" and boxed["imports"][name] != "ok"}
+    assert not broken, broken
+    for lib in ("scapy.all", "cryptography.hazmat.bindings._rust", "bcrypt", "sqlite3", "ssl"):
+        assert boxed["imports"][lib] == "ok", lib
