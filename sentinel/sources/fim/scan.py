@@ -106,6 +106,13 @@ class Scope:
         e = self.entry_for(path)
         return e.tags if e is not None else ()
 
+    def change_tags(self, path: str, dest: str | None = None) -> tuple[str, ...]:
+        """Tags of a change: the entry's, and for a move those of both ends."""
+        tags = self.tags(path)
+        if dest is not None:
+            tags = tuple(dict.fromkeys(tags + self.tags(dest)))
+        return tags
+
     def parent_dirs(self) -> set[str]:
         """Parents of the configured paths: watched so a root's own replacement is seen."""
         return {os.path.dirname(r) for r in self.roots if r != "/"}

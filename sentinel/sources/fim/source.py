@@ -403,9 +403,7 @@ class FimSource:
     # -- reporting -------------------------------------------------------
 
     def _report(self, change: Change, offline: bool) -> None:
-        tags = self.scope.tags(change.path)
-        if change.dest is not None:
-            tags = tuple(dict.fromkeys(tags + self.scope.tags(change.dest)))
+        tags = self.scope.change_tags(change.path, change.dest)
         self._send(make_event(change, tags, host=self._host, time=self._clock(),
                               offline=offline))
         assert self._baseline is not None
