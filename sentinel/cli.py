@@ -16,7 +16,7 @@ from sentinel import __version__
 from sentinel.located import ProblemError
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ("run", "check", "journal", "replay", "baseline")
+COMMANDS: tuple[str, ...] = ("run", "check", "journal", "replay", "attest", "report", "baseline")
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1

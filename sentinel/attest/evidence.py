@@ -1,0 +1,270 @@
+"""What the incident report shows, gathered from the state folder (read only).
+
+The journal's alerts in the time window, the journal's chain check, each
+delivery recipient's status per alert (from its spool), and the attestation
+chain with a cross-check of each attestation's journal head against the
+journal itself. Nothing here writes; a part that cannot be read is reported
+as such, never guessed.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sentinel.alert import Alert
+from sentinel.attest.keys import AttestKeyError, load_private_key, load_public_key
+from sentinel.attest.statement import Attestation, ChainReport, load_folder, verify_chain
+from sentinel.config import Config, WebhookConfig
+from sentinel.events import parse_time
+from sentinel.sinks.http import safe_url
+from sentinel.sinks.journal import decode_record, journal_files
+from sentinel.sinks.keys import JournalKeyError, load_key
+from sentinel.sinks.router import Route
+from sentinel.sinks.verify import JournalReport, verify_journal
+
+
+@dataclass
+class Entry:
+    """One journaled alert. ``mac_ok`` is None when the journal key is unavailable."""
+
+    seq: int
+    alert: dict[str, Any]
+    time: float
+    mac_ok: bool | None
+
+
+@dataclass
+class JournalStatus:
+    path: Path
+    ok: bool | None  # None: not checked (no key or no journal)
+    summary: str
+    records: int = 0
+    unreadable_lines: int = 0
+
+
+@dataclass
+class Recipient:
+    """One delivery lane (a webhook URL) and what its spool still holds."""
+
+    name: str
+    url: str
+    spool: Path
+    hook: WebhookConfig
+    readable: bool = False
+    problem: str = ""
+    pending: dict[str, int] = field(default_factory=dict)  # alert id -> failed attempts
+    dead: dict[str, str] = field(default_factory=dict)  # alert id -> why
+
+    def status(self, alert: dict[str, Any]) -> tuple[str, str]:
+        """``(delivered|pending|failed|not routed|unknown, detail)`` for one alert."""
+        aid = str(alert.get("id", ""))
+        if aid in self.dead:
+            return "failed", self.dead[aid]
+        if aid in self.pending:
+            n = self.pending[aid]
+            return "pending", f"{n} failed attempt{'s' if n != 1 else ''} so far"
+        try:
+            routed = Route(self.hook)(Alert.from_dict(alert))
+        except (KeyError, TypeError, ValueError):
+            return "unknown", "the journaled alert is malformed"
+        if not routed:
+            return "not routed", "this recipient does not take this alert"
+        if not self.readable:
+            return "unknown", self.problem
+        return "delivered", "accepted by the recipient (no longer in the spool)"
+
+
+@dataclass
+class AttestationStatus:
+    folder: Path
+    attestations: list[Attestation] = field(default_factory=list)
+    chain: ChainReport | None = None
+    key_note: str = ""
+    journal_match: dict[int, bool | None] = field(default_factory=dict)  # sequence -> match
+
+    @property
+    def ok(self) -> bool | None:
+        if not self.attestations or self.chain is None:
+            return None
+        return self.chain.ok and all(v is not False for v in self.journal_match.values())
+
+
+@dataclass
+class Evidence:
+    host: str
+    generated: float
+    since: float | None
+    until: float | None
+    entries: list[Entry]
+    journal: JournalStatus
+    recipients: list[Recipient]
+    attest: AttestationStatus
+    windows: list[tuple[str, float, float]]
+
+
+def spool_path(config: Config, hook: WebhookConfig, i: int) -> Path:
+    """Where lane ``i`` of ``hook`` spools (as :func:`sentinel.sinks.build_delivery` names it)."""
+    name = f"{hook.name}.{i}.db" if i else f"{hook.name}.db"
+    return config.state_dir / "spool" / name
+
+
+def read_recipients(config: Config) -> list[Recipient]:
+    out = []
+    for hook in config.outputs.webhooks:
+        for i, url in enumerate(hook.urls):
+            name = f"{hook.name}[{i}]" if len(hook.urls) > 1 else hook.name
+            r = Recipient(name, safe_url(url), spool_path(config, hook, i), hook)
+            _read_spool(r)
+            out.append(r)
+    return out
+
+
+def _read_spool(r: Recipient) -> None:
+    if not r.spool.exists():
+        r.problem = f"no spool at {r.spool}: nothing was queued for it on this host"
+        return
+    try:
+        db = sqlite3.connect(f"file:{r.spool}?mode=ro", uri=True)
+        try:
+            r.pending = {row[0]: int(row[1]) for row in
+                         db.execute("SELECT id, attempts FROM pending")}
+            for aid, status, reason in db.execute("SELECT id, status, reason FROM dead"):
+                r.dead[aid] = f"HTTP {status}: {reason}" if status else str(reason)
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        r.problem = f"cannot read the spool {r.spool}: {exc}"
+        return
+    r.readable = True
+
+
+def read_journal(config: Config, since: float | None, until: float | None,
+                 want_macs: set[int]) -> tuple[list[Entry], JournalStatus, dict[int, str]]:
+    """The window's alerts, the chain check, and the MACs of the records in ``want_macs``."""
+    path = config.in_state(config.outputs.journal.path)
+    key_problem = ""
+    try:
+        key: bytes | None = load_key(config.outputs.journal.key, config.state_dir,
+                                     create=False)
+    except JournalKeyError as exc:
+        key, key_problem = None, str(exc)
+    entries: list[Entry] = []
+    macs: dict[int, str] = {}
+    unreadable = 0
+    for f in journal_files(path):
+        with f.open("rb") as fh:
+            for raw in fh:
+                line = raw.rstrip(b"\n")
+                rec, ok = _record(key, line)
+                if rec is None:
+                    unreadable += 1
+                    continue
+                seq = int(rec["seq"])
+                if seq in want_macs:
+                    macs[seq] = str(rec["mac"])
+                alert = rec["alert"]
+                try:
+                    t = parse_time(str(alert["time"]))
+                except (KeyError, TypeError, ValueError):
+                    unreadable += 1
+                    continue
+                if (since is None or t >= since) and (until is None or t < until):
+                    entries.append(Entry(seq, alert, t, ok))
+    status = _check(path, key, key_problem, unreadable)
+    return entries, status, macs
+
+
+def _record(key: bytes | None, line: bytes) -> tuple[dict[str, Any] | None, bool | None]:
+    if key is not None:
+        decoded = decode_record(key, line)
+        if decoded is None:
+            return None, None
+        return (decoded[0], decoded[1]) if isinstance(decoded[0].get("alert"), dict) \
+            else (None, None)
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None, None
+    if not isinstance(rec, dict) or not isinstance(rec.get("alert"), dict) \
+            or not isinstance(rec.get("seq"), int):
+        return None, None
+    return rec, None
+
+
+def _check(path: Path, key: bytes | None, key_problem: str, unreadable: int) -> JournalStatus:
+    if key is None:
+        return JournalStatus(path, None, f"not checked: {key_problem}",
+                             unreadable_lines=unreadable)
+    try:
+        rep: JournalReport = verify_journal(path, key)
+    except FileNotFoundError:
+        return JournalStatus(path, None, f"no journal at {path}: no alerts were recorded")
+    except OSError as exc:
+        return JournalStatus(path, False, f"cannot read the journal: {exc}")
+    if not rep.ok:
+        return JournalStatus(path, False, f"TAMPERED at {rep.where()}: {rep.problem};"
+                             f" {rep.records} records verified before it", rep.records,
+                             unreadable)
+    note = ""
+    if rep.truncated is not None:
+        note = (f"; the last line ({rep.truncated[0]}:{rep.truncated[1]}) is incomplete, as a"
+                " crash mid-write leaves it")
+    return JournalStatus(path, True, f"intact: {rep.records} records in {len(rep.files)}"
+                         f" file(s), head {rep.head}{note}", rep.records, unreadable)
+
+
+def read_attestations(config: Config, pubkey: Path | None) -> AttestationStatus:
+    """Every attestation of ``attest.dir`` and the latest one's chain check."""
+    folder = config.in_state(config.attest.dir)
+    st = AttestationStatus(folder, load_folder(folder))
+    if not st.attestations:
+        st.key_note = f"no attestations in {folder}"
+        return st
+    private = config.in_state(config.attest.key_file)
+    candidates = [pubkey] if pubkey is not None else [private.with_suffix(".pub")]
+    for p in candidates:
+        if p.exists():
+            try:
+                public = load_public_key(p)
+            except AttestKeyError as exc:
+                st.key_note = str(exc)
+                return st
+            st.key_note = f"checked with the public key {p}"
+            break
+    else:
+        try:
+            public = load_private_key(private).public_key()
+        except AttestKeyError as exc:
+            st.key_note = f"not checked: no public key given and {exc}"
+            return st
+        st.key_note = f"checked with the public half of {private}"
+    st.chain = verify_chain(st.attestations[-1], st.attestations, public)
+    return st
+
+
+def gather(config: Config, since: float | None, until: float | None, now: float,
+           pubkey: Path | None = None) -> Evidence:
+    """Everything the report shows."""
+    attest = read_attestations(config, pubkey)
+    want = {int(a.statement["journal"]["records"]) - 1 for a in attest.attestations
+            if isinstance(a.statement.get("journal"), dict)
+            and isinstance(a.statement["journal"].get("records"), int)}
+    entries, journal, macs = read_journal(config, since, until, want)
+    for a in attest.attestations:
+        j = a.statement.get("journal") or {}
+        n = j.get("records")
+        if n == 0:
+            attest.journal_match[a.sequence] = True
+        elif isinstance(n, int):
+            # a record the attestation vouched for that is gone or changed is a mismatch
+            attest.journal_match[a.sequence] = macs.get(n - 1) == j.get("head")
+        else:
+            attest.journal_match[a.sequence] = None
+    windows = [(name, w.start.timestamp(), w.end.timestamp())
+               for name, ws in sorted(config.schedules.items()) for w in ws]
+    return Evidence(config.host.name, now, since, until, entries, journal,
+                    read_recipients(config), attest, windows)

@@ -1,0 +1,283 @@
+"""The incident report: one self-contained HTML page for responders and overseers.
+
+Inline CSS and inline SVG only: no scripts, no fonts, no images from
+anywhere, so it opens the same on an air-gapped machine. A Content Security
+Policy forbids scripts and remote loads besides. Alert content is attacker
+influenced (query names, paths, titles built from them), so every value is
+escaped where it is written, with :func:`html.escape`.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections import Counter
+from typing import Any
+
+from sentinel import __version__
+from sentinel.alert import SEVERITIES, SEVERITY_RANK
+from sentinel.attest.chart import SEVERITY_COLOURS, timeline_svg
+from sentinel.attest.evidence import Entry, Evidence, Recipient
+from sentinel.events import format_time
+
+_STATUS_CLASS = {"delivered": "ok", "pending": "warn", "failed": "bad", "unknown": "warn",
+                 "not routed": "muted"}
+
+_CSS = """
+:root { color-scheme: light; }
+body { font: 14px/1.45 "DejaVu Sans", system-ui, sans-serif; color: #1c2529; margin: 0;
+  background: #fff; }
+main { max-width: 1200px; margin: 0 auto; padding: 16px 10px 40px; }
+h1 { font-size: 24px; margin: 0 0 4px; }
+h2 { font-size: 18px; margin: 26px 0 8px; border-bottom: 2px solid #cfd8dc; padding-bottom: 3px; }
+.meta { color: #455a64; margin: 0; }
+.chips { display: flex; flex-wrap: wrap; gap: 8px; margin: 12px 0 0; }
+.chip { border-radius: 4px; padding: 5px 10px; font-weight: bold; border: 1px solid; }
+.ok { color: #1b5e20; background: #e8f5e9; border-color: #a5d6a7; }
+.warn { color: #7a4f01; background: #fff8e1; border-color: #ffe082; }
+.bad { color: #fff; background: #b71c1c; border-color: #b71c1c; }
+.muted { color: #78909c; }
+svg.timeline { display: block; max-width: 100%; height: auto; }
+svg.timeline text { font: 11px "DejaVu Sans", sans-serif; fill: #37474f; }
+svg.timeline text.win { fill: #2e7d32; font-weight: bold; }
+table { border-collapse: collapse; width: 100%; margin: 6px 0; }
+th { background: #263238; color: #fff; text-align: left; padding: 6px 7px; font-size: 13px; }
+td { padding: 5px 7px; border-bottom: 1px solid #e0e0e0; vertical-align: top;
+  overflow-wrap: anywhere; }
+tbody tr:nth-child(even) td { background: #f5f7f8; }
+.sev { display: inline-block; min-width: 62px; text-align: center; color: #fff;
+  border-radius: 3px; padding: 1px 6px; font-size: 12px; font-weight: bold; }
+.st { display: inline-block; margin: 1px 3px 1px 0; padding: 0 5px; border-radius: 3px;
+  border: 1px solid; font-size: 12px; white-space: nowrap; }
+details summary { cursor: pointer; color: #1565c0; white-space: nowrap; }
+td.t { white-space: nowrap; }
+pre { white-space: pre-wrap; overflow-wrap: anywhere; background: #f5f5f5; padding: 6px;
+  margin: 4px 0; font: 12px/1.35 "DejaVu Sans Mono", monospace; }
+code { font: 12px "DejaVu Sans Mono", monospace; overflow-wrap: anywhere; }
+.num { text-align: right; }
+footer { color: #78909c; margin-top: 30px; font-size: 12px; }
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _when(ts: float | None, none: str) -> str:
+    return format_time(ts) if ts is not None else none
+
+
+def _time_cell(text: str) -> str:
+    """An RFC 3339 time on two lines (date, then time), escaped."""
+    date, sep, rest = text.partition("T")
+    return f"{_e(date)}<br>{_e(rest)}" if sep else _e(text)
+
+
+def _sev_badge(sev: str) -> str:
+    colour = SEVERITY_COLOURS.get(sev, SEVERITY_COLOURS["info"])
+    text_colour = "#1c2529" if sev == "medium" else "#fff"
+    return (f'<span class="sev" style="background:{colour};color:{text_colour}">'
+            f"{_e(sev)}</span>")
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def _chip(ok: bool | None, text: str) -> str:
+    cls = "ok" if ok else ("warn" if ok is None else "bad")
+    return f'<span class="chip {cls}">{_e(text)}</span>'
+
+
+def summary_line(event: dict[str, Any]) -> str:
+    """A short text of what happened, by event kind (unescaped; the caller escapes)."""
+    g = event.get
+    kind = str(g("kind", ""))
+    if kind in ("net.connection", "net.flow"):
+        return (f"{g('proto', '')} {g('src_ip')}:{g('src_port')} → {g('dst_ip')}:{g('dst_port')}"
+                f" ({g('direction', '')})")
+    if kind == "net.dns":
+        return f"{g('qname')} {g('qtype', '')} from {g('src_ip')} to {g('dst_ip')}"
+    if kind == "net.arp":
+        return f"{g('op')} {g('sender_ip')} is at {g('sender_mac')}"
+    if kind == "net.icmp":
+        return f"{g('src_ip')} → {g('dst_ip')} type {g('type')} code {g('code')}"
+    if kind.startswith("fim."):
+        text = str(g("path"))
+        if g("dest_path"):
+            text += f" → {g('dest_path')}"
+        changed = g("changed")
+        if isinstance(changed, list) and changed:
+            text += f" (changed: {', '.join(str(c) for c in changed)})"
+        return text
+    return kind
+
+
+def _alert_row(entry: Entry, recipients: list[Recipient]) -> str:
+    a = entry.alert
+    event = a.get("event") if isinstance(a.get("event"), dict) else {}
+    assert isinstance(event, dict)
+    statuses = []
+    for r in recipients:
+        status, detail = r.status(a)
+        if status == "not routed":
+            continue
+        statuses.append(f'<span class="st {_STATUS_CLASS[status]}" title="{_e(detail)}">'
+                        f"{_e(r.name)}: {_e(status)}</span>")
+    mac = "" if entry.mac_ok is not False else \
+        ' <span class="st bad">record fails its MAC</span>'
+    body = json.dumps(a, indent=2, ensure_ascii=False, sort_keys=True)
+    return (
+        f'<tr id="alert-{_e(a.get("id", ""))}">'
+        f"<td class=t><code>{_time_cell(str(a.get('time', '')))}</code></td>"
+        f"<td>{_sev_badge(str(a.get('severity', 'info')))}</td>"
+        f"<td><code>{_e(a.get('rule', ''))}</code></td>"
+        f"<td>{_e(a.get('title', ''))}{mac}</td>"
+        f"<td>{_e(summary_line(event))}</td>"
+        f'<td class="num">{_e(a.get("count", 1))}</td>'
+        f"<td>{''.join(statuses) or '<span class=muted>none</span>'}</td>"
+        f"<td><details><summary>{_e(event.get('kind', 'event'))}</summary>"
+        f"<p>id <code>{_e(a.get('id', ''))}</code>, journal record {entry.seq}</p>"
+        f"<pre>{_e(body)}</pre></details></td></tr>"
+    )
+
+
+def _alerts_table(ev: Evidence) -> str:
+    if not ev.entries:
+        return "<p>No alerts in this window.</p>"
+    rows = "\n".join(_alert_row(e, ev.recipients) for e in ev.entries)
+    return ('<table id="alerts"><thead><tr><th>Time (UTC)</th><th>Severity</th><th>Rule</th>'
+            "<th>Title</th><th>What</th><th>Count</th><th>Delivery</th><th>Event</th></tr>"
+            f"</thead><tbody>\n{rows}\n</tbody></table>")
+
+
+def _delivery_table(ev: Evidence) -> str:
+    if not ev.recipients:
+        return "<p>No webhook recipients are configured: alerts are in the journal only.</p>"
+    rows = []
+    for r in ev.recipients:
+        c = Counter(r.status(e.alert)[0] for e in ev.entries)
+        note = "" if r.readable else f'<br><span class="muted">{_e(r.problem)}</span>'
+        rows.append(
+            f"<tr><td><b>{_e(r.name)}</b><br><code>{_e(r.url)}</code>{note}</td>"
+            f"<td>{_e(r.hook.format)}, min severity {_e(r.hook.min_severity)}</td>"
+            + "".join(f'<td class="num">{c.get(k, 0)}</td>'
+                      for k in ("delivered", "pending", "failed", "not routed", "unknown"))
+            + "</tr>")
+    return ('<table id="delivery"><thead><tr><th>Recipient</th><th>Takes</th>'
+            "<th>Delivered</th><th>Pending</th><th>Failed</th><th>Not routed</th>"
+            f"<th>Unknown</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+            '<p class="muted">Delivered: taken by the recipient under the current routing and'
+            " no longer in its spool. Pending: still being retried. Failed: refused for good"
+            " (kept in the spool's dead-letter table).</p>")
+
+
+def _attest_section(ev: Evidence) -> str:
+    st = ev.attest
+    if not st.attestations:
+        return f"<p>{_e(st.key_note)}.</p>"
+    chain = st.chain
+    verdict = ("chain valid back to sequence 0" if chain is not None and chain.ok
+               else "NOT VALID" if chain is not None else "not checked")
+    parts = [f"<p>{len(st.attestations)} attestation(s) in <code>{_e(st.folder)}</code>;"
+             f" {_e(verdict)} ({_e(st.key_note)}).</p>"]
+    if chain is not None and chain.problems:
+        parts.append("<ul>" + "".join(f"<li>{_e(p)}</li>" for p in chain.problems) + "</ul>")
+    rows = []
+    for a in reversed(st.attestations[-50:]):
+        s = a.statement
+        base = s.get("baseline") if isinstance(s.get("baseline"), dict) else {}
+        journal = s.get("journal") if isinstance(s.get("journal"), dict) else {}
+        assert isinstance(base, dict) and isinstance(journal, dict)
+        match = st.journal_match.get(a.sequence)
+        jtext = {True: "matches the journal", False: "DOES NOT match the journal",
+                 None: "not checked"}[match]
+        jcls = {True: "ok", False: "bad", None: "warn"}[match]
+        active = [n for n, v in (s.get("schedules") or {}).items()
+                  if isinstance(v, dict) and v.get("active")]
+        rows.append(
+            f"<tr><td class=num>{a.sequence}</td><td><code>{_e(s.get('time', ''))}</code></td>"
+            f"<td>{_e(s.get('reason', ''))}</td>"
+            f"<td>{_e(base.get('status', ''))}, {_e(base.get('leaf_count'))} files<br>"
+            f"<code>{_e(base.get('merkle_root'))}</code></td>"
+            f"<td>{_e(journal.get('records'))} records "
+            f'<span class="st {jcls}">{_e(jtext)}</span></td>'
+            f"<td>{_e(', '.join(active) or 'none')}</td></tr>")
+    parts.append('<table id="attestations"><thead><tr><th>Seq</th><th>Time</th><th>Why</th>'
+                 "<th>Baseline (Merkle root)</th><th>Journal head</th><th>Windows open</th>"
+                 f"</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+    if len(st.attestations) > 50:
+        parts.append(f'<p class="muted">The {len(st.attestations) - 50} older ones are in the'
+                     " folder.</p>")
+    return "\n".join(parts)
+
+
+def _chips(ev: Evidence) -> str:
+    j = ev.journal
+    jtext = ("journal intact" if j.ok else "journal TAMPERED" if j.ok is False
+             else "journal not checked")
+    a = ev.attest
+    if not a.attestations:
+        atext, aok = "no attestations", None
+    else:
+        aok = a.ok
+        atext = (f"{len(a.attestations)} attestations valid" if aok else
+                 "attestations NOT VALID" if aok is False else "attestations not checked")
+    pending = sum(1 for r in ev.recipients for e in ev.entries if r.status(e.alert)[0]
+                  in ("pending", "unknown"))
+    failed = sum(1 for r in ev.recipients for e in ev.entries if r.status(e.alert)[0] == "failed")
+    dtext = (_plural(failed, "delivery", "deliveries") + " failed" if failed else
+             _plural(pending, "delivery", "deliveries") + " pending" if pending else
+             "every delivery done")
+    dok = False if failed else (None if pending else True)
+    return ('<div class="chips">' + _chip(j.ok, jtext) + _chip(aok, atext)
+            + _chip(dok, dtext) + "</div>")
+
+
+def _window(ev: Evidence) -> str:
+    if ev.since is None and ev.until is None:
+        return "every journaled alert"
+    return f"alerts from {_when(ev.since, 'the first')} until {_when(ev.until, 'now')}"
+
+
+def render(ev: Evidence) -> str:
+    """The whole page."""
+    times = [e.time for e in ev.entries]
+    start = ev.since if ev.since is not None else (min(times) if times else ev.generated - 3600)
+    end = ev.until if ev.until is not None else (max(times) + 1 if times else ev.generated)
+    chart = timeline_svg([(e.time, str(e.alert.get("severity", "info"))) for e in ev.entries],
+                         start, max(end, start + 60), ev.windows)
+    by_sev = Counter(str(e.alert.get("severity", "info")) for e in ev.entries)
+    worst = max(by_sev, key=lambda s: SEVERITY_RANK.get(s, 0), default=None)
+    counts = ", ".join(f"{by_sev[s]} {s}" for s in SEVERITIES if by_sev[s]) or "none"
+    title = f"Incident report: {ev.host}"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{_e(title)}</title><style>{_CSS}</style></head>
+<body><main>
+<header><h1>{_e(title)}</h1>
+<p class="meta">Host <b>{_e(ev.host)}</b> · {_e(_window(ev))} ·
+generated {_e(format_time(ev.generated))} by sentinel
+{_e(__version__)}</p>
+<p class="meta">{len(ev.entries)} alerts ({_e(counts)}){"; most severe: " + _e(worst)
+                                                      if worst else ""}</p>
+{_chips(ev)}</header>
+<section><h2>Timeline</h2>
+{chart}</section>
+<section><h2>Alerts</h2>
+{_alerts_table(ev)}</section>
+<section><h2>Delivery per recipient</h2>
+{_delivery_table(ev)}</section>
+<section><h2>Journal</h2>
+<p>{_chip(ev.journal.ok, ev.journal.summary)}</p>
+<p class="muted"><code>{_e(ev.journal.path)}</code>{
+    f"; {ev.journal.unreadable_lines} line(s) could not be read as records"
+    if ev.journal.unreadable_lines else ""}</p></section>
+<section><h2>Attestations</h2>
+{_attest_section(ev)}</section>
+<footer>Generated {_e(format_time(ev.generated))} on {_e(ev.host)}. Times are UTC. This page
+has no scripts and loads nothing from the network.</footer>
+</main></body></html>
+"""

@@ -1,0 +1,189 @@
+"""The incident report: every journaled alert, escaped, with delivery and integrity
+status, rendered by a real headless Chromium whose screenshot shows chart and table."""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+import subprocess
+from collections.abc import Callable
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from conftest import make_files, write_baseline
+from scenario import COUNTING, XSS_PATH, XSS_QNAME, Incident, receiver, run_incident, webhooks
+
+from sentinel.attest.chart import SEVERITY_COLOURS
+from sentinel.cli import main
+from sentinel.config import Config
+from sentinel.sinks.journal import journal_files
+
+CHROMIUM = "/usr/bin/chromium"
+TABLE_HEADER = (0x26, 0x32, 0x38)  # th background in report.py's CSS
+
+
+class _Tags(HTMLParser):
+    """Every tag and attribute of a page, to prove nothing active or remote is in it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+@pytest.fixture
+def incident(site: Callable[..., Config], tmp_path: Path) -> Incident:
+    with receiver() as server:
+        config = site(schedules=COUNTING, webhooks=webhooks(server.server_address[1]))
+        write_baseline(config.state_dir, make_files(tmp_path / "opt", 5))
+        return run_incident(config, server)
+
+
+def _journal_ids(config: Config) -> list[str]:
+    ids = []
+    for f in journal_files(config.in_state(config.outputs.journal.path)):
+        for line in f.read_text().splitlines():
+            ids.append(json.loads(line)["alert"]["id"])
+    return ids
+
+
+def _report(incident: Incident, out: Path, *extra: str) -> str:
+    code = main(["report", "-c", str(incident.config.source), "-o", str(out), *extra])
+    assert code == 0
+    return out.read_text(encoding="utf-8")
+
+
+def _row(page: str, alert_id: str) -> str:
+    start = page.index(f'<tr id="alert-{alert_id}">')
+    return page[start:page.index("</tr>", start)]
+
+
+def test_report_holds_every_journaled_alert_escaped(incident: Incident, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    page = _report(incident, tmp_path / "incident.html")
+    ids = _journal_ids(incident.config)
+    assert len(ids) == len(incident.alerts) == 8
+    for aid in ids:
+        assert f'id="alert-{aid}"' in page
+    assert XSS_QNAME not in page
+    assert html.escape(XSS_QNAME) in page
+    assert XSS_PATH not in page
+    parser = _Tags()
+    parser.feed(page)
+    tags = {t for t, _ in parser.tags}
+    assert not tags & {"script", "img", "iframe", "object", "embed", "link", "image"}
+    for tag, attrs in parser.tags:
+        assert not {"src", "href"} & set(attrs), tag
+        assert not any(a.startswith("on") for a in attrs), tag
+    assert "Content-Security-Policy" in page
+    assert "journal intact" in page
+    assert "2 attestations valid" in page
+    assert "tally-01" in page
+    out = capsys.readouterr().out
+    assert "8 alerts; journal intact; attestations valid" in out
+
+
+def test_report_shows_delivery_per_recipient(incident: Incident, tmp_path: Path) -> None:
+    """Accepted, refused for good, and still waiting: each shows as such on its alert."""
+    page = _report(incident, tmp_path / "incident.html")
+    crit = next(a for a in incident.alerts if a.severity == "critical")
+    low = next(a for a in incident.alerts if a.severity == "low")
+    row = _row(page, crit.id)
+    assert "bawaslu: delivered" in row
+    assert "ministry-csirt: failed" in row
+    assert "HTTP 404" in row
+    assert "observer: pending" in row
+    row = _row(page, low.id)
+    assert "observer: pending" in row
+    assert "bawaslu" not in row  # low alerts are not routed to it
+
+
+def test_since_and_until_select_the_window(incident: Incident, tmp_path: Path) -> None:
+    crit = next(a for a in incident.alerts if a.severity == "critical")
+    page = _report(incident, tmp_path / "w.html", "--since", "2024-02-14T14:00:00+07:00",
+                   "--until", "2024-02-14T15:00:00+07:00")
+    shown = [a.id for a in incident.alerts if f'id="alert-{a.id}"' in page]
+    assert shown == [crit.id]
+
+
+def test_an_edited_journal_record_is_reported(incident: Incident, tmp_path: Path) -> None:
+    path = incident.config.in_state(incident.config.outputs.journal.path)
+    path.write_text(path.read_text().replace('"severity":"critical"', '"severity":"low"'))
+    page = _report(incident, tmp_path / "t.html")
+    assert "journal TAMPERED" in page
+    assert "record fails its MAC" in page
+
+
+def test_a_cut_journal_tail_is_caught_by_the_attestation(incident: Incident,
+                                                          tmp_path: Path) -> None:
+    """Dropping the last records leaves a chain that verifies on its own; the attested
+    journal head is what shows they are gone."""
+    path = incident.config.in_state(incident.config.outputs.journal.path)
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:-2]))
+    page = _report(incident, tmp_path / "t.html")
+    assert "journal intact" in page
+    assert "attestations NOT VALID" in page
+    assert "DOES NOT match the journal" in page
+
+
+def test_bad_times_are_refused(incident: Incident, tmp_path: Path,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["report", "-c", str(incident.config.source), "-o", str(tmp_path / "x.html"),
+                 "--since", "yesterday"])
+    assert code == 2
+    assert "'yesterday' is not a time" in capsys.readouterr().err
+    assert not (tmp_path / "x.html").exists()
+
+
+def _screenshot(page: Path, png: Path, profile: Path) -> None:
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+           "--no-first-run", "--disable-background-networking", "--disable-component-update",
+           "--disable-sync", f"--user-data-dir={profile}", "--hide-scrollbars",
+           f"--screenshot={png}", "--window-size=1280,2000", page.as_uri()]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert png.exists(), f"chromium wrote no screenshot: {done.stderr[-2000:]}"
+
+
+def _near(px: tuple[int, ...], rgb: tuple[int, int, int], tol: int = 6) -> bool:
+    return all(abs(a - b) <= tol for a, b in zip(px[:3], rgb, strict=True))
+
+
+def _rgb(hex_colour: str) -> tuple[int, int, int]:
+    return (int(hex_colour[1:3], 16), int(hex_colour[3:5], 16), int(hex_colour[5:7], 16))
+
+
+@pytest.mark.slow
+def test_report_renders_chart_and_table_in_chromium(incident: Incident, tmp_path: Path) -> None:
+    """The screenshot has bars of every severity above the alert table's header band."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip("needs the chromium package")
+    from PIL import Image
+
+    page = tmp_path / "incident.html"
+    _report(incident, page)
+    png = tmp_path / "incident.png"
+    _screenshot(page, png, tmp_path / "profile")
+    shutil.copy(png, Path("/tmp/sentinel-incident-report.png"))  # for a human to look at
+    img = Image.open(png).convert("RGB")
+    w, h = img.size
+    px = img.load()
+    assert px is not None
+    header_rows = [y for y in range(h)
+                   if sum(_near(px[x, y], TABLE_HEADER) for x in range(0, w, 8)) > w // 8 // 2]
+    assert header_rows, "no table header band in the screenshot"
+    table_top = header_rows[0]
+    assert table_top > 300, "the table should come after the timeline"
+    for sev, colour in SEVERITY_COLOURS.items():
+        rgb = _rgb(colour)
+        n = sum(_near(px[x, y], rgb) for y in range(0, table_top, 2) for x in range(0, w, 2))
+        assert n > 40, f"no {sev} bar in the chart region (found {n} pixels)"
+    # table rows below the header: the striped background alternates
+    stripe = (0xF5, 0xF7, 0xF8)
+    striped = [y for y in range(table_top, h)
+               if sum(_near(px[x, y], stripe, 2) for x in range(0, w, 8)) > w // 8 // 3]
+    assert len(striped) > 20, "no striped table rows under the header"
