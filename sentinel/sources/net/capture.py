@@ -32,12 +32,16 @@ TP_STATUS_USER = 1
 BLOCK_SIZE = 1 << 20
 FRAME_SIZE = 1 << 11
 RETIRE_MS = 50
+#: Bytes kept of a frame at least, whatever network.snaplen says: Ethernet,
+#: two VLAN tags, IPv6 with a few extension headers and TCP with options.
+MIN_SNAPLEN = 160
 #: tpacket3_hdr is 48 bytes; sockaddr_ll follows at TPACKET_ALIGN(48).
 _SLL_OFFSET = 48
 
 _BLOCK = struct.Struct("=III").unpack_from  # block_status, num_pkts, offset_to_first_pkt
 _FRAME = struct.Struct("=IIIIIIHH").unpack_from  # next, sec, nsec, snaplen, len, status, mac, net
-_SLL = struct.Struct("!HiHB").unpack_from  # protocol, ifindex, hatype, pkttype (after family)
+_SLL = struct.Struct("!H").unpack_from  # sll_protocol, network order (after sll_family)
+_IFINDEX = struct.Struct("=i").unpack_from  # sll_ifindex, host order
 _STATS = struct.Struct("=III").unpack  # packets, drops, freeze count (reading resets them)
 _RELEASE = b"\0\0\0\0"
 
@@ -61,7 +65,7 @@ class RingCapture:
 
     def _setup(self, snaplen: int) -> None:
         s = self.sock
-        bpf.attach(s, bpf.capture_program(snaplen))
+        bpf.attach(s, bpf.capture_program(max(snaplen, MIN_SNAPLEN)))
         s.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
         frames = self.block_nr * (BLOCK_SIZE // FRAME_SIZE)
         req = struct.pack("=7I", BLOCK_SIZE, self.block_nr, FRAME_SIZE, frames, RETIRE_MS, 0, 0)
@@ -131,8 +135,9 @@ class RingCapture:
             p = base + first
             for _ in range(count):
                 nxt, sec, nsec, snap, length, _, mac, net = _FRAME(ring, p)
-                etype, ifindex, _, _ = _SLL(ring, p + _SLL_OFFSET + 2)
-                if set_iface is not None and ifindex != current:
+                etype = _SLL(ring, p + _SLL_OFFSET + 2)[0]
+                if set_iface is not None and (
+                    ifindex := _IFINDEX(ring, p + _SLL_OFFSET + 4)[0]) != current:
                     current = ifindex
                     name = names.get(ifindex)
                     if name is None:
