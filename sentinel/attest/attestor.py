@@ -17,7 +17,7 @@ from typing import Any
 from sentinel import __version__, logs
 from sentinel.attest.keys import AttestKeyError, load_private_key
 from sentinel.attest.merkle import MerkleTree
-from sentinel.attest.statement import FORMAT, GENESIS, AttestationError, Store
+from sentinel.attest.statement import FORMAT, GENESIS, Attestation, AttestationError, Store
 from sentinel.config import Config
 from sentinel.events import format_time
 from sentinel.metrics import Metrics
@@ -153,6 +153,8 @@ class Attestor:
         self._due: str | None = None
         self._retry_at = float("-inf")
         self._last_error: str | None = None
+        #: The attestation :meth:`write` made last.
+        self.last_written: Attestation | None = None
 
     def maybe_attest(self, now: float | None = None) -> Path | None:
         """Write an attestation if one is due; its path, or None."""
@@ -174,6 +176,11 @@ class Attestor:
                            error=str(exc), retry_in=RETRY_AFTER)
                 self._last_error = str(exc)
             return None
+        att = self.last_written
+        if att is not None:
+            _log.info("attestation written", path=str(path), sequence=att.sequence,
+                      reason=self._due, baseline=att.statement["baseline"]["status"],
+                      journal_records=att.statement["journal"]["records"])
         self._due, self._written, self._last_error = None, now, None
         self._retry_at = float("-inf")
         return path
@@ -208,6 +215,5 @@ class Attestor:
             raise AttestError(str(exc)) from exc
         self.metrics.attestations.labels("success").inc()
         self.metrics.attestation_last_time.set(now)
-        _log.info("attestation written", path=str(path), sequence=att.sequence, reason=reason,
-                  baseline=baseline["status"], journal_records=head[0])
+        self.last_written = att
         return path

@@ -168,9 +168,12 @@ def verify(args: argparse.Namespace) -> int:
         return _fail(" verify", exc)
     target = max(atts, key=lambda a: a.sequence)
     report = verify_chain(target, candidates, public, follow=not args.no_chain)
-    for att in report.checked:
-        st = att.statement
-        print(f"sequence {att.sequence}: signature OK  {st.get('time')}  {st.get('reason')}")
+    if report.checked:
+        first, last = report.checked[-1], report.checked[0]
+        span = (f"sequence {last.sequence}" if first is last else
+                f"sequences {first.sequence}..{last.sequence}")
+        print(f"{span}: {len(report.checked)} signature(s) OK"
+              f"{', each linked to the one before' if len(report.checked) > 1 else ''}")
     for problem in report.problems:
         print(problem)
     st = target.statement
