@@ -56,6 +56,7 @@ def iter_pcap_events(
     decoder = Decoder(flows, maker, metrics)
     counter = metrics.packets.labels(REPLAY_IFACE)
     next_tick = -math.inf
+    latest = 0.0  # packet time at the end of the files read so far
     for path in paths:
         cap = CaptureFile(Path(path))
         st.files += 1
@@ -72,9 +73,9 @@ def iter_pcap_events(
                         st.unsupported[str(path)] = lt
                 if first:
                     first = False
-                    if ts < flows.now:
-                        flows.flush(flows.now)
-                        flows.now = 0.0
+                    if ts < max(latest, flows.now):
+                        flows.flush(max(latest, flows.now))
+                        flows.now = latest = 0.0
                         next_tick = -math.inf
                 assert handle is not None
                 handle(data, off, off + incl, orig, ts)
@@ -86,12 +87,14 @@ def iter_pcap_events(
                     next_tick = math.floor(ts) + 1.0
                     if on_tick is not None:
                         on_tick(ts)
+            if not first:
+                latest = max(latest, ts)
             if cap.truncated:
                 st.truncated.append(str(path))
         finally:
             cap.close()
             counter.inc(count)
             st.packets += count
-    flows.flush(flows.now)
+    flows.flush(max(latest, flows.now))
     yield from pending
     pending.clear()
