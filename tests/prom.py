@@ -4,12 +4,17 @@ Reusable from any test: ``from tests.prom import check_metrics, Prometheus``.
 
 - :func:`check_metrics` runs ``promtool check metrics`` on exposition text.
 - :class:`Prometheus` runs the real ``prometheus`` binary on a loopback port,
-  scraping the targets given, and answers PromQL through its HTTP API.
+  scraping the targets given (optionally evaluating rule files), and answers
+  PromQL through its HTTP API.
+- :func:`exposed_names` and :func:`metric_names` list the metric names of an
+  exposition and of a PromQL expression, so rules and dashboards can be checked
+  against what sentinel really exports.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -73,7 +78,8 @@ class Prometheus:
     """
 
     def __init__(self, workdir: Path, targets: list[str],
-                 scrape: dict[str, Any] | None = None) -> None:
+                 scrape: dict[str, Any] | None = None,
+                 rule_files: list[Path] | None = None) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -83,6 +89,7 @@ class Prometheus:
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s",
                        "evaluation_interval": "1s"},
             "scrape_configs": [job],
+            "rule_files": [str(p) for p in rule_files or []],
         }
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -137,6 +144,10 @@ class Prometheus:
             out[labels] = float(s["value"][1])
         return out
 
+    def alerts(self) -> list[dict[str, Any]]:
+        """Alerts of the loaded rules, pending or firing."""
+        return list(self.api("alerts")["alerts"])
+
     def targets(self) -> list[dict[str, Any]]:
         """The active scrape targets with health and last error."""
         return list(self.api("targets")["activeTargets"])
@@ -153,3 +164,48 @@ class Prometheus:
             return dict(wait_until(f"{expr} to satisfy the condition", probe, timeout))
         except pytest.fail.Exception:
             pytest.fail(f"{expr} never matched; targets: {self.targets()}")
+
+
+def exposed_names(exposition: str) -> set[str]:
+    """Every series name a text exposition declares or carries.
+
+    Read from the ``# TYPE`` lines too, so a labelled family with no series yet
+    (a fresh registry) still counts; histograms and summaries add their
+    ``_bucket``/``_sum``/``_count`` series.
+    """
+    names = {m.group(1) for m in re.finditer(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)[{ ]", exposition,
+                                              re.MULTILINE)}
+    for m in re.finditer(r"^# TYPE (\S+) (\w+)", exposition, re.MULTILINE):
+        name, kind = m.groups()
+        names.add(name)
+        if kind == "histogram":
+            names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+        elif kind == "summary":
+            names |= {f"{name}_sum", f"{name}_count"}
+    return names
+
+
+_PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "offset",
+                 "and", "or", "unless", "bool", "inf", "nan", "atan2", "e"}
+
+
+def metric_names(promql: str) -> set[str]:
+    """The metric names a PromQL expression reads (Grafana ``$variables`` allowed).
+
+    Not a full parser: strings, label matchers, ranges, grouping clauses and
+    function names are removed; every identifier left is a metric name.
+    """
+    s = re.sub(r"\$\{[^}]*\}|\$\w+", "1", promql)              # Grafana variables
+    s = re.sub(r""""(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'""", "", s)  # strings
+    s = re.sub(r"\{[^}]*\}", "", s)                           # label matchers
+    s = re.sub(r"\[[^\]]*\]", "", s)                           # ranges, subqueries
+    s = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", s)
+    s = re.sub(r"\boffset\s+-?\w+", " ", s)
+    s = re.sub(r"(?<![\w:.])\d+(\.\d+)?(e[+-]?\d+)?[smhdwy]?\b", " ", s)  # numbers, durations
+    names = set()
+    for m in re.finditer(r"[a-zA-Z_:][a-zA-Z0-9_:]*", s):
+        rest = s[m.end():].lstrip()
+        if rest.startswith("(") or m.group(0).lower() in _PROMQL_WORDS:
+            continue  # a function call or a keyword
+        names.add(m.group(0))
+    return names
