@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from sentinel import logs
 from sentinel.alert import Alert
@@ -227,21 +227,10 @@ class Journal:
         return 0, GENESIS
 
     def _repair_tail(self, f: Path) -> None:
-        size = f.stat().st_size
-        if size == 0:
-            return
         with f.open("rb+") as fh:
-            start = max(0, size - (1 << 20))
-            fh.seek(start)
-            chunk = fh.read()
-            if chunk.endswith(b"\n"):
+            offset, fragment, complete = _last_line(fh, f)
+            if complete or not fragment:
                 return
-            cut = chunk.rfind(b"\n")
-            if cut < 0 and start > 0:
-                msg = f"journal {f}: last line is longer than 1 MiB; not a journal?"
-                raise JournalError(msg)
-            fragment = chunk[cut + 1:]
-            offset = start + cut + 1
             decoded = decode_record(self._key, fragment)
             if decoded is not None and decoded[1]:
                 # the writer stopped just before the newline: the record is whole
@@ -256,24 +245,48 @@ class Journal:
             fh.flush()
             os.fsync(fh.fileno())
         _log().warning("journal ended in an incomplete record (a crash mid-write);"
-                     " kept it aside and truncated it", path=str(f), offset=offset,
-                     length=len(fragment), kept_in=str(aside))
+                       " kept it aside and truncated it", path=str(f), offset=offset,
+                       length=len(fragment), kept_in=str(aside))
 
     def _last_record(self, f: Path) -> tuple[dict[str, Any], bool] | None:
         """The last parseable record of ``f``: its last line, else a scan from the start."""
-        size = f.stat().st_size
-        if size == 0:
-            return None
         with f.open("rb") as fh:
-            fh.seek(max(0, size - (1 << 20)))
-            lines = fh.read().splitlines()
-        if lines and (found := decode_record(self._key, lines[-1])) is not None:
+            _, line, _ = _last_line(fh, f)
+        if not line:
+            return None
+        if (found := decode_record(self._key, line)) is not None:
             return found
         _log().error("the journal's last line is not a record; scanning for the last one",
-                   path=str(f))
+                     path=str(f))
         last = None
         with f.open("rb") as fh:
             for raw in fh:
                 if (found := decode_record(self._key, raw.rstrip(b"\n"))) is not None:
                     last = found
         return last
+
+
+_TAIL_STEP = 64 * 1024
+_LINE_MAX = 1 << 20
+
+
+def _last_line(fh: BinaryIO, f: Path) -> tuple[int, bytes, bool]:
+    """(offset, bytes without newline, ends in a newline) of the file's last line.
+
+    Reads backwards from the end in small steps, so resuming costs the same
+    whatever the file's size.
+    """
+    size = fh.seek(0, os.SEEK_END)
+    start = size
+    while True:
+        start = max(0, start - _TAIL_STEP)
+        fh.seek(start)
+        chunk = fh.read(size - start)
+        complete = chunk.endswith(b"\n")
+        body = chunk[:-1] if complete else chunk
+        cut = body.rfind(b"\n")
+        if cut >= 0 or start == 0:
+            return start + cut + 1, body[cut + 1:], complete
+        if size - start >= _LINE_MAX:
+            msg = f"journal {f}: the last line is longer than 1 MiB; not a journal?"
+            raise JournalError(msg)

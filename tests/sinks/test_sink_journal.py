@@ -287,3 +287,22 @@ def test_cli_finds_journal_and_key_from_config(tmp_path: Path) -> None:
     r = cli("-c", str(cfg))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "intact: 3 records" in r.stdout
+
+
+def test_resume_reads_only_the_tail_of_a_long_file(tmp_path: Path) -> None:
+    """A journal far longer than the tail window resumes from its true last record."""
+    p = tmp_path / "alerts.jsonl"
+    write(p, 600, fsync="none")
+    assert p.stat().st_size > 4 * 64 * 1024
+    p.write_bytes(p.read_bytes()[:-25])
+    write(p, 1)
+    rep = verify_journal(p, KEY)
+    assert rep.ok and rep.records == 600
+
+
+def test_a_lone_fragment_is_repaired_to_an_empty_chain(tmp_path: Path) -> None:
+    p = tmp_path / "alerts.jsonl"
+    p.write_bytes(b'{"seq":0,"prev":"00')
+    write(p, 2)
+    rep = verify_journal(p, KEY)
+    assert rep.ok and rep.records == 2
