@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from conftest import make_files, write_baseline
+from attest_helpers import make_files, write_baseline
 from prometheus_client import CollectorRegistry
 
 from sentinel.attest import (

@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from conftest import BASELINE_KEY, make_files, write_baseline
+from attest_helpers import BASELINE_KEY, make_files, write_baseline
 
 from sentinel.attest.merkle import (
     EMPTY_ROOT,

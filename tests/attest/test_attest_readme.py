@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import make_files
+from attest_helpers import make_files
 
 from sentinel.cli import main
 from sentinel.config import Config

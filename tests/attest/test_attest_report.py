@@ -12,8 +12,16 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from conftest import make_files, write_baseline
-from scenario import COUNTING, XSS_PATH, XSS_QNAME, Incident, receiver, run_incident, webhooks
+from attest_helpers import make_files, write_baseline
+from attest_scenario import (
+    COUNTING,
+    XSS_PATH,
+    XSS_QNAME,
+    Incident,
+    receiver,
+    run_incident,
+    webhooks,
+)
 
 from sentinel.attest.chart import SEVERITY_COLOURS
 from sentinel.cli import main
