@@ -6,6 +6,8 @@ Reusable from any test: ``from tests.prom import check_metrics, Prometheus``.
 - :class:`Prometheus` runs the real ``prometheus`` binary on a loopback port,
   scraping the targets given (optionally evaluating rule files), and answers
   PromQL through its HTTP API.
+- :func:`populate` moves every metric of a :class:`~sentinel.metrics.Metrics`,
+  whatever families it has by then, so an exposition shows every series shape.
 - :func:`exposed_names` and :func:`metric_names` list the metric names of an
   exposition and of a PromQL expression, so rules and dashboards can be checked
   against what sentinel really exports.
@@ -29,6 +31,9 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import Counter, Gauge, Histogram, Info, Summary
+
+from sentinel.metrics import Metrics
 
 PROMTOOL = "promtool"
 PROMETHEUS = "prometheus"
@@ -164,6 +169,31 @@ class Prometheus:
             return dict(wait_until(f"{expr} to satisfy the condition", probe, timeout))
         except pytest.fail.Exception:
             pytest.fail(f"{expr} never matched; targets: {self.targets()}")
+
+
+#: label values that look like what the daemon sets (bounded: no addresses, no paths)
+LABEL_VALUES = {
+    "source": "network", "kind": "net.connection", "rule": "tally-db-unauthorized-access",
+    "severity": "critical", "iface": "eth0", "reason": "overflow", "result": "success",
+    "target": "bawaslu", "component": "fim", "stage": "read",
+}
+
+
+def populate(m: Metrics, step: float = 1.0) -> None:
+    """Move every metric family of ``m`` once (counters up, gauges up, one observation)."""
+    for attr, metric in vars(m).items():
+        if not isinstance(metric, Counter | Gauge | Histogram | Info | Summary):
+            continue
+        names = getattr(metric, "_labelnames", ())
+        if attr == "build_info" or (names and isinstance(metric, Info)):
+            continue
+        child: Any = metric.labels(*[LABEL_VALUES.get(n, "x") for n in names]) if names else metric
+        if isinstance(metric, Info):
+            child.info({"host": "tally-01", "site": "kota-contoh"})
+        elif isinstance(metric, Histogram | Summary):
+            child.observe(0.00002 * step)
+        else:
+            child.inc(step)
 
 
 def exposed_names(exposition: str) -> set[str]:

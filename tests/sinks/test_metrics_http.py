@@ -24,38 +24,11 @@ from sentinel.metrics import Metrics
 from sentinel.sinks import metrics_http
 from sentinel.sinks.metrics_http import AUTH_CACHE_TTL, MetricsServer
 from tests.pki import Pki, make_pki
-from tests.prom import Prometheus, check_metrics
+from tests.prom import Prometheus, check_metrics, populate
 
 USER, PASSWORD = "prometheus", "correct horse battery staple"
 # cost 4, the minimum: the tests check behaviour, not bcrypt's slowness
 HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
-
-
-def populate(m: Metrics) -> None:
-    """Move every metric family with labels, so every series shape is exposed."""
-    m.events.labels("network", "net.connection").inc(5)
-    m.events.labels("fim", "fim.modified").inc()
-    m.alerts.labels("tally-db-unauthorized-access", "critical").inc()
-    m.packets.labels("eth0").inc(1000)
-    m.packets_dropped.labels("eth0").inc(2)
-    m.decode_errors.inc()
-    m.capture_errors.labels("eth0").inc()
-    m.flows_active.set(3)
-    m.flows_evicted.labels("idle").inc()
-    m.ip_fragments.inc()
-    m.fim_watched_files.set(120)
-    m.fim_rescans.labels("overflow").inc()
-    m.fim_baseline_valid.set(1)
-    m.rules_loaded.set(30)
-    m.rule_eval_seconds.observe(0.00002)
-    m.rule_state_evictions.labels("ssh-brute-force").inc()
-    m.config_reloads.labels("success").inc()
-    m.deliveries.labels("bawaslu", "success").inc()
-    m.delivery_queue_depth.labels("bawaslu").set(0)
-    m.delivery_oldest_pending.labels("bawaslu").set(0)
-    m.journal_records.inc()
-    m.component_up.labels("capture").set(1)
-    m.info.info({"host": "tally-01", "site": "kota-contoh"})
 
 
 class Client:
