@@ -58,10 +58,16 @@ class Recipient:
     problem: str = ""
     pending: dict[str, int] = field(default_factory=dict)  # alert id -> failed attempts
     dead: dict[str, str] = field(default_factory=dict)  # alert id -> why
+    _seen: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
 
     def status(self, alert: dict[str, Any]) -> tuple[str, str]:
         """``(delivered|pending|failed|not routed|unknown, detail)`` for one alert."""
         aid = str(alert.get("id", ""))
+        if aid not in self._seen:
+            self._seen[aid] = self._status(aid, alert)
+        return self._seen[aid]
+
+    def _status(self, aid: str, alert: dict[str, Any]) -> tuple[str, str]:
         if aid in self.dead:
             return "failed", self.dead[aid]
         if aid in self.pending:
