@@ -23,7 +23,7 @@ from sentinel.config import Config, HostConfig, WebhookConfig
 from sentinel.metrics import Metrics
 from sentinel.sinks.alertmanager import AlertmanagerLane, am_item, api_url
 from sentinel.sinks.http import Backoff, Transport, safe_url
-from sentinel.sinks.journal import Journal, JournalError, alert_json
+from sentinel.sinks.journal import Journal, JournalError, alert_json, open_journal
 from sentinel.sinks.keys import JournalKeyError, load_key
 from sentinel.sinks.lane import Lane
 from sentinel.sinks.router import Route
@@ -70,6 +70,7 @@ class Delivery:
         self.clock = clock
         # one lock keeps journal order and spool order the same
         self._lock = threading.Lock()
+        self._closed = False
 
     def start(self) -> None:
         for lane in self.lanes():
@@ -108,6 +109,10 @@ class Delivery:
 
     def close(self, timeout: float) -> None:
         """Stop the workers (waiting up to ``timeout`` s); undelivered alerts stay spooled."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
         deadline = time.monotonic() + timeout
         lanes = self.lanes()
         for lane in lanes:
@@ -156,9 +161,20 @@ def build_delivery(config: Config, metrics: Metrics, clock: Callable[[], float] 
     """
     jc = config.outputs.journal
     key = load_key(jc.key, config.state_dir)
-    journal = Journal(config.in_state(jc.path), key, jc.fsync, jc.fsync_interval,
-                      jc.rotate_size, on_record=metrics.journal_records.inc)
-    durable = jc.fsync == "record"
+    journal = open_journal(config.in_state(jc.path), key, jc.fsync, jc.fsync_interval,
+                           jc.rotate_size, on_record=metrics.journal_records.inc)
+    try:
+        targets = _targets(config, metrics, clock, durable=jc.fsync == "record")
+    except BaseException:
+        journal.close()
+        raise
+    delivery = Delivery(journal, targets, metrics, clock)
+    delivery.start()
+    return delivery
+
+
+def _targets(config: Config, metrics: Metrics, clock: Callable[[], float], durable: bool
+             ) -> list[Target]:
     targets: list[Target] = []
     for hook in config.outputs.webhooks:
         if not hook.verify_tls:
@@ -170,9 +186,7 @@ def build_delivery(config: Config, metrics: Metrics, clock: Callable[[], float] 
                   urls=[safe_url(u) for u in hook.urls],
                   pending=sum(ln.spool.depth for ln in lanes))
     _warn_orphans(config.state_dir / "spool", {ln.spool.path for t in targets for ln in t.lanes})
-    delivery = Delivery(journal, targets, metrics, clock)
-    delivery.start()
-    return delivery
+    return targets
 
 
 def _json_payload(alert: Alert, body: bytes) -> bytes:

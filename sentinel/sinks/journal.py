@@ -25,6 +25,7 @@ resumes the chain from the last complete record.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
 import json
@@ -95,6 +96,48 @@ def journal_files(path: Path) -> list[Path]:
     return files
 
 
+_registry: dict[Path, Journal] = {}
+_registry_lock = threading.Lock()
+
+
+def open_journal(path: Path, key: bytes, fsync: str = "record", fsync_interval: float = 1.0,
+                 rotate_size: int = 64 * 2**20, on_record: Callable[[], None] | None = None
+                 ) -> Journal:
+    """This process's :class:`Journal` at ``path``, opened once and shared.
+
+    A reload builds the new Delivery while the old one still takes alerts; both
+    must append to one chain, never two writers each resuming from the same
+    record. Each holder calls ``close()``; the last one closes the file.
+    """
+    real = path.resolve()
+    with _registry_lock:
+        j = _registry.get(real)
+        if j is not None and not j.closed:
+            if not hmac.compare_digest(j.key, key):
+                msg = (f"journal {path}: the key changed while the journal is open; restart"
+                       " the daemon (a new key needs a new journal path)")
+                raise JournalError(msg)
+            j.retain(fsync, fsync_interval, rotate_size, on_record)
+            return j
+        j = Journal(path, key, fsync, fsync_interval, rotate_size, on_record)
+        _registry[real] = j
+        return j
+
+
+def _exclusive(path: Path) -> int:
+    """Lock ``path.lock`` for this process: two processes appending would fork the chain."""
+    lock = path.with_name(path.name + ".lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        msg = (f"journal {path} is in use by another sentinel process (it holds {lock});"
+               " stop it first")
+        raise JournalError(msg) from exc
+    return fd
+
+
 def _fsync_dir(d: Path) -> None:
     fd = os.open(d, os.O_RDONLY)
     try:
@@ -126,13 +169,39 @@ class Journal:
         self._lock = threading.Lock()
         self._dirty = False
         self._closed = threading.Event()
+        self._refs = 1
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._seq, self._prev = self._resume()
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._lock_fd = _exclusive(path)
+        try:
+            self._seq, self._prev = self._resume()
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
         self._size = os.fstat(self._fd).st_size
         _fsync_dir(path.parent)
         self._syncer: threading.Thread | None = None
-        if fsync == "interval":
+        self._start_syncer()
+
+    @property
+    def key(self) -> bytes:
+        return self._key
+
+    def retain(self, fsync: str, fsync_interval: float, rotate_size: int,
+               on_record: Callable[[], None] | None) -> None:
+        """Take one more reference (a reloaded Delivery) and apply its settings."""
+        with self._lock:
+            self._refs += 1
+            self._fsync, self._fsync_interval = fsync, fsync_interval
+            self._rotate_size, self._on_record = rotate_size, on_record
+        self._start_syncer()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def _start_syncer(self) -> None:
+        if self._fsync == "interval" and (self._syncer is None or not self._syncer.is_alive()):
             self._syncer = threading.Thread(target=self._sync_loop, name="journal-fsync",
                                             daemon=True)
             self._syncer.start()
@@ -171,17 +240,26 @@ class Journal:
             return self._seq, self._prev
 
     def alive(self) -> bool:
-        return self._syncer is None or self._syncer.is_alive()
+        return self._fsync != "interval" or (self._syncer is not None
+                                             and self._syncer.is_alive())
 
     def close(self) -> None:
+        """Drop one reference; the last one syncs and closes the file."""
         with self._lock:
             if self._closed.is_set():
+                return
+            self._refs -= 1
+            if self._refs > 0:
                 return
             self._closed.set()
             try:
                 os.fsync(self._fd)
             finally:
                 os.close(self._fd)
+                os.close(self._lock_fd)
+        with _registry_lock:
+            if _registry.get(self.path.resolve()) is self:
+                del _registry[self.path.resolve()]
         if self._syncer is not None:
             self._syncer.join(timeout=2.0)
 

@@ -135,7 +135,8 @@ class Lane:
         due = self.tick(now)
         if now < self._blocked_until:  # the tick's request failed
             return self._blocked_until - now
-        if self.spool.depth > 0 and (records := self.spool.page(self.page_size)):
+        # always look: another Delivery on this spool (a reload overlap) may have added rows
+        if records := self.spool.page(self.page_size):
             self._send_page(records, now)
             return 0.0
         return IDLE_WAIT if due is None else max(0.0, due)

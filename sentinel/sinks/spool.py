@@ -93,6 +93,10 @@ class Spool:
             rows = self._db.execute(
                 "SELECT seq, id, body, created, attempts FROM pending ORDER BY seq LIMIT ?",
                 (limit,)).fetchall()
+            if len(rows) < limit:
+                # a short page is the whole queue: correct the count if another
+                # connection (an overlapping Delivery during a reload) changed it
+                self.depth = len(rows)
         return [Record(r[0], r[1], bytes(r[2]), r[3], r[4]) for r in rows]
 
     def oldest(self) -> float | None:

@@ -195,3 +195,53 @@ def test_no_secret_in_logs_or_spool_names(tmp_path: Path, start: Any, capsys: An
     assert f"127.0.0.1:{port}/hook" in text
     journal = (tmp_path / "alerts.jsonl").read_text()
     assert json.loads(journal.splitlines()[0])["seq"] == 0
+
+
+def test_reload_overlap_shares_one_journal_chain_and_loses_nothing(
+        tmp_path: Path, start: Any, metrics: Metrics) -> None:
+    """A reload builds the new Delivery before closing the old; alerts submitted to
+    either land in one intact chain and are all delivered."""
+    from sentinel.sinks import verify_journal
+    from sentinel.sinks.keys import read_key_file
+
+    port = free_port()
+    config = make_config(tmp_path, hook("soc", f"http://127.0.0.1:{port}/hook"))
+    old = start(config)
+    first = [make_alert() for _ in range(5)]
+    for a in first:
+        old.submit(a)
+    new = start(config)
+    late = make_alert()
+    old.submit(late)  # the old one still takes alerts until it is closed
+    old.close(5)
+    rest = [make_alert() for _ in range(5)]
+    for a in rest:
+        new.submit(a)
+    with Receiver(secret=SECRET, port=port) as r:
+        wait_for(lambda: r.delivered_ids() >= {a.id for a in [*first, late, *rest]})
+    new.close(5)
+    rep = verify_journal(tmp_path / "alerts.jsonl", read_key_file(tmp_path / "journal.key"))
+    assert rep.ok and rep.records == 11
+
+
+def test_a_second_process_cannot_append_to_the_same_journal(tmp_path: Path,
+                                                            start: Any) -> None:
+    """Two writers would fork the chain: the journal is locked to one process."""
+    import subprocess
+    import sys
+
+    import pytest
+
+    from sentinel.sinks import JournalError
+    from sentinel.sinks.journal import Journal
+    from tests.conftest import REPO
+
+    start(make_config(tmp_path))
+    code = ("import sys; from pathlib import Path; from sentinel.sinks.journal import Journal\n"
+            "try:\n    Journal(Path(sys.argv[1]), b'k' * 32)\n"
+            "except Exception as e:\n    print(e); sys.exit(3)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "alerts.jsonl")],
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert proc.returncode == 3 and "in use by another sentinel process" in proc.stdout
+    with pytest.raises(JournalError, match="in use"):
+        Journal(tmp_path / "alerts.jsonl", b"k" * 32)
