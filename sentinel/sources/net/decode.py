@@ -81,6 +81,9 @@ class Decoder:
         self._errors = metrics.decode_errors
         self._fragments = metrics.ip_fragments
         self._logged: set[str] = set()
+        #: Failures other than malformed input (decoder bugs): counted as decode
+        #: errors too, logged once per exception type.
+        self.unexpected = 0
         self._links: dict[int, Handler] = {
             LINKTYPE_ETHERNET: self.ether, LINKTYPE_NULL: self.null, LINKTYPE_LOOP: self.loop,
             LINKTYPE_RAW: self.raw, 12: self.raw, 14: self.raw, LINKTYPE_IPV4: self.raw,
@@ -129,6 +132,7 @@ class Decoder:
         return handle
 
     def _log_once(self, exc: Exception, linktype: int) -> None:
+        self.unexpected += 1
         what = type(exc).__name__
         if what not in self._logged:
             self._logged.add(what)

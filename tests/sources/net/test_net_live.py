@@ -16,8 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netkit import VethPair, in_netns, ip, needs_netns, send_frames, site_config, veth_pair, \
-    wait_for
+from netkit import (
+    VethPair,
+    in_netns,
+    ip,
+    needs_netns,
+    send_frames,
+    site_config,
+    veth_pair,
+    wait_for,
+)
 from scapy.layers.dns import DNS, DNSQR
 from scapy.layers.inet import ICMP, IP, UDP
 from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
