@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from attest_helpers import make_files, write_baseline
+from attest_helpers import make_files, record_of, write_baseline
 from prometheus_client import CollectorRegistry
 
 from sentinel.attest import (
@@ -23,6 +22,7 @@ from sentinel.attest import (
 from sentinel.attest.attestor import RETRY_AFTER
 from sentinel.config import Config
 from sentinel.metrics import Metrics
+from sentinel.sources.fim.baseline import Baseline
 
 COUNTING = """\
 counting:
@@ -171,14 +171,15 @@ def test_the_statement_signs_the_baseline_merkle_root(site: Callable[..., Config
     assert st["rules_digest"] == "ab" * 32
 
 
-def test_a_tampered_baseline_is_attested_as_invalid(site: Callable[..., Config],
+def test_a_replaced_baseline_is_attested_as_invalid(site: Callable[..., Config],
                                                     tmp_path: Path) -> None:
-    """An edited baseline row is not trusted: the statement says invalid, with no root."""
+    """A baseline re-made with another key (to hide a change) is not trusted: the
+    statement says invalid, with no root."""
     config = site()
-    db = write_baseline(config.state_dir, make_files(tmp_path / "opt", 3))
-    with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE files SET sha256 = ? WHERE path = (SELECT min(path) FROM files)",
-                     ("00" * 32,))
+    files = make_files(tmp_path / "opt", 3)
+    db = write_baseline(config.state_dir, files)
+    db.unlink()
+    Baseline.create(db, ("66" * 32).encode(), [record_of(f) for f in files]).close()
     generate_keypair(config.in_state(config.attest.key_file))
     att, _ = _attestor(config, Clock(OPEN))
     path = att.maybe_attest()
@@ -186,7 +187,7 @@ def test_a_tampered_baseline_is_attested_as_invalid(site: Callable[..., Config],
     base = load_file(path)[0].statement["baseline"]
     assert base["status"] == "invalid"
     assert base["merkle_root"] is None
-    assert "edited outside sentinel" in base["problem"]
+    assert str(db) in base["problem"]
 
 
 def test_no_baseline_is_attested_as_missing(site: Callable[..., Config]) -> None:
