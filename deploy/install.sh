@@ -102,7 +102,9 @@ FOREGROUND="set -a; . /etc/sentinel/secrets.env; set +a
 
 if [[ -z "$R" && -d /run/systemd/system ]]; then
   systemctl daemon-reload
-  if /opt/sentinel/bin/sentinel check -c /etc/sentinel/config.yaml; then
+  # with the secrets loaded, as the unit will have them
+  if (set -a && . /etc/sentinel/secrets.env && set +a &&
+      /opt/sentinel/bin/sentinel check -c /etc/sentinel/config.yaml); then
     systemctl enable --now sentinel.service
     say "running: systemctl status sentinel; metrics on the listen address in the config"
   else
@@ -111,7 +113,8 @@ if [[ -z "$R" && -d /run/systemd/system ]]; then
   fi
 else
   say "installed. systemd is not PID 1 here, so nothing was started."
-  echo "    Check the config:   /opt/sentinel/bin/sentinel check -c /etc/sentinel/config.yaml"
+  echo "    Check the config:   (set -a; . /etc/sentinel/secrets.env; set +a;"
+  echo "                         /opt/sentinel/bin/sentinel check -c /etc/sentinel/config.yaml)"
   echo "    Run in the foreground, as the sentinel user with the unit's three capabilities:"
   echo "  $FOREGROUND"
 fi
