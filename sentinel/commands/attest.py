@@ -60,7 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                   " to the server.",
                   "sentinel attest verify attestations/attestation-00000042.json"
                   " --pubkey attest.pub")
-    v.add_argument("file", type=Path, metavar="FILE", help="an attestation (.json or .jsonl)")
+    v.add_argument("file", type=Path, metavar="FILE",
+                   help="an attestation (.json or .jsonl), or a folder of them (its latest)")
     v.add_argument("--pubkey", type=Path, required=True, metavar="KEY",
                    help="the published public key (PEM)")
     v.add_argument("--no-chain", action="store_true",
@@ -162,8 +163,14 @@ def verify(args: argparse.Namespace) -> int:
 
     try:
         public = load_public_key(args.pubkey)
-        atts = load_file(args.file)
-        candidates = atts if args.no_chain else [*load_folder(args.file.parent), *atts]
+        if args.file.is_dir():
+            atts = load_folder(args.file)
+            if not atts:
+                return _fail(" verify", f"{args.file}: no attestation-*.json files")
+            candidates = atts
+        else:
+            atts = load_file(args.file)
+            candidates = atts if args.no_chain else [*load_folder(args.file.parent), *atts]
     except (AttestKeyError, AttestationError) as exc:
         return _fail(" verify", exc)
     target = max(atts, key=lambda a: a.sequence)

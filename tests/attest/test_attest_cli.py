@@ -74,6 +74,9 @@ def test_a_witness_verifies_the_chain_and_a_file(server: Config, tmp_path: Path,
     code, out, _ = _run(capsys, "attest", "verify", str(latest), "--pubkey", str(pub))
     assert code == 0, out
     assert "VALID: sequence 1, chain of 2 back to sequence 0" in out
+    code, out, _ = _run(capsys, "attest", "verify", str(latest.parent), "--pubkey", str(pub))
+    assert code == 0, out
+    assert "VALID: sequence 1, chain of 2 back to sequence 0" in out
 
     target = tmp_path / "opt" / "bin-0003"
     proof = tmp_path / "witness" / "proof.json"
