@@ -152,6 +152,15 @@ class FimSource:
         worker_ok = self._worker is not None and self._worker.is_alive()
         return worker_ok and (self._watcher is None or self._watcher.alive())
 
+    def idle(self) -> bool:
+        """True when nothing is queued or held (new paths, moves, open writers).
+
+        Right after a change the kernel may not have delivered its event yet, so
+        "idle" alone does not mean "caught up"; tests pair it with a marker file.
+        """
+        return not (self._new or self._from or self._dirty or self._rescan_reasons) \
+            and self._q.empty()
+
     # -- startup helpers --------------------------------------------------
 
     def _start_watcher(self) -> None:
