@@ -218,7 +218,12 @@ class Journal:
             if self._size and self._size + len(line) > self._rotate_size:
                 self._rotate()
             try:
-                os.write(self._fd, line)
+                written = os.write(self._fd, line)
+                if written != len(line):
+                    # a short write (disk full) must not leave half a record in the chain
+                    os.ftruncate(self._fd, self._size)
+                    msg = f"journal {self.path}: short write ({written} of {len(line)} bytes)"
+                    raise JournalError(msg)
                 if self._fsync == "record":
                     os.fdatasync(self._fd)
                 else:
@@ -277,17 +282,26 @@ class Journal:
                                    error=exc.strerror)
 
     def _rotate(self) -> None:
-        os.fsync(self._fd)
-        os.close(self._fd)
         rotated = journal_files(self.path)[:-1]
         n = int(rotated[-1].name.rsplit(".", 1)[1]) + 1 if rotated else 1
         target = self.path.with_name(f"{self.path.name}.{n}")
-        os.rename(self.path, target)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.fsync(self._fd)
+            os.rename(self.path, target)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            _fsync_dir(self.path.parent)
+        except OSError as exc:
+            # a journal that cannot rotate keeps growing: better than losing alerts.
+            # If the rename happened, our fd still appends to the rotated file and
+            # the chain stays whole either way.
+            _log().error("journal rotation failed; appending to the current file",
+                         path=str(self.path), error=exc.strerror)
+            return
+        os.close(self._fd)
+        self._fd = fd
         self._size = 0
-        _fsync_dir(self.path.parent)
         _log().info("journal rotated", path=str(self.path), rotated_to=str(target),
-                  next_seq=self._seq)
+                    next_seq=self._seq)
 
     def _resume(self) -> tuple[int, str]:
         """Find where the chain stands; repair a crash-truncated tail of the current file."""

@@ -107,6 +107,7 @@ class Lane:
                 now = self.clock()
                 try:
                     wait = self._step(now)
+                    self._gauges(self.clock())
                     errors = 0
                 except Exception:
                     # a spool or encoding fault must not end the lane: count, log once, go on
@@ -116,7 +117,6 @@ class Lane:
                                        url=self._url)
                     errors += 1
                     wait = min(IDLE_WAIT * errors, 30.0)
-                self._gauges(self.clock())
                 if wait > 0:
                     self._wake.wait(min(wait, IDLE_WAIT))
                     self._wake.clear()

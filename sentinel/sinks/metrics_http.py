@@ -16,7 +16,8 @@ every wrong guess costs a full bcrypt round.
 
 Each connection gets its own named thread, at most :data:`MAX_CONNECTIONS` at
 once; the TLS handshake runs in that thread, so a client that stalls its
-handshake holds up nobody else.
+handshake holds up nobody else. A renewed certificate (the files change on
+disk) is used from the next connection on, without a restart.
 """
 
 from __future__ import annotations
@@ -143,13 +144,54 @@ def tls_context(cfg: TLSServerConfig) -> ssl.SSLContext:
     return ctx
 
 
+class TLSFiles:
+    """The server context, rebuilt when the cert, key or CA file changes on disk.
+
+    Renewed certificates take effect on the next connection, without a restart
+    (a reload would not notice: the config naming the files is unchanged). A
+    renewal that does not load keeps the previous context and is logged once.
+    """
+
+    def __init__(self, cfg: TLSServerConfig) -> None:
+        self._cfg = cfg
+        self._files = [p for p in (cfg.cert_file, cfg.key_file, cfg.client_ca_file)
+                       if p is not None]
+        self._stamp = self._stat()
+        self.context = tls_context(cfg)
+        self._lock = threading.Lock()
+
+    def _stat(self) -> tuple[tuple[int, int, int], ...]:
+        out = []
+        for p in self._files:
+            try:
+                st = p.stat()
+                out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+            except OSError:
+                out.append((0, 0, 0))
+        return tuple(out)
+
+    def current(self) -> ssl.SSLContext:
+        """The context to use for a new connection."""
+        stamp = self._stat()
+        with self._lock:
+            if stamp != self._stamp:
+                self._stamp = stamp
+                try:
+                    self.context = tls_context(self._cfg)
+                    log.info("metrics_tls_reloaded", cert_file=str(self._cfg.cert_file))
+                except OSError as e:
+                    log.error("metrics_tls_reload_failed", error=str(e),
+                              detail="the previous certificate stays in use")
+            return self.context
+
+
 class _Server(socketserver.TCPServer):
     """TCP server with a named thread per connection and TLS done in that thread."""
 
     allow_reuse_address = True
 
     def __init__(self, family: socket.AddressFamily, address: tuple[str, int],
-                 app: MetricsServer, tls: ssl.SSLContext | None) -> None:
+                 app: MetricsServer, tls: TLSFiles | None) -> None:
         self.address_family = family
         super().__init__(address, _Handler, bind_and_activate=False)
         self.app = app
@@ -176,7 +218,7 @@ class _Server(socketserver.TCPServer):
             request.settimeout(IO_TIMEOUT)
             if self._tls is not None:
                 try:
-                    conn = self._tls.wrap_socket(request, server_side=True)
+                    conn = self._tls.current().wrap_socket(request, server_side=True)
                 except (ssl.SSLError, OSError) as e:
                     # a scanner or a client without the right certificate: not
                     # an error of ours, and frequent enough to keep at debug
@@ -280,7 +322,7 @@ class MetricsServer:
             raise RuntimeError(msg)
         host, port = self.config.listen
         where = _show(host, port)
-        tls = tls_context(self.config.tls) if self.config.tls is not None else None
+        tls = TLSFiles(self.config.tls) if self.config.tls is not None else None
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         server = _Server(family, (host, port), self, tls)
         try:
@@ -298,7 +340,8 @@ class MetricsServer:
         )
         self._thread.start()
         log.info("metrics_listening", address=_show(*self.address), tls=tls is not None,
-                 client_certs=tls is not None and tls.verify_mode == ssl.CERT_REQUIRED,
+                 client_certs=tls is not None and self.config.tls is not None
+                 and self.config.tls.client_ca_file is not None,
                  basic_auth=self.auth is not None)
 
     def stop(self) -> None:

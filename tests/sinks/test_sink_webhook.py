@@ -245,3 +245,27 @@ def test_a_second_process_cannot_append_to_the_same_journal(tmp_path: Path,
     assert proc.returncode == 3 and "in use by another sentinel process" in proc.stdout
     with pytest.raises(JournalError, match="in use"):
         Journal(tmp_path / "alerts.jsonl", b"k" * 32)
+
+
+def test_an_internal_fault_is_counted_and_the_lane_goes_on(
+        tmp_path: Path, start: Any, metrics: Metrics, monkeypatch: Any) -> None:
+    """An unexpected exception inside the worker loop is counted and logged; the
+    worker survives and the alert is still delivered."""
+    from sentinel.sinks.webhook import JsonLane
+
+    real = JsonLane.post
+    calls = []
+
+    def flaky(self: JsonLane, records: Any, now: float) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("injected fault")
+        return real(self, records, now)
+    monkeypatch.setattr(JsonLane, "post", flaky)
+    with Receiver(secret=SECRET) as r:
+        d = start(make_config(tmp_path, hook("soc", r.url)))
+        a = make_alert()
+        d.submit(a)
+        wait_for(lambda: a.id in r.delivered_ids(), what="delivery after the fault")
+        assert metric(metrics, "sentinel_deliveries_total", target="soc", result="error") == 1
+        assert d.alive()
