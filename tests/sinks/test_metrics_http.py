@@ -8,6 +8,8 @@ import base64
 import gzip
 import http.client
 import json
+import os
+import shutil
 import socket
 import ssl
 import threading
@@ -270,6 +272,30 @@ def test_mtls_serves_a_client_with_a_certificate_from_the_ca(serve, pki: Pki) ->
     status, _, _ = Client(address, client_ctx(pki, pki.client_cert, pki.client_key)).get(
         "/metrics")
     assert status == 200
+
+
+def test_a_renewed_certificate_is_used_without_a_restart(serve, tmp_path: Path) -> None:
+    old = make_pki(tmp_path / "old")
+    new = make_pki(tmp_path / "new")
+    live = tmp_path / "live"
+    live.mkdir()
+    cert, key = live / "cert.pem", live / "key.pem"
+    shutil.copy(old.server_cert, cert)
+    shutil.copy(old.server_key, key)
+    address = serve(MetricsConfig(listen=("127.0.0.1", 0),
+                                  tls=TLSServerConfig(cert, key))).address
+    assert Client(address, client_ctx(old)).get("/metrics")[0] == 200
+    # a renewal that does not load (a half-written file) keeps the old certificate
+    (live / "tmp").write_text("-----BEGIN CERTIFICATE-----\ntruncated")
+    os.replace(live / "tmp", cert)
+    assert Client(address, client_ctx(old)).get("/metrics")[0] == 200
+    # the renewal completes: installed the way certificate tools do, by rename
+    for src, dst in ((new.server_key, key), (new.server_cert, cert)):
+        shutil.copy(src, live / "tmp")
+        os.replace(live / "tmp", dst)
+    assert Client(address, client_ctx(new)).get("/metrics")[0] == 200
+    with pytest.raises(ssl.SSLCertVerificationError):
+        Client(address, client_ctx(old)).get("/metrics")
 
 
 def test_a_bad_key_file_is_a_clear_oserror(tmp_path: Path, pki: Pki) -> None:
