@@ -29,8 +29,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "sentinel journal verify /var/lib/sentinel/alerts.jsonl -c /etc/sentinel/config.yaml",
     )
     actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=type(p))
-    v = actions.add_parser("verify", help="check the hash chain",
-                           description="Check the journal's keyed hash chain.")
+    v = actions.add_parser(
+        "verify", help="check the hash chain",
+        description="Check the journal's keyed hash chain, across its rotated files.\nExit 0"
+        " intact (an incomplete last line left by a crash is a warning, not tampering),"
+        " 1 tampered (the first bad record is named as FILE:LINE), 2 error.",
+        epilog="examples:\n  sentinel journal verify -c /etc/sentinel/config.yaml\n"
+        "  sentinel journal verify /backup/alerts.jsonl --key-file /etc/sentinel/keys/journal.key",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     v.add_argument("path", nargs="?", type=Path, metavar="PATH",
                    help="the journal file (default: from the config)")
     add_config_arg(v)
