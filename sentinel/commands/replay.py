@@ -53,11 +53,13 @@ def empty_config() -> Config:
 
 def run(args: argparse.Namespace) -> int:
     from sentinel import logs
+
+    # stdout carries only alerts or events; configured before any logger is bound
+    logs.configure(stream=sys.stderr)
     from sentinel.metrics import Metrics
     from sentinel.sources.net import ReplayStats, iter_pcap_events
     from sentinel.sources.net.pcapfile import CaptureFile, CaptureFileError
 
-    logs.configure(stream=sys.stderr)  # stdout carries only alerts or events
     if args.config is not None:
         config = load_config(args.config)
     elif DEFAULT_CONFIG.exists():

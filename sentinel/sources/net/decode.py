@@ -62,6 +62,9 @@ ARP_OPS = {1: "request", 2: "reply", 3: "rarp-request", 4: "rarp-reply",
            8: "inarp-request", 9: "inarp-reply"}
 
 _TRUNCATED = Malformed("packet cut short")
+_E_LINKTYPE = Malformed("link type not supported")
+#: What malformed input raises inside the decoder (anything else is a bug).
+DECODE_ERRORS = (Malformed, struct.error, IndexError)
 _E_IPV4 = Malformed("bad IPv4 header")
 _E_IPV6 = Malformed("bad IPv6 header")
 _E_IPV6_CHAIN = Malformed("too many IPv6 extension headers")
@@ -97,41 +100,52 @@ class Decoder:
     def supports(self, linktype: int) -> bool:
         return linktype in self._links
 
-    def handler(self, linktype: int) -> Handler:
-        """The never-raising decode function for one link type.
+    def link(self, linktype: int) -> Handler:
+        """The raw decode function of a link type: it raises :data:`DECODE_ERRORS`.
 
-        An unsupported link type counts every frame as a decode error.
+        An unsupported link type's function raises for every frame.
         """
-        link = self._links.get(linktype)
+        return self._links.get(linktype, self._unsupported)
+
+    def _unsupported(self, buf: bytes, off: int, end: int, wirelen: int, ts: float) -> None:
+        raise _E_LINKTYPE
+
+    def handler(self, linktype: int) -> Handler:
+        """The never-raising decode function for one link type (errors are counted)."""
+        link = self.link(linktype)
+        errors = self._errors
 
         def handle(buf: bytes, off: int, end: int, wirelen: int, ts: float) -> None:
             try:
-                if link is None:
-                    raise _TRUNCATED
                 link(buf, off, end, wirelen, ts)
-            except (Malformed, struct.error, IndexError):
-                self._errors.inc()
+            except DECODE_ERRORS:
+                errors.inc()
             except Exception as exc:  # a decoder bug must not stop the capture
-                self._errors.inc()
-                self._log_once(exc, linktype)
+                self.failed(exc, linktype)
 
         return handle
 
     def network_handler(self) -> Callable[[int, bytes, int, int, int, float], None]:
         """The never-raising decode function for a frame whose link layer the kernel parsed."""
+        errors = self._errors
 
         def handle(etype: int, buf: bytes, off: int, end: int, wirelen: int, ts: float) -> None:
             try:
                 self.network(etype, buf, off, end, wirelen, ts)
-            except (Malformed, struct.error, IndexError):
-                self._errors.inc()
+            except DECODE_ERRORS:
+                errors.inc()
             except Exception as exc:
-                self._errors.inc()
-                self._log_once(exc, -1)
+                self.failed(exc, -1)
 
         return handle
 
-    def _log_once(self, exc: Exception, linktype: int) -> None:
+    def count_error(self) -> None:
+        """Count one malformed frame (for loops that call :meth:`link` themselves)."""
+        self._errors.inc()
+
+    def failed(self, exc: Exception, linktype: int) -> None:
+        """Count a failure that is not malformed input, and log it once per exception type."""
+        self._errors.inc()
         self.unexpected += 1
         what = type(exc).__name__
         if what not in self._logged:

@@ -11,7 +11,7 @@ from typing import cast
 from sentinel.config import Config
 from sentinel.events import Event
 from sentinel.metrics import Metrics
-from sentinel.sources.net.decode import Decoder, Handler
+from sentinel.sources.net.decode import DECODE_ERRORS, Decoder, Handler
 from sentinel.sources.net.emitter import EventMaker
 from sentinel.sources.net.flows import FlowTable
 from sentinel.sources.net.pcapfile import CaptureFile
@@ -55,7 +55,6 @@ def iter_pcap_events(
                       max_flows=net.max_flows)
     decoder = Decoder(flows, maker, metrics)
     counter = metrics.packets.labels(REPLAY_IFACE)
-    next_tick = -math.inf
     latest = 0.0  # packet time at the end of the files read so far
     for path in paths:
         cap = CaptureFile(Path(path))
@@ -64,31 +63,36 @@ def iter_pcap_events(
         try:
             data = cast(bytes, cap.data)  # an mmap indexes and slices like bytes
             linktype = -1
-            handle: Handler | None = None
-            first = True
+            link: Handler = decoder.link(-1)
+            next_tick = -math.inf  # the first packet of a file always ticks
+            ts = latest
             for ts, off, incl, orig, lt in cap.records():
                 if lt != linktype:
-                    linktype, handle = lt, decoder.handler(lt)
+                    linktype, link = lt, decoder.link(lt)
                     if not decoder.supports(lt):
                         st.unsupported[str(path)] = lt
-                if first:
-                    first = False
-                    if ts < max(latest, flows.now):
+                if ts >= next_tick:
+                    if next_tick == -math.inf and ts < max(latest, flows.now):
+                        # earlier than where the last file ended: another capture
                         flows.flush(max(latest, flows.now))
                         flows.now = latest = 0.0
-                        next_tick = -math.inf
-                assert handle is not None
-                handle(data, off, off + incl, orig, ts)
+                    next_tick = math.floor(ts) + 1.0
+                    tick = True
+                else:
+                    tick = False
+                try:  # inlined Decoder.handler: this loop runs once per packet
+                    link(data, off, off + incl, orig, ts)
+                except DECODE_ERRORS:
+                    decoder.count_error()
+                except Exception as exc:
+                    decoder.failed(exc, lt)
                 count += 1
                 if pending:
                     yield from pending
                     pending.clear()
-                if ts >= next_tick:
-                    next_tick = math.floor(ts) + 1.0
-                    if on_tick is not None:
-                        on_tick(ts)
-            if not first:
-                latest = max(latest, ts)
+                if tick and on_tick is not None:
+                    on_tick(ts)
+            latest = max(latest, ts)
             if cap.truncated:
                 st.truncated.append(str(path))
         finally:

@@ -1,4 +1,4 @@
-"""Robustness: every capture of the shared corpus through `sentinel replay`, exit 0, no traceback."""
+"""Robustness: every capture of the shared corpus replays with exit 0 and no traceback."""
 
 from __future__ import annotations
 

@@ -83,6 +83,6 @@ def test_frames_cut_inside_a_header_are_counted_not_decoded() -> None:
 
 def test_a_valid_frame_is_not_an_error() -> None:
     for seed in SEEDS:
-        dec, metrics, out = make_decoder()
+        dec, metrics, _ = make_decoder()
         dec.handler(1)(seed, 0, len(seed), len(seed), 1.0)
         assert errors(metrics) == 0.0, seed.hex()

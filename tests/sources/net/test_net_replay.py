@@ -120,7 +120,6 @@ def ends(src: str, dst: str, direction: str, src_int: bool, dst_int: bool) -> di
 def expected(sizes: list[int], with_arp: bool) -> list[dict[str, Any]]:
     """What the conversation must produce; ``sizes`` are the frame lengths written."""
     last = len(sizes) - 1
-    db_in = ends(APP, DB, "inbound", True, True)
     dns_out = ends(DB, DNS_SRV, "outbound", True, True)
     out = [
         ev("net.connection", 0, proto="tcp", src_ip=APP, src_port=40000, dst_ip=DB,
@@ -233,7 +232,7 @@ def test_pcapng_with_every_kind(tmp_path: Path) -> None:
     for f in frames:
         writer.write(f)
     writer.close()
-    events, metrics, stats = replay([path], tmp_path)
+    events, _, stats = replay([path], tmp_path)
     assert _canon(events) == _canon(expected([len(bytes(f)) for f in frames], True))
     assert stats.packets == len(frames)
 
