@@ -68,4 +68,5 @@ def configure(stream: TextIO | None = None, level: int = logging.INFO) -> None:
 
 def get(name: str) -> Any:
     """A bound logger tagged with the component name."""
-    return structlog.get_logger().bind(component=name)
+    # a lazy proxy: it binds at each use, so module-level loggers follow configure()
+    return structlog.get_logger(component=name)

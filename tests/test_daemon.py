@@ -1,0 +1,200 @@
+"""`sentinel run` as a real process: notify protocol, reloads, signals, clean stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sentinel.notify import Notifier
+
+SENTINEL = str(Path(sys.executable).with_name("sentinel"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class NotifySocket:
+    """A datagram socket standing in for systemd's notify socket."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.messages: list[str] = []
+
+    def wait_for(self, state: str, timeout: float = 30.0) -> list[str]:
+        """Collect datagrams until one carries ``state``; fail after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                msg = self.sock.recv(4096).decode()
+            except TimeoutError:
+                break
+            self.messages.append(msg)
+            if state in msg.split("\n"):
+                return self.messages
+        pytest.fail(f"no {state} within {timeout}s; got {self.messages}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def write_config(path: Path, state: Path, port: int, extra: str = "") -> None:
+    rules = path.parent / "rules"
+    rules.mkdir(exist_ok=True)
+    path.write_text(
+        f"host: {{name: test-host, addresses: [10.20.0.10]}}\n"
+        f"state_dir: {state}\n"
+        f"rules: {{paths: [rules], reload_debounce: 200ms}}\n"
+        f"outputs:\n  metrics: {{listen: '127.0.0.1:{port}'}}\n{extra}"
+    )
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return str(r.read().decode())
+
+
+def metric(text: str, name: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{") and " " in line:
+            head, value = line.rsplit(" ", 1)
+            if head == name or line.startswith(name):
+                return float(value)
+    return None
+
+
+def wait_metric(port: int, name: str, want: float, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    got = None
+    while time.monotonic() < deadline:
+        got = metric(scrape(port), name)
+        if got == want:
+            return
+        time.sleep(0.1)
+    pytest.fail(f"{name} = {got}, wanted {want}")
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], NotifySocket, Path, int]]:
+    notify = NotifySocket(tmp_path / "notify.sock")
+    cfg = tmp_path / "config.yaml"
+    port = free_port()
+    write_config(cfg, tmp_path / "state", port)
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "400000"}
+    env.pop("WATCHDOG_PID", None)
+    proc = subprocess.Popen(
+        [SENTINEL, "run", "-c", str(cfg)], env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        yield proc, notify, cfg, port
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        notify.close()
+
+
+def test_ready_watchdog_and_clean_stop(
+    daemon: tuple[subprocess.Popen[str], NotifySocket, Path, int],
+) -> None:
+    """READY=1 arrives, WATCHDOG=1 follows at half WATCHDOG_USEC, SIGTERM exits 0 in time."""
+    proc, notify, _, port = daemon
+    notify.wait_for("READY=1")
+    before = len(notify.messages)
+    notify.wait_for("WATCHDOG=1", timeout=5)
+    assert len(notify.messages) > before
+    assert metric(scrape(port), "sentinel_build_info{version=\"0.1.0\"}") == 1.0
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    notify.wait_for("STOPPING=1", timeout=10)
+    assert proc.wait(timeout=10) == 0
+    assert time.monotonic() - t0 < 10
+    out, err = proc.communicate()
+    assert "Traceback" not in err
+    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+    assert any('"event": "stopped"' in ln for ln in lines)
+    assert all('"level"' in ln and '"timestamp"' in ln for ln in lines)
+
+
+def test_sighup_with_broken_config_keeps_running(
+    daemon: tuple[subprocess.Popen[str], NotifySocket, Path, int],
+) -> None:
+    """A reload with an invalid config is counted as a failure; the daemon keeps going."""
+    proc, notify, cfg, port = daemon
+    notify.wait_for("READY=1")
+    good = cfg.read_text()
+    cfg.write_text(good + "network: {home_nets: [10.0.0.0/99]}\n")
+    proc.send_signal(signal.SIGHUP)
+    wait_metric(port, 'sentinel_config_reloads_total{result="failure"}', 1.0)
+    assert metric(scrape(port), "sentinel_config_last_reload_success") == 0.0
+    assert proc.poll() is None
+    cfg.write_text(good)
+    proc.send_signal(signal.SIGHUP)
+    wait_metric(port, "sentinel_config_last_reload_success", 1.0)
+    assert metric(scrape(port), 'sentinel_config_reloads_total{result="success"}') >= 1.0
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    _, err = proc.communicate()
+    assert "Traceback" not in err
+
+
+def test_config_edit_triggers_reload(
+    daemon: tuple[subprocess.Popen[str], NotifySocket, Path, int],
+) -> None:
+    """Saving the config file reloads it without a signal."""
+    proc, notify, cfg, port = daemon
+    notify.wait_for("READY=1")
+    cfg.write_text(cfg.read_text() + "lists: {admins: [10.20.1.0/28]}\n")
+    wait_metric(port, 'sentinel_config_reloads_total{result="success"}', 1.0)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=10) == 0
+
+
+def test_bad_config_at_start_exits_2(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("state_dir: /tmp/x\noutputs: {metrics: {listen: nowhere}}\n")
+    proc = subprocess.run([SENTINEL, "run", "-c", str(cfg)], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"{cfg}:2:29: outputs.metrics.listen: 'nowhere'")
+    assert "Traceback" not in proc.stderr
+
+
+def test_notifier_abstract_socket() -> None:
+    """An ``@name`` NOTIFY_SOCKET is an abstract-namespace socket."""
+    name = f"sentinel-test-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.bind("\0" + name)
+        s.settimeout(5)
+        n = Notifier({"NOTIFY_SOCKET": "@" + name, "WATCHDOG_USEC": "2000000"})
+        assert n.watchdog_interval == 1.0
+        assert n.ready("up")
+        assert s.recv(100) == b"READY=1\nSTATUS=up"
+
+
+def test_notifier_without_systemd_is_silent() -> None:
+    n = Notifier({})
+    assert not n.enabled
+    assert n.watchdog_interval is None
+    assert not n.ready()
+
+
+def test_version() -> None:
+    proc = subprocess.run([SENTINEL, "--version"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == "sentinel 0.1.0"
