@@ -181,8 +181,10 @@ def _attest_section(ev: Evidence) -> str:
                else "NOT VALID" if chain is not None else "not checked")
     parts = [f"<p>{len(st.attestations)} attestation(s) in <code>{_e(st.folder)}</code>;"
              f" {_e(verdict)} ({_e(st.key_note)}).</p>"]
-    if chain is not None and chain.problems:
-        parts.append("<ul>" + "".join(f"<li>{_e(p)}</li>" for p in chain.problems) + "</ul>")
+    if chain is not None and (chain.problems or chain.warnings):
+        parts.append("<ul>" + "".join(f"<li>{_e(p)}</li>" for p in chain.problems)
+                     + "".join(f'<li class="muted">warning: {_e(w)}</li>'
+                               for w in chain.warnings) + "</ul>")
     rows = []
     for a in reversed(st.attestations[-50:]):
         s = a.statement

@@ -183,6 +183,8 @@ def verify(args: argparse.Namespace) -> int:
               f"{', each linked to the one before' if len(report.checked) > 1 else ''}")
     for problem in report.problems:
         print(problem)
+    for warning in report.warnings:
+        print(f"warning: {warning}")
     st = target.statement
     base = st.get("baseline") or {}
     journal = st.get("journal") or {}

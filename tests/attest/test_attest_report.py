@@ -189,7 +189,8 @@ def test_report_renders_chart_and_table_in_chromium(incident: Incident, tmp_path
     for sev, colour in SEVERITY_COLOURS.items():
         rgb = _rgb(colour)
         n = sum(_near(px[x, y], rgb) for y in range(0, table_top, 2) for x in range(0, w, 2))
-        assert n > 40, f"no {sev} bar in the chart region (found {n} pixels)"
+        # the legend swatch alone is ~36 samples: only a drawn bar gets past 300
+        assert n > 300, f"no {sev} bar in the chart region (found {n} pixels)"
     # table rows below the header: the striped background alternates
     stripe = (0xF5, 0xF7, 0xF8)
     striped = [y for y in range(table_top, h)

@@ -201,3 +201,17 @@ def test_openssl_verifies_the_signature_as_the_readme_shows(tmp_path: Path) -> N
         (tmp_path / "statement.bin").read_bytes().replace(b"tally-01", b"tally-02"))
     assert subprocess.run(cmd, capture_output=True).returncode != 0
     assert isinstance(load_public_key(pub), Ed25519PublicKey)
+
+
+def test_a_clock_set_back_is_a_warning_not_a_break(tmp_path: Path) -> None:
+    """The hashes fix the order; an earlier time on a later link is reported, not fatal."""
+    priv, pub = generate_keypair(tmp_path / "attest.key")
+    store = Store(tmp_path / "att")
+    private = load_private_key(priv)
+    for minute in (10, 5):
+        store.append(lambda s, p, m=minute: _statement(s, p, m), private)
+    atts = load_folder(tmp_path / "att")
+    report = verify_chain(atts[-1], atts, load_public_key(pub))
+    assert report.ok, report.problems
+    assert len(report.warnings) == 1
+    assert "clock was set back" in report.warnings[0]
