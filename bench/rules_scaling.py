@@ -104,7 +104,7 @@ def make_events(count: int, rng: random.Random) -> list[Event]:
             out.append(Event("net.dns", t, "bench", "network", {
                 "src_ip": "10.20.0.10", "dst_ip": "10.20.0.2", "direction": "outbound",
                 "src_internal": True, "dst_internal": True, "qname": qname,
-                "qtype": "A", "is_response": False, "rcode": 0}))
+                "qtype": "A", "is_response": False, "rcode": "NOERROR"}))
         else:
             out.append(Event("net.flow", t, "bench", "network", {
                 "proto": "tcp", "src_ip": rng.choice(counting), "src_port": 40000,

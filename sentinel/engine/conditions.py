@@ -375,9 +375,10 @@ def _expect(t: str) -> str:
 
 def _mismatch(ref: FieldRef, elem: str, value: Any) -> str:
     shown = repr(value) if not isinstance(value, str) else f"{value!r}"
-    if elem == STR and isinstance(value, int | float) and not isinstance(value, bool):
-        return (f"{ref.text} is text; {shown} is {type_name(value)} — quote it"
-                f" (\"{value}\") if text was meant")
+    if elem == STR and isinstance(value, int | float | bool):
+        # YAML turns 0644 into 420 and off into false: show what it read
+        return (f"{ref.text} is text, but YAML read {type_name(value)} ({shown}) here;"
+                " quote the value as written, e.g. \"0644\"")
     return f"{ref.text} holds {_expect(elem)}; {shown} is not one"
 
 

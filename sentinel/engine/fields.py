@@ -17,7 +17,8 @@ from typing import Any
 
 from sentinel.events import COMMON_FIELDS, KIND_FIELDS, Event
 
-# Value types a field can have; "any" is not checked (its producer decides).
+# Value types a field can have; "any" is not checked (for fields whose producer
+# may send numbers or text).
 INT, FLOAT, BOOL, LIST, IP, STR, ANY = "int", "float", "bool", "list", "ip", "str", "any"
 
 _TYPES: dict[str, str] = {
@@ -33,7 +34,8 @@ _TYPES: dict[str, str] = {
     "path_tags": LIST,
     "changed": LIST,
     **{f: IP for f in ("src_ip", "dst_ip", "sender_ip", "target_ip")},
-    **{f: ANY for f in ("rcode", "mode_before", "mode_after")},
+    # rcode is text (NOERROR, NXDOMAIN); modes are octal text ("0644"), so that an
+    # unquoted 0644 in a rule (a YAML number) is reported instead of never matching
 }
 
 #: Fields whose few values make a poor index (used to rank index candidates).

@@ -144,20 +144,22 @@ def load_rule_files(
             continue
         rule_nodes = c.seq(top["rules"], "rules") or []
         for node in rule_nodes:
+            id_node = node.value.get("id") if isinstance(node.value, dict) else None
+            if id_node is not None and isinstance(id_node.value, str):
+                rid = id_node.value
+                if rid in seen:
+                    c.rule_id = rid
+                    c.error(id_node.mark, f"duplicate rule id {rid!r}; first defined at"
+                            f" {seen[rid]}")
+                    c.rule_id = None
+                    continue
+                # a rule with faults still claims its id, so its twin is reported too
+                seen[rid] = id_node.mark
             rule = reader.read(node, str(path))
             c.rule_id = None
-            if rule is None:
-                continue
-            if rule.id in seen:
-                first = seen[rule.id]
-                c.rule_id = rule.id
-                c.error(node.value["id"].mark, f"duplicate rule id {rule.id!r}; first defined at"
-                        f" {first}")
-                c.rule_id = None
-                continue
-            seen[rule.id] = node.value["id"].mark
-            rule.order = len(rules)
-            rules.append(rule)
+            if rule is not None:
+                rule.order = len(rules)
+                rules.append(rule)
     c.raise_if_any()
     return RuleSet(rules, [p for p, _, _ in parsed], [b for _, b, _ in parsed])
 

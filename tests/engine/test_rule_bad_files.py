@@ -77,7 +77,18 @@ BAD: list[tuple[str, str, str]] = [
      'unit ms, s, m, h, d (e.g. 30s, 5m, 1h, 1h30m)'),
     ('number on text field',
      HEAD + '    match:\n      proto: 6\n',
-     'F:7:14: rule \'r\': proto is text; 6 is an integer — quote it ("6") if text was meant'),
+     "F:7:14: rule 'r': proto is text, but YAML read an integer (6) here; quote the value as"
+     ' written, e.g. "0644"'),
+    ('octal mode read as a number',
+     'rules:\n  - id: r\n    title: t\n    severity: high\n    kind: fim.attrib\n'
+     '    match:\n      mode_after: 0777\n',
+     "F:7:19: rule 'r': mode_after is text, but YAML read an integer (511) here; quote the"
+     ' value as written, e.g. "0644"'),
+    ('rcode is text',
+     'rules:\n  - id: r\n    title: t\n    severity: high\n    kind: net.dns\n'
+     '    match:\n      rcode: [3, NXDOMAIN]\n',
+     "F:7:15: rule 'r': rcode is text, but YAML read an integer (3) here; quote the value as"
+     ' written, e.g. "0644"'),
     ('text on number field',
      HEAD + '    match:\n      dst_port: ssh\n',
      "F:7:17: rule 'r': dst_port holds numbers; 'ssh' is not one"),
