@@ -37,7 +37,7 @@ while True:
     c.close()
 """
 
-CONNECTOR = """
+CONNECTOR = f"""
 import socket, sys, time
 n, spread = int(sys.argv[1]), float(sys.argv[2])
 ok = 0
@@ -47,12 +47,12 @@ for i in range(n):
     if delay > 0:
         time.sleep(delay)
     try:
-        socket.create_connection(("%s", %d), timeout=5).close()
+        socket.create_connection(("{A4}", {PORT}), timeout=5).close()
         ok += 1
     except OSError as exc:
         print("connect failed:", exc, file=sys.stderr)
 print(ok)
-""" % (A4, PORT)
+"""
 
 
 def ns_run(ns: str, *cmd: str, **kw: object) -> subprocess.Popen[str]:

@@ -105,3 +105,15 @@ def test_unreadable_and_non_capture_files_exit_2_without_output(tmp_path: Path) 
         assert done.returncode == 2, done.stderr
         assert done.stdout == ""
         assert done.stderr.startswith("sentinel replay: ") and "Traceback" not in done.stderr
+
+
+def test_replay_deliver_journals_the_alerts(tmp_path: Path) -> None:
+    cfg, pcap = setup(tmp_path)
+    done = sentinel("-c", str(cfg), "--deliver", str(pcap))
+    assert done.returncode == 0, done.stderr
+    journal = tmp_path / "alerts.jsonl"
+    records = [json.loads(line)["alert"] for line in journal.read_text().splitlines()]
+    assert sorted(r["rule"] for r in records) == ["gateway-arp-spoof",
+                                                  "tally-synack-unoffered-port"]
+    printed = {json.loads(line)["id"] for line in done.stdout.splitlines()}
+    assert {r["id"] for r in records} == printed
