@@ -50,7 +50,7 @@ def load_tree(config: Config) -> MerkleTree:
     except Exception as exc:
         # the baseline's own errors say which file and why; an invalid
         # signature is one of them, and must stop the tree from being trusted
-        msg = f"baseline {path}: {exc}"
+        msg = str(exc) if str(path) in str(exc) else f"baseline {path}: {exc}"
         raise AttestError(msg) from exc
 
 

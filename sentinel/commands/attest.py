@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sentinel.commands import add_config_arg, subparser
-from sentinel.config import load_config
+from sentinel.config import DEFAULT_CONFIG, load_config
 
 PROOF_FORMAT = "sentinel-inclusion-proof/1"
 
@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                   " (or DIR/attest.key), the public key beside it as .pub. Publish the .pub;"
                   " an existing key is never overwritten.",
                   "sentinel attest keygen --out-dir /etc/sentinel/keys")
-    add_config_arg(k)
+    _sub_config_arg(k)
     k.add_argument("--out-dir", type=Path, metavar="DIR",
                    help="write DIR/attest.key and DIR/attest.pub instead of the configured path")
     k.set_defaults(func=keygen)
@@ -76,7 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    "sentinel attest prove /opt/tally/bin/tally -c /etc/sentinel/config.yaml"
                    " > tally.proof.json")
     pr.add_argument("path", metavar="PATH", help="the file, as the baseline names it")
-    add_config_arg(pr)
+    _sub_config_arg(pr)
     pr.add_argument("--attestation", type=Path, metavar="FILE",
                     help="prove against this attestation (default: the latest written)")
     pr.add_argument("-o", "--output", type=Path, metavar="FILE",
@@ -95,6 +95,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     vp.add_argument("--file", type=Path, metavar="LOCAL_COPY",
                     help="a copy of the file to compare with the attested sha256")
     vp.set_defaults(func=verify_proof)
+
+
+def _sub_config_arg(p: argparse.ArgumentParser) -> None:
+    """``-c`` on an action too; SUPPRESS keeps a ``-c`` given before the action
+    (``sentinel attest -c FILE prove …``) from being reset to the default."""
+    p.add_argument(
+        "-c", "--config", type=Path, default=argparse.SUPPRESS, metavar="CONFIG",
+        help=f"configuration file (default: {DEFAULT_CONFIG})",
+    )
 
 
 def _fail(cmd: str, message: object) -> int:

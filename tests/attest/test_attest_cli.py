@@ -81,7 +81,8 @@ def test_a_witness_verifies_the_chain_and_a_file(server: Config, tmp_path: Path,
     target = tmp_path / "opt" / "bin-0003"
     proof = tmp_path / "witness" / "proof.json"
     proof.parent.mkdir()
-    code, _, err = _run(capsys, "attest", "prove", str(target), "-c", str(server.source),
+    # -c before the action counts too
+    code, _, err = _run(capsys, "attest", "-c", str(server.source), "prove", str(target),
                         "-o", str(proof))
     assert code == 0, err
     copy = tmp_path / "witness" / "tally-copy"
