@@ -145,9 +145,7 @@ class Attestor:
         self.clock = clock
         self.rules_digest = rules_digest
         self.journal_head = journal_head
-        self.key_path = config.in_state(config.attest.key_file)
-        self.store = Store(config.in_state(config.attest.dir))
-        self._boundaries = schedule_boundaries(config)
+        self.reconfigure(config)
         self._seen: float | None = None  # the last `now` looked at
         self._written: float | None = None  # when the last one was written
         self._due: str | None = None
@@ -155,6 +153,13 @@ class Attestor:
         self._last_error: str | None = None
         #: The attestation :meth:`write` made last.
         self.last_written: Attestation | None = None
+
+    def reconfigure(self, config: Config) -> None:
+        """Take a reloaded config (schedules, interval, key, folder) without a new start."""
+        self.config = config
+        self.key_path = config.in_state(config.attest.key_file)
+        self.store = Store(config.in_state(config.attest.dir))
+        self._boundaries = schedule_boundaries(config)
 
     def maybe_attest(self, now: float | None = None) -> Path | None:
         """Write an attestation if one is due; its path, or None."""

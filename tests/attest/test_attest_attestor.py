@@ -197,3 +197,19 @@ def test_no_baseline_is_attested_as_missing(site: Callable[..., Config]) -> None
     path = att.maybe_attest()
     assert path is not None
     assert load_file(path)[0].statement["baseline"]["status"] == "missing"
+
+
+def test_a_reloaded_config_brings_its_boundaries_without_a_new_start(
+        site: Callable[..., Config]) -> None:
+    config = site()
+    generate_keypair(config.in_state(config.attest.key_file))
+    clock = Clock(OPEN - 60)
+    att, _ = _attestor(config, clock)
+    assert att.maybe_attest() is not None
+    att.reconfigure(site(schedules=COUNTING))
+    clock.t += 30
+    assert att.maybe_attest() is None  # a reload is not a start
+    clock.t += 30  # the counting window of the new config opens
+    path = att.maybe_attest()
+    assert path is not None
+    assert load_file(path)[0].statement["reason"] == "boundary"
