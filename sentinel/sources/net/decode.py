@@ -345,7 +345,7 @@ class Decoder:
                 raise _TRUNCATED
             sport, dport, ulen = _UDP(buf, off)
             self.flows.udp(ts, wirelen, src, dst, sport, dport)
-            if sport == 53 or dport == 53:
+            if (sport == 53 or dport == 53) and off + 8 < end:  # an empty datagram is no DNS
                 if ulen < 8:
                     raise _E_UDP_LENGTH
                 self._dns(parse_message(buf, off + 8, min(end, off + ulen)), ts, src, dst)

@@ -302,3 +302,34 @@ def test_build_network_source_is_none_without_interfaces(tmp_path: Path) -> None
     assert build_network_source(site_config(tmp_path), Metrics()) is None
     src = build_network_source(site_config(tmp_path, interfaces="[eth0]"), Metrics())
     assert isinstance(src, NetworkSource) and src.name == "network"
+
+
+def test_kernel_drops_are_counted_when_the_consumer_blocks(pair: VethPair,
+                                                           tmp_path: Path) -> None:
+    """emit blocks (back-pressure); the ring fills; PACKET_STATISTICS drops reach the metric."""
+    release = threading.Event()
+    got = Collector()
+
+    def slow_emit(ev: Event) -> None:
+        release.wait(30)
+        got(ev)
+
+    config = _with_host(site_config(tmp_path, interfaces=f"[{pair.va}]", buffer_size="1MiB"),
+                        pair)
+    metrics = Metrics()
+    src = NetworkSource(config, metrics)
+    in_netns(pair.a, lambda: src.start(slow_emit))
+    try:
+        eth = Ether(src=pair.BMAC, dst=pair.AMAC)
+        # the ring (4 blocks of 1 MiB, the minimum) holds some 16,000 cut frames
+        frame = bytes(eth / IP(src=pair.B4, dst=pair.A4) / UDP(sport=1, dport=2) / (b"z" * 900))
+        dropped = lambda: metrics.registry.get_sample_value(  # noqa: E731
+            "sentinel_packets_dropped_total", {"iface": pair.va}) or 0
+        # the first frame's event blocks the capture thread in emit; the rest pile up
+        send_frames(pair.b, pair.vb, [frame] * 60_000)
+        release.set()
+        wait_for(lambda: dropped() > 0, timeout=15, what="kernel drops in the metric")
+        wait_for(lambda: bool(got.find("net.connection", src_port=1)), what="the first event")
+    finally:
+        release.set()
+        src.stop()
