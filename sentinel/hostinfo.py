@@ -28,7 +28,8 @@ def local_addresses() -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
         if a4 is not None and not a4.is_loopback:
             out.append(a4)
     try:
-        lines = Path("/proc/net/if_inet6").read_text().splitlines()
+        # /proc/self/net, not /proc/net: the unit's ProcSubset=pid hides the latter
+        lines = Path("/proc/self/net/if_inet6").read_text().splitlines()
     except OSError:
         lines = []
     for line in lines:

@@ -7,7 +7,9 @@ implements all three with seccomp, the last by refusing mmap with
 PROT_WRITE|PROT_EXEC, mprotect/pkey_mprotect adding PROT_EXEC and shmat with
 SHM_EXEC), then does what the daemon does natively: imports, Ed25519, bcrypt,
 sqlite, TLS, inotify, an AF_PACKET capture on lo, netlink interface listing,
-the metrics endpoint. Each step's outcome goes into the report; the parent
+the host's own addresses, the metrics endpoint. The parent runs it in a network
+namespace of its own, with /proc mounted as the unit's ``ProcSubset=pid`` and
+``ProtectProc=invisible`` mount it. Each step's outcome goes into the report; the parent
 asserts on it. x86_64 only (the parent skips elsewhere).
 """
 
@@ -198,6 +200,12 @@ def interfaces() -> str:
     return ",".join(names)
 
 
+def host_addresses() -> str:
+    from sentinel.hostinfo import local_addresses
+
+    return ",".join(sorted(str(a) for a in local_addresses()))
+
+
 def imports() -> dict[str, str]:
     """Every sentinel module, and the libraries it uses; name -> 'ok' or the error."""
     out = {}
@@ -252,6 +260,7 @@ def main() -> None:
             "crypto": crypto, "bcrypt": bcrypt_, "sqlite": lambda: sqlite(tmp),
             "inotify": lambda: inotify(tmp), "packet_capture": packet_capture,
             "tls_and_metrics": tls_and_metrics, "interfaces": interfaces,
+            "host_addresses": host_addresses,
         }
         for name, step in steps.items():
             try:

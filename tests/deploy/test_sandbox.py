@@ -6,12 +6,15 @@ No systemd runs as PID 1 here to start the unit, so sandboxed.py installs the
 same seccomp policy itself, built from the sets this machine's
 ``systemd-analyze syscall-filter`` prints and the unit's own lines, then does
 the daemon's native work (imports, crypto, bcrypt, sqlite, inotify, AF_PACKET
-capture, netlink, the metrics endpoint). A control run without the filter
-tells apart what the sandbox breaks from what is unfinished elsewhere.
+capture, netlink, the host's addresses, the metrics endpoint), in a network
+namespace of its own and with /proc mounted as the unit mounts it. A control
+run without the filter and the /proc view tells apart what the sandbox breaks
+from what is unfinished elsewhere.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -19,6 +22,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -80,12 +84,38 @@ def policy(tmp_path: Path) -> dict[str, Any]:
     }
 
 
-def run(pol: dict[str, Any]) -> dict[str, Any]:
-    p = subprocess.run([sys.executable, str(CHILD), json.dumps(pol)], capture_output=True,
-                       text=True, timeout=120, cwd=REPO, check=False,
+#: the unit's ProcSubset=pid and ProtectProc=invisible, as a /proc mount
+UNIT_PROC = ("mount -t proc -o subset=pid,hidepid=invisible proc /proc"
+             ' && exec "$0" "$@"')
+
+
+def run(pol: dict[str, Any], netns: str) -> dict[str, Any]:
+    cmd = ["ip", "netns", "exec", netns]
+    if pol["sandbox"]:
+        cmd += ["unshare", "--mount", "--propagation", "private", "sh", "-c", UNIT_PROC]
+    cmd += [sys.executable, str(CHILD), json.dumps(pol)]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO, check=False,
                        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     assert p.returncode == 0, f"child died ({p.returncode}):\n{p.stdout}\n{p.stderr}"
     return dict(json.loads(p.stdout.splitlines()[-1]))
+
+
+@contextlib.contextmanager
+def netns() -> Iterator[str]:
+    """A network namespace with lo up and a veth end at 10.20.0.10 and 2001:db8::10."""
+    name = f"sentinel-sbx-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True, timeout=30)
+    try:
+        for args in (["link", "set", "lo", "up"],
+                     ["link", "add", "d0", "type", "veth", "peer", "name", "d1"],
+                     ["addr", "add", "10.20.0.10/24", "dev", "d0"],
+                     ["-6", "addr", "add", "2001:db8::10/64", "dev", "d0", "nodad"],
+                     ["link", "set", "d1", "up"],
+                     ["link", "set", "d0", "up"]):
+            subprocess.run(["ip", "-n", name, *args], check=True, timeout=30)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False, timeout=30)
 
 
 @pytest.mark.slow
@@ -96,15 +126,23 @@ def test_daemon_work_runs_under_the_units_seccomp_policy(tmp_path: Path) -> None
         pytest.skip("needs root (AF_PACKET capture)")
     if shutil.which("systemd-analyze") is None or not UNISTD.exists():
         pytest.skip("needs systemd-analyze and linux-libc-dev's unistd_64.h")
+    for tool in ("ip", "unshare"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"needs {tool} (iproute2, util-linux)")
     pol = policy(tmp_path)
-    control = run({**pol, "sandbox": False})
-    boxed = run(pol)
+    with netns() as ns:
+        control = run({**pol, "sandbox": False}, ns)
+        boxed = run(pol, ns)
 
     # the filter is on: what the unit forbids is refused
     assert boxed["must_fail"] == {"wx_mmap": "EPERM", "af_vsock": "EAFNOSUPPORT",
                                   "chroot": "EPERM"}
     assert control["must_fail"] == {"wx_mmap": "allowed", "af_vsock": "allowed",
                                     "chroot": "allowed"}
+
+    # the host's own addresses are read the same way inside the unit's /proc view
+    assert control["host_addresses"].startswith("ok: 10.20.0.10,2001:db8::10"), control
+    assert boxed["host_addresses"] == control["host_addresses"]
 
     for step in ("crypto", "bcrypt", "sqlite", "inotify", "packet_capture",
                  "tls_and_metrics", "interfaces"):
