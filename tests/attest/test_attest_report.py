@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -176,7 +177,8 @@ def test_report_renders_chart_and_table_in_chromium(incident: Incident, tmp_path
     _report(incident, page)
     png = tmp_path / "incident.png"
     _screenshot(page, png, tmp_path / "profile")
-    shutil.copy(png, Path("/tmp/sentinel-incident-report.png"))  # for a human to look at
+    if keep := os.environ.get("SENTINEL_KEEP_SCREENSHOT"):  # for a human to look at
+        shutil.copy(png, keep)
     img = Image.open(png).convert("RGB")
     w, h = img.size
     px = img.load()
