@@ -168,6 +168,50 @@ def packet_capture() -> str:
     raise AssertionError(msg)
 
 
+def ring_capture(iface: str) -> str:
+    """sentinel's own TPACKET_V3 capture (BPF filter, mmap ring, promisc / bind-any)."""
+    import threading
+
+    from sentinel.sources.net.capture import RingCapture
+
+    payload = os.urandom(16)
+    seen = threading.Event()
+    stop = threading.Event()
+
+    def handle(etype: int, buf: bytes, off: int, end: int, length: int, t: float) -> None:
+        if payload in bytes(buf[off:end]):
+            seen.set()
+            stop.set()
+
+    cap = RingCapture(iface, 256, 1 << 20)
+    errors: list[BaseException] = []
+
+    def loop() -> None:
+        try:
+            cap.run(handle, stop, lambda n: None, lambda: None,
+                    (lambda name: None) if iface == "any" else None)
+        except BaseException as e:
+            errors.append(e)
+            stop.set()
+
+    reader = threading.Thread(target=loop, name="sandbox-capture", daemon=True)
+    reader.start()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            for _ in range(100):
+                tx.sendto(payload, ("127.0.0.1", 9))
+                if seen.wait(0.1) or errors:
+                    break
+    finally:
+        stop.set()
+        reader.join(5)
+        cap.close()
+    if errors:
+        raise errors[0]
+    assert seen.is_set(), f"our packet never showed on {iface}"
+    return f"ring capture on {iface}"
+
+
 def tls_and_metrics() -> str:
     import http.client
     import ssl
@@ -259,6 +303,8 @@ def main() -> None:
         steps: dict[str, Callable[[], str]] = {
             "crypto": crypto, "bcrypt": bcrypt_, "sqlite": lambda: sqlite(tmp),
             "inotify": lambda: inotify(tmp), "packet_capture": packet_capture,
+            "ring_capture_lo": lambda: ring_capture("lo"),
+            "ring_capture_any": lambda: ring_capture("any"),
             "tls_and_metrics": tls_and_metrics, "interfaces": interfaces,
             "host_addresses": host_addresses,
         }
