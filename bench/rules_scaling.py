@@ -6,7 +6,7 @@ tests, named lists of addresses and names, port lists, and thresholds. Prints
 events/s for each, the ratio of per-event cost (goal: at most 2), and events/s
 for the default rule pack in rules/ if it has rules yet.
 
-    .venv/bin/python bench/rules_scaling.py [--events N]
+    .venv/bin/python bench/rules_scaling.py [--events N] [--rounds R]
 """
 
 from __future__ import annotations
@@ -121,6 +121,7 @@ def load(doc: dict[str, object], folder: Path, name: str) -> RuleSet:
 
 
 def run(rules: RuleSet, events: list[Event]) -> tuple[float, int]:
+    """Events/s through a fresh engine, and the alerts raised."""
     engine = Engine(rules, host="bench")
     alerts = 0
     process = engine.process
@@ -129,6 +130,18 @@ def run(rules: RuleSet, events: list[Event]) -> tuple[float, int]:
         alerts += len(process(ev))
     elapsed = time.perf_counter() - start
     return len(events) / elapsed, alerts
+
+
+def best_of(rounds: int, sets: dict[str, RuleSet], events: list[Event],
+            ) -> dict[str, tuple[float, int]]:
+    """Interleaved rounds, the best of each: other load on the machine hits both alike."""
+    best: dict[str, tuple[float, int]] = {}
+    for _ in range(rounds):
+        for name, rules in sets.items():
+            eps, alerts = run(rules, events)
+            if name not in best or eps > best[name][0]:
+                best[name] = (eps, alerts)
+    return best
 
 
 def default_pack() -> RuleSet | None:
@@ -147,6 +160,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     rng = random.Random(7)
     events = make_events(args.events, rng)
@@ -154,10 +168,10 @@ def main() -> int:
         small = load(make_rules(10, random.Random(1)), Path(tmp), "small")
         large = load(make_rules(1000, random.Random(1)), Path(tmp), "large")
     run(small, events[:5000])  # warm caches (address parsing) the same way for both
-    eps_small, alerts_small = run(small, events)
-    eps_large, alerts_large = run(large, events)
+    best = best_of(args.rounds, {"small": small, "large": large}, events)
+    (eps_small, alerts_small), (eps_large, alerts_large) = best["small"], best["large"]
     ratio = eps_small / eps_large
-    print(f"events: {len(events)}")
+    print(f"events: {len(events)}, best of {args.rounds} interleaved rounds")
     print(f"10 rules:    {eps_small:12,.0f} events/s  ({alerts_small} alerts)")
     print(f"1000 rules:  {eps_large:12,.0f} events/s  ({alerts_large} alerts)")
     verdict = "meets" if ratio <= 2.0 else "MISSES"
@@ -166,7 +180,7 @@ def main() -> int:
     if pack is None:
         print("default pack (rules/): none yet")
     else:
-        eps_pack, alerts_pack = run(pack, events)
+        eps_pack, alerts_pack = best_of(args.rounds, {"pack": pack}, events)["pack"]
         print(f"default pack ({len(pack)} rules): {eps_pack:12,.0f} events/s"
               f"  ({alerts_pack} alerts)")
     return 0

@@ -192,7 +192,8 @@ class ConditionCompiler:
             vs = self._values(ref, op, arg, elem, named_only=positive == "in")
             test = vs.has if vs else None
         elif positive == "cidr":
-            test = self._cidr(ref, op, arg)
+            vs = self._cidr(ref, op, arg)
+            test = vs.has if vs else None
         elif positive == "domain_in":
             test = self._domains(ref, op, arg)
         elif op in TEXT_OPS:
@@ -259,7 +260,7 @@ class ConditionCompiler:
             return None
         return vs
 
-    def _cidr(self, ref: FieldRef, op: str, arg: Node) -> Test | None:
+    def _cidr(self, ref: FieldRef, op: str, arg: Node) -> ValueSet | None:
         if ref.type not in (IP, ANY):
             self.c.error(arg.mark, f"{ref.text}: {op} needs an address field (src_ip, dst_ip,"
                          f" sender_ip, target_ip); {ref.text} is {typ_name(ref.type)}")
@@ -281,7 +282,7 @@ class ConditionCompiler:
             self.c.error(arg.mark, f"{ref.text}: {op}: list {name!r} holds no addresses or"
                          " networks")
             return None
-        return vs.has
+        return vs
 
     def _domains(self, ref: FieldRef, op: str, arg: Node) -> Test | None:
         if ref.type not in (STR, ANY, LIST):

@@ -1,0 +1,79 @@
+"""The index hands each event only the rules that could match it; one failing rule
+never stops the others; the evaluation-time histogram is fed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from enginekit import conn, ev, fired, load
+from prometheus_client import CollectorRegistry
+
+from sentinel.engine import Engine
+from sentinel.metrics import Metrics
+
+
+def many(n: int, match: str) -> str:
+    return "rules:\n" + "".join(
+        f"  - {{id: r{i}, title: t, severity: low, kind: net.connection,"
+        f" match: {match.format(i=i)}}}\n" for i in range(n))
+
+
+def test_equality_rules_are_looked_up_by_value(tmp_path: Path) -> None:
+    rules = load(tmp_path, many(200, "{{dst_port: {i}, proto: tcp}}"))
+    assert [r.id for r in rules.index.candidates(conn(dst_port=17))] == ["r17"]
+    assert list(rules.index.candidates(conn(dst_port=5000))) == []
+
+
+def test_address_rules_are_found_by_range(tmp_path: Path) -> None:
+    rules = load(tmp_path, many(200, "{{src_ip: {{cidr: '10.{i}.0.0/16'}}}}")
+                 + "  - {id: wide, title: t, severity: low, kind: net.connection,"
+                   " match: {src_ip: {cidr: 10.0.0.0/8}}}\n")
+    got = [r.id for r in rules.index.candidates(conn(src_ip="10.42.7.7"))]
+    assert got == ["r42", "wide"]
+    assert [r.id for r in rules.index.candidates(conn(src_ip="192.0.2.1"))] == []
+
+
+def test_most_selective_test_is_used_and_others_still_apply(tmp_path: Path) -> None:
+    """Filed under dst_port (not the low-cardinality proto), yet proto is still tested."""
+    rules = load(tmp_path, many(3, "{{proto: udp, dst_port: {i}}}"))
+    eng = Engine(rules)
+    assert [r.id for r in rules.index.candidates(conn(dst_port=1, proto="tcp"))] == ["r1"]
+    assert fired(eng, conn(dst_port=1, proto="tcp")) == []
+    assert fired(eng, conn(dst_port=1, proto="udp")) == ["r1"]
+
+
+def test_rules_without_an_indexable_test_see_every_event_of_their_kind(tmp_path: Path) -> None:
+    rules = load(tmp_path, many(2, "{{dst_port: {{not_in: [{i}]}}}}"))
+    assert [r.id for r in rules.index.candidates(conn(dst_port=9))] == ["r0", "r1"]
+    assert list(rules.index.candidates(ev("net.dns", qname="x"))) == []
+
+
+def test_alerts_come_in_rule_order_across_index_buckets(tmp_path: Path) -> None:
+    text = ("rules:\n"
+            "  - {id: a, title: t, severity: low, kind: net.connection, match: {dst_port: 22}}\n"
+            "  - {id: b, title: t, severity: low, kind: net.connection,"
+            " match: {src_ip: {cidr: 10.0.0.0/8}}}\n"
+            "  - {id: c, title: t, severity: low, kind: net.connection,"
+            " match: {proto: {not_equals: udp}}}\n"
+            "  - {id: d, title: t, severity: low, kind: net.connection, match: {dst_port: 22}}\n")
+    assert fired(Engine(load(tmp_path, text)), conn(dst_port=22, src_ip="10.1.1.1")) == [
+        "a", "b", "c", "d"]
+
+
+def test_a_failing_rule_does_not_stop_the_others(tmp_path: Path) -> None:
+    """A malformed event (qname a number) breaks one rule's transform, not the event."""
+    text = ("rules:\n"
+            "  - {id: long, title: t, severity: low, kind: net.dns, match: {qname|len: {gt: 1}}}\n"
+            "  - {id: any-a, title: t, severity: low, kind: net.dns, match: {qtype: A}}\n")
+    eng = Engine(load(tmp_path, text))
+    assert fired(eng, ev("net.dns", qname=12345, qtype="A")) == ["any-a"]
+    assert fired(eng, ev("net.dns", qname="www.kpu.go.id", qtype="A")) == ["long", "any-a"]
+
+
+def test_evaluation_time_is_sampled_into_the_histogram(tmp_path: Path) -> None:
+    reg = CollectorRegistry()
+    eng = Engine(load(tmp_path, many(1, "{{dst_port: 22}}")), metrics=Metrics(reg))
+    for i in range(64):
+        eng.process(conn(i))
+    count = reg.get_sample_value("sentinel_rule_eval_seconds_count")
+    assert count is not None and 1 <= count <= 64
