@@ -198,13 +198,17 @@ class _Server(socketserver.TCPServer):
         self._tls = tls
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._numbers = itertools.count(1)
+        self._refusing = False  # log a flood once, not once per connection
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
-            log.warning("metrics_connection_refused", reason="too many connections",
-                        limit=MAX_CONNECTIONS)
+            if not self._refusing:
+                self._refusing = True
+                log.warning("metrics_connections_refused", reason="too many at once",
+                            limit=MAX_CONNECTIONS, peer=client_address[0])
             self.shutdown_request(request)
             return
+        self._refusing = False
         threading.Thread(
             target=self._serve_one,
             args=(request, client_address),
