@@ -29,6 +29,8 @@ log = logs.get("net.capture")
 HOUSEKEEPING = 1.0
 #: A capture that stayed up this long resets the retry backoff.
 STABLE_AFTER = 30.0
+#: start() waits at most this long for every interface's first open attempt.
+FIRST_OPEN_WAIT = 5.0
 
 
 class NetworkSource:
@@ -48,11 +50,19 @@ class NetworkSource:
     def start(self, emit: Callable[[Event], None]) -> None:
         """Start one thread per interface; ``emit`` may block (back-pressure)."""
         self._stop.clear()
+        tried = []
         for iface in self.config.network.interfaces:
-            t = threading.Thread(target=self._capture, args=(iface, emit),
+            first = threading.Event()
+            t = threading.Thread(target=self._capture, args=(iface, emit, first),
                                  name=f"capture-{iface}", daemon=True)
             t.start()
             self._threads.append(t)
+            tried.append(first)
+        # READY must mean "capturing": wait until each interface has opened its
+        # socket (or failed its first attempt, which is logged and retried)
+        deadline = time.monotonic() + FIRST_OPEN_WAIT
+        for first in tried:
+            first.wait(max(0.0, deadline - time.monotonic()))
 
     def stop(self) -> None:
         """Stop every capture; open flows are reported (final) before this returns."""
@@ -65,7 +75,8 @@ class NetworkSource:
         """True while every capture thread runs (a failing capture's thread keeps retrying)."""
         return bool(self._threads) and all(t.is_alive() for t in self._threads)
 
-    def _capture(self, iface: str, emit: Callable[[Event], None]) -> None:
+    def _capture(self, iface: str, emit: Callable[[Event], None],
+                 first: threading.Event | None = None) -> None:
         net = self.config.network
         m = self.metrics
         maker = EventMaker(self.config, m, emit, iface)
@@ -82,9 +93,13 @@ class NetworkSource:
                 cap = RingCapture(iface, net.snaplen, net.buffer_size)
             except OSError as exc:
                 self._failed(iface, errors, exc, delay, "open")
+                if first is not None:
+                    first.set()
             else:
                 try:
                     log.info("capture_started", iface=iface, ring_blocks=cap.block_nr)
+                    if first is not None:
+                        first.set()
                     due = [time.monotonic() + HOUSEKEEPING]
 
                     def housekeeping(cap: RingCapture = cap, due: list[float] = due) -> None:

@@ -1,0 +1,17 @@
+"""The lab itself: sentinel starts on the site, sees a real connection, delivers it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.e2e.lab import Lab, needs_lab
+
+
+def test_lab_smoke(tmp_path: Path) -> None:
+    needs_lab()
+    with Lab(tmp_path, extra_rules=Path(__file__).parent / "rules") as lab:
+        assert lab.connect("tally", "198.51.100.23", 9999)
+        a = lab.wait_alert(lab.bawaslu, "lab-forbidden-port")
+        assert a["event"]["dst_ip"] == "198.51.100.23"
+        assert a["event"]["direction"] == "outbound"
+        print(lab.daemon.tail())
