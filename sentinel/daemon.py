@@ -27,14 +27,15 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from sentinel import __version__, logs
+from sentinel.attest import Attestor
 from sentinel.config import Config, load_config
 from sentinel.engine import Engine, RuleSet, load_rules
 from sentinel.events import Event
 from sentinel.located import ProblemError
 from sentinel.metrics import Metrics
 from sentinel.notify import Notifier
-from sentinel.pipeline import AlertSink, Source
-from sentinel.sinks import build_delivery
+from sentinel.pipeline import Source
+from sentinel.sinks import Delivery, build_delivery
 from sentinel.sinks.metrics_http import MetricsServer
 from sentinel.sources.fim import build_fim_source
 from sentinel.sources.net import build_network_source
@@ -65,7 +66,7 @@ class _Parts:
     """The components built from one config."""
 
     sources: list[Source]
-    sink: AlertSink
+    sink: Delivery
     server: MetricsServer | None
 
 
@@ -97,6 +98,16 @@ class Daemon:
         )
         self._parts: _Parts | None = None
         self._watch: FileWatch | None = None
+        self.attestor = Attestor(
+            config, self.metrics, clock,
+            rules_digest=lambda: self.engine.rules.digest(),
+            journal_head=self._journal_head,
+        )
+
+    def _journal_head(self) -> tuple[int, str]:
+        with self._sink_lock:
+            assert self._parts is not None
+            return self._parts.sink.journal_head()
 
     # -- the event path ----------------------------------------------------
 
@@ -236,6 +247,8 @@ class Daemon:
                 self.notifier.watchdog()
                 last_ping = now
             self.health()
+            # on start, at schedule boundaries and every attest.interval (once a key exists)
+            self.attestor.maybe_attest()
 
     def reload(self) -> bool:
         """Load config and rules beside the running ones; swap only if all is valid."""
@@ -255,6 +268,7 @@ class Daemon:
         if _parts_differ(self.config, config):
             self._rebuild(config)
         self.config = config
+        self.attestor.reconfigure(config)
         assert self._watch is not None
         self._watch.set_paths(self._watched_files())
         self.metrics.config_reloads.labels("success").inc()

@@ -114,7 +114,7 @@ class Metrics:
         # delivery
         self.deliveries = Counter(
             "sentinel_deliveries",
-            "Webhook delivery attempts, by target and result (success, retry, failed)",
+            "Webhook delivery attempts, by target and result (success, retry, failed, error)",
             ["target", "result"],
             registry=r,
         )

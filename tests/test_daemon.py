@@ -198,3 +198,32 @@ def test_version() -> None:
     proc = subprocess.run([SENTINEL, "--version"], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0
     assert proc.stdout.strip() == "sentinel 0.1.0"
+
+
+def test_daemon_attests_on_start(tmp_path: Path) -> None:
+    """With an attestation key in place, the daemon writes a signed attestation at start."""
+    notify = NotifySocket(tmp_path / "notify.sock")
+    cfg = tmp_path / "config.yaml"
+    state = tmp_path / "state"
+    write_config(cfg, state, free_port())
+    keygen = subprocess.run([SENTINEL, "attest", "keygen", "-c", str(cfg)],
+                            capture_output=True, text=True, timeout=60)
+    assert keygen.returncode == 0, keygen.stderr
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify.path)}
+    proc = subprocess.Popen([SENTINEL, "run", "-c", str(cfg)], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        notify.wait_for("READY=1")
+        deadline = time.monotonic() + 20
+        while not list((state / "attestations").glob("*")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        written = sorted((state / "attestations").glob("*"))
+        assert written, "no attestation written at start"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        notify.close()
+    pub = next(state.glob("attest.pub"))
+    verify = subprocess.run([SENTINEL, "attest", "verify", str(state / "attestations"),
+                             "--pubkey", str(pub)], capture_output=True, text=True, timeout=60)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
