@@ -18,6 +18,7 @@ IP, with its packet loads moved to the kernel's network-header offset
 from __future__ import annotations
 
 import ctypes
+import functools
 import socket
 import struct
 
@@ -40,15 +41,16 @@ def _u32(value: int) -> int:
     return value & 0xFFFFFFFF
 
 
-def libpcap_program(expr: str, linktype: int = _DLT_RAW) -> list[Insn]:
-    """``expr`` compiled by libpcap (through scapy) for ``linktype``."""
+@functools.lru_cache(maxsize=8)
+def libpcap_program(expr: str, linktype: int = _DLT_RAW) -> tuple[Insn, ...]:
+    """``expr`` compiled by libpcap (through scapy) for ``linktype``; compiled once."""
     from scapy.arch.common import compile_filter
 
     prog = compile_filter(expr, linktype=linktype)
-    return [(i.code, i.jt, i.jf, i.k) for i in (prog.bf_insns[n] for n in range(prog.bf_len))]
+    return tuple((i.code, i.jt, i.jf, i.k) for i in (prog.bf_insns[n] for n in range(prog.bf_len)))
 
 
-def relocate_to_network(prog: list[Insn], keep: int, other: int) -> list[Insn]:
+def relocate_to_network(prog: tuple[Insn, ...], keep: int, other: int) -> list[Insn]:
     """Move packet loads to the network header; accepts keep ``keep`` bytes, rejects ``other``."""
     out: list[Insn] = []
     for code, jt, jf, k in prog:

@@ -112,9 +112,26 @@ class FlowTable:
         else:
             key = (dst, src, dport, sport, 6)
             from_a = False
-        flow = self.flows.get(key)
-        if flow is not None:
-            self.flows.move_to_end(key)
+        flows = self.flows
+        flow = flows.get(key)
+        if flow is None or flags & 0x02:  # new, or a SYN (which may start a new one)
+            flow = self._tcp_open(flow, key, from_a, src, dst, sport, dport, flags, ts)
+        else:
+            flows.move_to_end(key)
+        flow.last = ts
+        flow.packets += 1
+        if from_a == flow.src_is_a:
+            flow.bytes_out += wirelen
+        else:
+            flow.bytes_in += wirelen
+        if flags & 0x07:  # SYN, FIN or RST
+            self._tcp_control(flow, flags, from_a == flow.src_is_a, ts)
+        if ts - flow.reported >= self.interval and not flow.state & _ENDED:
+            self._report(flow, ts, final=False)
+
+    def _tcp_open(self, flow: Flow | None, key: FlowKey, from_a: bool, src: bytes, dst: bytes,
+                  sport: int, dport: int, flags: int, ts: float) -> Flow:
+        """The flow a segment belongs to when it is new or carries SYN."""
         syn_only = flags & (SYN | ACK) == SYN
         if flow is not None and syn_only and (
             flow.state & _ENDED or (not flow.state & _SYN_SEEN and from_a != flow.src_is_a)
@@ -125,22 +142,15 @@ class FlowTable:
                 self._report(flow, ts, final=True)
             self._evicted["end"].inc()
             flow = None
-        if flow is None:
-            if syn_only or (flags & (SYN | ACK) != SYN | ACK and sport > dport):
-                flow = Flow(6, src, sport, dst, dport, from_a, ts, self.maker.iface)
-            else:  # a SYN-ACK, or mid-stream with the sender on the lower port
-                flow = Flow(6, dst, dport, src, sport, not from_a, ts, self.maker.iface)
-            self._add(key, flow)
-        flow.last = ts
-        flow.packets += 1
-        if from_a == flow.src_is_a:
-            flow.bytes_out += wirelen
-        else:
-            flow.bytes_in += wirelen
-        if flags & (SYN | FIN | RST):
-            self._tcp_control(flow, flags, from_a == flow.src_is_a, ts)
-        if ts - flow.reported >= self.interval and not flow.state & _ENDED:
-            self._report(flow, ts, final=False)
+        if flow is not None:
+            self.flows.move_to_end(key)
+            return flow
+        if syn_only or (flags & (SYN | ACK) != SYN | ACK and sport > dport):
+            flow = Flow(6, src, sport, dst, dport, from_a, ts, self.maker.iface)
+        else:  # a SYN-ACK, or mid-stream with the sender on the lower port
+            flow = Flow(6, dst, dport, src, sport, not from_a, ts, self.maker.iface)
+        self._add(key, flow)
+        return flow
 
     def _tcp_control(self, flow: Flow, flags: int, from_src: bool, ts: float) -> None:
         state = flow.state

@@ -8,17 +8,16 @@ while the other interfaces go on; the flow table survives the reopen.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
-
-from prometheus_client import Counter
 
 from sentinel import logs
 from sentinel.config import Config
 from sentinel.events import Event
 from sentinel.metrics import Metrics
-from sentinel.sources.net.capture import RingCapture
+from sentinel.sources.net.capture import NetworkHandler, RingCapture
 from sentinel.sources.net.decode import Decoder
 from sentinel.sources.net.emitter import EventMaker
 from sentinel.sources.net.flows import FlowTable
@@ -83,57 +82,62 @@ class NetworkSource:
         flows = FlowTable(maker, m, timeout=net.flow_timeout, interval=net.flow_interval,
                           max_flows=net.max_flows)
         handle = Decoder(flows, maker, m).network_handler()
-        packets = m.packets.labels(iface)
-        dropped = m.packets_dropped.labels(iface)
         errors = m.capture_errors.labels(iface)
         delay = self.retry_initial
         while not self._stop.is_set():
             opened = time.monotonic()
+            stage = "open"
             try:
                 cap = RingCapture(iface, net.snaplen, net.buffer_size)
-            except OSError as exc:
-                self._failed(iface, errors, exc, delay, "open")
-                if first is not None:
-                    first.set()
-            else:
                 try:
                     log.info("capture_started", iface=iface, ring_blocks=cap.block_nr)
                     if first is not None:
                         first.set()
-                    due = [time.monotonic() + HOUSEKEEPING]
-
-                    def housekeeping(cap: RingCapture = cap, due: list[float] = due) -> None:
-                        now = time.monotonic()
-                        if now >= due[0]:
-                            due[0] = now + HOUSEKEEPING
-                            dropped.inc(cap.drops())
-                            flows.expire(time.time())
-
-                    def on_block(n: int, hk: Callable[[], None] = housekeeping) -> None:
-                        packets.inc(n)
-                        hk()
-
-                    def set_iface(name: str) -> None:
-                        maker.iface = name
-
-                    cap.run(handle, self._stop, on_block, housekeeping,
-                            set_iface if iface == "any" else None)
-                    dropped.inc(cap.drops())
-                except OSError as exc:
-                    self._failed(iface, errors, exc, delay, "read")
+                    stage = "read"
+                    self._read(cap, iface, handle, flows, maker)
                 finally:
                     cap.close()
+            except Exception as exc:  # the capture loop must not die: count, log, retry
+                errors.inc()
+                log.warning("capture_failed", iface=iface, stage=stage, error=str(exc),
+                            error_type=type(exc).__name__, retry_in=round(delay, 1))
+            if first is not None:
+                first.set()  # a failed first attempt also lets start() return
             if time.monotonic() - opened >= STABLE_AFTER:
                 delay = self.retry_initial
-            if self._stop.wait(delay if not self._stop.is_set() else 0):
+            if self._stop.is_set() or self._stop.wait(delay):
                 break
             delay = min(delay * 2, self.retry_max)
         flows.flush(time.time())
 
-    def _failed(self, iface: str, errors: Counter, exc: OSError, delay: float, what: str) -> None:
-        errors.inc()
-        log.warning("capture_failed", iface=iface, stage=what, error=str(exc),
-                    retry_in=round(delay, 1))
+    def _read(self, cap: RingCapture, iface: str, handle: NetworkHandler, flows: FlowTable,
+              maker: EventMaker) -> None:
+        """Read one open capture until stopped; OSError when the socket fails."""
+        packets = self.metrics.packets.labels(iface)
+        dropped = self.metrics.packets_dropped.labels(iface)
+        due = time.monotonic() + HOUSEKEEPING
+
+        def housekeeping() -> None:
+            nonlocal due
+            now = time.monotonic()
+            if now >= due:
+                due = now + HOUSEKEEPING
+                dropped.inc(cap.drops())
+                flows.expire(time.time())
+
+        def on_block(n: int) -> None:
+            packets.inc(n)
+            housekeeping()
+
+        def set_iface(name: str) -> None:
+            maker.iface = name
+
+        try:
+            cap.run(handle, self._stop, on_block, housekeeping,
+                    set_iface if iface == "any" else None)
+        finally:
+            with contextlib.suppress(OSError):  # a failed socket may not answer; keep its error
+                dropped.inc(cap.drops())
 
 
 def build_network_source(config: Config, metrics: Metrics) -> NetworkSource | None:
