@@ -101,8 +101,9 @@ def _event(c: Checker, node: Node, where: str, default_time: float,
         c.error(node.mark, f"{where}: the event has no kind; valid: " + ", ".join(KIND_FIELDS))
         return None
     kind = kind_node.value
-    if kind not in KIND_FIELDS:
-        c.error(kind_node.mark, f"{where}: unknown event kind {kind!r}; valid: "
+    if not isinstance(kind, str) or kind not in KIND_FIELDS:
+        shown = repr(kind) if isinstance(kind, str) else type_name(kind_node.plain())
+        c.error(kind_node.mark, f"{where}: unknown event kind {shown}; valid: "
                 + ", ".join(KIND_FIELDS))
         return None
     known = fields_of([kind])

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 from enginekit import write
+
+from tests.conftest import REPO
 
 CONFIG = """
 host: {name: tally-01, addresses: [10.20.0.10]}
@@ -135,3 +139,14 @@ def test_yaml_syntax_error_in_a_rule_file(tmp_path: Path) -> None:
     proc = check(tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.startswith(f"{rules / 'db.yaml'}:4:1: YAML syntax error:")
+
+
+def test_example_config_and_default_pack_check_clean(example_secrets: dict[str, str]) -> None:
+    """The shipped config.example.yaml with whatever rules/ holds passes `sentinel check`."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "sentinel", "check", "-c", str(REPO / "config.example.yaml")],
+        capture_output=True, text=True, timeout=120, cwd=REPO, env={**os.environ},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert re.fullmatch(r"\d+ rules from \d+ files OK, \d+ examples passed",
+                        proc.stdout.splitlines()[-1])

@@ -230,3 +230,43 @@ def test_compiled_engine_agrees_with_naive_interpreter(
         want = [f"r{i}" for i, (k, cond) in enumerate(rules)
                 if k == kind and n_cond(cond, fields, kind)]
         assert got == want, (kind, fields)
+
+
+# -- any input: a RuleSet or a ProblemError, never a crash -------------------------
+
+WORDS = ["id", "title", "severity", "kind", "match", "threshold", "change", "schedule",
+         "severity_during", "suppress", "examples", "tags", "enabled", "at_least", "window",
+         "group_by", "distinct", "sum", "key", "value", "period", "during", "outside",
+         "no_match", "events", "repeat", "event", "every", "dst_port", "src_ip", "qname",
+         "path_tags", "changed", "qname|len", "dst_ip+dst_port", "in", "not_in", "cidr",
+         "regex", "glob", "gt", "exists", "not", "any_of", "all_of", "domain_in", "counting",
+         "net.connection", "net.dns", "fim.*", "svc", "$svc", "high", "1m", "{src_ip}", "{i}"]
+SCALARS = st.one_of(st.sampled_from(WORDS), st.integers(-3, 70000), st.booleans(), st.none(),
+                    st.text(max_size=6), st.sampled_from(["10.0.0.0/8", "[", "(?P<", "0777"]))
+TREES = st.recursive(SCALARS, lambda ch: st.one_of(
+    st.lists(ch, max_size=4), st.dictionaries(st.sampled_from(WORDS), ch, max_size=5)),
+    max_leaves=25)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=st.dictionaries(st.sampled_from(WORDS), TREES, max_size=8))
+def test_loader_reports_problems_and_never_crashes(body: dict[str, Any]) -> None:
+    from sentinel.engine import ProblemError
+    from sentinel.events import COMMON_FIELDS
+
+    doc = {"rules": [{"id": "x", "title": "t", "severity": "low", "kind": "net.connection",
+                      **body}]}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "rules.yaml"
+        path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+        try:
+            rs = load_rule_files([path], LISTS)
+        except ProblemError as exc:
+            assert exc.problems
+            assert all(p.mark.line >= 1 and p.mark.col >= 1 for p in exc.problems)
+            return
+    rs.check_examples()
+    eng = Engine(rs, host="h")
+    fields = {f: "10.0.0.1" for f in COMMON_FIELDS if f not in ("kind", "time")}
+    eng.process(Event("net.connection", 0.0, "h", "network", {"src_ip": "10.0.0.1", **fields}))
+    eng.advance(10_000)
