@@ -314,6 +314,7 @@ class Lab:
         ("root/.ssh", "ssh", True),
         ("etc/cron.d", "persistence", True),
         ("etc/systemd/system", "persistence", True),
+        ("lab/bench", "lab-bench", True),
     ]
 
     def path(self, rel: str) -> Path:

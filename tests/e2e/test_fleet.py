@@ -162,7 +162,8 @@ def replay(sites: list[tuple[str, Path, Path]]) -> set[tuple[str, str]]:
     for b in range(0, len(sites), BATCH):
         procs = [(site, subprocess.Popen(
             [sys.executable, "-m", "sentinel", "replay", "-c", str(cfg), "--deliver",
-             str(pcap)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+             str(pcap)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=cfg.parent))
             for site, cfg, pcap in sites[b:b + BATCH]]
         for site, p in procs:
             out, err = p.communicate(timeout=90)
