@@ -259,3 +259,55 @@ def test_unsupported_link_type_counts_every_frame_as_a_decode_error(tmp_path: Pa
     assert events == []
     assert metrics.registry.get_sample_value("sentinel_decode_errors_total") == 2
     assert stats.unsupported == {str(pcap): 147}
+
+
+def _block(btype: int, body: bytes, e: str = "<") -> bytes:
+    body += b"\0" * (-len(body) % 4)
+    n = len(body) + 12
+    return struct.pack(e + "II", btype, n) + body + struct.pack(e + "I", n)
+
+
+def _pcapng(e: str = "<") -> tuple[bytes, list[bytes]]:
+    """Two interfaces (Ethernet in ns, raw IP in us with an offset), EPBs and an SPB."""
+    shb = _block(0x0A0D0D0A, struct.pack(e + "IHHq", 0x1A2B3C4D, 1, 0, -1), e)
+    opt = lambda code, raw: struct.pack(e + "HH", code, len(raw)) + raw + b"\0" * (  # noqa: E731
+        -len(raw) % 4)
+    idb_eth = _block(1, struct.pack(e + "HHI", 1, 0, 0) + opt(9, b"\x09") + opt(0, b""), e)
+    idb_raw = _block(1, struct.pack(e + "HHI", 101, 0, 0) + opt(14, struct.pack(e + "q", 100))
+                     + opt(0, b""), e)
+    eth = bytes(Ether() / IP(src=DB, dst=CENTRAL) / ICMP(type=8))
+    raw = bytes(IP(src=DB, dst=CENTRAL) / ICMP(type=13))
+
+    def epb(iface: int, ticks: int, frame: bytes) -> bytes:
+        return _block(6, struct.pack(e + "IIIII", iface, ticks >> 32, ticks & 0xFFFFFFFF,
+                                     len(frame), len(frame)) + frame, e)
+
+    spb = _block(3, struct.pack(e + "I", len(eth)) + eth, e)
+    data = (shb + idb_eth + idb_raw + epb(0, int(T0 * 1e9) + 250_000_000, eth)
+            + epb(1, int(T0 * 1e6), raw) + spb)
+    return data, [eth, raw]
+
+
+def test_pcapng_interfaces_resolutions_offsets_and_simple_blocks(tmp_path: Path) -> None:
+    for order in ("<", ">"):
+        data, _ = _pcapng(order)
+        path = tmp_path / f"multi{order == '>'}.pcapng"
+        path.write_bytes(data)
+        events, metrics, stats = replay([path], tmp_path)
+        icmp = [(e["type"], e["time"]) for e in events]
+        assert icmp == [
+            (8, "2024-02-14T06:00:00.250Z"),  # nanosecond ticks
+            (13, "2024-02-14T06:01:40.000Z"),  # microseconds + if_tsoffset of 100 s
+            (8, "2024-02-14T06:01:40.000Z"),  # a simple packet block: the last time seen
+        ], order
+        assert stats.packets == 3 and stats.truncated == []
+
+
+def test_a_file_cut_inside_a_record_is_read_up_to_the_cut(tmp_path: Path) -> None:
+    frames = [bytes(Ether() / IP(src=DB, dst=CENTRAL) / ICMP(type=8, seq=i)) for i in range(3)]
+    full = write_pcap(tmp_path / "full.pcap", 1, [(T0 + i, f) for i, f in enumerate(frames)])
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(full.read_bytes()[:-10])
+    events, _, stats = replay([cut], tmp_path)
+    assert [e["kind"] for e in events] == ["net.icmp", "net.icmp"]
+    assert stats.truncated == [str(cut)] and stats.packets == 2
