@@ -293,7 +293,7 @@ def test_pcapng_interfaces_resolutions_offsets_and_simple_blocks(tmp_path: Path)
         data, _ = _pcapng(order)
         path = tmp_path / f"multi{order == '>'}.pcapng"
         path.write_bytes(data)
-        events, metrics, stats = replay([path], tmp_path)
+        events, _, stats = replay([path], tmp_path)
         icmp = [(e["type"], e["time"]) for e in events]
         assert icmp == [
             (8, "2024-02-14T06:00:00.250Z"),  # nanosecond ticks
