@@ -100,9 +100,19 @@ class Daemon:
         self._watch: FileWatch | None = None
         self.attestor = Attestor(
             config, self.metrics, clock,
-            rules_digest=lambda: self.engine.rules.digest(),
+            rules_digest=self._rules_digest,
             journal_head=self._journal_head,
         )
+
+    def _zero_alert_series(self, rules: RuleSet) -> None:
+        """Export 0 for every rule's alert counter, so that the first alert is an increase."""
+        for rule in rules:
+            for sev in {rule.severity, *(s for _, s in rule.severity_during)}:
+                self.metrics.alerts.labels(rule.id, sev)
+
+    def _rules_digest(self) -> str:
+        # looked up at each call: a reload swaps the engine's rule set
+        return self.engine.rules.digest()
 
     def _journal_head(self) -> tuple[int, str]:
         with self._sink_lock:
@@ -194,6 +204,7 @@ class Daemon:
         self.metrics.start_time.set(time.time())
         self.metrics.config_last_reload_time.set(time.time())
         self.metrics.info.info(self._identity())
+        self._zero_alert_series(self.engine.rules)
         self._install_signals()
         self._parts = self._build(self.config)
         if self._parts.server is not None:
@@ -265,6 +276,7 @@ class Daemon:
             self.notifier.send("READY=1", "STATUS=reload failed; previous rules running")
             return False
         self.engine.swap(rules)
+        self._zero_alert_series(rules)
         if _parts_differ(self.config, config):
             self._rebuild(config)
         self.config = config

@@ -70,10 +70,8 @@ def scrape(port: int) -> str:
 
 def metric(text: str, name: str) -> float | None:
     for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{") and " " in line:
-            head, value = line.rsplit(" ", 1)
-            if head == name or line.startswith(name):
-                return float(value)
+        if line.startswith((name + " ", name + "{")):
+            return float(line.rsplit(" ", 1)[1])
     return None
 
 
