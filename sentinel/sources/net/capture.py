@@ -57,10 +57,11 @@ class RingCapture:
         self.block_nr = max(4, buffer_size // BLOCK_SIZE)
         # protocol 0: receive nothing until the filter and ring are in place
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        self.ring: mmap.mmap | None = None
         try:
             self._setup(snaplen)
         except BaseException:
-            self.sock.close()
+            self.close()
             raise
 
     def _setup(self, snaplen: int) -> None:
@@ -95,7 +96,8 @@ class RingCapture:
 
     def close(self) -> None:
         try:
-            self.ring.close()
+            if self.ring is not None:
+                self.ring.close()
         finally:
             self.sock.close()
 
@@ -114,7 +116,9 @@ class RingCapture:
         (for ``any``), it is told the interface of each frame that differs
         from the previous one's.
         """
-        ring = cast(bytes, self.ring)  # an mmap indexes and slices like bytes
+        assert self.ring is not None
+        mapped = self.ring
+        ring = cast(bytes, mapped)  # an mmap indexes and slices like bytes
         poller = select.poll()
         poller.register(self.sock.fileno(), select.POLLIN | select.POLLERR)
         names: dict[int, str] = {}
@@ -145,7 +149,7 @@ class RingCapture:
                     set_iface(name)
                 handle(etype, ring, p + net, p + mac + snap, length, sec + nsec * 1e-9)
                 p += nxt
-            self.ring[base + 8 : base + 12] = _RELEASE
+            mapped[base + 8 : base + 12] = _RELEASE
             index = (index + 1) % nblocks
             on_block(count)
 
