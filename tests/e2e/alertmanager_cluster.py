@@ -189,12 +189,13 @@ class Cluster:
 class WebhookReceiver:
     """A real HTTP server on loopback recording every Alertmanager notification.
 
-    ``notifications`` holds ``(path, payload)`` in arrival order; it always
-    answers 200.
+    ``notifications`` holds ``(path, payload)`` in arrival order and
+    ``authorizations`` the ``Authorization`` header of each; it always answers 200.
     """
 
     def __init__(self) -> None:
         self.notifications: list[tuple[str, dict[str, Any]]] = []
+        self.authorizations: list[str | None] = []
         self.lock = threading.Lock()
         outer = self
 
@@ -203,6 +204,7 @@ class WebhookReceiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 with outer.lock:
                     outer.notifications.append((self.path, json.loads(body)))
+                    outer.authorizations.append(self.headers.get("Authorization"))
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

@@ -208,8 +208,8 @@ def test_every_alert_notified_once_by_the_cluster_and_a_dead_node_changes_nothin
         # the captures hold what each site was meant to see
         assert raised1 == {(s, ATTACKS[k][0]) for i, (s, _, _) in enumerate(first)
                            for k in site_attacks(i)}
-        for n in nodes:  # every sentinel reached every node itself
-            assert held(n) == raised1, f"node {n.url}"
+        for n in nodes:  # every sentinel reached every node itself, before it exited
+            assert held(n) == raised1, f"node {n.url} lacks alerts replay --deliver printed"
         wait_for("a notification for every first-half alert",
                  lambda: set(notified(rx)) == raised1)
         settle(rx, len(nodes))
@@ -235,3 +235,14 @@ def test_every_alert_notified_once_by_the_cluster_and_a_dead_node_changes_nothin
         assert after[:len(before)] == before
         assert not {(lab["site"], lab["alertname"]) for _, n in after[len(before):]
                     for lab in (a["labels"] for a in n["alerts"])} & raised1
+
+
+def test_replay_deliver_has_sent_every_alert_when_it_exits(tmp_path: Path) -> None:
+    """``--deliver`` waits for the spool to drain: an alert printed is an alert sent."""
+    with Cluster(tmp_path / "am", AM_CONFIG.replace("RECEIVER", "http://127.0.0.1:9"),
+                 size=1) as (node,):
+        (tmp_path / "rules.yaml").write_text(RULES)
+        site = make_site(tmp_path, 28, [node.url])  # (28 + 1) * 11 % 64 == 63: all six
+        raised = replay([site])
+        assert len(raised) == len(ATTACKS)
+        assert held(node) == raised
