@@ -112,10 +112,11 @@ class Engine:
                     continue
                 if not rule.match(event):
                     continue
-                if rule.threshold is None and rule.change is None and rule.suppress is None:
+                mem = active.memory.get(rule.id)
+                if mem is None:
                     out.append(self._alert(rule, event, 1, {}))
                 else:
-                    out.extend(self._stateful(rule, active.memory[rule.id], event))
+                    out.extend(self._stateful(rule, mem, event))
             except Exception:  # a rule must never stop the others
                 if rule.id not in self._failed:
                     self._failed.add(rule.id)
@@ -136,7 +137,7 @@ class Engine:
             value = spec.field.get(ev) if spec.field is not None else None
             if spec.field is not None and value is None:
                 return []
-            crossed = mem.threshold.add(_hashable(key), ev.time, _hashable(value))
+            crossed = mem.threshold.add(_key(key), ev.time, _hashable(value))
             if crossed is None:
                 return []
             measured, count = crossed
@@ -149,7 +150,7 @@ class Engine:
             value = rule.change.value.get(ev)
             if value is None or any(k is None for k in key):
                 return []
-            changed, previous = mem.change.see(_hashable(key), _hashable(value))
+            changed, previous = mem.change.see(_key(key), _hashable(value))
             if not changed:
                 return []
             extra["key"] = {ref.text: v for ref, v in zip(rule.change.key, key, strict=True)}
@@ -160,7 +161,7 @@ class Engine:
             return [alert]
         skey = tuple(ref.get(ev) for ref in rule.suppress.key)
         group = {ref.text: v for ref, v in zip(rule.suppress.key, skey, strict=True)}
-        return mem.suppress.offer(_hashable(skey), alert, group)
+        return mem.suppress.offer(_key(skey), alert, group)
 
     def _alert(self, rule: Rule, ev: Event, count: int, extra: dict[str, Any]) -> Alert:
         if rule.description is not None:
@@ -194,11 +195,15 @@ class Engine:
 
 
 def _hashable(v: Any) -> Any:
-    if isinstance(v, list):
-        return tuple(v)
-    if isinstance(v, tuple):
-        return tuple(_hashable(x) for x in v)
-    return v
+    """A field value usable as a dict key (list fields become tuples)."""
+    return tuple(v) if type(v) is list else v
+
+
+def _key(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    for v in values:
+        if type(v) is list:
+            return tuple(_hashable(x) for x in values)
+    return values
 
 
 def _num(v: float) -> float | int:

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
+from operator import attrgetter
 from typing import Any
 
 from sentinel.engine.fields import ip_int
 from sentinel.engine.lists import Range
 from sentinel.engine.rules import Rule
 from sentinel.events import Event
+
+_ORDER = attrgetter("order")
 
 
 class RangeIndex:
@@ -114,7 +117,7 @@ class KindIndex:
         if len(found) == 1:
             return found[0]
         unique = {id(r): r for rs in found for r in rs}
-        return sorted(unique.values(), key=lambda r: r.order)
+        return sorted(unique.values(), key=_ORDER)
 
 
 class RuleIndex:
