@@ -167,38 +167,38 @@ def test_live_events_for_tcp_udp_dns_arp_icmp_ipv6(pair: VethPair, tmp_path: Pat
         inbound = {"direction": "inbound", "src_internal": True, "dst_internal": True,
                    "iface": pair.va}
         outbound = {**inbound, "direction": "outbound"}
-        c = got.one("net.connection", src_port=port)
+        c = got.one("net.connection", src_port=port, dst_ip=pair.A4)
         assert {k: c[k] for k in ("proto", "src_ip", "dst_ip", "dst_port", "tcp_flags")} == {
             "proto": "tcp", "src_ip": pair.B4, "dst_ip": pair.A4, "dst_port": 8443,
             "tcp_flags": "S"}
         assert {k: c[k] for k in inbound} == inbound
-        s = got.one("net.tcp_synack", dst_port=port)
+        s = got.one("net.tcp_synack", dst_port=port, dst_ip=pair.B4)
         assert s | {"time": None} == {
             "kind": "net.tcp_synack", "time": None, "host": "tally-01", "source": "network",
             "src_ip": pair.A4, "src_port": 8443, "dst_ip": pair.B4, "dst_port": port,
             **outbound, "tcp_flags": "SA"}
-        f = got.one("net.flow", src_port=port)
+        f = got.one("net.flow", src_port=port, dst_ip=pair.A4, dst_port=8443)
         assert f["final"] is True and f["proto"] == "tcp" and f["dst_port"] == 8443
         # snaplen 64 cut every frame, yet the flow counts what crossed the wire
         assert f["bytes_out"] >= 3000 + 3 * 54, f
         assert 3 * 54 <= f["bytes_in"] < 1000, f
         assert f["packets"] >= 6 and f["duration"] >= 0
 
-        c6 = got.one("net.connection", src_port=port6)
+        c6 = got.one("net.connection", src_port=port6, dst_ip=pair.A6)
         assert (c6["src_ip"], c6["dst_ip"], c6["direction"], c6["dst_internal"]) == (
             pair.B6, pair.A6, "inbound", True)
-        assert got.one("net.tcp_synack", dst_port=port6)["src_ip"] == pair.A6
+        assert got.one("net.tcp_synack", dst_port=port6, dst_ip=pair.B6)["src_ip"] == pair.A6
 
-        refused = got.one("net.connection", src_port=rport)
+        refused = got.one("net.connection", src_port=rport, dst_port=9)
         assert (refused["dst_port"], refused["tcp_flags"]) == (9, "S")
-        assert not got.find("net.tcp_synack", dst_port=rport)  # a RST answers, not a SYN-ACK
-        rf = got.one("net.flow", src_port=rport)
+        assert not got.find("net.tcp_synack", dst_port=rport, src_port=9)  # a RST answers, not a SYN-ACK
+        rf = got.one("net.flow", src_port=rport, dst_port=9)
         assert (rf["packets"], rf["final"], rf["bytes_in"] > 0) == (2, True, True)
 
-        u = got.one("net.connection", src_port=uport)
+        u = got.one("net.connection", src_port=uport, proto="udp")
         assert {k: u[k] for k in ("proto", "dst_ip", "dst_port", "tcp_flags")} == {
             "proto": "udp", "dst_ip": pair.A4, "dst_port": 5999, "tcp_flags": ""}
-        uf = got.one("net.flow", src_port=uport)  # ends by idle timeout (1 s)
+        uf = got.one("net.flow", src_port=uport, proto="udp")  # ends by idle timeout (1 s)
         assert (uf["bytes_out"], uf["bytes_in"], uf["packets"], uf["final"]) == (
             14 + 20 + 8 + 5, 0, 1, True)
         # port unreachable for the UDP datagram and for the DNS query (no server in a)
