@@ -8,7 +8,14 @@ addresses or paths, so cardinality stays bounded.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+)
 
 from sentinel import __version__
 
@@ -17,6 +24,9 @@ class Metrics:
     """The metric families, created once per registry."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # `_created` series would double every counter's series in a fleet's
+        # Prometheus for a value nobody graphs (the switch is process-wide)
+        disable_created_metrics()
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.build_info = Gauge(
