@@ -89,10 +89,8 @@ class Capture:
                                                ack=1001))
         self.ip(t + 0.002, client, server, TCP(sport=cport, dport=sport, flags="A", seq=1001,
                                                ack=5001))
-        self.ip(t + 0.010, client, server, TCP(sport=cport, dport=sport, flags="PA", seq=1001,
-                                               ack=5001) / Raw(b"q" * up))
-        self.ip(t + 0.050, server, client, TCP(sport=sport, dport=cport, flags="PA", seq=5001,
-                                               ack=1001 + up) / Raw(b"r" * down))
+        self._data(t + 0.010, client, cport, server, sport, 1001, 5001, up, b"q")
+        self._data(t + 0.050, server, sport, client, cport, 5001, 1001 + up, down, b"r")
         if not close:
             return t + 0.050
         self.ip(t + 0.060, client, server, TCP(sport=cport, dport=sport, flags="FA",
@@ -102,6 +100,16 @@ class Capture:
         self.ip(t + 0.062, client, server, TCP(sport=cport, dport=sport, flags="A",
                                                seq=1002 + up, ack=5002 + down))
         return t + 0.062
+
+    def _data(self, t: float, src: str, sport: int, dst: str, dport: int, seq: int, ack: int,
+              size: int, fill: bytes) -> None:
+        """``size`` bytes as full-sized segments (1448 bytes of payload each)."""
+        sent = 0
+        while sent < size:
+            n = min(1448, size - sent)
+            self.ip(t + sent * 1e-8, src, dst, TCP(sport=sport, dport=dport, flags="PA",
+                                                   seq=seq + sent, ack=ack) / Raw(fill * n))
+            sent += n
 
     def refused(self, t: float, client: str, cport: int, server: str, sport: int) -> None:
         """A SYN answered by a reset: nothing listens on ``sport``."""
