@@ -31,7 +31,8 @@ class Example:
     label: str
 
 
-def read_examples(c: Checker, node: Node, kinds: frozenset[str]) -> tuple[Example, ...]:
+def read_examples(c: Checker, node: Node) -> tuple[Example, ...]:
+    """The ``examples:`` mapping of a rule; problems go to ``c``."""
     m = c.mapping(node, "examples", ("match", "no_match"))
     if m is None:
         return ()

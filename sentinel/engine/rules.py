@@ -145,6 +145,7 @@ class RuleReader:
         self.lists = lists
         self.schedules = schedules
         self._windows = {name: Windows(w) for name, w in schedules.items()}
+        self._used_schedules: set[str] = set()
 
     def read(self, node: Node, file: str) -> Rule | None:
         c = self.c
@@ -153,6 +154,7 @@ class RuleReader:
                 and isinstance(rid.value, str):
             c.rule_id = rid.value
         before = len(c.problems)
+        self._used_schedules = set()
         m = c.mapping(node, "a rule", RULE_KEYS, required=("id", "title", "severity", "kind",
                                                            "match"))
         if m is None:
@@ -189,13 +191,13 @@ class RuleReader:
         sev_during = self._severity_during(m["severity_during"]) \
             if "severity_during" in m else ()
         suppress = self._suppress(m["suppress"], known, shown) if "suppress" in m else None
-        examples = read_examples(c, m["examples"], kinds) if "examples" in m else ()
+        examples = read_examples(c, m["examples"]) if "examples" in m else ()
         if len(c.problems) > before or enabled is False:
             return None
         assert rule_id and title and severity and cond
         used = {name: list(self.lists[name].items) for name in sorted(cc.used_lists)}
-        scheds = {n: [(w.start.isoformat(), w.end.isoformat()) for w in ws]
-                  for n, ws in self.schedules.items()}
+        scheds = {n: [(w.start.isoformat(), w.end.isoformat()) for w in self.schedules[n]]
+                  for n in sorted(self._used_schedules)}
         blob = json.dumps({"rule": node.plain(), "lists": used, "schedules": scheds},
                           sort_keys=True, default=str)
         return Rule(
@@ -342,6 +344,7 @@ class RuleReader:
             valid = ", ".join(sorted(self._windows)) or "none defined in the config's schedules:"
             self.c.error(node.mark, f"{where}: unknown schedule {name!r}; valid: {valid}")
             return None
+        self._used_schedules.add(name)
         return self._windows[name]
 
     def _schedule(self, node: Node) -> Callable[[float], bool] | None:

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from enginekit import conn, fired, load
+from enginekit import conn, fired, load, windows
 from prometheus_client import CollectorRegistry
 
 from sentinel.engine import Engine, ProblemError
@@ -116,3 +116,16 @@ def test_swap_from_another_thread_is_atomic(tmp_path: Path) -> None:
     finally:
         stop.set()
         th.join(timeout=10)
+
+
+def test_schedule_change_drops_state_only_of_rules_using_it(tmp_path: Path) -> None:
+    scheduled = SCAN.replace("id: ssh-burst", "id: scheduled").replace(
+        "dst_port: 22", "dst_port: 23") + "    schedule: {outside: w}\n"
+    text = "rules:" + SCAN + scheduled
+    w1 = {"w": windows(("2030-01-01T00:00:00+07:00", "2030-01-02T00:00:00+07:00"))}
+    w2 = {"w": windows(("2031-01-01T00:00:00+07:00", "2031-01-02T00:00:00+07:00"))}
+    eng = Engine(load(tmp_path, text, schedules=w1))
+    fired(eng, conn(0, dst_port=22), conn(1, dst_port=22), conn(0, dst_port=23),
+          conn(1, dst_port=23))
+    eng.swap(load(tmp_path, text, schedules=w2))
+    assert fired(eng, conn(2, dst_port=22), conn(2, dst_port=23)) == ["ssh-burst"]
