@@ -138,6 +138,8 @@ def run_verify(args: argparse.Namespace) -> int:
         return _fail("verify", f"{config.source}: fim.paths is empty; nothing to verify")
     out = _Output(config, events=args.events)
     path = config.in_state(config.fim.baseline)
+    if not path.exists():
+        return _fail("verify", f"no baseline at {path}; create it with: sentinel baseline init")
     try:
         key = load_key(config.fim.key, config.state_dir, create=False)
         baseline = Baseline.open(path, key)

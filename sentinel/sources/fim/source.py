@@ -59,6 +59,8 @@ class FimSource:
     """File integrity source (satisfies :class:`sentinel.pipeline.Source`)."""
 
     name = "fim"
+    #: Directories left without a watch (inotify limit) are rescanned this often.
+    UNWATCHED_POLL = 10.0
 
     def __init__(self, config: Config, metrics: Metrics,
                  clock: Callable[[], float] = time.time) -> None:
@@ -88,6 +90,8 @@ class FimSource:
         self._seq = itertools.count()
         self._rescan_reasons: dict[str | None, set[str]] = {}
         self._rescanning: int | None = None
+        self._unwatched: set[str] = set()
+        self._next_poll = time.monotonic() + self.UNWATCHED_POLL
         self._next_periodic = time.monotonic() + self._interval
 
     # -- Source protocol -------------------------------------------------
@@ -195,6 +199,8 @@ class FimSource:
         self._q.put(("rescan", "overflow", None))
 
     def _watch_limit(self, path: str, exc: OSError) -> None:
+        # Polled until a watch can be added (set.add is atomic: two threads call this).
+        self._unwatched.add(path)
         if self._rescanning == threading.get_ident():
             # The rescan that hit the limit is itself looking at this path.
             return
@@ -208,7 +214,8 @@ class FimSource:
     def _run(self) -> None:
         while True:
             now = time.monotonic()
-            due = min(self._heap[0][0] if self._heap else now + 3600, self._next_periodic)
+            due = min(self._heap[0][0] if self._heap else now + 3600, self._next_periodic,
+                      self._next_poll if self._unwatched else now + 3600)
             try:
                 item = self._q.get(timeout=max(0.0, due - now)) if due > now else \
                     self._q.get_nowait()
@@ -235,13 +242,16 @@ class FimSource:
 
     def _idle(self) -> None:
         if self._rescan_reasons:
+            # Cleared only once done, so idle() stays false while rescanning.
             reasons = self._rescan_reasons
-            self._rescan_reasons = {}
-            if None in reasons:
-                self._rescan(set().union(*reasons.values()), None)
-            else:
-                for under, why in reasons.items():
-                    self._rescan(why, under)
+            try:
+                if None in reasons:
+                    self._rescan(set().union(*reasons.values()), None)
+                else:
+                    for under, why in reasons.items():
+                        self._rescan(why, under)
+            finally:
+                self._rescan_reasons = {}
         assert self._baseline is not None
         self._baseline.flush()
         self._metrics.fim_watched_files.set(len(self._baseline))
@@ -285,6 +295,12 @@ class FimSource:
                     self._moved_away(src[0])
         if now >= self._next_periodic:
             self._rescan({"periodic"}, None)
+        if self._unwatched and now >= self._next_poll:
+            # Retry the watch and look for changes that no event will announce.
+            for d in sorted(self._unwatched):
+                self._unwatched.discard(d)
+                self._rescan({"watch_limit"}, d)
+            self._next_poll = time.monotonic() + self.UNWATCHED_POLL
 
     # -- live events ----------------------------------------------------------
 

@@ -1,0 +1,63 @@
+"""Run inside a fresh user namespace (``unshare -U -r``) by test_fim_limits.py.
+
+The namespace has its own ``user.max_inotify_watches``, so lowering it here
+gives sentinel a real ENOSPC from the kernel without touching the limit every
+other process on the machine lives under. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from conftest import Site, wait_for
+
+from sentinel.sources.fim import FimSource
+
+
+def paths(site: Site) -> set[str]:
+    return {str(e.fields["path"]) for e in site.changes()}
+
+
+def main() -> None:
+    root = Path(sys.argv[1])
+    limit = int(sys.argv[2])
+    Path("/proc/sys/user/max_inotify_watches").write_text(f"{limit}\n")
+    site = Site(root)
+    FimSource.UNWATCHED_POLL = 0.3  # the test's own clock for the degraded-mode poll
+    for i in range(10):
+        (site.w / f"d{i}").mkdir()
+        (site.w / f"d{i}" / "f").write_text(str(i))
+    early = site.start()
+    assert site.source is not None
+    wait_for(site.source.idle, what="the watch-limit rescan queued at startup")
+    startup_limit = site.metric("sentinel_fim_rescans_total", reason="watch_limit")
+    # a directory moved in live: its watch cannot be added, so it is rescanned
+    staged = root / "staging" / "late"
+    staged.mkdir(parents=True)
+    (staged / "payload").write_text("x")
+    new = site.w / "late"
+    staged.rename(new)
+    site.barrier()
+    wait_for(lambda: str(new / "payload") in paths(site), what="the rescan of late/")
+    # and a later change in the unwatched directory is found by polling it
+    (new / "payload").write_text("changed")
+    wait_for(lambda: any(e.kind == "fim.modified" for e in site.changes()),
+             what="the poll of late/")
+    site.barrier()
+    out = {
+        "early": [e.kind for e in early],
+        "startup_limit_rescans": startup_limit,
+        "limit_rescans": site.metric("sentinel_fim_rescans_total", reason="watch_limit"),
+        "events": [[e.kind, e.fields["path"], e.fields["offline"]] for e in site.changes()],
+        "alive": site.source.alive(),
+    }
+    site.stop()
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
