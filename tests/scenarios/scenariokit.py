@@ -69,7 +69,7 @@ class Capture:
         w = PcapWriter(str(path), linktype=1, snaplen=65535, sync=False)
         w.write_header(None)
         for t, raw, wirelen in sorted(self.frames, key=lambda f: f[0]):
-            w.write_packet(raw, sec=t, usec=int(round((t - int(t)) * 1e6)), wirelen=wirelen)
+            w.write_packet(raw, sec=t, usec=round((t - int(t)) * 1e6), wirelen=wirelen)
         w.close()
         return path
 
@@ -200,8 +200,8 @@ SEED_FILES: dict[str, tuple[bytes, int]] = {
     "/etc/tally/ca.pem": (b"-----BEGIN CERTIFICATE-----\nMIIB\n", 0o644),
     "/var/lib/tally/results/tps-001.json": (b'{"tps": 1, "a": 120, "b": 98}\n', 0o644),
     "/var/lib/tally/results/tps-002.json": (b'{"tps": 2, "a": 77, "b": 130}\n', 0o644),
-    "/etc/passwd": (b"root:x:0:0:root:/root:/bin/bash\ntally:x:998:998::/opt/tally:/usr/sbin/nologin\n",
-                    0o644),
+    "/etc/passwd": (b"root:x:0:0:root:/root:/bin/bash\n"
+                    b"tally:x:998:998::/opt/tally:/usr/sbin/nologin\n", 0o644),
     "/etc/shadow": (b"root:!:19700:0:99999:7:::\ntally:!:19700::::::\n", 0o640),
     "/etc/group": (b"root:x:0:\ntally:x:998:\n", 0o644),
     "/etc/sudoers": (b"root ALL=(ALL:ALL) ALL\n@includedir /etc/sudoers.d\n", 0o440),

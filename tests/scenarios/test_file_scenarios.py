@@ -36,7 +36,7 @@ def new_file(p: Path, data: bytes, mode: int = 0o644) -> None:
 
 
 #: What an intruder does while sentinel is down: (site path, operation).
-ATTACK: list[tuple[str, Callable[[Path], None]]] = [
+ATTACK: list[tuple[str, Callable[[Path], object]]] = [
     ("/opt/tally/bin/tally", lambda p: p.write_bytes(b"\x7fELF tally that counts wrong\n")),
     ("/opt/tally/bin/tally-export", lambda p: p.unlink()),
     ("/etc/tally/app.conf", lambda p: append(p, b"central = https://198.51.100.9/upload\n")),

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from scapy.layers.inet import TCP
+from scapy.packet import Raw
 from scenariokit import (
     ADMIN,
     APP_SERVER,
@@ -35,8 +37,6 @@ from scenariokit import (
     mac_of,
     replay,
 )
-from scapy.layers.inet import TCP
-from scapy.packet import Raw
 
 from sentinel.config import load_config
 from sentinel.engine import Engine, load_rules
