@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
+import sqlite3
 import threading
 import urllib.request
 from pathlib import Path
@@ -107,7 +109,7 @@ def test_restart_reports_offline_changes_and_continues_the_chain(tmp_path: Path)
 
         lab.restart(between=tamper)
         alert = lab.wait_alert(
-            lab.bawaslu, lab_rule_for_offline_binary(lab),
+            lab.bawaslu, "tally-binary-tampered",
             where=lambda a: a["event"].get("path") == str(binary))
         assert alert["event"]["offline"] is True
         assert alert["severity"] == "critical"
@@ -121,7 +123,22 @@ def test_restart_reports_offline_changes_and_continues_the_chain(tmp_path: Path)
         assert final.returncode == 0, final.stdout + final.stderr
 
 
-def lab_rule_for_offline_binary(lab: Lab) -> str:
-    """The rule id the pack raises for a tally binary changed while sentinel was down."""
-    del lab
-    return "tally-binary-tampered-offline"
+def test_tampered_baseline_is_reported_to_both_targets(tmp_path: Path) -> None:
+    """Someone removes the tally binary's record from the baseline while sentinel is
+    down: at start the baseline fails its signature and both targets hear of it."""
+    needs_lab()
+    with Lab(tmp_path / "lab") as lab:
+        binary = lab.path("opt/tally/bin/tally-server")
+
+        def tamper() -> None:
+            db = sqlite3.connect(lab.state / "baseline.db")
+            with db:
+                db.execute("DELETE FROM files WHERE path = ?", (os.fsencode(str(binary)),))
+            db.close()
+
+        lab.restart(between=tamper)
+        for receiver in (lab.bawaslu, lab.ministry):
+            alert = lab.wait_alert(receiver, "fim-baseline-invalid")
+            assert alert["severity"] == "critical"
+            assert alert["event"]["kind"] == "fim.baseline_invalid"
+        assert lab.daemon.proc is not None and lab.daemon.proc.poll() is None
