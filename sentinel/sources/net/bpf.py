@@ -17,7 +17,6 @@ IP, with its packet loads moved to the kernel's network-header offset
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import socket
 import struct
@@ -85,6 +84,8 @@ def capture_program(snaplen: int) -> list[Insn]:
 
 def attach(sock: socket.socket, prog: list[Insn]) -> None:
     """Attach a classic BPF program to ``sock`` (SO_ATTACH_FILTER)."""
+    import ctypes  # here, not at import: replay never attaches a filter
+
     raw = b"".join(struct.pack("HBBI", *insn) for insn in prog)
     insns = ctypes.create_string_buffer(raw, len(raw))
     fprog = struct.pack("HL", len(prog), ctypes.addressof(insns))

@@ -33,7 +33,6 @@ RCODES: dict[int, str] = {
     0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED",
     6: "YXDOMAIN", 7: "YXRRSET", 8: "NXRRSET", 9: "NOTAUTH", 10: "NOTZONE",
 }
-_QTYPE_TEXT = [QTYPES.get(i, f"TYPE{i}") for i in range(65536)]
 _RCODE_TEXT = [RCODES.get(i, str(i)) for i in range(16)]
 
 # Bytes that may appear in a label as themselves; others are written \DDD.
@@ -122,7 +121,7 @@ def parse_message(buf: bytes, start: int, end: int) -> list[Question]:
             raise _E_QTYPE_CUT
         qtype = _QTAIL(buf, pos)[0]
         pos += 4
-        out.append((name, _QTYPE_TEXT[qtype], is_response, rcode))
+        out.append((name, QTYPES.get(qtype) or f"TYPE{qtype}", is_response, rcode))
     return out
 
 
