@@ -86,3 +86,14 @@ def test_a_valid_frame_is_not_an_error() -> None:
         dec, metrics, _ = make_decoder()
         dec.handler(1)(seed, 0, len(seed), len(seed), 1.0)
         assert errors(metrics) == 0.0, seed.hex()
+
+
+@FUZZ
+@given(etype=st.sampled_from([0x0800, 0x86DD, 0x0806, 0x8100, 0x88A8, 0x8864, 0x1234]),
+       data=st.binary(max_size=120))
+def test_live_entry_point_never_raises(etype: int, data: bytes) -> None:
+    """What the capture ring calls: the network layer onward, by EtherType."""
+    dec, metrics, _ = make_decoder()
+    dec.network_handler()(etype, data, 0, len(data), len(data) + 14, 3.0)
+    assert errors(metrics) in (0.0, 1.0)
+    assert dec.unexpected == 0

@@ -191,7 +191,8 @@ def test_live_events_for_tcp_udp_dns_arp_icmp_ipv6(pair: VethPair, tmp_path: Pat
 
         refused = got.one("net.connection", src_port=rport, dst_port=9)
         assert (refused["dst_port"], refused["tcp_flags"]) == (9, "S")
-        assert not got.find("net.tcp_synack", dst_port=rport, src_port=9)  # a RST answers, not a SYN-ACK
+        # a RST answers, not a SYN-ACK
+        assert not got.find("net.tcp_synack", dst_port=rport, src_port=9)
         rf = got.one("net.flow", src_port=rport, dst_port=9)
         assert (rf["packets"], rf["final"], rf["bytes_in"] > 0) == (2, True, True)
 

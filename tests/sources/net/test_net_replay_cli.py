@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from netkit import write_pcap
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import ARP, Ether
@@ -117,3 +118,17 @@ def test_replay_deliver_journals_the_alerts(tmp_path: Path) -> None:
                                                   "tally-synack-unoffered-port"]
     printed = {json.loads(line)["id"] for line in done.stdout.splitlines()}
     assert {r["id"] for r in records} == printed
+
+
+def test_without_c_and_without_the_default_config_replay_runs_with_an_empty_config(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sentinel.cli import main
+    from sentinel.commands import replay
+
+    _, pcap = setup(tmp_path)
+    monkeypatch.setattr(replay, "DEFAULT_CONFIG", tmp_path / "absent.yaml")
+    assert main(["replay", "--events", str(pcap)]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {e["direction"] for e in events if "direction" in e} == {"transit"}  # no host known
+    assert len(events) == 7
