@@ -6,6 +6,7 @@ a critical one of that site fires; deploy/prometheus/prometheus.yml passes
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import time
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from sentinel.config import load_config
 from tests.conftest import REPO
 from tests.e2e.alertmanager_cluster import AMTOOL, Node, WebhookReceiver, binary, wait_for
 from tests.prom import PROMTOOL, need
@@ -177,3 +179,16 @@ def test_every_target_names_its_host_site_and_region() -> None:
         assert set(e["labels"]) == {"host", "site", "region"}, e
         assert len(e["targets"]) == 1
     assert len({e["labels"]["site"] for e in entries}) == len(entries)
+
+
+def test_the_site_config_in_docs_fleet_loads_with_every_node_a_lane(tmp_path: Path) -> None:
+    """docs/fleet.md's per-site config is valid and names all three nodes."""
+    text = (REPO / "docs" / "fleet.md").read_text()
+    block = re.findall(r"```yaml\n(.*?)```", text, re.S)[0]
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(block + f"state_dir: {tmp_path}\n")
+    config = load_config(cfg)
+    assert (config.host.site, config.host.region) == ("kota-bandung", "jawa-barat")
+    (hook,) = config.outputs.webhooks
+    assert hook.format == "alertmanager"
+    assert len(hook.urls) == 3
