@@ -26,7 +26,7 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         # `_created` series would double every counter's series in a fleet's
         # Prometheus for a value nobody graphs (the switch is process-wide)
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.build_info = Gauge(
