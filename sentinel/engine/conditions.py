@@ -428,10 +428,34 @@ def _any(parts: list[Cond]) -> Cond:
     if len(parts) == 1:
         return parts[0]
     fns = tuple(p.fn for p in parts)
+    hints = _union_hints(parts)
 
     def any_fn(ev: Event) -> bool:
         for f in fns:  # noqa: SIM110
             if f(ev):
                 return True
         return False
-    return Cond(any_fn)
+    return Cond(any_fn, hints)
+
+
+def _union_hints(parts: list[Cond]) -> list[Hint]:
+    """Hints that hold for an any-of: a field every branch promises, values united.
+
+    ``[{proto: tcp, dst_port: [21, 23]}, {proto: udp, dst_port: 69}]`` can only hold
+    when dst_port is 21, 23 or 69 (and proto tcp or udp).
+    """
+    out: list[Hint] = []
+    fields = set.intersection(*({h.field for h in p.hints} for p in parts))
+    for name in sorted(fields):
+        picked = []
+        for p in parts:
+            # within a branch every hint holds; the narrowest is enough
+            mine = [h for h in p.hints if h.field == name]
+            picked.append(min(mine, key=lambda h: len(h.exact) + len(h.nets)))
+        if all(h.nets for h in picked):
+            nets = tuple(r for h in picked for r in h.nets)
+            out.append(Hint(name, frozenset(), nets, min(h.score for h in picked)))
+        elif not any(h.nets for h in picked):
+            exact = frozenset().union(*(h.exact for h in picked))
+            out.append(Hint(name, exact, (), min(h.score for h in picked)))
+    return out

@@ -77,3 +77,17 @@ def test_evaluation_time_is_sampled_into_the_histogram(tmp_path: Path) -> None:
         eng.process(conn(i))
     count = reg.get_sample_value("sentinel_rule_eval_seconds_count")
     assert count is not None and 1 <= count <= 64
+
+
+def test_any_of_branches_sharing_a_field_are_indexed_by_the_union(tmp_path: Path) -> None:
+    text = ("rules:\n"
+            "  - {id: clear, title: t, severity: low, kind: net.connection, match:"
+            " [{proto: tcp, dst_port: [21, 23]}, {proto: udp, dst_port: 69}]}\n")
+    rules = load(tmp_path, text)
+    cand = rules.index.candidates
+    assert [r.id for r in cand(conn(dst_port=69, proto="tcp"))] == ["clear"]
+    assert [r.id for r in cand(conn(dst_port=23))] == ["clear"]
+    assert list(cand(conn(dst_port=22))) == []
+    eng = Engine(rules)
+    assert fired(eng, conn(dst_port=69, proto="tcp"), conn(dst_port=69, proto="udp")) == [
+        "clear"]

@@ -13,12 +13,15 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from scapy.layers.dns import DNS, DNSQR, DNSRR
 from scapy.layers.inet import ICMP, IP, TCP, UDP
@@ -27,6 +30,11 @@ from scapy.layers.ntp import NTP
 from scapy.packet import Packet, Raw
 from scapy.utils import PcapWriter
 
+from sentinel.config import load_config
+from sentinel.engine import Engine, load_rules
+from sentinel.events import Event
+from sentinel.metrics import Metrics
+from sentinel.sources.fim import FimSource, build_fim_source
 from tests.conftest import EXAMPLE_SECRETS, REPO
 
 EXAMPLE_CONFIG = REPO / "config.example.yaml"
@@ -267,3 +275,44 @@ def by_path(alerts: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
     for a in alerts:
         out.setdefault(a["event"].get("path", ""), []).append(a)
     return out
+
+
+class Live:
+    """The FIM source on a site tree, live, with the pack's engine over its events."""
+
+    def __init__(self, site: FimSite, clock_at: float | None = None) -> None:
+        self.site = site
+        self.config = load_config(site.config)
+        self.engine = Engine(load_rules(self.config), host=self.config.host.name)
+        self._lock = threading.Lock()
+        self.events: list[Event] = []
+        clock = (lambda: clock_at) if clock_at is not None else time.time
+        src = build_fim_source(self.config, Metrics(), clock)
+        assert src is not None
+        self.source: FimSource = src
+        self._marks = 0
+
+    def emit(self, ev: Event) -> None:
+        with self._lock:
+            self.events.append(ev)
+
+    def snapshot(self) -> list[Event]:
+        with self._lock:
+            return list(self.events)
+
+    def barrier(self) -> None:
+        """Wait (bounded) until every change made so far has been reported: a marker
+        file's own event comes after them, then the source holds nothing back."""
+        self._marks += 1
+        mark = self.site.at(f"/var/lib/tally/results/zz-marker-{self._marks}.json")
+        mark.write_bytes(b"{}\n")
+        deadline = time.monotonic() + 10
+        while not (any(e.fields.get("path") == str(mark) for e in self.snapshot())
+                   and self.source.idle()):
+            if time.monotonic() > deadline:
+                pytest.fail(f"the FIM source did not report {mark.name} within 10 s")
+            time.sleep(0.02)
+
+    def alerts(self) -> list[Any]:
+        out = [a for ev in self.snapshot() for a in self.engine.process(ev)]
+        return out + self.engine.advance(time.time() + 86400)

@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from scenariokit import EXAMPLE_CONFIG, T0, FimSite, by_path
-from test_normal_day import Live
+from scenariokit import EXAMPLE_CONFIG, T0, FimSite, Live, by_path
 
 from sentinel.alert import SEVERITY_RANK, Alert
 from sentinel.config import load_config

@@ -11,8 +11,6 @@ on any of this would be ignored on the day it matters.
 from __future__ import annotations
 
 import os
-import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,15 +32,10 @@ from scenariokit import (
     TALLY_MAC,
     Capture,
     FimSite,
+    Live,
     mac_of,
     replay,
 )
-
-from sentinel.config import load_config
-from sentinel.engine import Engine, load_rules
-from sentinel.events import Event
-from sentinel.metrics import Metrics
-from sentinel.sources.fim import FimSource, build_fim_source
 
 MINUTES = 15
 STATIONS = [f"10.20.0.{i}" for i in range(21, 61)]
@@ -152,47 +145,6 @@ def test_normal_day_capture_holds_the_whole_day(
 
 
 # -- file activity -------------------------------------------------------------------
-
-
-class Live:
-    """The FIM source on a site tree, live, with the pack's engine over its events."""
-
-    def __init__(self, site: FimSite, clock_at: float | None = None) -> None:
-        self.site = site
-        self.config = load_config(site.config)
-        self.engine = Engine(load_rules(self.config), host=self.config.host.name)
-        self._lock = threading.Lock()
-        self.events: list[Event] = []
-        clock = (lambda: clock_at) if clock_at is not None else time.time
-        src = build_fim_source(self.config, Metrics(), clock)
-        assert src is not None
-        self.source: FimSource = src
-        self._marks = 0
-
-    def emit(self, ev: Event) -> None:
-        with self._lock:
-            self.events.append(ev)
-
-    def snapshot(self) -> list[Event]:
-        with self._lock:
-            return list(self.events)
-
-    def barrier(self) -> None:
-        """Wait (bounded) until every change made so far has been reported: a marker
-        file's own event comes after them, then the source holds nothing back."""
-        self._marks += 1
-        mark = self.site.at(f"/var/lib/tally/results/zz-marker-{self._marks}.json")
-        mark.write_bytes(b"{}\n")
-        deadline = time.monotonic() + 10
-        while not (any(e.fields.get("path") == str(mark) for e in self.snapshot())
-                   and self.source.idle()):
-            if time.monotonic() > deadline:
-                pytest.fail(f"the FIM source did not report {mark.name} within 10 s")
-            time.sleep(0.02)
-
-    def alerts(self) -> list[Any]:
-        out = [a for ev in self.snapshot() for a in self.engine.process(ev)]
-        return out + self.engine.advance(time.time() + 86400)
 
 
 @pytest.fixture
