@@ -211,7 +211,7 @@ def n_eq(value: Any, item: Any, typ: str) -> bool:
     return isinstance(item, str) and value == item
 
 
-@settings(max_examples=1500, deadline=None,
+@settings(max_examples=200, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(rules=st.lists(rule_strategy(), min_size=1, max_size=6),
        events=st.lists(event_strategy(), min_size=1, max_size=6))
