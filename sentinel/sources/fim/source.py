@@ -53,6 +53,7 @@ SETTLE_MAX = 5.0
 PAIR_WAIT = 0.1
 QUIET = 2.0
 QUIET_MAX = 30.0
+FLUSH_EVERY = 1.0
 
 
 class FimSource:
@@ -91,6 +92,8 @@ class FimSource:
         self._rescan_reasons: dict[str | None, set[str]] = {}
         self._rescanning: int | None = None
         self._unwatched: set[str] = set()
+        self._last_flush = 0.0
+        self._flush_due = False
         self._next_poll = time.monotonic() + self.UNWATCHED_POLL
         self._next_periodic = time.monotonic() + self._interval
 
@@ -253,8 +256,17 @@ class FimSource:
             finally:
                 self._rescan_reasons = {}
         assert self._baseline is not None
-        self._baseline.flush()
         self._metrics.fim_watched_files.set(len(self._baseline))
+        # Commits (each an fsync) at most every FLUSH_EVERY, so a burst of
+        # changes does not wait on the disk once per change. A crash loses at
+        # most that much: those changes are then reported again, never lost.
+        now = time.monotonic()
+        if now >= self._last_flush + FLUSH_EVERY:
+            self._baseline.flush()
+            self._last_flush = now
+        elif not self._flush_due:
+            self._flush_due = True
+            self._push(self._last_flush + FLUSH_EVERY, "flush", None)
 
     def _handle(self, item: Any) -> None:
         if isinstance(item, Raw):
@@ -289,6 +301,11 @@ class FimSource:
                     continue
                 del self._dirty[key]
                 self._check(key)
+            elif kind == "flush":
+                self._flush_due = False
+                assert self._baseline is not None
+                self._baseline.flush()
+                self._last_flush = now
             elif kind == "from":
                 src = self._from.pop(key, None)
                 if src is not None:
