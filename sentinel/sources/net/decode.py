@@ -31,6 +31,7 @@ _U32LE = struct.Struct("<I").unpack_from
 _U32BE = struct.Struct("!I").unpack_from
 _IP4 = struct.Struct("!BxHxxHxB").unpack_from  # version/ihl, total length, frag, protocol
 _ETH_IP4 = struct.Struct("!12xHBxHxxHxB").unpack_from  # EtherType, then as _IP4
+_IP6_TCP = struct.Struct("!4xH34xHH8xH").unpack_from  # payload length; TCP ports, flags
 _IP6 = struct.Struct("!4xHB").unpack_from  # payload length, next header
 _TCP = struct.Struct("!HH8xH").unpack_from  # ports, data offset + flags
 _UDP = struct.Struct("!HHH").unpack_from  # ports, length
@@ -155,20 +156,28 @@ class Decoder:
     # -- link layers -------------------------------------------------------------
 
     def ether(self, buf: bytes, off: int, end: int, wirelen: int, ts: float) -> None:
-        # Fast path for most of any capture: Ethernet, IPv4 without options or
-        # fragmentation, TCP. Anything else takes the general path below.
+        # Fast path for most of any capture: Ethernet, then IPv4 without options or
+        # fragmentation or IPv6 without extension headers, then TCP not on port 53.
+        # Anything else, malformed input included, takes the general path below.
         if off + 48 <= end:
             etype, vihl, total, frag, proto = _ETH_IP4(buf, off)
-            if etype == ETH_IPV4 and vihl == 0x45 and not frag & 0x3FFF and proto == 6:
-                ip = off + 14
-                if ip + total < end:  # noqa: PLR1730 (min() costs a call per packet)
-                    end = ip + total
-                if ip + 34 <= end:
-                    sport, dport, offflags = _TCP(buf, ip + 20)
-                    if sport != 53 and dport != 53:
-                        self.flows.tcp(ts, wirelen, buf[ip + 12 : ip + 16], buf[ip + 16 : ip + 20],
-                                       sport, dport, offflags & 0xFF)
-                        return
+            ip = off + 14
+            if etype == 0x0800:
+                if vihl == 0x45 and not frag & 0x3FFF and proto == 6:
+                    if ip + total < end:  # noqa: PLR1730 (min() costs a call per packet)
+                        end = ip + total
+                    if ip + 34 <= end:
+                        sport, dport, offflags = _TCP(buf, ip + 20)
+                        if sport != 53 and dport != 53:
+                            self.flows.tcp(ts, wirelen, buf[ip + 12 : ip + 16],
+                                           buf[ip + 16 : ip + 20], sport, dport, offflags & 0xFF)
+                            return
+            elif etype == 0x86DD and vihl >> 4 == 6 and frag >> 8 == 6 and ip + 54 <= end:
+                plen, sport, dport, offflags = _IP6_TCP(buf, ip)
+                if plen >= 20 and ip + 40 + plen >= ip + 54 and sport != 53 and dport != 53:
+                    self.flows.tcp(ts, wirelen, buf[ip + 8 : ip + 24], buf[ip + 24 : ip + 40],
+                                   sport, dport, offflags & 0xFF)
+                    return
         if off + 14 > end:
             raise _TRUNCATED
         etype = _U16(buf, off + 12)[0]

@@ -97,3 +97,36 @@ def test_live_entry_point_never_raises(etype: int, data: bytes) -> None:
     dec.network_handler()(etype, data, 0, len(data), len(data) + 14, 3.0)
     assert errors(metrics) in (0.0, 1.0)
     assert dec.unexpected == 0
+
+
+TCP_SEEDS = [bytes(f) for f in (
+    Ether() / IP(src="10.20.0.11", dst="10.20.0.10") / TCP(sport=40000, dport=5432, flags="S"),
+    Ether() / IP(src="10.20.0.10", dst="10.20.0.11") / TCP(sport=5432, dport=40000, flags="SA")
+    / (b"p" * 30),
+    Ether() / IPv6(src="2001:db8::1", dst="2001:db8::2") / TCP(sport=1, dport=443, flags="FA"),
+    Ether() / IPv6(src="2001:db8::1", dst="2001:db8::2") / TCP(sport=1, dport=443, flags="R")
+    / (b"q" * 20),
+)]
+
+
+@FUZZ
+@given(seed=st.sampled_from(TCP_SEEDS), edits=st.lists(
+    st.tuples(st.integers(12, 80), st.integers(0, 255)), max_size=4), cut=st.integers(14, 120))
+def test_fast_path_decodes_exactly_as_the_general_path(seed: bytes, edits: list[Any],
+                                                        cut: int) -> None:
+    """Ethernet/IPv4-or-IPv6/TCP takes a shortcut; it must agree with the long way round."""
+    frame = bytearray(seed)
+    for pos, value in edits:
+        if pos < len(frame):
+            frame[pos] = value
+    data = bytes(frame[:cut])
+    fast, fast_m, fast_out = make_decoder()
+    slow, slow_m, slow_out = make_decoder()
+    for t in (1.0, 2.0):  # twice: the second packet meets the flow the first one made
+        fast.handler(1)(data, 0, len(data), len(data), t)
+        etype = int.from_bytes(data[12:14], "big")
+        slow.network_handler()(etype, data, 14, len(data), len(data), t)
+    fast.flows.flush(3.0)
+    slow.flows.flush(3.0)
+    assert [e.to_dict() for e in fast_out] == [e.to_dict() for e in slow_out]
+    assert errors(fast_m) == errors(slow_m)
