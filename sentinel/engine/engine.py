@@ -133,11 +133,11 @@ class Engine:
         count = 1
         if rule.threshold is not None and mem.threshold is not None:
             spec = rule.threshold
-            key = tuple(ref.get(ev) for ref in spec.group_by)
+            key = spec.key_of(ev)
             value = spec.field.get(ev) if spec.field is not None else None
             if spec.field is not None and value is None:
                 return []
-            crossed = mem.threshold.add(_key(key), ev.time, _hashable(value))
+            crossed = mem.threshold.add(key, ev.time, _hashable(value))
             if crossed is None:
                 return []
             measured, count = crossed
@@ -146,11 +146,11 @@ class Engine:
                                   if spec.field else None, "value": _num(measured),
                                   "at_least": _num(spec.at_least), "window_seconds": spec.window}
         elif rule.change is not None and mem.change is not None:
-            key = tuple(ref.get(ev) for ref in rule.change.key)
+            key = rule.change.key_of(ev)
             value = rule.change.value.get(ev)
-            if value is None or any(k is None for k in key):
+            if value is None or None in key:
                 return []
-            changed, previous = mem.change.see(_key(key), _hashable(value))
+            changed, previous = mem.change.see(key, _hashable(value))
             if not changed:
                 return []
             extra["key"] = {ref.text: v for ref, v in zip(rule.change.key, key, strict=True)}
@@ -159,9 +159,9 @@ class Engine:
         alert = self._alert(rule, ev, count, extra)
         if rule.suppress is None or mem.suppress is None:
             return [alert]
-        skey = tuple(ref.get(ev) for ref in rule.suppress.key)
+        skey = rule.suppress.key_of(ev)
         group = {ref.text: v for ref, v in zip(rule.suppress.key, skey, strict=True)}
-        return mem.suppress.offer(_key(skey), alert, group)
+        return mem.suppress.offer(skey, alert, group)
 
     def _alert(self, rule: Rule, ev: Event, count: int, extra: dict[str, Any]) -> Alert:
         if rule.description is not None:
@@ -197,13 +197,6 @@ class Engine:
 def _hashable(v: Any) -> Any:
     """A field value usable as a dict key (list fields become tuples)."""
     return tuple(v) if type(v) is list else v
-
-
-def _key(values: tuple[Any, ...]) -> tuple[Any, ...]:
-    for v in values:
-        if type(v) is list:
-            return tuple(_hashable(x) for x in values)
-    return values
 
 
 def _num(v: float) -> float | int:

@@ -167,6 +167,20 @@ def _with_transforms(get: Getter, fns: list[Callable[[Any], Any]]) -> Getter:
     return one
 
 
+def key_getter(refs: tuple[FieldRef, ...]) -> Callable[[Event], tuple[Any, ...]]:
+    """One call that reads every field of a group key (list values become tuples)."""
+    gets = tuple(r.get for r in refs)
+
+    def hashable(v: Any) -> Any:
+        return tuple(v) if type(v) is list else v
+    if not gets:
+        return lambda ev: ()
+    if len(gets) == 1:
+        (g,) = gets
+        return lambda ev: (hashable(g(ev)),)
+    return lambda ev: tuple(hashable(g(ev)) for g in gets)
+
+
 def parse_ref(text: str, known: set[str], kinds_shown: str) -> FieldRef:
     """Compile ``text`` (``f``, ``f|t1|t2``, ``a+b``) or raise FieldError saying why."""
     parts = text.split("+")

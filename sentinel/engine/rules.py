@@ -16,6 +16,7 @@ import re
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from typing import Any
 
 from sentinel.alert import SEVERITIES
@@ -30,6 +31,7 @@ from sentinel.engine.fields import (
     FieldError,
     FieldRef,
     fields_of,
+    key_getter,
     parse_ref,
     typ_name,
 )
@@ -91,6 +93,11 @@ class Threshold:
     field: FieldRef | None
     max_groups: int | None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key_of", key_getter(self.group_by))
+
+    key_of: Callable[[Event], tuple[Any, ...]] = dc_field(init=False, repr=False, compare=False)
+
 
 @dataclass(frozen=True)
 class Change:
@@ -98,12 +105,22 @@ class Change:
     value: FieldRef
     max_keys: int | None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key_of", key_getter(self.key))
+
+    key_of: Callable[[Event], tuple[Any, ...]] = dc_field(init=False, repr=False, compare=False)
+
 
 @dataclass(frozen=True)
 class Suppress:
     key: tuple[FieldRef, ...]
     period: float
     max_keys: int | None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key_of", key_getter(self.key))
+
+    key_of: Callable[[Event], tuple[Any, ...]] = dc_field(init=False, repr=False, compare=False)
 
 
 @dataclass(eq=False)

@@ -40,60 +40,64 @@ class ThresholdState:
         self.cap = spec.max_groups or cap
         self.on_evict = on_evict
         self.groups: dict[Key, Window] = {}
+        self._need = int(spec.at_least)
+        self.measure = {"count": self._count, "distinct": self._distinct,
+                        "sum": self._sum}[spec.measure]
 
     def add(self, key: Key, t: float, value: Any) -> tuple[float, int] | None:
         """Account one event; (measured value, events it stands for) when crossed now."""
-        spec = self.spec
-        w = self.groups.pop(key, None)
+        groups = self.groups
+        w = groups.pop(key, None)
         if w is None:
             w = Window()
-            if len(self.groups) >= self.cap:
-                del self.groups[next(iter(self.groups))]
+            if len(groups) >= self.cap:
+                del groups[next(iter(groups))]
                 self.on_evict()
-        self.groups[key] = w
+        groups[key] = w
         w.last = max(w.last, t)
-        horizon = t - spec.window
-        need = int(spec.at_least) if spec.measure != "sum" else 0
-        if spec.measure == "count":
-            w.times.append(t)
-            if len(w.times) > need:
-                w.times.popleft()
-            while w.times and w.times[0] <= horizon:
-                w.times.popleft()
-            measured = float(len(w.times))
-            events = len(w.times)
-        elif spec.measure == "distinct":
-            w.seen.pop(value, None)
-            w.seen[value] = t
-            if len(w.seen) > need:
-                del w.seen[next(iter(w.seen))]
-            while w.seen:
-                oldest = next(iter(w.seen))
-                if w.seen[oldest] > horizon:
-                    break
-                del w.seen[oldest]
-            measured = float(len(w.seen))
-            events = len(w.seen)
-        else:
-            amount = _number(value)
-            w.amounts.append((t, amount))
-            w.total += amount
-            if len(w.amounts) > _MAX_SUM_ENTRIES:
-                # fold the two oldest into one at the later time: bounded memory,
-                # the folded amount may stay in the window a little longer
-                (_, a1), (t2, a2) = w.amounts.popleft(), w.amounts.popleft()
-                w.amounts.appendleft((t2, a1 + a2))
-            while w.amounts and w.amounts[0][0] <= horizon:
-                w.total -= w.amounts.popleft()[1]
-            measured = w.total
-            events = len(w.amounts)
-        if measured >= spec.at_least:
+        measured, events = self.measure(w, t, t - self.spec.window, value)
+        if measured >= self.spec.at_least:
             if not w.fired:
                 w.fired = True
                 return measured, events
         else:
             w.fired = False
         return None
+
+    def _count(self, w: Window, t: float, horizon: float, _: Any) -> tuple[float, int]:
+        times = w.times
+        times.append(t)
+        if len(times) > self._need:  # only the newest at_least times can decide
+            times.popleft()
+        while times and times[0] <= horizon:
+            times.popleft()
+        return float(len(times)), len(times)
+
+    def _distinct(self, w: Window, t: float, horizon: float, value: Any) -> tuple[float, int]:
+        seen = w.seen
+        seen.pop(value, None)
+        seen[value] = t
+        if len(seen) > self._need:  # the newest at_least values decide
+            del seen[next(iter(seen))]
+        while seen:
+            oldest = next(iter(seen))
+            if seen[oldest] > horizon:
+                break
+            del seen[oldest]
+        return float(len(seen)), len(seen)
+
+    def _sum(self, w: Window, t: float, horizon: float, value: Any) -> tuple[float, int]:
+        amount = _number(value)
+        w.amounts.append((t, amount))
+        w.total += amount
+        if len(w.amounts) > _MAX_SUM_ENTRIES:
+            # fold the two oldest into one at the later time: bounded memory,
+            # the folded amount may stay in the window a little longer
+            (_, a1), (t2, a2) = w.amounts.popleft(), w.amounts.popleft()
+            w.amounts.appendleft((t2, a1 + a2))
+        while w.amounts and w.amounts[0][0] <= horizon:
+            w.total -= w.amounts.popleft()[1]
+        return w.total, len(w.amounts)
 
     def expire(self, now: float) -> None:
         """Drop groups with nothing left in their window (the oldest-touched first)."""
