@@ -173,7 +173,7 @@ class FimSource:
     def _start_watcher(self) -> None:
         try:
             self._watcher = Watcher(self.scope, self._q.put, self._overflowed,
-                                    self._watch_limit, self._clock)
+                                    self._watch_limit, self._clock, self._reader_error)
             self._watcher.start()
         except OSError as exc:
             # No inotify instance at all (EMFILE): rescans are all that is left.
@@ -200,6 +200,10 @@ class FimSource:
     def _overflowed(self) -> None:
         _log.warning("fim_inotify_overflow", hint="events were lost; rescanning everything")
         self._q.put(("rescan", "overflow", None))
+
+    def _reader_error(self, what: str) -> None:
+        self._metrics.fim_errors.labels("event").inc()
+        _log.exception("fim_reader_failed", item=what[:300])
 
     def _watch_limit(self, path: str, exc: OSError) -> None:
         # Polled until a watch can be added (set.add is atomic: two threads call this).
@@ -380,15 +384,15 @@ class FimSource:
             self._adopt(path)
 
     def _adopt(self, directory: str) -> None:
-        """A directory new to sentinel: its contents count as new (they had no watch yet)."""
+        """A directory new to sentinel: what it holds that sentinel has not seen is new.
+
+        Its watch was added before its event was passed on, so anything made
+        before that is found here, and anything after has events of its own.
+        """
         assert self._baseline is not None
         now = time.monotonic()
         for p, _ in self.scope.walk(under=directory):
-            if p == directory or p in self._new:
-                continue
-            if p in self._baseline:
-                self._check(p)
-            else:
+            if p != directory and p not in self._new and p not in self._baseline:
                 self._hold(p, now)
 
     def _moved_away(self, path: str) -> None:

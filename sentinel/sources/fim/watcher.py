@@ -103,8 +103,9 @@ class Watcher(WatchCallback):
 
     def __init__(self, scope: Scope, sink: Callable[[Raw], None],
                  on_overflow: Callable[[], None], on_limit: Callable[[str, OSError], None],
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], on_error: Callable[[str], None]) -> None:
         self._scope = scope
+        self._on_error = on_error
         self._sink = sink
         self._clock = clock
         self._lock = threading.RLock()
@@ -214,6 +215,14 @@ class Watcher(WatchCallback):
     # -- watchdog callbacks (reader thread) -----------------------------------
 
     def on_event(self, event: InotifyEvent) -> None:
+        try:
+            self._on_event(event)
+        except Exception:
+            # The reader thread must not die: the failure is counted and logged
+            # (with its traceback) by on_error, and the next rescan covers it.
+            self._on_error(repr(event))
+
+    def _on_event(self, event: InotifyEvent) -> None:
         with self._lock:
             base = self._path_of.get(event.wd)
         if base is None:
