@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from scenariokit import EXAMPLE_CONFIG, sentinel
 
 from sentinel.alert import SEVERITY_RANK
@@ -101,3 +103,66 @@ def test_readme_table_documents_every_rule(pack: RuleSet) -> None:
         assert r.severity in rows[r.id]["severity"], r.id
         assert re.search(r"T\d{4}", cells[4]), f"{r.id}: no ATT&CK technique"
         assert all(cells[i] for i in range(7)), f"{r.id}: an empty cell"
+
+
+def _conditions(rule: dict[str, Any]) -> str:
+    return yaml.safe_dump({k: v for k, v in rule.items()
+                           if k in ("match", "threshold", "change", "suppress", "schedule")})
+
+
+def test_rule_conditions_name_no_site_fact() -> None:
+    """Addresses, ports of services, domains and paths of the reference site live in
+    the config's lists and path tags, never in a rule's conditions."""
+    site_facts = re.compile(r"10\.20\.|203\.0\.113|kpu\.go\.id|02:00:00|/opt/|/etc/|/var/|"
+                            r"/root/|\b(22|443|5432|53|123)\b")
+    found = []
+    for path in sorted((REPO / "rules").glob("*.yaml")):
+        for rule in yaml.safe_load(path.read_text())["rules"]:
+            hit = site_facts.search(_conditions(rule))
+            if hit:
+                found.append((rule["id"], hit.group(0)))
+    assert found == []
+
+
+def test_another_site_changes_only_its_config(tmp_path: Path) -> None:
+    """The same rule files serve a site with other addresses, ports and domains once
+    its config's lists say so; the reference site's facts then mean nothing."""
+    cfg = yaml.safe_load(EXAMPLE_CONFIG.read_text())
+    cfg["rules"]["paths"] = [str(REPO / "rules")]
+    cfg["host"]["addresses"] = ["172.16.8.20"]
+    cfg["network"]["home_nets"] = ["172.16.0.0/16"]
+    cfg["outputs"] = {"metrics": {"enabled": False}}
+    cfg["lists"].update({
+        "tally_server": ["172.16.8.20"], "tally_mac": ["02:aa:00:00:00:20"],
+        "gateway_ip": ["172.16.8.1"], "gateway_mac": ["02:aa:00:00:00:01"],
+        "counting_net": ["172.16.8.0/24"], "admin_net": ["172.16.9.0/28"],
+        "app_server": ["172.16.8.21"], "allowed_outbound": ["198.51.100.200:443"],
+        "allowed_domains": ["pemilu.example"], "tally_db_ports": [5433],
+        "tally_services": [22, 443, 5433],
+    })
+    path = tmp_path / "site-b.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in EXAMPLE_SECRETS.items():
+            mp.setenv(k, v)
+        rules = load_rules(load_config(path))
+
+    def fired(kind: str, **fields: Any) -> set[str]:
+        return {a.rule for a in Engine(rules, host="b").process(Event(kind, 0.0, "b", "x",
+                                                                         fields))}
+
+    db = {"proto": "tcp", "dst_ip": "172.16.8.20", "dst_port": 5433}
+    assert fired("net.connection", src_ip="172.16.8.99", **db) == \
+        {"tally-db-unauthorized-access"}
+    assert fired("net.connection", src_ip="172.16.8.21", **db) == set()
+    assert fired("net.connection", src_ip="10.20.0.99", proto="tcp", dst_ip="10.20.0.10",
+                 dst_port=5432) == set()
+    out = {"proto": "tcp", "src_ip": "172.16.8.20", "dst_internal": False}
+    assert fired("net.connection", dst_ip="198.51.100.200", dst_port=443, **out) == set()
+    assert fired("net.connection", dst_ip="203.0.113.50", dst_port=443, **out) == \
+        {"tally-outbound-unexpected-destination"}
+    dns = {"src_ip": "172.16.8.20", "is_response": False, "qtype": "A"}
+    assert fired("net.dns", qname="x.pemilu.example", **dns) == set()
+    assert fired("net.dns", qname="kpu.go.id", **dns) == {"dns-query-outside-allowed-domains"}
+    assert fired("net.arp", op="reply", sender_ip="172.16.8.1",
+                 sender_mac="02:00:00:00:00:01") == {"arp-gateway-spoofed"}
