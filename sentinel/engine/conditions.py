@@ -389,6 +389,8 @@ def _field_fn(get: Callable[[Event], Any], test: Test, negate: bool, is_list: bo
             v = get(ev)
             if v is None:
                 return negate
+            if not isinstance(v, list | tuple):  # a producer sent one value: test it alone
+                return test(v) is not negate
             for x in v:
                 if test(x):
                     return not negate

@@ -135,6 +135,8 @@ CASES: list[tuple[str, str, str, dict[str, Any], bool]] = [
      {"path_tags": ["ssh", "accounts"]}, False),
     ("list field: len", "changed|len: {gte: 2}", F, {"changed": ["mode", "uid"]}, True),
     ("list field: empty list", "changed: mode", F, {"changed": []}, False),
+    ("list field sent as one value", "changed: mode", F, {"changed": "mode"}, True),
+    ("list field sent as one value is not split", "changed: m", F, {"changed": "mode"}, False),
     ("tcp flags SYN-ACK", "tcp_flags: SA", C, {"tcp_flags": "SA"}, True),
     ("tcp flags SYN only", "tcp_flags: SA", C, {"tcp_flags": "S"}, False),
     ("common field host", "host: tally-01", C, {}, True),
