@@ -126,13 +126,19 @@ class Capture:
                                                ack=1001))
 
     def bulk(self, t: float, src: str, sport: int, dst: str, dport: int, total: int,
-             seconds: float, frame: int = 65000) -> float:
-        """``total`` bytes from ``src`` over ``seconds`` after a handshake, in large
-        segmentation-offloaded frames (as a capture on the sending host sees them),
-        stored cut at 256 bytes. Returns the time of the last frame."""
-        self.syn(t, src, sport, dst, dport)
-        self.ip(t + 0.001, dst, src, TCP(sport=dport, dport=sport, flags="SA", seq=5000,
-                                         ack=1001))
+             seconds: float, frame: int = 65000, opened_by_dst: bool = False) -> float:
+        """``total`` bytes from ``src`` over ``seconds`` after a handshake (``src``'s, or
+        with ``opened_by_dst`` the peer's), in large segmentation-offloaded frames (as a
+        capture on the sending host sees them), stored cut at 256 bytes. Returns the
+        time of the last frame."""
+        if opened_by_dst:
+            self.syn(t, dst, dport, src, sport)
+            self.ip(t + 0.001, src, dst, TCP(sport=sport, dport=dport, flags="SA", seq=5000,
+                                             ack=1001))
+        else:
+            self.syn(t, src, sport, dst, dport)
+            self.ip(t + 0.001, dst, src, TCP(sport=dport, dport=sport, flags="SA", seq=5000,
+                                             ack=1001))
         n = max(1, total // frame)
         step = seconds / n
         seq = 1001

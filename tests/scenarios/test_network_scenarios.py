@@ -168,6 +168,23 @@ def large_upload_long(c: Capture) -> None:
         c.ip(end + 15 * i, TALLY, "198.51.100.8", _ack(47001, 443))
 
 
+def large_download(c: Capture) -> None:
+    background(c)
+    # a compromised counting station pulls the results store through the web app
+    end = c.bulk(T0 + 3, TALLY, 443, ATTACKER, 47100, total=54_000_000, seconds=90,
+                 opened_by_dst=True)
+    c.ip(end + 0.01, ATTACKER, TALLY, _fin(47100, 443))
+
+
+def large_download_long(c: Capture) -> None:
+    background(c)
+    # an SSH session that copies 70 MB off and stays open
+    end = c.bulk(T0 + 3, TALLY, 22, ADMIN, 47101, total=70_000_000, seconds=200,
+                 opened_by_dst=True)
+    for i in range(1, 8):
+        c.ip(end + 20 * i, ADMIN, TALLY, _ack(47101, 22))
+
+
 def _fin(sport: int, dport: int) -> TCP:
     return TCP(sport=sport, dport=dport, flags="FA", seq=9, ack=9)
 
@@ -258,6 +275,14 @@ SCENARIOS: dict[str, Scenario] = {
         {"src_ip": TALLY, "dst_ip": "198.51.100.8", "final": False},
         frozenset({"tally-large-upload-long-connection",
                    "tally-outbound-unexpected-destination"})),
+    "d08-large-download": Scenario(
+        large_download, "tally-large-download", "high",
+        {"src_ip": ATTACKER, "dst_ip": TALLY, "dst_port": 443, "final": True},
+        frozenset({"tally-large-download"})),
+    "d08-large-download-long-connection": Scenario(
+        large_download_long, "tally-large-download-long-connection", "high",
+        {"src_ip": ADMIN, "dst_ip": TALLY, "dst_port": 22, "final": False},
+        frozenset({"tally-large-download-long-connection"})),
     "d09-backdoor-listening": Scenario(
         backdoor_port, "tally-unexpected-listening-port", "high",
         {"kind": "net.tcp_synack", "src_ip": TALLY, "src_port": 31337, "tcp_flags": "SA"},
