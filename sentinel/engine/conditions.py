@@ -13,8 +13,8 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sentinel.engine.fields import (
@@ -31,12 +31,9 @@ from sentinel.engine.fields import (
     parse_ref,
     typ_name,
 )
-from sentinel.engine.lists import Range, ValueSet, build_value_set, domain_matcher, parse_net
-from sentinel.events import Event
+from sentinel.engine.lists import ValueSet, build_value_set, domain_matcher, parse_net
+from sentinel.engine.matchers import Cond, Hint, Test, all_, any_, field_fn
 from sentinel.located import Checker, Mark, Node, type_name
-
-Test = Callable[[Any], bool]
-Match = Callable[[Event], bool]
 
 NEGATED = {"not_equals": "equals", "not_in": "in", "not_cidr": "cidr",
            "not_domain_in": "domain_in"}
@@ -54,22 +51,6 @@ class ListDef:
     name: str
     items: tuple[Any, ...]
     mark: Mark
-
-
-@dataclass(frozen=True)
-class Hint:
-    """A promise from a rule's condition: it can only hold when ``field`` is in these."""
-
-    field: str
-    exact: frozenset[Any]
-    nets: tuple[Range, ...]
-    score: int
-
-
-@dataclass
-class Cond:
-    fn: Match
-    hints: list[Hint] = field(default_factory=list)
 
 
 def _suggest(word: str, valid: Sequence[str]) -> str:
@@ -100,7 +81,7 @@ class ConditionCompiler:
             parts = [self.compile(item, where) for item in v]
             if any(p is None for p in parts):
                 return None
-            return _any([p for p in parts if p is not None])
+            return any_([p for p in parts if p is not None])
         if not isinstance(v, dict):
             self.c.error(node.mark, f"{where} must be a mapping of field to value (all must hold)"
                          f" or a list of such mappings (any must hold), got {type_name(v)}")
@@ -118,7 +99,7 @@ class ConditionCompiler:
                 ok = False
             else:
                 parts2.append(got)
-        return _all(parts2) if ok else None
+        return all_(parts2) if ok else None
 
     def _combinator(self, key: str, node: Node, where: str) -> Cond | None:
         if key == "not":
@@ -138,7 +119,7 @@ class ConditionCompiler:
         if any(p is None for p in parts):
             return None
         conds = [p for p in parts if p is not None]
-        return _all(conds) if key == "all_of" else _any(conds)
+        return all_(conds) if key == "all_of" else any_(conds)
 
     def _field(self, key: str, kmark: Mark, node: Node) -> Cond | None:
         try:
@@ -165,7 +146,7 @@ class ConditionCompiler:
                     ok = False
                 else:
                     parts.append(got)
-            return _all(parts) if ok else None
+            return all_(parts) if ok else None
         if isinstance(v, str) and v.startswith("$"):
             return self._op(ref, "in", node.mark, node)
         return self._op(ref, "equals", node.mark, node)
@@ -202,7 +183,7 @@ class ConditionCompiler:
             test = self._number(ref, op, arg)
         if test is None:
             return None
-        cond = Cond(_field_fn(ref.get, test, negate, ref.type == LIST))
+        cond = Cond(field_fn(ref.get, test, negate, ref.type == LIST))
         if vs is not None and not negate and ref.plain and vs.indexable:
             low = ref.plain in LOW_CARDINALITY
             if vs.nets:
@@ -381,83 +362,3 @@ def _mismatch(ref: FieldRef, elem: str, value: Any) -> str:
         return (f"{ref.text} is text, but YAML read {type_name(value)} ({shown}) here;"
                 " quote the value as written, e.g. \"0644\"")
     return f"{ref.text} holds {_expect(elem)}; {shown} is not one"
-
-
-def _field_fn(get: Callable[[Event], Any], test: Test, negate: bool, is_list: bool) -> Match:
-    if is_list:
-        def on_list(ev: Event) -> bool:
-            v = get(ev)
-            if v is None:
-                return negate
-            if not isinstance(v, list | tuple):  # a producer sent one value: test it alone
-                return test(v) is not negate
-            for x in v:
-                if test(x):
-                    return not negate
-            return negate
-        return on_list
-    if negate:
-        def negated(ev: Event) -> bool:
-            v = get(ev)
-            return v is None or not test(v)
-        return negated
-
-    def positive(ev: Event) -> bool:
-        v = get(ev)
-        return v is not None and test(v)
-    return positive
-
-
-def _all(parts: list[Cond]) -> Cond:
-    hints = [h for p in parts for h in p.hints]
-    if len(parts) == 1:
-        return Cond(parts[0].fn, hints)
-    fns = tuple(p.fn for p in parts)
-    if len(fns) == 2:
-        a, b = fns
-        return Cond(lambda ev: a(ev) and b(ev), hints)
-
-    # plain loops: a generator in all()/any() costs more on this hot path
-    def all_fn(ev: Event) -> bool:
-        for f in fns:  # noqa: SIM110
-            if not f(ev):
-                return False
-        return True
-    return Cond(all_fn, hints)
-
-
-def _any(parts: list[Cond]) -> Cond:
-    if len(parts) == 1:
-        return parts[0]
-    fns = tuple(p.fn for p in parts)
-    hints = _union_hints(parts)
-
-    def any_fn(ev: Event) -> bool:
-        for f in fns:  # noqa: SIM110
-            if f(ev):
-                return True
-        return False
-    return Cond(any_fn, hints)
-
-
-def _union_hints(parts: list[Cond]) -> list[Hint]:
-    """Hints that hold for an any-of: a field every branch promises, values united.
-
-    ``[{proto: tcp, dst_port: [21, 23]}, {proto: udp, dst_port: 69}]`` can only hold
-    when dst_port is 21, 23 or 69 (and proto tcp or udp).
-    """
-    out: list[Hint] = []
-    fields = set.intersection(*({h.field for h in p.hints} for p in parts))
-    for name in sorted(fields):
-        picked = []
-        for p in parts:
-            # within a branch every hint holds; the narrowest is enough
-            mine = [h for h in p.hints if h.field == name]
-            picked.append(min(mine, key=lambda h: len(h.exact) + len(h.nets)))
-        if all(h.nets for h in picked):
-            nets = tuple(r for h in picked for r in h.nets)
-            out.append(Hint(name, frozenset(), nets, min(h.score for h in picked)))
-        elif not any(h.nets for h in picked):
-            exact = frozenset().union(*(h.exact for h in picked))
-            out.append(Hint(name, exact, (), min(h.score for h in picked)))
-    return out

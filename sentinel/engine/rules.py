@@ -21,7 +21,7 @@ from typing import Any
 
 from sentinel.alert import SEVERITIES
 from sentinel.config import Window
-from sentinel.engine.conditions import ConditionCompiler, Hint, ListDef, Match
+from sentinel.engine.conditions import ConditionCompiler, ListDef
 from sentinel.engine.examples import Example, read_examples
 from sentinel.engine.fields import (
     ANY,
@@ -35,6 +35,7 @@ from sentinel.engine.fields import (
     parse_ref,
     typ_name,
 )
+from sentinel.engine.matchers import Hint, Match
 from sentinel.events import KIND_FIELDS, Event
 from sentinel.located import Checker, Mark, Node, type_name
 
