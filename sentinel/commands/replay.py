@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="print the events (JSON lines) instead of the alerts")
     p.add_argument("--deliver", action="store_true",
                    help="also deliver alerts to the journal and webhooks of the config")
+    p.add_argument("--drain-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="with --deliver: how long to wait for the webhooks to take every"
+                   " alert before exiting; what is left stays spooled (default: 30)")
     p.set_defaults(func=run)
 
 
@@ -116,6 +119,11 @@ def run(args: argparse.Namespace) -> int:
         if engine is not None:
             publish(engine.advance(last))
         out.flush()
+        if delivery is not None:
+            for lane, n in delivery.drain(args.drain_timeout).items():
+                print(f"sentinel replay: {n} alert(s) not yet taken by {lane}; they stay"
+                      " spooled and go out at the next start on this state_dir",
+                      file=sys.stderr)
     except BrokenPipeError:  # the reader (e.g. `head`) has seen enough
         sys.stderr.close()
         return EXIT_OK

@@ -107,6 +107,19 @@ class Delivery:
         for lane in woken:
             lane.wake()
 
+    def drain(self, timeout: float) -> dict[str, int]:
+        """Wait up to ``timeout`` s for every lane's spool to empty.
+
+        Returns what is still pending per lane (empty when all was delivered). A
+        lane whose endpoint is down keeps its alerts; they go out at the next start.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            pending = {lane.name: lane.spool.depth for lane in self.lanes() if lane.spool.depth}
+            if not pending or time.monotonic() >= deadline:
+                return pending
+            time.sleep(0.02)
+
     def close(self, timeout: float) -> None:
         """Stop the workers (waiting up to ``timeout`` s); undelivered alerts stay spooled."""
         with self._lock:
