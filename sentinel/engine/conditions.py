@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sentinel.engine.fields import (
-    ANY,
     BOOL,
     FLOAT,
     INT,
@@ -242,7 +241,7 @@ class ConditionCompiler:
         return vs
 
     def _cidr(self, ref: FieldRef, op: str, arg: Node) -> ValueSet | None:
-        if ref.type not in (IP, ANY):
+        if ref.type != IP:
             self.c.error(arg.mark, f"{ref.text}: {op} needs an address field (src_ip, dst_ip,"
                          f" sender_ip, target_ip); {ref.text} is {typ_name(ref.type)}")
             return None
@@ -266,7 +265,7 @@ class ConditionCompiler:
         return vs
 
     def _domains(self, ref: FieldRef, op: str, arg: Node) -> Test | None:
-        if ref.type not in (STR, ANY, LIST):
+        if ref.type not in (STR, LIST):
             self.c.error(arg.mark, f"{ref.text}: {op} needs a text field such as qname;"
                          f" {ref.text} is {typ_name(ref.type)}")
             return None
@@ -287,7 +286,7 @@ class ConditionCompiler:
         return domain_matcher(names)
 
     def _text(self, ref: FieldRef, op: str, arg: Node) -> Test | None:
-        if ref.type not in (STR, IP, ANY, LIST):
+        if ref.type not in (STR, IP, LIST):
             hint = "; use equals, in, gt or lt for numbers" if ref.type in (INT, FLOAT) else ""
             self.c.error(arg.mark, f"{ref.text}: {op} compares text; {ref.text} is"
                          f" {typ_name(ref.type)}{hint}")
@@ -330,7 +329,7 @@ class ConditionCompiler:
         return lambda v: rx2.search(str(v)) is not None
 
     def _number(self, ref: FieldRef, op: str, arg: Node) -> Test | None:
-        if ref.type not in (INT, FLOAT, ANY):
+        if ref.type not in (INT, FLOAT):
             hint = f"; to compare its length use {ref.text}|len" if ref.type in (STR, LIST) else ""
             self.c.error(arg.mark, f"{ref.text}: {op} compares numbers; {ref.text} is"
                          f" {typ_name(ref.type)}{hint}")
@@ -352,7 +351,7 @@ class ConditionCompiler:
 
 def _expect(t: str) -> str:
     return {INT: "numbers", FLOAT: "numbers", BOOL: "true or false",
-            IP: "addresses or networks", STR: "text", ANY: "values", LIST: "text"}[t]
+            IP: "addresses or networks", STR: "text", LIST: "text"}[t]
 
 
 def _mismatch(ref: FieldRef, elem: str, value: Any) -> str:

@@ -17,9 +17,8 @@ from typing import Any
 
 from sentinel.events import COMMON_FIELDS, KIND_FIELDS, Event
 
-# Value types a field can have; "any" is not checked (for fields whose producer
-# may send numbers or text).
-INT, FLOAT, BOOL, LIST, IP, STR, ANY = "int", "float", "bool", "list", "ip", "str", "any"
+# Value types a field can have; a field not listed below is text.
+INT, FLOAT, BOOL, LIST, IP, STR = "int", "float", "bool", "list", "ip", "str"
 
 _TYPES: dict[str, str] = {
     **{f: INT for f in (
@@ -99,16 +98,16 @@ class Transform:
 
 
 TRANSFORMS: dict[str, Transform] = {t.name: t for t in (
-    Transform("lower", (STR, IP, ANY), STR, lambda v: str(v).lower(), "lower case"),
-    Transform("len", (STR, IP, LIST, ANY), INT, len, "length in characters (or items)"),
-    Transform("labels", (STR, ANY), INT, lambda v: len(_labels(str(v))),
+    Transform("lower", (STR, IP), STR, lambda v: str(v).lower(), "lower case"),
+    Transform("len", (STR, IP, LIST), INT, len, "length in characters (or items)"),
+    Transform("labels", (STR,), INT, lambda v: len(_labels(str(v))),
               "number of DNS labels"),
-    Transform("longest_label", (STR, ANY), INT,
+    Transform("longest_label", (STR,), INT,
               lambda v: max((len(p) for p in _labels(str(v))), default=0),
               "length of the longest DNS label"),
-    Transform("parent", (STR, ANY), STR, lambda v: parent_domain(str(v)),
+    Transform("parent", (STR,), STR, lambda v: parent_domain(str(v)),
               "the name without its leftmost label"),
-    Transform("registered", (STR, ANY), STR, lambda v: registered_domain(str(v)),
+    Transform("registered", (STR,), STR, lambda v: registered_domain(str(v)),
               "the registered domain (evil.com, kpu.go.id)"),
 )}
 
@@ -232,7 +231,7 @@ def _parse_one(text: str, known: set[str], kinds_shown: str) -> FieldRef:
 
 def typ_name(t: str) -> str:
     return {INT: "a number", FLOAT: "a number", BOOL: "a true/false field", LIST: "a list field",
-            IP: "an address", STR: "text", ANY: "a field"}[t]
+            IP: "an address", STR: "text"}[t]
 
 
 # -- addresses --------------------------------------------------------------

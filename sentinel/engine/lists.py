@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sentinel.engine.fields import ANY, BOOL, FLOAT, INT, IP, LIST, STR, ip_int, join_endpoint
+from sentinel.engine.fields import BOOL, FLOAT, INT, IP, LIST, STR, ip_int, join_endpoint
 
 Range = tuple[int, int, int]  # version, first, last
 
@@ -127,14 +127,9 @@ def build_value_set(items: Sequence[Any], typ: str) -> tuple[ValueSet, list[int]
                 bad.append(i)
             else:
                 nets.append(r)
-        elif isinstance(item, bool) or not isinstance(item, str | int | float):
-            bad.append(i)
-        elif typ == ANY:
-            exact.add(item)
-            exact.add(str(item))
         elif not isinstance(item, str):
             bad.append(i)
-        else:  # STR, LIST items, joined fields
+        else:  # text, items of list fields, joined ip:port pairs
             text = item
             ep = _endpoint(text)
             if ep is not None:
@@ -148,7 +143,7 @@ def build_value_set(items: Sequence[Any], typ: str) -> tuple[ValueSet, list[int]
     exact_f = frozenset(exact)
     has = _membership(typ, exact_f, NetSet(nets), {p: NetSet(r) for p, r in endpoints.items()})
     size = len(items) - len(bad)
-    indexable = typ not in (ANY, FLOAT) and not endpoints
+    indexable = typ != FLOAT and not endpoints
     return ValueSet(has, exact_f, tuple(nets), size, indexable), bad
 
 
@@ -157,13 +152,6 @@ def _membership(
 ) -> Callable[[Any], bool]:
     if typ == IP:
         return nets.has
-    if typ == ANY:
-        def any_has(v: Any) -> bool:
-            try:
-                return v in exact or str(v) in exact
-            except TypeError:
-                return False
-        return any_has
     if typ in (STR, LIST) and endpoints:
         def str_has(v: Any) -> bool:
             if v in exact:

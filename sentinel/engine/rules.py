@@ -24,7 +24,6 @@ from sentinel.config import Window
 from sentinel.engine.conditions import ConditionCompiler, ListDef
 from sentinel.engine.examples import Example, read_examples
 from sentinel.engine.fields import (
-    ANY,
     FLOAT,
     INT,
     LIST,
@@ -315,7 +314,7 @@ class RuleReader:
             measure, fld = "distinct", self._ref(m["distinct"], "threshold.distinct", known, shown)
         elif "sum" in m:
             measure, fld = "sum", self._ref(m["sum"], "threshold.sum", known, shown)
-            if fld is not None and fld.type not in (INT, FLOAT, ANY):
+            if fld is not None and fld.type not in (INT, FLOAT):
                 c.error(m["sum"].mark, f"threshold.sum adds up numbers; {fld.text} is"
                         f" {typ_name(fld.type)}")
                 fld = None
