@@ -157,7 +157,9 @@ def test_live_config_change_in_counting_window_is_critical(counting_live: Live) 
     """Detection 12: the same change is critical inside the counting window; live, the
     title does not claim it was found offline."""
     conf = counting_live.site.at("/etc/tally/app.conf")
-    tmp = conf.with_name("app.conf.new")  # an editor's save: new file renamed over the old
+    # a new version written elsewhere and renamed over the old one (staged outside the
+    # watched tree, so that no scheduling delay can make the staging file a change too)
+    tmp = counting_live.site.root.parent / "app.conf.new"
     tmp.write_bytes(conf.read_bytes() + b"threshold = 1\n")
     os.rename(tmp, conf)
     counting_live.barrier()
@@ -173,7 +175,7 @@ def test_live_binary_replaced_and_permissions_loosened(counting_live: Live) -> N
     mode on a config file is medium while sentinel watches."""
     site = counting_live.site
     binary = site.at("/opt/tally/bin/tally")
-    staged = binary.with_name(".tally.new")
+    staged = site.root.parent / "tally.new"  # outside the watched tree, as above
     staged.write_bytes(b"\x7fELF trojan\n")
     staged.chmod(0o755)
     os.rename(staged, binary)
