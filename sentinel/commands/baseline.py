@@ -153,7 +153,9 @@ def run_verify(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     scope = _scope(config)
     scan = snapshot_all(scope.walk())
-    old = {p: r for p, r in baseline.as_dict().items() if scope.entry_for(p) is not None}
+    # Records of paths no longer in scope (the config changed) are not drift.
+    old = {p: r for p, r in baseline.as_dict().items()
+           if p in scan.records or scope.entry_for(p) is not None}
     baseline.close()
     now = time.time()
     changes = diff(old, scan.records)

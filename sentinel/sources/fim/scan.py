@@ -59,7 +59,8 @@ class Scope:
         self._by_len = sorted(self.roots.items(), key=lambda kv: -len(kv[0]))
         self._name_re = _compile(p for p in exclude if "/" not in p)
         self._path_re = _compile(p for p in exclude if "/" in p)
-        self._skip = tuple(str(s) for s in skip)
+        self._skip = frozenset(str(s) for s in skip)
+        self._skip_under = tuple(str(s).rstrip("/") + "/" for s in skip)
 
     @classmethod
     def from_config(cls, config: Config, skip: Sequence[Path] = ()) -> Scope:
@@ -70,7 +71,7 @@ class Scope:
         return path.startswith(root if root.endswith("/") else root + "/")
 
     def skipped(self, path: str) -> bool:
-        return any(path == s or self._under(path, s) for s in self._skip)
+        return path in self._skip or path.startswith(self._skip_under)
 
     def excluded_name(self, name: str) -> bool:
         return self._name_re is not None and self._name_re.fullmatch(name) is not None
@@ -194,17 +195,12 @@ def _open(path: str) -> int:
 def hash_fd(fd: int, size: int) -> str:
     """sha256 of an open regular file: one read when small, streamed otherwise."""
     if size <= _SMALL:
-        chunks = []
-        while True:
-            b = os.read(fd, _SMALL + 1)
-            if not b:
-                break
-            chunks.append(b)
-            if len(chunks) > 1:
-                break
-        if len(chunks) <= 1:
-            return hashlib.sha256(chunks[0] if chunks else b"").hexdigest()
-        os.lseek(fd, 0, os.SEEK_SET)
+        # A regular file gives all it has up to the count asked; getting less
+        # than size + 1 bytes means the whole file was read in this one call.
+        data = os.read(fd, size + 1)
+        if len(data) <= size:
+            return hashlib.sha256(data).hexdigest()
+        os.lseek(fd, 0, os.SEEK_SET)  # it grew meanwhile: stream it
     with open(fd, "rb", buffering=0, closefd=False) as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 

@@ -486,7 +486,7 @@ class FimSource:
             for p, rec in self._baseline.as_dict().items():
                 if prefix is not None and p != under and not p.startswith(prefix):
                     continue
-                if self.scope.entry_for(p) is None:
+                if p not in scan.records and self.scope.entry_for(p) is None:
                     self._baseline.delete(p)  # no longer in scope (config changed)
                     continue
                 old[p] = rec
