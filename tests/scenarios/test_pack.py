@@ -166,3 +166,13 @@ def test_another_site_changes_only_its_config(tmp_path: Path) -> None:
     assert fired("net.dns", qname="kpu.go.id", **dns) == {"dns-query-outside-allowed-domains"}
     assert fired("net.arp", op="reply", sender_ip="172.16.8.1",
                  sender_mac="02:00:00:00:00:01") == {"arp-gateway-spoofed"}
+
+
+def test_every_rule_has_an_attack_scenario(pack: RuleSet) -> None:
+    """No rule ships without a capture or file-operation script that makes it fire."""
+    from test_file_scenarios import EXPECTED
+    from test_network_scenarios import SCENARIOS
+
+    live_only = {"file-permissions-changed", "fim-baseline-invalid"}  # see test_file_scenarios
+    covered = {s.rule for s in SCENARIOS.values()} | {e[1] for e in EXPECTED.values()}
+    assert sorted(r.id for r in pack if r.id not in covered | live_only) == []
