@@ -90,3 +90,18 @@ def test_watch_limit_rescans_the_unwatched_directory(tmp_path: Path) -> None:
     assert all(offline for _, _, offline in out["events"])
     assert out["limit_rescans"] > out["startup_limit_rescans"]
     assert out["alive"] is True
+
+
+def test_periodic_rescan_finds_a_change_inotify_cannot_see(site: Site) -> None:
+    """A write through a hard link outside the tree raises no event on the watched
+    directory; the rescan every fim.rescan_interval finds it."""
+    outside = site.root / "outside-link"
+    os.link(site.w / "conf" / "app.conf", outside)
+    site.start(site.config(fim_extra=("rescan_interval: 1s",)))
+    with outside.open("ab") as fh:
+        fh.write(b"threshold = 0\n")
+    wait_for(site.changes, what="the periodic rescan's event")
+    events = site.settled()
+    assert [(e.kind, e.fields["path"], e.fields["offline"]) for e in events] == [
+        ("fim.modified", str(site.w / "conf" / "app.conf"), True)]
+    assert site.metric("sentinel_fim_rescans_total", reason="periodic") >= 1
