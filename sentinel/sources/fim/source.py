@@ -84,6 +84,7 @@ class FimSource:
         self._reset()
 
     def _reset(self) -> None:
+        self._q = queue.SimpleQueue()  # nothing left over from a previous run
         self._new: dict[str, tuple[float, float]] = {}  # path -> (first seen, due)
         self._dirty: dict[str, tuple[float, float]] = {}  # path -> (first write, last write)
         self._from: dict[int, tuple[str, float]] = {}  # cookie -> (path, due)
