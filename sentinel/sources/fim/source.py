@@ -399,10 +399,9 @@ class FimSource:
     def _moved_away(self, path: str) -> None:
         """An IN_MOVED_FROM without its IN_MOVED_TO: moved out of the watched area."""
         assert self._baseline is not None
-        rec = self._baseline.get(path)
-        if rec is not None and rec.type == "dir" and self._watcher is not None:
-            self._watcher.drop_tree(path)
-        if rec is not None:
+        if self._watcher is not None:
+            self._watcher.drop_stale(path)  # watches of a directory now elsewhere
+        if path in self._baseline:
             self._check(path)
 
     def _move(self, src: str, dst: str) -> None:

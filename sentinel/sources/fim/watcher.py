@@ -202,6 +202,33 @@ class Watcher(WatchCallback):
         if gone:
             self._fd.remove_callbacks([(WatchDescriptor(wd), self._id) for _, wd in gone])
 
+    def drop_stale(self, top: str) -> None:
+        """Drop watches at or below ``top`` whose directory is no longer there.
+
+        A directory moved out of the scope keeps its watches (the kernel
+        follows the inode); a new directory made since under the same name has
+        a different inode and keeps its own.
+        """
+        prefix = top.rstrip("/") + "/"
+        with self._lock:
+            items = [(p, wd) for p, wd in self._wd_of.items() if p == top or p.startswith(prefix)]
+        stale = []
+        for p, wd in items:
+            try:
+                ino = os.lstat(p).st_ino
+            except OSError:
+                ino = None
+            if ino != self._ino_of.get(wd):
+                stale.append((p, wd))
+        with self._lock:
+            for p, wd in stale:
+                if self._wd_of.get(p) == wd:
+                    del self._wd_of[p]
+                self._path_of.pop(wd, None)
+                self._ino_of.pop(wd, None)
+        if stale:
+            self._fd.remove_callbacks([(WatchDescriptor(wd), self._id) for _, wd in stale])
+
     def _rename(self, src: str, dst: str) -> None:
         prefix = src.rstrip("/") + "/"
         moved = [(p, wd) for p, wd in self._wd_of.items() if p == src or p.startswith(prefix)]

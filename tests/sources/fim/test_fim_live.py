@@ -234,3 +234,18 @@ def test_a_reported_change_is_not_reported_again_after_restart(site: Site) -> No
     site.events.clear()
     assert site.start() == []
     assert site.settled() == []
+
+
+def test_a_directory_moved_out_is_deleted_and_no_longer_watched(site: Site) -> None:
+    site.start()
+    outside = site.root / "outside"
+    outside.mkdir()
+    os.rename(site.w / "conf", outside / "conf")
+    assert sorted(kinds(site.settled())) == [("fim.deleted", "conf"),
+                                             ("fim.deleted", "conf/app.conf")]
+    site.events.clear()
+    (outside / "conf" / "app.conf").write_text("edited where nobody watches\n")
+    (site.w / "conf").mkdir()  # a new directory of the same name is watched afresh
+    (site.w / "conf" / "new.conf").write_text("x\n")
+    assert sorted(kinds(site.settled())) == [("fim.created", "conf"),
+                                             ("fim.created", "conf/new.conf")]
