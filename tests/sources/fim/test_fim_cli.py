@@ -118,3 +118,32 @@ def test_errors_are_one_line_exit_2(site: Site, cfg: Path) -> None:
     assert f"{bad}:3:" in out.stderr and "must be absolute" in out.stderr
     none = sentinel("baseline")
     assert none.returncode == 2 and "init or verify" in none.stderr
+
+
+def test_init_shows_a_progress_bar_on_a_terminal(site: Site, cfg: Path) -> None:
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "sentinel", "baseline", "init", "-c",
+                               str(cfg)], stdout=subprocess.DEVNULL, stderr=follower,
+                              timeout=120, cwd=REPO)
+        os.close(follower)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the writer side is closed and drained
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(leader)
+    assert proc.returncode == 0
+    text = out.decode(errors="replace")
+    assert "hashing" in text and "100%" in text  # tqdm's bar, drawn on the terminal
