@@ -194,3 +194,17 @@ def test_key_refusals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         load_key(KeySource(env="FIM_TEST_KEY"), tmp_path, create=True)
     monkeypatch.setenv("FIM_TEST_KEY", "z" * 40)
     assert load_key(KeySource(env="FIM_TEST_KEY"), tmp_path, create=True) == b"z" * 40
+
+
+def test_a_file_vanishing_mid_scan_is_reported_not_fatal(tmp_path: Path) -> None:
+    """Walked, then deleted before its turn to be hashed: named in problems, left out."""
+    from sentinel.config import FimPath
+    from sentinel.sources.fim.scan import Scope, snapshot_all
+
+    (tmp_path / "keep").write_text("k")
+    (tmp_path / "gone").write_text("g")
+    items = list(Scope([FimPath(tmp_path)]).walk())
+    (tmp_path / "gone").unlink()
+    result = snapshot_all(items)
+    assert set(result.records) == {str(tmp_path), str(tmp_path / "keep")}
+    assert result.problems == [f"{tmp_path / 'gone'}: vanished during the scan"]
