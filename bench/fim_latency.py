@@ -1,14 +1,16 @@
-"""Latency from a write to the FIM event, and on to the rule engine's alert.
+"""Latency from a write to the FIM event, the rule engine's alert, the journal.
 
 A separate writer process rewrites 100 watched files round-robin, 1,000
 writes in all, a few milliseconds apart, noting CLOCK_MONOTONIC before each
 open (system-wide, so comparable across processes) and the content's sha256.
-Here the FIM source runs with the rule engine behind its ``emit``; each event
+Here the FIM source runs with the rule engine and the alert journal behind
+its ``emit``, on a thread of their own behind a queue, as the daemon wires
+them; each event
 is matched to its write by ``sha256_after``. As a baseline in the same run,
 the same writes are timed to a bare inotify reader (watchdog's, as sentinel
 uses) that does nothing but note the time of each IN_CLOSE_WRITE.
 
-Goal (issue 5): p99 write -> event <= 50 ms.
+Goal (issue 5): p99 write -> alert in the journal <= 50 ms.
 Run: .venv/bin/python bench/fim_latency.py [--writes 1000]
 """
 
@@ -18,6 +20,7 @@ import argparse
 import hashlib
 import json
 import os
+import queue
 import shutil
 import statistics
 import subprocess
@@ -99,6 +102,7 @@ def main() -> None:
     from sentinel.engine import Engine, load_rules
     from sentinel.events import Event
     from sentinel.metrics import Metrics
+    from sentinel.sinks import build_delivery
     from sentinel.sources.fim import build_fim_source
 
     tmp = Path(tempfile.mkdtemp(prefix="fim-latency-"))
@@ -126,28 +130,47 @@ def main() -> None:
         config = load_config(cfg)
         metrics = Metrics()
         engine = Engine(load_rules(config), host="bench", metrics=metrics)
+        delivery = build_delivery(config, metrics)  # the journal (fsync per record)
         events: dict[str, float] = {}
         alerts: dict[str, float] = {}
+        journal: dict[str, float] = {}
         lock = threading.Lock()
 
-        def emit(ev: Event) -> None:
-            t = time.monotonic()
-            key = f"{ev.fields.get('path')}:{ev.fields.get('sha256_after')}"
-            out = engine.process(ev)
-            t_alert = time.monotonic()
-            with lock:
-                events[key] = t
-                if out:
-                    alerts[key] = t_alert
+        pending: queue.SimpleQueue[Event | None] = queue.SimpleQueue()
 
+        def emit(ev: Event) -> None:  # the FIM worker's side, as in the daemon: enqueue
+            with lock:
+                events[f"{ev.fields.get('path')}:{ev.fields.get('sha256_after')}"] = \
+                    time.monotonic()
+            pending.put(ev)
+
+        def engine_loop() -> None:  # the daemon's engine thread: rules, then the journal
+            while (ev := pending.get()) is not None:
+                key = f"{ev.fields.get('path')}:{ev.fields.get('sha256_after')}"
+                out = engine.process(ev)
+                t_alert = time.monotonic()
+                for alert in out:
+                    delivery.submit(alert)  # returns once the record is on disk
+                t_journal = time.monotonic()
+                if out:
+                    with lock:
+                        alerts[key] = t_alert
+                        journal[key] = t_journal
+
+        worker = threading.Thread(target=engine_loop, name="bench-engine", daemon=True)
+        worker.start()
         src = build_fim_source(config, metrics)
         assert src is not None
         src.start(emit)
         done = writes(w, args.writes, args.gap)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not all(f"{p}:{s}" in events for s, _, p in done):
+        while time.monotonic() < deadline and not all(f"{p}:{s}" in journal for s, _, p in done):
             time.sleep(0.05)
         src.stop()
+        pending.put(None)
+        worker.join(timeout=30)
+        delivery.close(10.0)
+        lat_jr = [journal[f"{p}:{s}"] - t0 for s, t0, p in done if f"{p}:{s}" in journal]
         lat_ev = [events[f"{p}:{s}"] - t0 for s, t0, p in done if f"{p}:{s}" in events]
         lat_al = [alerts[f"{p}:{s}"] - t0 for s, t0, p in done if f"{p}:{s}" in alerts]
         print(f"{args.writes} writes to 100 watched files, {args.gap * 1000:.0f} ms apart;"
@@ -155,12 +178,13 @@ def main() -> None:
         show("bare inotify reader (baseline)", base)
         show("write -> fim.modified event", lat_ev)
         show("write -> engine alert", lat_al)
+        show("write -> alert in the journal", lat_jr)
         missing = args.writes - len(lat_ev)
         print(f"writes without their own event: {missing} (a rewrite before the first was"
               " read is one change)")
-        p99 = pct(lat_al or lat_ev, 99) * 1000
+        p99 = pct(lat_jr, 99) * 1000
         verdict = "MET" if p99 <= 50 else "NOT MET"
-        print(f"p99 write -> alert {p99:.2f} ms (goal <= 50 ms) {verdict};"
+        print(f"p99 write -> journal {p99:.2f} ms (goal <= 50 ms) {verdict}; event p99"
               f" {pct(lat_ev, 99) / max(pct(base, 99), 1e-9):.1f}x the bare reader's p99")
         print(f"median: {statistics.median(lat_ev) * 1000:.2f} ms event,"
               f" {statistics.median(base) * 1000:.2f} ms bare")
