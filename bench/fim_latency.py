@@ -5,8 +5,8 @@ writes in all, a few milliseconds apart, noting CLOCK_MONOTONIC before each
 open (system-wide, so comparable across processes) and the content's sha256.
 Here the FIM source runs with the rule engine and the alert journal behind
 its ``emit``, on a thread of their own behind a queue, as the daemon wires
-them; each event
-is matched to its write by ``sha256_after``. As a baseline in the same run,
+them; each event is matched to its write by ``sha256_after``. As a baseline
+in the same run,
 the same writes are timed to a bare inotify reader (watchdog's, as sentinel
 uses) that does nothing but note the time of each IN_CLOSE_WRITE.
 
