@@ -269,6 +269,7 @@ class Baseline:
         return path in self._rows
 
     def get(self, path: str) -> FileRecord | None:
+        """The record of ``path``, or None."""
         r = self._rows.get(path)
         if isinstance(r, bytes):
             r = self._rows[path] = _parse(r)
@@ -330,6 +331,7 @@ class Baseline:
         self._dirty = False
 
     def close(self) -> None:
+        """Flush what is pending and close the file."""
         with contextlib.suppress(sqlite3.Error):
             self.flush()
         self._conn.close()

@@ -34,6 +34,7 @@ _SMALL = 1 << 16
 
 
 def file_type(mode: int) -> str:
+    """file, dir, symlink, fifo, socket, char or block (``other`` if unknown)."""
     return _TYPES.get(stat.S_IFMT(mode), "other")
 
 
@@ -64,6 +65,7 @@ class Scope:
 
     @classmethod
     def from_config(cls, config: Config, skip: Sequence[Path] = ()) -> Scope:
+        """The scope of ``config.fim``; ``state_dir`` and ``skip`` are never watched."""
         return cls(config.fim.paths, config.fim.exclude, (config.state_dir, *skip))
 
     @staticmethod
@@ -178,6 +180,7 @@ class Scope:
 
 def record_from_stat(path: str, st: os.stat_result, sha256: str | None = None,
                      target: str | None = None) -> FileRecord:
+    """The record of ``path`` from its stat (permission bits only in ``mode``)."""
     kind = file_type(st.st_mode)
     size = st.st_size if kind in ("file", "symlink") else None
     return FileRecord(path, kind, sha256, size, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid,

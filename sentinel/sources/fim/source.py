@@ -145,6 +145,7 @@ class FimSource:
         self._worker.start()
 
     def stop(self) -> None:
+        """Stop the worker (``emit`` is not called after this returns) and the watches."""
         if self._worker is not None:
             self._q.put(_STOP)
             self._worker.join(timeout=30)
@@ -157,6 +158,7 @@ class FimSource:
             self._baseline = None
 
     def alive(self) -> bool:
+        """True while the worker and the inotify reader threads run."""
         worker_ok = self._worker is not None and self._worker.is_alive()
         return worker_ok and (self._watcher is None or self._watcher.alive())
 
