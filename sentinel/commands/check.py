@@ -8,7 +8,6 @@ import sys
 
 from sentinel.commands import add_config_arg, subparser
 from sentinel.config import load_config
-from sentinel.engine import load_rules
 from sentinel.located import ProblemError
 
 EXIT_OK = 0
@@ -37,6 +36,10 @@ def _fail(exc: ProblemError, fmt: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported here: the engine brings the logging and metrics stacks, and the CLI
+    # registers every command's parser at each start
+    from sentinel.engine import load_rules
+
     try:
         config = load_config(args.config)
         rules = load_rules(config)
