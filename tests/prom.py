@@ -18,9 +18,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -34,6 +32,7 @@ import yaml
 from prometheus_client import Counter, Gauge, Histogram, Info, Summary
 
 from sentinel.metrics import Metrics
+from tests.support import free_port, wait_for
 
 PROMTOOL = "promtool"
 PROMETHEUS = "prometheus"
@@ -47,11 +46,6 @@ def need(binary: str) -> str:
     return path
 
 
-def free_port() -> int:
-    """A loopback TCP port free right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def check_metrics(exposition: str | bytes) -> tuple[int, str]:
@@ -65,14 +59,7 @@ def check_metrics(exposition: str | bytes) -> tuple[int, str]:
 def wait_until(what: str, probe: Callable[[], Any], timeout: float = 30.0,
                interval: float = 0.2) -> Any:
     """Poll ``probe`` until it returns something truthy; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}; last answer: {last!r}")
+    return wait_for(probe, timeout, what, interval)
 
 
 class Prometheus:

@@ -15,14 +15,11 @@ from pathlib import Path
 import pytest
 
 from sentinel.notify import Notifier
+from tests.support import free_port
 
 SENTINEL = str(Path(sys.executable).with_name("sentinel"))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class NotifySocket:

@@ -6,8 +6,7 @@ from __future__ import annotations
 import socket
 import sqlite3
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +21,7 @@ from sentinel.attest import Attestor, generate_keypair
 from sentinel.config import Config
 from sentinel.metrics import Metrics
 from sentinel.sinks import build_delivery
+from tests.support import wait_for
 
 T0 = datetime.fromisoformat("2024-02-14T12:10:00+07:00").timestamp()
 XSS_QNAME = "<script>alert(1)</script>"
@@ -32,13 +32,6 @@ counting:
 """
 
 
-def wait_for(cond: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    """Poll ``cond`` until true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 class _Handler(BaseHTTPRequestHandler):

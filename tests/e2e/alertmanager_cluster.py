@@ -10,10 +10,8 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import threading
-import time
 import urllib.request
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests import support
+from tests.support import free_port
 
 BINARY = "prometheus-alertmanager"
 AMTOOL = "amtool"
@@ -51,22 +52,11 @@ def binary(name: str) -> str:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(what: str, probe: Callable[[], Any], timeout: float = 30.0) -> Any:
     """Poll ``probe`` until it returns something truthy; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+    return support.wait_for(probe, timeout, what, interval=0.1)
 
 
 def get_json(url: str) -> Any:

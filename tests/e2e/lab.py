@@ -44,6 +44,7 @@ from tests.conftest import EXAMPLE_SECRETS, REPO
 from tests.sinks.am import Alertmanager
 from tests.sinks.receiver import Receiver
 from tests.sources.net.netkit import in_netns, ip, sysctl
+from tests.support import free_port, wait_for
 
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
@@ -95,16 +96,6 @@ def needs_lab() -> None:
             pytest.skip(f"the lab needs {binary}")
 
 
-def wait_for(cond: Callable[[], T], timeout: float = 20.0, what: str = "condition") -> T:
-    """Poll ``cond`` every 20 ms until it returns something true; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 class Network:
@@ -243,7 +234,7 @@ class Lab:
         self.ministry = self._stack.enter_context(
             Receiver(secret=EXAMPLE_SECRETS["SENTINEL_MINISTRY_SECRET"]))
         self.alertmanager = self._stack.enter_context(Alertmanager(self.workdir / "am"))
-        self.metrics_port = _free_port()
+        self.metrics_port = free_port()
         self._listeners()
         self.config = self._write_config()
         init = subprocess.run([SENTINEL, "baseline", "init", "-c", str(self.config)],
@@ -416,8 +407,3 @@ def _drain(conn: socket.socket) -> None:
         except OSError:
             pass
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

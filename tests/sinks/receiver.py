@@ -9,7 +9,6 @@ an endpoint that is down, slow, throttling or refusing.
 from __future__ import annotations
 
 import json
-import socket
 import ssl
 import threading
 import time
@@ -20,6 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from standardwebhooks.webhooks import Webhook
+
+from tests.support import free_port, wait_for
+
+__all__ = ["Answer", "Receiver", "Request", "free_port", "server_tls", "wait_for"]
 
 
 @dataclass
@@ -46,19 +49,8 @@ class Answer:
 Respond = Callable[[int, Request], Answer]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
-def wait_for(cond: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    """Poll ``cond`` until true; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 class Receiver:

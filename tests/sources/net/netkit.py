@@ -9,7 +9,6 @@ import socket
 import struct
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +17,9 @@ from typing import Any, TypeVar
 import pytest
 
 from sentinel.config import Config, load_config
+from tests.support import wait_for
+
+__all__ = ["wait_for"]
 
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
@@ -132,13 +134,6 @@ def send_frames(ns: str, dev: str, frames: Iterable[bytes]) -> None:
     in_netns(ns, go)
 
 
-def wait_for(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll ``cond`` every 20 ms until true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 # -- capture files -------------------------------------------------------------
