@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import socket
 import sys
 import time
@@ -54,11 +55,31 @@ def empty_config() -> Config:
                   state_dir=Path("/var/lib/sentinel"))
 
 
-def run(args: argparse.Namespace) -> int:
-    from sentinel import logs
+class _LogsOnFirstRecord(logging.Handler):
+    """Sets up sentinel's logging on stderr at the first record, then hands it on.
 
-    # stdout carries only alerts or events; configured before any logger is bound
-    logs.configure(stream=sys.stderr)
+    The decoder and the engine log only when something fails, through stdlib
+    logging; loading the structured-logging stack up front would cost every
+    replay about a tenth of its start-up.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from sentinel import logs
+
+        logs.configure(stream=sys.stderr)  # replaces this handler on the root logger
+        logging.getLogger().handle(record)
+
+
+def run(args: argparse.Namespace) -> int:
+    # stdout carries only alerts or events: logs go to stderr, set up before anything logs
+    if args.deliver:  # the sinks log through structlog
+        from sentinel import logs
+
+        logs.configure(stream=sys.stderr)
+    else:
+        root = logging.getLogger()
+        root.handlers[:] = [_LogsOnFirstRecord()]
+        root.setLevel(logging.WARNING)
     from sentinel.metrics import Metrics
     from sentinel.sources.net import ReplayStats, iter_pcap_events
     from sentinel.sources.net.pcapfile import CaptureFile, CaptureFileError

@@ -9,12 +9,12 @@ the state of every rule whose fingerprint is unchanged carries over.
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any
-
-import structlog
 
 from sentinel.alert import Alert, new_alert_id
 from sentinel.engine.loader import RuleSet
@@ -23,7 +23,9 @@ from sentinel.engine.state import ChangeState, SuppressState, ThresholdState
 from sentinel.events import Event
 from sentinel.metrics import Metrics
 
-log = structlog.get_logger("sentinel.engine")
+# stdlib logging, which sentinel.logs renders like the rest: a replay that never
+# fails need not load the structured-logging stack
+log = logging.getLogger("sentinel.engine")
 
 #: 1 event in this many has its evaluation time observed (timing costs more than matching)
 TIMING_SAMPLE = 16
@@ -120,7 +122,9 @@ class Engine:
             except Exception:  # a rule must never stop the others
                 if rule.id not in self._failed:
                     self._failed.add(rule.id)
-                    log.exception("rule_failed", rule=rule.id, kind=event.kind)
+                    log.error("rule_failed", extra={"component": "engine", "rule": rule.id,
+                                                    "kind": event.kind,
+                                                    "exception": traceback.format_exc()})
         if timed and self.metrics is not None:
             self.metrics.rule_eval_seconds.observe(time.perf_counter() - started)
         if out and self.metrics is not None:

@@ -8,7 +8,22 @@ the same decoder and flow logic for ``sentinel replay``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from sentinel.sources.net.replay import ReplayStats, iter_pcap_events
-from sentinel.sources.net.source import NetworkSource, build_network_source
+
+if TYPE_CHECKING:
+    from sentinel.sources.net.source import NetworkSource, build_network_source
 
 __all__ = ["NetworkSource", "ReplayStats", "build_network_source", "iter_pcap_events"]
+
+
+def __getattr__(name: str) -> Any:
+    # the live source is loaded on first use: it brings capture sockets and the
+    # structured-logging stack, which replay does not need
+    if name in ("NetworkSource", "build_network_source"):
+        from sentinel.sources.net import source
+
+        return getattr(source, name)
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)

@@ -15,16 +15,19 @@ counted in ``sentinel_ip_fragments_total`` and not decoded further.
 
 from __future__ import annotations
 
+import logging
 import struct
+import traceback
 from collections.abc import Callable
 
-from sentinel import logs
 from sentinel.metrics import Metrics
 from sentinel.sources.net.dns import Malformed, parse_message, parse_tcp_stream
 from sentinel.sources.net.emitter import EventMaker
 from sentinel.sources.net.flows import FlowTable
 
-log = logs.get("net.decode")
+# stdlib logging, which sentinel.logs renders like the rest: a replay without
+# decoder bugs need not load the structured-logging stack
+log = logging.getLogger("sentinel.net.decode")
 
 _U16 = struct.Struct("!H").unpack_from
 _U32LE = struct.Struct("<I").unpack_from
@@ -151,7 +154,9 @@ class Decoder:
         what = type(exc).__name__
         if what not in self._logged:
             self._logged.add(what)
-            log.error("decode_failed", error=repr(exc), linktype=linktype, exc_info=exc)
+            log.error("decode_failed", extra={
+                "component": "net.decode", "error": repr(exc), "linktype": linktype,
+                "exception": "".join(traceback.format_exception(exc))})
 
     # -- link layers -------------------------------------------------------------
 
