@@ -56,6 +56,7 @@ class Engine:
         self.max_groups = max_groups
         self._seen = 0
         self._failed: set[str] = set()
+        self._alert_counters: dict[tuple[str, str], Any] = {}  # (rule, severity) -> child
         self._active = self._build(rules, {})
 
     @property
@@ -127,10 +128,20 @@ class Engine:
                                                     "exception": traceback.format_exc()})
         if timed and self.metrics is not None:
             self.metrics.rule_eval_seconds.observe(time.perf_counter() - started)
-        if out and self.metrics is not None:
-            for a in out:
-                self.metrics.alerts.labels(a.rule, a.severity).inc()
+        if out:
+            self._count(out)
         return out
+
+    def _count(self, alerts: list[Alert]) -> None:
+        if self.metrics is None:
+            return
+        counters = self._alert_counters
+        for a in alerts:
+            child = counters.get((a.rule, a.severity))
+            if child is None:  # labels() takes a lock and checks its labels: once per pair
+                child = counters[a.rule, a.severity] = self.metrics.alerts.labels(a.rule,
+                                                                                  a.severity)
+            child.inc()
 
     def _stateful(self, rule: Rule, mem: RuleMemory, ev: Event) -> list[Alert]:
         extra: dict[str, Any] = {}
@@ -192,9 +203,8 @@ class Engine:
                 out.extend(mem.suppress.expire(now))
             if mem.threshold is not None:
                 mem.threshold.expire(now)
-        if out and self.metrics is not None:
-            for a in out:
-                self.metrics.alerts.labels(a.rule, a.severity).inc()
+        if out:
+            self._count(out)
         return out
 
 

@@ -21,6 +21,8 @@ from sentinel.engine.rules import Rule
 from sentinel.events import Event
 
 _ORDER = attrgetter("order")
+#: Candidate lists remembered per combination of index hits (bounds memory).
+_UNION_CACHE = 4096
 
 
 class RangeIndex:
@@ -68,16 +70,22 @@ class RangeIndex:
 class KindIndex:
     """The rules of one event kind, filed by field."""
 
-    def __init__(self, rules: Sequence[Rule]) -> None:
+    def __init__(self, rules: Sequence[Rule], kind: str | None = None) -> None:
         self.always: tuple[Rule, ...] = ()
         exact: dict[str, dict[Any, list[Rule]]] = {}
         ranges: dict[str, list[tuple[Range, Rule]]] = {}
         always: list[Rule] = []
         for rule in rules:
-            if not rule.hints:
+            hints = rule.hints
+            if kind is not None:
+                # a test of ``kind`` is decided here, once: never per event
+                if any(h.field == "kind" and kind not in h.exact for h in hints):
+                    continue  # it cannot hold for this kind
+                hints = [h for h in hints if h.field != "kind"]
+            if not hints:
                 always.append(rule)
                 continue
-            best = max(rule.hints, key=lambda h: (h.score, -len(h.exact) - len(h.nets)))
+            best = max(hints, key=lambda h: (h.score, -len(h.exact) - len(h.nets)))
             if best.nets:
                 ranges.setdefault(best.field, []).extend((r, rule) for r in best.nets)
             else:
@@ -89,6 +97,8 @@ class KindIndex:
         self.ranges = {f: RangeIndex(es) for f, es in ranges.items()}
         self._fields = tuple(self.exact.items())
         self._range_fields = tuple(self.ranges.items())
+        # the rules of a combination of hits, in rule order: the same few recur
+        self._unions: dict[tuple[int, ...], tuple[Rule, ...]] = {}
 
     def candidates(self, ev: Event) -> Sequence[Rule]:
         found: list[Sequence[Rule]] = [self.always] if self.always else []
@@ -116,8 +126,15 @@ class KindIndex:
             return ()
         if len(found) == 1:
             return found[0]
-        unique = {id(r): r for rs in found for r in rs}
-        return sorted(unique.values(), key=_ORDER)
+        # the hit tuples live as long as the index, so their ids name the combination
+        combo = tuple(map(id, found))
+        union = self._unions.get(combo)
+        if union is None:
+            if len(self._unions) >= _UNION_CACHE:
+                self._unions.clear()
+            unique = {id(r): r for rs in found for r in rs}
+            union = self._unions[combo] = tuple(sorted(unique.values(), key=_ORDER))
+        return union
 
 
 class RuleIndex:
@@ -128,7 +145,7 @@ class RuleIndex:
         for rule in rules:
             for kind in rule.kinds:
                 by_kind.setdefault(kind, []).append(rule)
-        self._kinds = {k: KindIndex(rs) for k, rs in by_kind.items()}
+        self._kinds = {k: KindIndex(rs, k) for k, rs in by_kind.items()}
 
     def candidates(self, ev: Event) -> Sequence[Rule]:
         ki = self._kinds.get(ev.kind)
