@@ -275,17 +275,26 @@ class ScanResult:
 
 def snapshot_all(items: Iterable[tuple[str, os.stat_result]], workers: int | None = None,
                  progress: Callable[[int], None] | None = None,
-                 thread_name: str = "fim-hash") -> ScanResult:
+                 thread_name: str = "fim-hash",
+                 known: Callable[[str], FileRecord | None] | None = None) -> ScanResult:
     """Snapshot every walked path, hashing regular files on a thread per core.
 
     Hashing releases the GIL, so threads run in parallel. Files that vanish
-    before they are read are left out and named in ``problems``.
+    before they are read are left out and named in ``problems``. With
+    ``known`` (a quick look), a regular file whose size, mtime and inode
+    match its known record keeps that record's hash instead of being read.
     """
     result = ScanResult()
     todo: list[tuple[str, os.stat_result]] = []
     for path, st in items:
         if stat.S_ISREG(st.st_mode):
-            todo.append((path, st))
+            old = known(path) if known is not None else None
+            if old is not None and old.sha256 is not None and old.type == "file" and (
+                    old.size, old.mtime_ns, old.inode) == (st.st_size, st.st_mtime_ns,
+                                                           st.st_ino):
+                result.records[path] = record_from_stat(path, st, old.sha256)
+            else:
+                todo.append((path, st))
             continue
         rec = snapshot(path, st, result.problems)
         if rec is not None:

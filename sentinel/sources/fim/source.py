@@ -320,10 +320,11 @@ class FimSource:
         if now >= self._next_periodic:
             self._rescan({"periodic"}, None)
         if self._unwatched and now >= self._next_poll:
-            # Retry the watch and look for changes that no event will announce.
+            # Retry the watch and look for changes that no event will announce:
+            # a quick look (what stat shows) this often, contents at each full rescan.
             for d in sorted(self._unwatched):
                 self._unwatched.discard(d)
-                self._rescan({"watch_limit"}, d)
+                self._rescan({"watch_limit"}, d, quick=True)
             self._next_poll = time.monotonic() + self.UNWATCHED_POLL
 
     # -- live events ----------------------------------------------------------
@@ -351,18 +352,21 @@ class FimSource:
                 self._hold(path, now)
             return
         if mask & C.IN_MODIFY and not mask & C.IN_CLOSE_WRITE:
-            first = self._dirty.get(path, (now, now))[0]
-            self._dirty[path] = (first, now)
-            self._push(min(first + QUIET_MAX, now + QUIET), "dirty", path)
+            span = self._dirty.get(path)
+            self._dirty[path] = (span[0] if span is not None else now, now)
+            if span is None:  # one timer per writer; it re-queues itself while writes go on
+                self._push(now + QUIET, "dirty", path)
             return
         self._dirty.pop(path, None)
         self._check(path)
 
     def _hold(self, path: str, now: float) -> None:
-        first = self._new.get(path, (now, now))[0]
+        held = self._new.get(path)
+        first = held[0] if held is not None else now
         due = min(first + SETTLE_MAX, now + SETTLE)
         self._new[path] = (first, due)
-        self._push(due, "new", path)
+        if held is None:  # a later due is found (and re-queued) when this one fires
+            self._push(due, "new", path)
 
     def _check(self, path: str, offline: bool = False) -> None:
         """Compare ``path`` on disk with its record; report and record the difference."""
@@ -472,8 +476,11 @@ class FimSource:
 
     # -- rescans -----------------------------------------------------------
 
-    def _rescan(self, reasons: set[str], under: str | None) -> None:
-        """Compare disk with the baseline (all, or below ``under``); report offline."""
+    def _rescan(self, reasons: set[str], under: str | None, quick: bool = False) -> None:
+        """Compare disk with the baseline (all, or below ``under``); report offline.
+
+        ``quick`` re-reads only files whose size, mtime or inode changed.
+        """
         assert self._baseline is not None
         for r in sorted(reasons):
             self._metrics.fim_rescans.labels(r).inc()
@@ -481,7 +488,8 @@ class FimSource:
         try:
             if self._watcher is not None:
                 self._watcher.ensure(under)
-            scan = snapshot_all(self.scope.walk(under))
+            scan = snapshot_all(self.scope.walk(under),
+                                known=self._baseline.get if quick else None)
             self._problems(scan.problems)
             prefix = None if under is None else under.rstrip("/") + "/"
             old: dict[str, FileRecord] = {}

@@ -6,8 +6,9 @@ boundary:
 
 - ``IN_Q_OVERFLOW``: the kernel dropped events. The flag is taken from each
   raw buffer in :meth:`_InotifyFD.read_events` before anything else sees it.
-- ``ENOSPC``/``EMFILE`` when adding a watch: watchdog swallows failures below
-  a recursive root; :meth:`_InotifyFD.add_callback` reports every one.
+- ``ENOSPC``/``EMFILE`` when adding a watch: watchdog's recursive helper
+  swallows failures below a root, so :class:`Watcher` adds every watch
+  itself and reports the tree it could not finish.
 
 :class:`Watcher` keeps one watch per directory that needs one (every
 directory of a recursive entry, each configured directory, and the parent of
@@ -65,12 +66,10 @@ class Raw(NamedTuple):
 class _InotifyFD(InotifyFD):
     """watchdog's inotify reader, reporting overflow and watch-limit errors."""
 
-    def __init__(self, on_overflow: Callable[[], None],
-                 on_limit: Callable[[str, OSError], None]) -> None:
+    def __init__(self, on_overflow: Callable[[], None]) -> None:
         super().__init__()
         self.name = "fim-inotify"
         self._on_overflow = on_overflow
-        self._on_limit = on_limit
 
     def read_events(self, *, event_buffer_size: int = DEFAULT_EVENT_BUFFER_SIZE,
                     ) -> list[InotifyEvent]:
@@ -85,12 +84,7 @@ class _InotifyFD(InotifyFD):
 
     def add_callback(self, path: bytes, mask: Mask, callback: WatchCallback,
                      id_: CallbackId) -> WatchDescriptor:
-        try:
-            wd = super().add_callback(path, mask, callback, id_)
-        except OSError as exc:
-            if exc.errno in LIMIT_ERRNOS:
-                self._on_limit(os.fsdecode(path), exc)
-            raise
+        wd = super().add_callback(path, mask, callback, id_)
         if wd == -1:
             # watchdog passes EACCES through as watch -1; undo and say so.
             self.remove_callbacks([(wd, id_)])
@@ -114,7 +108,8 @@ class Watcher(WatchCallback):
         self._ino_of: dict[int, int] = {}
         self._dir_moves: dict[int, str] = {}
         self._id = CallbackId(id(self))
-        self._fd = _InotifyFD(on_overflow, on_limit)
+        self._on_limit = on_limit
+        self._fd = _InotifyFD(on_overflow)
 
     # -- lifecycle --------------------------------------------------------
 
@@ -138,24 +133,36 @@ class Watcher(WatchCallback):
     # -- watches ----------------------------------------------------------
 
     def ensure(self, under: str | None = None) -> bool:
-        """(Re-)add watches for the whole scope, or below ``under``; False at a limit."""
+        """(Re-)add watches for the whole scope, or below ``under``; False at a limit.
+
+        Every tree is tried, so each one left short of watches is reported.
+        """
+        ok = True
         if under is None:
             for d in sorted(self._scope.parent_dirs()):
-                if not self._add(d):
-                    return False
+                if (err := self._add(d)) is not None:
+                    self._on_limit(d, err)
+                    ok = False
             roots = sorted(self._scope.roots)
         else:
             roots = [under]
-        return all(self.add_tree(r) for r in roots)
+        for r in roots:
+            ok = self.add_tree(r) and ok
+        return ok
 
     def add_tree(self, top: str) -> bool:
-        """Watch ``top`` and every directory below it that the scope wants watched."""
+        """Watch ``top`` and every directory below it that the scope wants watched.
+
+        At the inotify limit, stops and reports ``top`` (what lies below it is
+        no longer sure to be watched) to ``on_limit``; returns False.
+        """
         stack = [top]
         while stack:
             d = stack.pop()
             if not self._scope.wants_watch(d):
                 continue
-            if not self._add(d):
+            if (err := self._add(d)) is not None:
+                self._on_limit(top, err)
                 return False
             try:
                 with os.scandir(d) as it:
@@ -166,15 +173,16 @@ class Watcher(WatchCallback):
                 continue
         return True
 
-    def _add(self, d: str) -> bool:
+    def _add(self, d: str) -> OSError | None:
+        """Watch one directory; the error if the inotify limit stopped it."""
         try:
             st = os.lstat(d)
             if not stat.S_ISDIR(st.st_mode):
-                return True
+                return None
             with self._lock:
                 known = self._wd_of.get(d)
                 if known is not None and self._ino_of.get(known) == st.st_ino:
-                    return True  # already watched (the same directory, not a replacement)
+                    return None  # already watched (the same directory, not a replacement)
                 wd = self._fd.add_callback(os.fsencode(d), MASK, self, self._id)
                 old = self._path_of.get(wd)
                 if old is not None and old != d and self._wd_of.get(old) == wd:
@@ -184,10 +192,10 @@ class Watcher(WatchCallback):
                 self._ino_of[wd] = st.st_ino
         except OSError as exc:
             if exc.errno in LIMIT_ERRNOS:
-                return False
+                return exc
             # Vanished or unreadable between listing and watching: its parent's
             # events (or the next rescan) report it.
-        return True
+        return None
 
     def drop_tree(self, top: str) -> None:
         """Stop watching ``top`` and below (moved out of the scope)."""

@@ -8,7 +8,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from conftest import Site, kinds
+import pytest
+from conftest import Site, kinds, wait_for
 
 from sentinel.events import KIND_FIELDS
 
@@ -249,3 +250,23 @@ def test_a_directory_moved_out_is_deleted_and_no_longer_watched(site: Site) -> N
     (site.w / "conf" / "new.conf").write_text("x\n")
     assert sorted(kinds(site.settled())) == [("fim.created", "conf"),
                                              ("fim.created", "conf/new.conf")]
+
+
+def test_a_writer_that_never_closes_is_checked_after_a_quiet_spell(
+        site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No IN_CLOSE_WRITE comes while the file stays open; the quiet timer (shortened
+    here from 2 s) checks it anyway, once."""
+    from sentinel.sources.fim import source
+
+    monkeypatch.setattr(source, "QUIET", 0.3)
+    site.start()
+    path = site.w / "conf" / "app.conf"
+    with path.open("ab") as fh:
+        fh.write(b"appended by a long-lived writer\n")
+        fh.flush()
+        e = wait_for(lambda: [x for x in site.changes() if x.kind == "fim.modified"],
+                     what="the quiet-spell check")[0]
+        assert e.fields["sha256_after"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert len(site.settled()) == 1
+    # closing without writing more changes nothing: no second event
+    assert len(site.settled()) == 1
