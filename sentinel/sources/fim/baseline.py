@@ -25,7 +25,7 @@ import hmac
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, KeysView
 from pathlib import Path
 from typing import NamedTuple
 
@@ -274,6 +274,10 @@ class Baseline:
         if isinstance(r, bytes):
             r = self._rows[path] = _parse(r)
         return r
+
+    def paths(self) -> KeysView[str]:
+        """Every recorded path (unsorted, cheap)."""
+        return self._rows.keys()
 
     def records(self) -> Iterator[FileRecord]:
         """Every record, sorted by path."""

@@ -271,18 +271,22 @@ class ScanResult:
     records: dict[str, FileRecord] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     bytes_hashed: int = 0
+    cancelled: bool = False
 
 
 def snapshot_all(items: Iterable[tuple[str, os.stat_result]], workers: int | None = None,
                  progress: Callable[[int], None] | None = None,
                  thread_name: str = "fim-hash",
-                 known: Callable[[str], FileRecord | None] | None = None) -> ScanResult:
+                 known: Callable[[str], FileRecord | None] | None = None,
+                 cancelled: Callable[[], bool] | None = None) -> ScanResult:
     """Snapshot every walked path, hashing regular files on a thread per core.
 
     Hashing releases the GIL, so threads run in parallel. Files that vanish
     before they are read are left out and named in ``problems``. With
     ``known`` (a quick look), a regular file whose size, mtime and inode
     match its known record keeps that record's hash instead of being read.
+    When ``cancelled()`` turns true the workers stop early and the result is
+    incomplete (``result.cancelled``): never compare it with a baseline.
     """
     result = ScanResult()
     todo: list[tuple[str, os.stat_result]] = []
@@ -313,7 +317,7 @@ def snapshot_all(items: Iterable[tuple[str, os.stat_result]], workers: int | Non
         while True:
             with lock:
                 item = next(nxt, None)
-            if item is None:
+            if item is None or (cancelled is not None and cancelled()):
                 break
             rec = snapshot(item[0], item[1], problems)
             if rec is None:
@@ -336,4 +340,5 @@ def snapshot_all(items: Iterable[tuple[str, os.stat_result]], workers: int | Non
     work()
     for t in threads:
         t.join()
+    result.cancelled = cancelled is not None and cancelled()
     return result

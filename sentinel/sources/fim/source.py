@@ -84,6 +84,7 @@ class FimSource:
         self._reset()
 
     def _reset(self) -> None:
+        self._stopping = threading.Event()
         self._q = queue.SimpleQueue()  # nothing left over from a previous run
         self._new: dict[str, tuple[float, float]] = {}  # path -> (first seen, due)
         self._dirty: dict[str, tuple[float, float]] = {}  # path -> (first write, last write)
@@ -146,6 +147,7 @@ class FimSource:
 
     def stop(self) -> None:
         """Stop the worker (``emit`` is not called after this returns) and the watches."""
+        self._stopping.set()  # cuts a rescan in progress short
         if self._worker is not None:
             self._q.put(_STOP)
             self._worker.join(timeout=30)
@@ -489,13 +491,18 @@ class FimSource:
             if self._watcher is not None:
                 self._watcher.ensure(under)
             scan = snapshot_all(self.scope.walk(under),
-                                known=self._baseline.get if quick else None)
+                                known=self._baseline.get if quick else None,
+                                cancelled=self._stopping.is_set)
+            if scan.cancelled:
+                return  # stopping: a partial scan must not be taken for deletions
             self._problems(scan.problems)
             prefix = None if under is None else under.rstrip("/") + "/"
             old: dict[str, FileRecord] = {}
-            for p, rec in self._baseline.as_dict().items():
+            for p in list(self._baseline.paths()):
                 if prefix is not None and p != under and not p.startswith(prefix):
                     continue
+                rec = self._baseline.get(p)
+                assert rec is not None
                 if p not in scan.records and self.scope.entry_for(p) is None:
                     self._baseline.delete(p)  # no longer in scope (config changed)
                     continue
