@@ -6,7 +6,7 @@ then updates the record; a second event about the same change finds nothing
 new. That is what makes each change reported exactly once, whichever of
 the live watch, the startup reconciliation or a rescan sees it first.
 
-Three holds shape the live events:
+Three holds (:mod:`sentinel.sources.fim.holds`) shape the live events:
 
 - A path not in the baseline waits ``SETTLE`` seconds after its last event
   before it is reported as created. An editor's atomic save (write a temp
@@ -26,8 +26,6 @@ destination and ``fim.deleted`` of the source.
 from __future__ import annotations
 
 import functools
-import heapq
-import itertools
 import os
 import queue
 import threading
@@ -42,17 +40,13 @@ from sentinel.metrics import Metrics
 from sentinel.pipeline import Emit
 from sentinel.sources.fim.baseline import Baseline, BaselineError, FileRecord
 from sentinel.sources.fim.changes import Change, compare, diff, make_event, moved
+from sentinel.sources.fim.holds import Holds
 from sentinel.sources.fim.keys import key_path, load_key
 from sentinel.sources.fim.scan import Scope, record_from_stat, snapshot, snapshot_all
 from sentinel.sources.fim.watcher import C, Raw, Watcher
 
 _log = logs.get("fim")
 _STOP = object()
-SETTLE = 0.2
-SETTLE_MAX = 5.0
-PAIR_WAIT = 0.1
-QUIET = 2.0
-QUIET_MAX = 30.0
 FLUSH_EVERY = 1.0
 
 
@@ -86,16 +80,11 @@ class FimSource:
     def _reset(self) -> None:
         self._stopping = threading.Event()
         self._q = queue.SimpleQueue()  # nothing left over from a previous run
-        self._new: dict[str, tuple[float, float]] = {}  # path -> (first seen, due)
-        self._dirty: dict[str, tuple[float, float]] = {}  # path -> (first write, last write)
-        self._from: dict[int, tuple[str, float]] = {}  # cookie -> (path, due)
-        self._heap: list[tuple[float, int, str, Any]] = []
-        self._seq = itertools.count()
+        self._holds = Holds()
         self._rescan_reasons: dict[str | None, set[str]] = {}
         self._rescanning: int | None = None
         self._unwatched: set[str] = set()
         self._last_flush = 0.0
-        self._flush_due = False
         self._next_poll = time.monotonic() + self.UNWATCHED_POLL
         self._next_periodic = time.monotonic() + self._interval
 
@@ -170,8 +159,7 @@ class FimSource:
         Right after a change the kernel may not have delivered its event yet, so
         "idle" alone does not mean "caught up"; tests pair it with a marker file.
         """
-        return not (self._new or self._from or self._dirty or self._rescan_reasons) \
-            and self._q.empty()
+        return not (self._holds.waiting() or self._rescan_reasons) and self._q.empty()
 
     # -- startup helpers --------------------------------------------------
 
@@ -226,7 +214,8 @@ class FimSource:
     def _run(self) -> None:
         while True:
             now = time.monotonic()
-            due = min(self._heap[0][0] if self._heap else now + 3600, self._next_periodic,
+            held = self._holds.next_due()
+            due = min(held if held is not None else now + 3600, self._next_periodic,
                       self._next_poll if self._unwatched else now + 3600)
             try:
                 item = self._q.get(timeout=max(0.0, due - now)) if due > now else \
@@ -273,9 +262,8 @@ class FimSource:
         if now >= self._last_flush + FLUSH_EVERY:
             self._baseline.flush()
             self._last_flush = now
-        elif not self._flush_due:
-            self._flush_due = True
-            self._push(self._last_flush + FLUSH_EVERY, "flush", None)
+        else:
+            self._holds.flush_at(self._last_flush + FLUSH_EVERY)
 
     def _handle(self, item: Any) -> None:
         if isinstance(item, Raw):
@@ -284,41 +272,19 @@ class FimSource:
         _, reason, under = item
         self._rescan_reasons.setdefault(under, set()).add(reason)
 
-    def _push(self, due: float, kind: str, key: Any) -> None:
-        heapq.heappush(self._heap, (due, next(self._seq), kind, key))
-
     def _fire_due(self) -> None:
         now = time.monotonic()
-        while self._heap and self._heap[0][0] <= now:
-            _, _, kind, key = heapq.heappop(self._heap)
-            if kind == "new":
-                first_due = self._new.get(key)
-                if first_due is None:
-                    continue
-                if first_due[1] > now:
-                    self._push(first_due[1], kind, key)
-                    continue
-                del self._new[key]
-                self._check(key)
-            elif kind == "dirty":
-                span = self._dirty.get(key)
-                if span is None:
-                    continue
-                when = min(span[0] + QUIET_MAX, span[1] + QUIET)
-                if when > now:
-                    self._push(when, kind, key)
-                    continue
-                del self._dirty[key]
-                self._check(key)
-            elif kind == "flush":
-                self._flush_due = False
+        for kind, path in self._holds.due(now):
+            if kind == "flush":
                 assert self._baseline is not None
                 self._baseline.flush()
                 self._last_flush = now
             elif kind == "from":
-                src = self._from.pop(key, None)
-                if src is not None:
-                    self._moved_away(src[0])
+                assert path is not None
+                self._moved_away(path)
+            else:  # a new path has settled, or a writer has gone quiet
+                assert path is not None
+                self._check(path)
         if now >= self._next_periodic:
             self._rescan({"periodic"}, None)
         if self._unwatched and now >= self._next_poll:
@@ -335,40 +301,28 @@ class FimSource:
         now = time.monotonic()
         mask, path = ev.mask, ev.path
         if mask & C.IN_MOVED_FROM:
-            self._from[ev.cookie] = (path, now + PAIR_WAIT)
-            self._push(now + PAIR_WAIT, "from", ev.cookie)
+            self._holds.moved_from(ev.cookie, path, now)
             return
         if mask & C.IN_MOVED_TO:
-            src = self._from.pop(ev.cookie, None)
+            src = self._holds.moved_to(ev.cookie)
             if src is not None:
-                self._move(src[0], path)
+                self._move(src, path)
                 return
-        if path in self._new:
-            self._hold(path, now)
+        if self._holds.is_held(path):
+            self._holds.hold(path, now)
             return
         if self.scope.entry_for(path) is None:
             return
         assert self._baseline is not None
         if path not in self._baseline:
             if not mask & (C.IN_DELETE | C.IN_DELETE_SELF):
-                self._hold(path, now)
+                self._holds.hold(path, now)
             return
         if mask & C.IN_MODIFY and not mask & C.IN_CLOSE_WRITE:
-            span = self._dirty.get(path)
-            self._dirty[path] = (span[0] if span is not None else now, now)
-            if span is None:  # one timer per writer; it re-queues itself while writes go on
-                self._push(now + QUIET, "dirty", path)
+            self._holds.wrote(path, now)
             return
-        self._dirty.pop(path, None)
+        self._holds.closed(path)
         self._check(path)
-
-    def _hold(self, path: str, now: float) -> None:
-        held = self._new.get(path)
-        first = held[0] if held is not None else now
-        due = min(first + SETTLE_MAX, now + SETTLE)
-        self._new[path] = (first, due)
-        if held is None:  # a later due is found (and re-queued) when this one fires
-            self._push(due, "new", path)
 
     def _check(self, path: str, offline: bool = False) -> None:
         """Compare ``path`` on disk with its record; report and record the difference."""
@@ -401,8 +355,8 @@ class FimSource:
         assert self._baseline is not None
         now = time.monotonic()
         for p, _ in self.scope.walk(under=directory):
-            if p != directory and p not in self._new and p not in self._baseline:
-                self._hold(p, now)
+            if p != directory and not self._holds.is_held(p) and p not in self._baseline:
+                self._holds.hold(p, now)
 
     def _moved_away(self, path: str) -> None:
         """An IN_MOVED_FROM without its IN_MOVED_TO: moved out of the watched area."""
@@ -414,7 +368,7 @@ class FimSource:
 
     def _move(self, src: str, dst: str) -> None:
         assert self._baseline is not None
-        self._new.pop(src, None)
+        self._holds.release(src)
         old = self._baseline.get(src)
         dst_known = dst in self._baseline
         dst_covered = self.scope.entry_for(dst) is not None
@@ -426,7 +380,7 @@ class FimSource:
                 if dst_known:
                     self._check(dst)
                 else:
-                    self._hold(dst, time.monotonic())
+                    self._holds.hold(dst, time.monotonic())
             if old is not None:
                 self._check(src)
             return
@@ -508,9 +462,9 @@ class FimSource:
                     continue
                 old[p] = rec
             for change in diff(old, scan.records):
-                self._new.pop(change.path, None)
+                self._holds.release(change.path)
                 if change.dest is not None:
-                    self._new.pop(change.dest, None)
+                    self._holds.release(change.dest)
                 self._report(change, offline=True)
             for rec in scan.records.values():
                 self._baseline.put(rec)

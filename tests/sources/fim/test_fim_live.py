@@ -256,9 +256,9 @@ def test_a_writer_that_never_closes_is_checked_after_a_quiet_spell(
         site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
     """No IN_CLOSE_WRITE comes while the file stays open; the quiet timer (shortened
     here from 2 s) checks it anyway, once."""
-    from sentinel.sources.fim import source
+    from sentinel.sources.fim import holds
 
-    monkeypatch.setattr(source, "QUIET", 0.3)
+    monkeypatch.setattr(holds, "QUIET", 0.3)
     site.start()
     path = site.w / "conf" / "app.conf"
     with path.open("ab") as fh:
