@@ -30,8 +30,10 @@ _DEBIAN_BIN = Path("/usr/bin")
 
 #: Gossip and failure detection sped up so a loopback cluster converges in
 #: well under a second; peer_timeout is how long each node waits per position
-#: before it sends a notification the node(s) ahead of it have not logged.
-PEER_TIMEOUT = 2.0
+#: before it sends a notification the node(s) ahead of it have not logged. The
+#: gossip of that log must cross within it even on a loaded 2-core machine (at
+#: 2 s a busy run saw the second survivor of a kill notify too), hence 5 s.
+PEER_TIMEOUT = 5.0
 _CLUSTER_FLAGS = (
     f"--cluster.peer-timeout={PEER_TIMEOUT:g}s",
     "--cluster.settle-timeout=1s",
