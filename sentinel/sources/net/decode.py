@@ -174,14 +174,20 @@ class Decoder:
                     if ip + 34 <= end:
                         sport, dport, offflags = _TCP(buf, ip + 20)
                         if sport != 53 and dport != 53:
-                            self.flows.tcp(ts, wirelen, buf[ip + 12 : ip + 16],
-                                           buf[ip + 16 : ip + 20], sport, dport, offflags & 0xFF)
+                            # addresses then ports are contiguous: one slice finds the flow
+                            if not self.flows.tcp_known(ts, wirelen, buf[ip + 12 : ip + 24],
+                                                        offflags & 0xFF):
+                                self.flows.tcp(ts, wirelen, buf[ip + 12 : ip + 16],
+                                               buf[ip + 16 : ip + 20], sport, dport,
+                                               offflags & 0xFF)
                             return
             elif etype == 0x86DD and vihl >> 4 == 6 and frag >> 8 == 6 and ip + 54 <= end:
                 plen, sport, dport, offflags = _IP6_TCP(buf, ip)
                 if plen >= 20 and ip + 40 + plen >= ip + 54 and sport != 53 and dport != 53:
-                    self.flows.tcp(ts, wirelen, buf[ip + 8 : ip + 24], buf[ip + 24 : ip + 40],
-                                   sport, dport, offflags & 0xFF)
+                    if not self.flows.tcp_known(ts, wirelen, buf[ip + 8 : ip + 44],
+                                                offflags & 0xFF):
+                        self.flows.tcp(ts, wirelen, buf[ip + 8 : ip + 24],
+                                       buf[ip + 24 : ip + 40], sport, dport, offflags & 0xFF)
                     return
         if off + 14 > end:
             raise _TRUNCATED

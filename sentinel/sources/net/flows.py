@@ -15,6 +15,7 @@ and retransmissions do not start a phantom flow. A new SYN on an ended flow
 
 from __future__ import annotations
 
+import struct
 from collections import OrderedDict
 
 from sentinel.metrics import Metrics
@@ -28,6 +29,7 @@ FLAG_TEXT: list[str] = ["".join(c for i, c in enumerate("FSRPAUEC") if b >> i & 
 _SYN_SEEN, _SYNACK_SEEN, _FIN_SRC, _FIN_DST, _ENDED = 1, 2, 4, 8, 16
 
 FlowKey = tuple[bytes, bytes, int, int, int]
+_PORTS = struct.Struct("!HH").pack
 
 
 class Flow:
@@ -64,6 +66,10 @@ class FlowTable:
         self.interval = interval
         self.max_flows = max_flows
         self.flows: OrderedDict[FlowKey, Flow] = OrderedDict()
+        # every TCP flow of the table by each side's wire key (sender address, receiver
+        # address, sender port, receiver port: the bytes as an IP and TCP header hold them)
+        # -> (flow, its key, the sender is its src): see tcp_known
+        self._tcp_wire: dict[bytes, tuple[Flow, FlowKey, bool]] = {}
         self.now = 0.0
         self._next_expiry = float("inf")
         self._metrics = metrics
@@ -91,12 +97,52 @@ class FlowTable:
     def _add(self, key: FlowKey, flow: Flow) -> None:
         flows = self.flows
         if len(flows) >= self.max_flows:
-            _, old = flows.popitem(last=False)
+            old_key, old = flows.popitem(last=False)
+            self._forget(old_key)
             self._report(old, self.now, final=True)
             self._evicted["capacity"].inc()
         if not flows:
             self._next_expiry = flow.last + self.timeout
         flows[key] = flow
+        a, b, pa, pb, proto = key
+        if proto == 6:  # a's key last: a flow with itself has one key, and it is a's
+            self._tcp_wire[b + a + _PORTS(pb, pa)] = (flow, key, not flow.src_is_a)
+            self._tcp_wire[a + b + _PORTS(pa, pb)] = (flow, key, flow.src_is_a)
+
+    def _forget(self, key: FlowKey) -> None:
+        """Drop the wire keys of a flow that has left the table."""
+        a, b, pa, pb, proto = key
+        if proto == 6:
+            self._tcp_wire.pop(a + b + _PORTS(pa, pb), None)
+            self._tcp_wire.pop(b + a + _PORTS(pb, pa), None)
+
+    def tcp_known(self, ts: float, wirelen: int, wire: bytes, flags: int) -> bool:
+        """Account a segment of a flow in the table that carries no SYN, FIN or RST.
+
+        ``wire`` is the segment's sender and receiver address and port bytes as its
+        IP and TCP headers hold them. False, with nothing done, when :meth:`tcp`
+        must take the segment: a flow not in the table, a control flag, or flows
+        due to expire first. Most segments of a capture are this case, and it
+        needs neither the addresses apart nor the flow's key built.
+        """
+        hit = self._tcp_wire.get(wire)
+        if hit is None or flags & 0x07:
+            return False
+        if ts > self.now:
+            if ts >= self._next_expiry:
+                return False
+            self.now = ts
+        flow, key, from_src = hit
+        self.flows.move_to_end(key)
+        flow.last = ts
+        flow.packets += 1
+        if from_src:
+            flow.bytes_out += wirelen
+        else:
+            flow.bytes_in += wirelen
+        if ts - flow.reported >= self.interval and not flow.state & _ENDED:
+            self._report(flow, ts, final=False)
+        return True
 
     def tcp(self, ts: float, wirelen: int, src: bytes, dst: bytes, sport: int, dport: int,
             flags: int) -> None:
@@ -138,6 +184,7 @@ class FlowTable:
         ):
             # port reuse, or a flow picked up mid-stream whose sides were guessed wrong
             del self.flows[key]
+            self._forget(key)
             if not flow.state & _ENDED:
                 self._report(flow, ts, final=True)
             self._evicted["end"].inc()
@@ -210,6 +257,7 @@ class FlowTable:
                 self._next_expiry = due
                 break
             del flows[key]
+            self._forget(key)
             if flow.state & _ENDED:
                 self._evicted["end"].inc()
             else:
@@ -225,5 +273,6 @@ class FlowTable:
             if not flow.state & _ENDED:
                 self._report(flow, now, final=True)
         self.flows.clear()
+        self._tcp_wire.clear()
         self._next_expiry = float("inf")
         self._metrics.flows_active.set(0)
