@@ -92,6 +92,25 @@ def test_watch_limit_rescans_the_unwatched_directory(tmp_path: Path) -> None:
     assert out["alive"] is True
 
 
+def test_without_any_inotify_instance_rescans_still_report(tmp_path: Path) -> None:
+    """EMFILE from inotify_init (instance limit 0 in a user namespace of the test's own)."""
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare (util-linux)")
+    probe = subprocess.run(["unshare", "-U", "-r", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot create a user namespace: {probe.stderr.decode().strip()}")
+    proc = subprocess.run(
+        ["unshare", "-U", "-r", sys.executable, str(HERE / "watch_limit_helper.py"),
+         str(tmp_path), "no-instances"],
+        capture_output=True, text=True, timeout=120, cwd=HERE.parents[2],
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["early"] == [] and out["limit_rescans"] == 1
+    assert out["events"] == [["fim.modified", str(tmp_path / "w" / "readme"), True]]
+    assert out["alive"] is True
+
+
 def test_periodic_rescan_finds_a_change_inotify_cannot_see(site: Site) -> None:
     """A write through a hard link outside the tree raises no event on the watched
     directory; the rescan every fim.rescan_interval finds it."""

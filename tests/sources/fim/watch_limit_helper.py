@@ -22,8 +22,29 @@ def paths(site: Site) -> set[str]:
     return {str(e.fields["path"]) for e in site.changes()}
 
 
+def no_instances(root: Path) -> None:
+    """Not even one inotify instance (EMFILE): the source runs on rescans alone."""
+    Path("/proc/sys/user/max_inotify_instances").write_text("0\n")
+    site = Site(root)
+    early = site.start(site.config(fim_extra=("rescan_interval: 1s",)))
+    assert site.source is not None
+    (site.w / "readme").write_text("changed with nobody watching\n")
+    wait_for(site.changes, what="the periodic rescan")
+    out = {
+        "early": [e.kind for e in early],
+        "limit_rescans": site.metric("sentinel_fim_rescans_total", reason="watch_limit"),
+        "events": [[e.kind, e.fields["path"], e.fields["offline"]] for e in site.changes()],
+        "alive": site.source.alive(),
+    }
+    site.stop()
+    print(json.dumps(out))
+
+
 def main() -> None:
     root = Path(sys.argv[1])
+    if sys.argv[2] == "no-instances":
+        no_instances(root)
+        return
     limit = int(sys.argv[2])
     Path("/proc/sys/user/max_inotify_watches").write_text(f"{limit}\n")
     site = Site(root)
