@@ -270,3 +270,14 @@ def test_a_writer_that_never_closes_is_checked_after_a_quiet_spell(
         assert len(site.settled()) == 1
     # closing without writing more changes nothing: no second event
     assert len(site.settled()) == 1
+
+
+def test_renaming_a_known_file_over_another_is_modified_plus_deleted(site: Site) -> None:
+    """The destination's content changed and the source is gone: two facts, two events."""
+    site.start()
+    os.rename(site.w / "readme", site.w / "conf" / "app.conf")
+    events = site.settled()
+    assert [(e.kind, e.fields["path"]) for e in events] == [
+        ("fim.modified", str(site.w / "conf" / "app.conf")),
+        ("fim.deleted", str(site.w / "readme"))]
+    assert events[0].fields["changed"] == ["content", "size", "inode"]
