@@ -148,14 +148,10 @@ class Engine:
         count = 1
         if rule.threshold is not None and mem.threshold is not None:
             spec = rule.threshold
-            key = spec.key_of(ev)
-            value = spec.field.get(ev) if spec.field is not None else None
-            if spec.field is not None and value is None:
-                return []
-            crossed = mem.threshold.add(key, ev.time, _hashable(value))
+            crossed = mem.threshold.see(ev)
             if crossed is None:
                 return []
-            measured, count = crossed
+            key, measured, count = crossed
             extra["group"] = {ref.text: v for ref, v in zip(spec.group_by, key, strict=True)}
             extra["threshold"] = {"measure": spec.measure, "field": spec.field.text
                                   if spec.field else None, "value": _num(measured),

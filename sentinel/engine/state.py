@@ -15,6 +15,7 @@ from typing import Any
 
 from sentinel.alert import Alert
 from sentinel.engine.rules import Change, Suppress, Threshold
+from sentinel.events import Event
 
 Key = tuple[Any, ...]
 _MAX_SUM_ENTRIES = 4096
@@ -43,6 +44,27 @@ class ThresholdState:
         self._need = int(spec.at_least)
         self.measure = {"count": self._count, "distinct": self._distinct,
                         "sum": self._sum}[spec.measure]
+        # read once here rather than through the spec at every event
+        self._key_of = spec.key_of
+        self._get = spec.field.get if spec.field is not None else None
+        self._window = spec.window
+        self._at_least = spec.at_least
+
+    def see(self, ev: Event) -> tuple[Key, float, int] | None:
+        """Account ``ev`` in its group: (group key, measured value, events it stands for)
+        when the group crosses now; None otherwise, or when the measured field is missing.
+        """
+        get = self._get
+        value = None
+        if get is not None:
+            value = get(ev)
+            if value is None:
+                return None
+            if type(value) is list:  # a list field's value as a hashable
+                value = tuple(value)
+        key = self._key_of(ev)
+        crossed = self.add(key, ev.time, value)
+        return None if crossed is None else (key, *crossed)
 
     def add(self, key: Key, t: float, value: Any) -> tuple[float, int] | None:
         """Account one event; (measured value, events it stands for) when crossed now."""
@@ -54,9 +76,10 @@ class ThresholdState:
                 del groups[next(iter(groups))]
                 self.on_evict()
         groups[key] = w
-        w.last = max(w.last, t)
-        measured, events = self.measure(w, t, t - self.spec.window, value)
-        if measured >= self.spec.at_least:
+        if t > w.last:  # noqa: PLR1730 (max() costs a call per event)
+            w.last = t
+        measured, events = self.measure(w, t, t - self._window, value)
+        if measured >= self._at_least:
             if not w.fired:
                 w.fired = True
                 return measured, events
