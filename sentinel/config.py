@@ -86,7 +86,7 @@ class FimConfig:
     exclude: tuple[str, ...] = ()
     rescan_interval: float = 3600.0
     baseline: Path = Path("baseline.db")
-    key: KeySource = KeySource()
+    key: KeySource = KeySource(file=Path("baseline.key"))
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ class JournalConfig:
     fsync: str = "record"  # record | interval | none
     fsync_interval: float = 1.0
     rotate_size: int = 64 * 2**20
-    key: KeySource = KeySource()
+    key: KeySource = KeySource(file=Path("journal.key"))
 
 
 @dataclass(frozen=True)

@@ -192,16 +192,16 @@ def test_key_file_is_created_private_and_reused(tmp_path: Path) -> None:
     f = tmp_path / "keys" / "journal.key"
     assert stat.S_IMODE(f.stat().st_mode) == 0o600
     assert stat.S_IMODE(f.parent.stat().st_mode) == 0o700
-    assert load_key(src, tmp_path) == key and len(key) == 32
-    with pytest.raises(JournalKeyError, match="cannot read"):
+    assert load_key(src, tmp_path) == key and len(key) == 64  # hex of 32 random bytes
+    with pytest.raises(JournalKeyError, match="does not exist"):
         load_key(KeySource(file=Path("absent.key")), tmp_path, create=False)
 
 
 def test_key_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("J_KEY", "ab" * 32)
-    assert load_key(KeySource(env="J_KEY"), tmp_path) == bytes.fromhex("ab" * 32)
+    assert load_key(KeySource(env="J_KEY"), tmp_path) == b"ab" * 32
     monkeypatch.setenv("J_KEY", "short")
-    with pytest.raises(JournalKeyError, match="at least 16"):
+    with pytest.raises(JournalKeyError, match="at least 32"):
         load_key(KeySource(env="J_KEY"), tmp_path)
 
 
@@ -225,7 +225,8 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def journal(tmp_path: Path) -> tuple[Path, Path]:
     keyf = tmp_path / "journal.key"
-    keyf.write_text(KEY.hex() + "\n")
+    keyf.write_bytes(KEY + b"\n")
+    keyf.chmod(0o600)
     p = tmp_path / "alerts.jsonl"
     write(p, 5)
     return p, keyf
@@ -260,7 +261,8 @@ def test_cli_truncated_warns_and_exits_0(journal: tuple[Path, Path]) -> None:
 def test_cli_wrong_key_is_tampering(journal: tuple[Path, Path], tmp_path: Path) -> None:
     p, _ = journal
     other = tmp_path / "other.key"
-    other.write_text((b"z" * 32).hex())
+    other.write_bytes(b"z" * 32)
+    other.chmod(0o600)
     assert cli(str(p), "--key-file", str(other)).returncode == 1
 
 
@@ -279,7 +281,8 @@ def test_cli_finds_journal_and_key_from_config(tmp_path: Path) -> None:
     state = tmp_path / "state"
     state.mkdir()
     keyf = tmp_path / "j.key"
-    keyf.write_text(KEY.hex())
+    keyf.write_bytes(KEY)
+    keyf.chmod(0o600)
     write(state / "alerts.jsonl", 3)
     cfg = tmp_path / "config.yaml"
     cfg.write_text(f"host: {{name: t, addresses: [10.0.0.1]}}\nstate_dir: {state}\n"
@@ -306,3 +309,11 @@ def test_a_lone_fragment_is_repaired_to_an_empty_chain(tmp_path: Path) -> None:
     write(p, 2)
     rep = verify_journal(p, KEY)
     assert rep.ok and rep.records == 2
+
+
+def test_key_file_readable_by_others_is_refused(tmp_path: Path) -> None:
+    f = tmp_path / "journal.key"
+    f.write_text("ab" * 32 + "\n")
+    f.chmod(0o644)
+    with pytest.raises(JournalKeyError, match=r"mode 0644.*chmod 600"):
+        load_key(KeySource(file=f), tmp_path)

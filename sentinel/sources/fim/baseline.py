@@ -29,6 +29,8 @@ from collections.abc import Iterable, Iterator, KeysView
 from pathlib import Path
 from typing import NamedTuple
 
+from sentinel.keys import make_private_dirs
+
 FORMAT = b"sentinel-baseline-v1"
 _MOD = 1 << 512
 # ``rec`` is the record's canonical bytes (what the row MAC covers): NUL-separated
@@ -106,20 +108,6 @@ def _summary_mac(key: bytes, count: int, total: int, generation: int) -> bytes:
                       str(generation).encode()))
     return hmac.digest(key, msg, "sha512")
 
-
-def make_private_dirs(path: Path) -> None:
-    """Create ``path`` and missing parents with mode 0700 (whatever the umask)."""
-    missing = []
-    p = path
-    while not p.exists():
-        missing.append(p)
-        p = p.parent
-    for d in reversed(missing):
-        try:
-            d.mkdir(mode=0o700)
-        except FileExistsError:
-            continue
-        os.chmod(d, 0o700)
 
 
 def _row(r: FileRecord, mac: bytes) -> tuple[bytes, bytes, bytes]:

@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import Site
 
 from tests.conftest import REPO
+from tests.sources.fim.fimkit import Site
 
 RULES = """\
 rules:

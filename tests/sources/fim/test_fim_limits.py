@@ -11,9 +11,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import Site, wait_for
 
 from sentinel.sources.fim import watcher
+from tests.sources.fim.fimkit import Site, wait_for
 
 QUEUE_KNOB = Path("/proc/sys/fs/inotify/max_queued_events")
 HERE = Path(__file__).resolve().parent

@@ -9,9 +9,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import Site, kinds, wait_for
 
 from sentinel.events import KIND_FIELDS
+from tests.sources.fim.fimkit import Site, kinds, wait_for
 
 
 def one(site: Site) -> dict[str, object]:

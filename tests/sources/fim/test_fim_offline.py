@@ -9,7 +9,7 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
-from conftest import Site, kinds
+from tests.sources.fim.fimkit import Site, kinds
 
 
 def test_changes_while_stopped_are_emitted_offline_before_start_returns(site: Site) -> None:

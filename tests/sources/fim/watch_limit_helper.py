@@ -11,11 +11,10 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from conftest import Site, wait_for
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repo, for tests.*
 
 from sentinel.sources.fim import FimSource
+from tests.sources.fim.fimkit import Site, wait_for
 
 
 def paths(site: Site) -> set[str]:
