@@ -33,7 +33,9 @@ _U16 = struct.Struct("!H").unpack_from
 _U32LE = struct.Struct("<I").unpack_from
 _U32BE = struct.Struct("!I").unpack_from
 _IP4 = struct.Struct("!BxHxxHxB").unpack_from  # version/ihl, total length, frag, protocol
-_ETH_IP4 = struct.Struct("!12xHBxHxxHxB").unpack_from  # EtherType, then as _IP4
+# EtherType, then as _IP4, then TCP ports and data offset + flags after a 20-byte IPv4
+# header: the first 48 bytes of most frames, in one call
+_ETH_IP4_TCP = struct.Struct("!12xHBxHxxHxB10xHH8xH").unpack_from
 _IP6_TCP = struct.Struct("!4xH34xHH8xH").unpack_from  # payload length; TCP ports, flags
 _IP6 = struct.Struct("!4xHB").unpack_from  # payload length, next header
 _TCP = struct.Struct("!HH8xH").unpack_from  # ports, data offset + flags
@@ -165,22 +167,21 @@ class Decoder:
         # fragmentation or IPv6 without extension headers, then TCP not on port 53.
         # Anything else, malformed input included, takes the general path below.
         if off + 48 <= end:
-            etype, vihl, total, frag, proto = _ETH_IP4(buf, off)
+            etype, vihl, total, frag, proto, sport, dport, offflags = _ETH_IP4_TCP(buf, off)
             ip = off + 14
             if etype == 0x0800:
                 if vihl == 0x45 and not frag & 0x3FFF and proto == 6:
                     if ip + total < end:  # noqa: PLR1730 (min() costs a call per packet)
                         end = ip + total
-                    if ip + 34 <= end:
-                        sport, dport, offflags = _TCP(buf, ip + 20)
-                        if sport != 53 and dport != 53:
-                            # addresses then ports are contiguous: one slice finds the flow
-                            if not self.flows.tcp_known(ts, wirelen, buf[ip + 12 : ip + 24],
-                                                        offflags & 0xFF):
-                                self.flows.tcp(ts, wirelen, buf[ip + 12 : ip + 16],
-                                               buf[ip + 16 : ip + 20], sport, dport,
-                                               offflags & 0xFF)
-                            return
+                    # (the TCP fields read above count only when they lie within the packet)
+                    if ip + 34 <= end and sport != 53 and dport != 53:
+                        # addresses then ports are contiguous: one slice finds the flow
+                        if not self.flows.tcp_known(ts, wirelen, buf[ip + 12 : ip + 24],
+                                                    offflags & 0xFF):
+                            self.flows.tcp(ts, wirelen, buf[ip + 12 : ip + 16],
+                                           buf[ip + 16 : ip + 20], sport, dport,
+                                           offflags & 0xFF)
+                        return
             elif etype == 0x86DD and vihl >> 4 == 6 and frag >> 8 == 6 and ip + 54 <= end:
                 plen, sport, dport, offflags = _IP6_TCP(buf, ip)
                 if plen >= 20 and ip + 40 + plen >= ip + 54 and sport != 53 and dport != 53:
