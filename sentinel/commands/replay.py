@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
 import socket
 import sys
 import time
@@ -60,19 +59,26 @@ def empty_config() -> Config:
                   state_dir=Path("/var/lib/sentinel"))
 
 
-class _LogsOnFirstRecord(logging.Handler):
-    """Sets up sentinel's logging on stderr at the first record, then hands it on.
+def _logs_on_first_record() -> None:
+    """Set sentinel's logging up on stderr at the first record, then hand it on.
 
     The decoder and the engine log only when something fails, through stdlib
     logging; loading the structured-logging stack up front would cost every
-    replay about a tenth of its start-up.
+    replay about a tenth of its start-up. (logging itself is imported here, not
+    at the top: the CLI imports every command module at each start.)
     """
+    import logging
 
-    def emit(self, record: logging.LogRecord) -> None:
-        from sentinel import logs
+    class LogsOnFirstRecord(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            from sentinel import logs
 
-        logs.configure(stream=sys.stderr)  # replaces this handler on the root logger
-        logging.getLogger().handle(record)
+            logs.configure(stream=sys.stderr)  # replaces this handler on the root logger
+            logging.getLogger().handle(record)
+
+    root = logging.getLogger()
+    root.handlers[:] = [LogsOnFirstRecord()]
+    root.setLevel(logging.WARNING)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,9 +88,7 @@ def run(args: argparse.Namespace) -> int:
 
         logs.configure(stream=sys.stderr)
     else:
-        root = logging.getLogger()
-        root.handlers[:] = [_LogsOnFirstRecord()]
-        root.setLevel(logging.WARNING)
+        _logs_on_first_record()
     from sentinel.metrics import Metrics
     from sentinel.sources.net import ReplayStats, iter_pcap_events
     from sentinel.sources.net.pcapfile import CaptureFile, CaptureFileError
