@@ -150,7 +150,9 @@ def run(args: argparse.Namespace) -> int:
     # What start-up built (modules, config, the compiled rules) lives as long as the
     # process: the cyclic collector need not walk it again and again. The per-packet
     # objects hold no cycles and go with their last reference, so it may run rarely
-    # too (every 10,000 new container objects instead of 700).
+    # too (every 10,000 new container objects instead of 700). Both are undone at the
+    # end, for a caller that goes on after replay (a test, say).
+    thresholds = gc.get_threshold()
     gc.freeze()
     gc.set_threshold(10_000, 50, 100)
     started = time.perf_counter()
@@ -184,6 +186,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"sentinel replay: {exc}", file=sys.stderr)
         return EXIT_ERROR
     finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
         if delivery is not None:
             delivery.close(30.0)
     _summary(stats, kinds, rules, metrics, time.perf_counter() - started)
