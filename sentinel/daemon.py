@@ -14,6 +14,7 @@ the failure counted, and the running set stays.
 from __future__ import annotations
 
 import contextlib
+import gc
 import queue
 import signal
 import threading
@@ -216,6 +217,8 @@ class Daemon:
         self._watch = FileWatch(self._watched_files(), self.config.rules.reload_debounce,
                                 self._reload.set)
         self._watch.start()
+        # what start-up built lives as long as the daemon: keep it out of every GC pass
+        gc.freeze()
         self.notifier.ready(f"watching; {len(self.engine.rules)} rules")
         log.info("started", version=__version__, host=self.config.host.name,
                  rules=len(self.engine.rules),
@@ -328,6 +331,9 @@ class Daemon:
         self._engine_thread.join(max(0.1, deadline - time.monotonic() - 2.0))
         if self._engine_thread.is_alive():
             log.error("engine_drain_timeout", pending=self.queue.qsize())
+        else:
+            # suppression periods still open end now: their folded counts go out
+            self._handle(self.engine.flush, self.clock())
         with self._sink_lock:
             parts.sink.close(max(0.1, deadline - time.monotonic()))
         if parts.server is not None:

@@ -55,7 +55,12 @@ def configure(stream: TextIO | None = None, level: int = logging.INFO) -> None:
     handler = logging.StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                # a library's exception becomes a readable traceback, not a tuple
+                *([] if tty else [structlog.processors.format_exc_info]),
+                renderer,
+            ],
             foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
         )
     )

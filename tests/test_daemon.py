@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from sentinel.notify import Notifier
-from tests.support import free_port
+from tests.support import free_port, wait_for
 
 SENTINEL = str(Path(sys.executable).with_name("sentinel"))
 
@@ -225,3 +226,51 @@ def test_daemon_attests_on_start(tmp_path: Path) -> None:
     verify = subprocess.run([SENTINEL, "attest", "verify", str(state / "attestations"),
                              "--pubkey", str(pub)], capture_output=True, text=True, timeout=60)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_stop_flushes_open_suppression_periods(tmp_path: Path) -> None:
+    """SIGTERM mid-period: the folded repeats still reach the journal as a summary."""
+    watched = tmp_path / "watched"
+    watched.mkdir()
+    target = watched / "result.json"
+    target.write_text("v0\n")
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "r.yaml").write_text(
+        "rules:\n"
+        "  - id: watched-file-changed\n"
+        "    title: '{path} changed'\n"
+        "    severity: high\n"
+        "    kind: fim.modified\n"
+        "    match: {path_tags: w}\n"
+        "    suppress: {key: path, period: 1h}\n")
+    cfg = tmp_path / "config.yaml"
+    state = tmp_path / "state"
+    port = free_port()
+    write_config(cfg, state, port, f"fim:\n  paths: [{{path: {watched}, tags: [w]}}]\n")
+    notify = NotifySocket(tmp_path / "notify.sock")
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify.path)}
+    proc = subprocess.Popen([SENTINEL, "run", "-c", str(cfg)], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    journal = state / "alerts.jsonl"
+
+    def alerts() -> list[dict[str, object]]:
+        if not journal.exists():
+            return []
+        return [json.loads(line)["alert"] for line in journal.read_text().splitlines()]
+
+    try:
+        notify.wait_for("READY=1")
+        for i in range(1, 4):
+            target.write_text(f"v{i}\n")
+            # the next write only once this change is an event of its own
+            wait_metric(port, 'sentinel_events_total{kind="fim.modified",source="fim"}', i,
+                        at_least=True)
+        wait_for(lambda: len(alerts()) == 1, 10, "the first alert in the journal")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        notify.close()
+    got = [(a["rule"], a["count"], bool(a.get("summary"))) for a in alerts()]
+    assert got == [("watched-file-changed", 1, False), ("watched-file-changed", 3, True)]

@@ -203,6 +203,16 @@ class Engine:
             self._count(out)
         return out
 
+    def flush(self, now: float) -> list[Alert]:
+        """At shutdown: end every open suppression period now, so no folded count is lost."""
+        out: list[Alert] = []
+        for mem in self._active.memory.values():
+            if mem.suppress is not None:
+                out.extend(mem.suppress.flush(now))
+        if out:
+            self._count(out)
+        return out
+
 
 def _hashable(v: Any) -> Any:
     """A field value usable as a dict key (list fields become tuples)."""

@@ -180,6 +180,14 @@ class SuppressState:
         self.on_evict = on_evict
         self.folds: dict[Key, Fold] = {}  # in order of period start, so of period end
 
+    def flush(self, now: float) -> list[Alert]:
+        """Close every open fold as of ``now``: the summaries of all that folded repeats."""
+        out: list[Alert] = []
+        for fold in self.folds.values():
+            out.extend(summarize(fold, self.spec, at=min(fold.end, now)))
+        self.folds.clear()
+        return out
+
     def offer(self, key: Key, alert: Alert, group: dict[str, Any]) -> list[Alert]:
         """The alerts to emit for ``alert``: itself when new, a summary of a finished fold."""
         out: list[Alert] = []
@@ -211,8 +219,11 @@ class SuppressState:
         return out
 
 
-def summarize(fold: Fold, spec: Suppress) -> list[Alert]:
-    """The summary alert of a finished fold, if it folded more than its first alert."""
+def summarize(fold: Fold, spec: Suppress, at: float | None = None) -> list[Alert]:
+    """The summary alert of a finished fold, if it folded more than its first alert.
+
+    It is dated at the period's end, or ``at`` when the fold is closed early.
+    """
     first = fold.first
     if fold.total <= first.count:
         return []
@@ -221,7 +232,7 @@ def summarize(fold: Fold, spec: Suppress) -> list[Alert]:
         rule=first.rule,
         title=f"{first.title} ({fold.total} times in {period})",
         severity=first.severity,
-        time=fold.end,
+        time=fold.end if at is None else at,
         host=first.host,
         source=first.source,
         tags=first.tags,

@@ -80,6 +80,18 @@ def test_suppression_folds_repeats_and_summarizes_on_advance(tmp_path: Path) -> 
     assert reg.get_sample_value("sentinel_alerts_total", {"rule": "r", "severity": "high"}) == 2
 
 
+def test_flush_at_shutdown_reports_open_folds_now(tmp_path: Path) -> None:
+    """Stopping mid-period loses no folded count: the summary comes out dated now."""
+    eng = Engine(load(tmp_path, SUPPRESS))
+    first = eng.process(conn(0, dst_port=22))
+    fired(eng, conn(5, dst_port=22), conn(7, dst_port=22))
+    fired(eng, conn(8, dst_port=22, src_ip="10.20.0.51"))  # a key with one alert: no summary
+    out = eng.flush(30)
+    assert [(a.count, a.time, a.extra["first_alert"]) for a in out] == [(3, 30, first[0].id)]
+    assert eng.flush(31) == []
+    assert eng.advance(10_000) == []
+
+
 def test_no_summary_for_a_single_alert(tmp_path: Path) -> None:
     eng = Engine(load(tmp_path, SUPPRESS))
     assert fired(eng, conn(0, dst_port=22)) == ["r"]
