@@ -84,6 +84,10 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        # the label values are few and known: exported at 0 from the start, so that
+        # the first one is an increase a dashboard or an alert rule can see
+        for reason in ("startup", "overflow", "watch_limit", "periodic"):
+            self.fim_rescans.labels(reason)
         self.fim_baseline_valid = Gauge(
             "sentinel_fim_baseline_valid", "1 if the baseline's signature verified", registry=r
         )
@@ -112,6 +116,8 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        for result in ("success", "failure"):
+            self.config_reloads.labels(result)
         self.config_last_reload_success = Gauge(
             "sentinel_config_last_reload_success", "1 if the last reload succeeded", registry=r
         )
