@@ -19,6 +19,8 @@ from sentinel.metrics import Metrics
 from sentinel.sinks.http import Backoff, Outcome, Transport, safe_url
 from sentinel.sinks.spool import Record, Spool
 
+#: Failed attempts (with an HTTP answer) after which an alert is retried behind the others.
+REQUEUE_AFTER = 3
 #: Longest sleep between two looks at the spool; bounds how stale the gauges get.
 IDLE_WAIT = 1.0
 
@@ -167,7 +169,12 @@ class Lane:
                        target=self.name, url=self._url, alert_id=rec.id, reason=out.reason,
                        spool=str(self.spool.path))
             return True
-        self.spool.bump([r.seq for r in group])
+        if len(group) == 1 and out.status is not None and group[0].attempts + 1 >= REQUEUE_AFTER:
+            # the endpoint answers but keeps refusing this one alert: retry it behind the
+            # others, so that one alert it cannot take never holds back the rest
+            self.spool.requeue(group[0])
+        else:
+            self.spool.bump([r.seq for r in group])
         self.metrics.deliveries.labels(self.name, "retry").inc(len(group))
         self.failed(out)
         return False

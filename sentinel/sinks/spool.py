@@ -119,6 +119,20 @@ class Spool:
                 f"UPDATE pending SET attempts = attempts + 1"
                 f" WHERE seq IN ({','.join('?' * len(seqs))})", seqs)
 
+    def requeue(self, rec: Record) -> None:
+        """Move a record behind every other pending one (its failed attempt counted)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if self._db.execute("DELETE FROM pending WHERE seq = ?", (rec.seq,)).rowcount:
+                    self._db.execute(
+                        "INSERT INTO pending (id, body, created, attempts) VALUES (?, ?, ?, ?)",
+                        (rec.id, rec.body, rec.created, rec.attempts + 1))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
     def kill(self, rec: Record, now: float, status: int | None, reason: str) -> None:
         """Move a permanently failed record to the dead-letter table."""
         with self._lock:

@@ -148,6 +148,31 @@ def test_permanent_4xx_is_dead_lettered_and_counted(tmp_path: Path, start: Any,
     assert dead == [(bad.id, 410, "HTTP 410")]
 
 
+def test_an_alert_the_receiver_keeps_refusing_does_not_hold_back_the_rest(
+        tmp_path: Path, start: Any, metrics: Metrics) -> None:
+    """The receiver answers 500 to one alert, always: after a few attempts it is retried
+    behind the others, which arrive; it stays pending (never dropped) and is retried."""
+    stuck = make_alert()
+
+    def respond(n: int, req: Any) -> Answer:
+        return Answer(500) if req.headers["webhook-id"] == stuck.id else Answer(200)
+    with Receiver(secret=SECRET, respond=respond) as r:
+        d = start(make_config(tmp_path, hook("soc", r.url)))
+        d.submit(stuck)
+        rest = [make_alert() for _ in range(5)]
+        for a in rest:
+            d.submit(a)
+        wait_for(lambda: r.delivered_ids() >= {a.id for a in rest}, timeout=30,
+                 what="the alerts behind the refused one")
+        wait_for(lambda: [q.headers["webhook-id"] for q in r.requests].count(stuck.id) >= 4,
+                 timeout=30, what="the refused alert to be retried after the others")
+        assert stuck.id not in r.delivered_ids()
+        assert metric(metrics, "sentinel_deliveries_total", target="soc", result="failed") == 0
+    d.close(5)
+    pending = Spool(tmp_path / "spool" / "soc.db").page(10)
+    assert [p.id for p in pending] == [stuck.id]
+
+
 def test_slow_receiver_times_out_and_is_retried(tmp_path: Path, start: Any,
                                                metrics: Metrics) -> None:
     """A receiver slower than the timeout counts as a retriable failure."""
