@@ -16,7 +16,9 @@ from sentinel import __version__
 from sentinel.located import ProblemError
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ("run", "check", "journal", "replay", "attest", "report", "baseline")
+COMMANDS: tuple[str, ...] = (
+    "run", "check", "replay", "baseline", "journal", "delivery", "attest", "report",
+)
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1

@@ -20,6 +20,7 @@ from sentinel.attest.keys import AttestKeyError, load_private_key, load_public_k
 from sentinel.attest.statement import Attestation, ChainReport, load_folder, verify_chain
 from sentinel.config import Config, WebhookConfig
 from sentinel.events import parse_time
+from sentinel.sinks import lane_name, spool_path
 from sentinel.sinks.http import safe_url
 from sentinel.sinks.journal import decode_record, journal_files
 from sentinel.sinks.keys import JournalKeyError, load_key
@@ -112,18 +113,11 @@ class Evidence:
     windows: list[tuple[str, float, float]]
 
 
-def spool_path(config: Config, hook: WebhookConfig, i: int) -> Path:
-    """Where lane ``i`` of ``hook`` spools (as :func:`sentinel.sinks.build_delivery` names it)."""
-    name = f"{hook.name}.{i}.db" if i else f"{hook.name}.db"
-    return config.state_dir / "spool" / name
-
-
 def read_recipients(config: Config) -> list[Recipient]:
     out = []
     for hook in config.outputs.webhooks:
         for i, url in enumerate(hook.urls):
-            name = f"{hook.name}[{i}]" if len(hook.urls) > 1 else hook.name
-            r = Recipient(name, safe_url(url), spool_path(config, hook, i), hook)
+            r = Recipient(lane_name(hook, i), safe_url(url), spool_path(config, hook, i), hook)
             _read_spool(r)
             out.append(r)
     return out

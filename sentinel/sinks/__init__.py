@@ -37,6 +37,8 @@ __all__ = [
     "JournalKeyError",
     "JournalReport",
     "build_delivery",
+    "lane_name",
+    "spool_path",
     "verify_journal",
 ]
 
@@ -147,14 +149,22 @@ class Delivery:
         return self.journal.head()
 
 
-def _lane(hook: WebhookConfig, i: int, config: Config, metrics: Metrics,
-          clock: Callable[[], float], durable: bool) -> Lane:
-    multi = len(hook.urls) > 1
-    name = f"{hook.name}[{i}]" if multi else hook.name
+def lane_name(hook: WebhookConfig, i: int) -> str:
+    """The name of URL ``i``'s lane: the target's, with ``[i]`` when it has several URLs."""
+    return f"{hook.name}[{i}]" if len(hook.urls) > 1 else hook.name
+
+
+def spool_path(config: Config, hook: WebhookConfig, i: int) -> Path:
+    """Where URL ``i`` of ``hook`` spools its alerts."""
     # lane 0 keeps the target's plain spool name, so growing a one-URL target
     # into a list does not strand what is pending
-    spool = Spool(config.state_dir / "spool" / (f"{hook.name}.{i}.db" if i else
-                                                 f"{hook.name}.db"), durable)
+    return config.state_dir / "spool" / (f"{hook.name}.{i}.db" if i else f"{hook.name}.db")
+
+
+def _lane(hook: WebhookConfig, i: int, config: Config, metrics: Metrics,
+          clock: Callable[[], float], durable: bool) -> Lane:
+    name = lane_name(hook, i)
+    spool = Spool(spool_path(config, hook, i), durable)
     backoff = Backoff(hook.retry_initial, hook.retry_max)
     if hook.format == "alertmanager":
         transport = Transport(hook, api_url(hook.urls[i]), clock)

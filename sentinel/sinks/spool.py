@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,6 +155,30 @@ class Spool:
         with self._lock:
             rows = self._db.execute("SELECT id, status, reason FROM dead ORDER BY seq").fetchall()
         return [(r[0], r[1], r[2]) for r in rows]
+
+    def revive(self, ids: Collection[str] = ()) -> int:
+        """Move dead-lettered records (those of ``ids``, or all) back to the end of the
+        queue, their attempts reset: after the receiver was fixed. How many moved."""
+        where, args = "", list(ids)
+        if args:
+            where = f" WHERE id IN ({','.join('?' * len(args))})"
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self._db.execute(
+                    f"SELECT seq, id, body, created FROM dead{where} ORDER BY seq", args
+                ).fetchall()
+                for seq, id_, body, created in rows:
+                    self._db.execute(
+                        "INSERT INTO pending (id, body, created) VALUES (?, ?, ?)",
+                        (id_, body, created))
+                    self._db.execute("DELETE FROM dead WHERE seq = ?", (seq,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self.depth += len(rows)
+        return len(rows)
 
     # -- Alertmanager re-send state ---------------------------------------
 

@@ -1,0 +1,122 @@
+"""`sentinel delivery status|retry`: what each webhook target still owes, and re-sending
+the alerts a receiver refused for good (dead letters) once it has been fixed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from sentinel.commands import add_config_arg, subparser
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparser(
+        sub,
+        "delivery",
+        "show the webhook backlog; re-send refused alerts",
+        "Work with the delivery spools of the webhook targets.\n"
+        "  status  per target: alerts pending, the oldest one's age, and dead letters\n"
+        "          (alerts a receiver refused for good: a 4xx other than 408/429).\n"
+        "  retry   move dead letters back into the queue, e.g. after fixing a\n"
+        "          receiver's secret; a running daemon sends them within a second.",
+        "sentinel delivery retry bawaslu -c /etc/sentinel/config.yaml",
+    )
+    actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=type(p))
+    st = actions.add_parser(
+        "status", help="pending alerts and dead letters per target",
+        description="Per target (per URL of an Alertmanager cluster): alerts pending, the"
+        " oldest pending alert's age, and every dead letter with its HTTP status.",
+        epilog="example:\n  sentinel delivery status -c /etc/sentinel/config.yaml --format json",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arg(st)
+    st.add_argument("--format", choices=("text", "json"), default="text",
+                    help="output format (default: text)")
+    st.set_defaults(func=status)
+    rt = actions.add_parser(
+        "retry", help="re-queue dead letters",
+        description="Move dead letters back into their target's queue (all targets, or"
+        " those named), to be sent again; --id picks single alerts.",
+        epilog="example:\n  sentinel delivery retry ministry-csirt --id 0193f1c2-...",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arg(rt)
+    rt.add_argument("targets", nargs="*", metavar="TARGET", help="target names (default: all)")
+    rt.add_argument("--id", dest="ids", action="append", default=[], metavar="ALERT_ID",
+                    help="only this alert (repeatable)")
+    rt.set_defaults(func=retry)
+    p.set_defaults(func=lambda _args: _usage(p))
+
+
+def _usage(p: argparse.ArgumentParser) -> int:
+    p.print_help(sys.stderr)
+    return 2
+
+
+def _lanes(args: argparse.Namespace) -> list[tuple[str, str, Any]]:
+    """(target, lane, spool path) of every configured URL."""
+    from sentinel.config import load_config
+    from sentinel.sinks import lane_name, spool_path
+
+    config = load_config(args.config)
+    return [(hook.name, lane_name(hook, i), spool_path(config, hook, i))
+            for hook in config.outputs.webhooks for i in range(len(hook.urls))]
+
+
+def status(args: argparse.Namespace) -> int:
+    from sentinel.sinks.spool import Spool
+
+    now = time.time()
+    rows = []
+    for target, lane, path in _lanes(args):
+        row: dict[str, Any] = {"target": target, "lane": lane, "pending": 0,
+                               "oldest_pending_seconds": None, "dead": []}
+        if path.exists():
+            spool = Spool(path)
+            try:
+                oldest = spool.oldest()
+                row["pending"] = spool.depth
+                row["oldest_pending_seconds"] = None if oldest is None else round(now - oldest, 1)
+                row["dead"] = [{"id": i, "status": st, "reason": why}
+                               for i, st, why in spool.dead()]
+            finally:
+                spool.close()
+        rows.append(row)
+    if args.format == "json":
+        print(json.dumps({"targets": rows}))
+        return 0
+    for r in rows:
+        age = r["oldest_pending_seconds"]
+        since = f", oldest {age:.0f}s" if age is not None else ""
+        print(f"{r['lane']}: {r['pending']} pending{since}, {len(r['dead'])} dead")
+        for d in r["dead"]:
+            print(f"  dead {d['id']}: {d['reason']}")
+    return 0
+
+
+def retry(args: argparse.Namespace) -> int:
+    from sentinel.sinks.spool import Spool
+
+    lanes = _lanes(args)
+    known = {t for t, _, _ in lanes}
+    unknown = [t for t in args.targets if t not in known]
+    if unknown:
+        print(f"sentinel delivery retry: no target {', '.join(unknown)} in {args.config};"
+              f" targets: {', '.join(sorted(known)) or 'none'}", file=sys.stderr)
+        return 2
+    total = 0
+    for target, lane, path in lanes:
+        if (args.targets and target not in args.targets) or not path.exists():
+            continue
+        spool = Spool(path)
+        try:
+            n = spool.revive(args.ids)
+        finally:
+            spool.close()
+        if n:
+            print(f"{lane}: {n} dead letter(s) queued again")
+        total += n
+    if not total:
+        print("no dead letters to queue again")
+    return 0
