@@ -55,8 +55,8 @@ KIND_FIELDS: dict[str, tuple[str, ...]] = {
     "net.icmp": (*_NET_ENDS, "type", "code", "iface"),
     "net.flow": (
         "proto", "src_ip", "src_port", "dst_ip", "dst_port", "direction",
-        "src_internal", "dst_internal", "bytes_out", "bytes_in", "packets",
-        "duration", "final", "iface",
+        "src_internal", "dst_internal", "bytes_out", "bytes_in", "bytes_out_delta",
+        "bytes_in_delta", "packets", "duration", "final", "iface",
     ),
     "fim.created": _FIM_FIELDS,
     "fim.modified": _FIM_FIELDS,

@@ -114,17 +114,18 @@ class EventMaker:
         })
 
     def flow(self, ts: float, proto: str, src: bytes, sport: int, dst: bytes, dport: int,
-             bytes_out: int, bytes_in: int, packets: int, duration: float, final: bool,
-             iface: str) -> None:
-        """``net.flow``: totals of a flow so far (``final`` once it has ended)."""
+             bytes_out: int, bytes_in: int, delta_out: int, delta_in: int, packets: int,
+             duration: float, final: bool, iface: str) -> None:
+        """``net.flow``: totals of a flow so far (``final`` once it has ended), and the
+        bytes each way since its previous report (so that sums over reports are exact)."""
         s_text, s_host, s_int = self.ends.info(src)
         d_text, d_host, d_int = self.ends.info(dst)
         self._send("net.flow", ts, {
             "proto": proto, "src_ip": s_text, "src_port": sport, "dst_ip": d_text,
             "dst_port": dport, "direction": direction(s_host, d_host), "src_internal": s_int,
             "dst_internal": d_int, "bytes_out": bytes_out, "bytes_in": bytes_in,
-            "packets": packets, "duration": round(max(duration, 0.0), 6),
-            "final": final, "iface": iface,
+            "bytes_out_delta": delta_out, "bytes_in_delta": delta_in, "packets": packets,
+            "duration": round(max(duration, 0.0), 6), "final": final, "iface": iface,
         })
 
     def dns(self, ts: float, src: bytes, dst: bytes, qname: str, qtype: str, is_response: bool,

@@ -36,7 +36,8 @@ class Flow:
     """One conversation. ``a`` is the canonical first endpoint of the key."""
 
     __slots__ = ("bytes_in", "bytes_out", "dport", "dst", "first", "iface", "last", "packets",
-                 "proto", "reported", "sport", "src", "src_is_a", "state")
+                 "proto", "reported", "reported_in", "reported_out", "sport", "src", "src_is_a",
+                 "state")
 
     def __init__(self, proto: int, src: bytes, sport: int, dst: bytes, dport: int,
                  src_is_a: bool, ts: float, iface: str) -> None:
@@ -51,6 +52,9 @@ class Flow:
         self.reported = ts
         self.bytes_out = 0
         self.bytes_in = 0
+        # the totals at the last report: each report also carries what is new since
+        self.reported_out = 0
+        self.reported_in = 0
         self.packets = 0
         self.state = 0
         self.iface = iface
@@ -242,9 +246,11 @@ class FlowTable:
 
     def _report(self, flow: Flow, ts: float, *, final: bool) -> None:
         flow.reported = ts
+        delta_out, delta_in = flow.bytes_out - flow.reported_out, flow.bytes_in - flow.reported_in
+        flow.reported_out, flow.reported_in = flow.bytes_out, flow.bytes_in
         self.maker.flow(ts, "tcp" if flow.proto == 6 else "udp", flow.src, flow.sport, flow.dst,
-                        flow.dport, flow.bytes_out, flow.bytes_in, flow.packets,
-                        flow.last - flow.first, final, flow.iface)
+                        flow.dport, flow.bytes_out, flow.bytes_in, delta_out, delta_in,
+                        flow.packets, flow.last - flow.first, final, flow.iface)
 
     def expire(self, now: float) -> None:
         """End every flow idle for ``timeout`` by ``now``; its report is timed at its expiry."""

@@ -64,6 +64,12 @@ def test_long_flow_reports_totals_every_interval(tmp_path: Path) -> None:
     flows = [e for e in events if e["kind"] == "net.flow"]
     assert [(f["time"], f["final"], f["packets"]) for f in flows] == [
         (at(300), False, 11), (at(600), False, 21), (at(720), True, 25)]
+    # each report also says what is new since the one before: they add up to the total
+    assert sum(f["bytes_out_delta"] for f in flows) == flows[-1]["bytes_out"]
+    assert [f["bytes_out_delta"] for f in flows] == [
+        flows[0]["bytes_out"], flows[1]["bytes_out"] - flows[0]["bytes_out"],
+        flows[2]["bytes_out"] - flows[1]["bytes_out"]]
+    assert flows[1]["bytes_out_delta"] > 0 and all(f["bytes_in_delta"] == 0 for f in flows)
 
 
 def test_table_cap_evicts_the_least_recently_active_flow(tmp_path: Path) -> None:

@@ -130,8 +130,9 @@ def expected(sizes: list[int], with_arp: bool) -> list[dict[str, Any]]:
            tcp_flags="SA"),
         ev("net.flow", 4, proto="tcp", src_ip=APP, src_port=40000, dst_ip=DB, dst_port=5432,
            direction="inbound", src_internal=True, dst_internal=True,
-           bytes_out=sizes[0] + sizes[2] + sizes[3], bytes_in=sizes[1] + sizes[4], packets=5,
-           duration=4.0, final=True, iface="pcap"),
+           bytes_out=sizes[0] + sizes[2] + sizes[3], bytes_in=sizes[1] + sizes[4],
+           bytes_out_delta=sizes[0] + sizes[2] + sizes[3], bytes_in_delta=sizes[1] + sizes[4],
+           packets=5, duration=4.0, final=True, iface="pcap"),
         ev("net.connection", 5, proto="udp", src_ip=DB, src_port=3333, dst_ip=DNS_SRV,
            dst_port=53, direction="outbound", src_internal=True, dst_internal=True,
            iface="pcap", tcp_flags=""),
@@ -173,7 +174,10 @@ def expected(sizes: list[int], with_arp: bool) -> list[dict[str, Any]]:
         out.append(ev("net.flow", last, proto=proto, src_ip=src, src_port=sport, dst_ip=dst,
                       dst_port=dport, direction=direction, src_internal=True,
                       dst_internal=d_int, bytes_out=sum(sizes[i] for i in idx),
-                      bytes_in=sum(sizes[i] for i in bin_idx), packets=len(idx + bin_idx),
+                      bytes_in=sum(sizes[i] for i in bin_idx),
+                      # one report per flow here: what is new is everything
+                      bytes_out_delta=sum(sizes[i] for i in idx),
+                      bytes_in_delta=sum(sizes[i] for i in bin_idx), packets=len(idx + bin_idx),
                       duration=float(final - first), final=True, iface="pcap"))
     return out
 
