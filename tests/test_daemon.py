@@ -274,3 +274,31 @@ def test_stop_flushes_open_suppression_periods(tmp_path: Path) -> None:
         notify.close()
     got = [(a["rule"], a["count"], bool(a.get("summary"))) for a in alerts()]
     assert got == [("watched-file-changed", 1, False), ("watched-file-changed", 3, True)]
+
+
+def test_baseline_init_refuses_while_the_daemon_watches(tmp_path: Path) -> None:
+    """A new baseline is never swapped in under a running daemon: init says to stop it."""
+    watched = tmp_path / "watched"
+    watched.mkdir()
+    (watched / "f").write_text("x\n")
+    cfg = tmp_path / "config.yaml"
+    write_config(cfg, tmp_path / "state", free_port(),
+                 f"fim:\n  paths: [{{path: {watched}, tags: [w]}}]\n")
+    notify = NotifySocket(tmp_path / "notify.sock")
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify.path)}
+    proc = subprocess.Popen([SENTINEL, "run", "-c", str(cfg)], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        notify.wait_for("READY=1")
+        busy = subprocess.run([SENTINEL, "baseline", "init", "-c", str(cfg)],
+                              capture_output=True, text=True, timeout=60)
+        assert busy.returncode == 2
+        assert "in use by the running daemon" in busy.stderr
+        assert "Traceback" not in busy.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        notify.close()
+    done = subprocess.run([SENTINEL, "baseline", "init", "-c", str(cfg)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

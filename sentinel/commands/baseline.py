@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sentinel.commands import add_config_arg, subparser
@@ -36,8 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "init", help="hash every watched path into a new signed baseline",
         description="Hash every path under fim.paths (a worker per core; a progress bar on a"
         " TTY) and write a new signed baseline, replacing the old one. Files that vanish or"
-        " cannot be read are reported on stderr, not fatal. Stop the daemon first, or"
-        " restart it afterwards, so it uses the new baseline.",
+        " cannot be read are reported on stderr, not fatal. Refused (exit 2) while the"
+        " daemon runs: stop it first, then start it again on the new baseline.",
     )
     add_config_arg(init)
     init.set_defaults(func=run_init)
@@ -76,14 +77,28 @@ def _scope(config: Config) -> Any:
 
 
 def run_init(args: argparse.Namespace) -> int:
-    from sentinel.sources.fim.baseline import Baseline, BaselineError
-    from sentinel.sources.fim.keys import load_key
-    from sentinel.sources.fim.scan import snapshot_all
+    from sentinel.sources.fim.baseline import hold_lock
 
     config = load_config(args.config)
     if not config.fim.paths:
         return _fail("init", f"{config.source}: fim.paths is empty; nothing to watch")
     path = config.in_state(config.fim.baseline)
+    try:
+        lock = hold_lock(path)
+    except BlockingIOError:
+        return _fail("init", f"{path} is in use by the running daemon (or another init); stop"
+                     " it first (systemctl stop sentinel), run init, then start it again")
+    try:
+        return _init(config, path)
+    finally:
+        os.close(lock)
+
+
+def _init(config: Config, path: Path) -> int:
+    from sentinel.sources.fim.baseline import Baseline, BaselineError
+    from sentinel.sources.fim.keys import load_key
+    from sentinel.sources.fim.scan import snapshot_all
+
     try:
         key = load_key(config.fim.key, config.state_dir, create=True)
     except (BaselineError, OSError) as exc:

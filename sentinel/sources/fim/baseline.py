@@ -21,6 +21,7 @@ change made after that copy, it only makes sentinel report changes again.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hmac
 import os
 import sqlite3
@@ -42,6 +43,24 @@ CREATE TABLE files (path BLOB PRIMARY KEY, rec BLOB NOT NULL, mac BLOB NOT NULL)
 CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
 """
 _UPSERT = "INSERT OR REPLACE INTO files VALUES (?, ?, ?)"
+
+
+def hold_lock(path: Path) -> int:
+    """Take ``<baseline>.lock`` for as long as the returned descriptor stays open.
+
+    The daemon holds it while it watches; ``baseline init`` needs it too, so a new
+    baseline is never swapped in under a running daemon. Raises BlockingIOError
+    when another process holds it.
+    """
+    make_private_dirs(path.parent)
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 class BaselineError(Exception):

@@ -38,7 +38,7 @@ from sentinel.config import Config
 from sentinel.events import Event
 from sentinel.metrics import Metrics
 from sentinel.pipeline import Emit
-from sentinel.sources.fim.baseline import Baseline, BaselineError, FileRecord
+from sentinel.sources.fim.baseline import Baseline, BaselineError, FileRecord, hold_lock
 from sentinel.sources.fim.changes import Change, compare, diff, make_event, moved
 from sentinel.sources.fim.holds import Holds
 from sentinel.sources.fim.keys import key_path, load_key
@@ -64,6 +64,7 @@ class FimSource:
         self._clock = clock
         self._host = config.host.name
         self.baseline_path = config.in_state(config.fim.baseline)
+        self._lock_fd: int | None = None
         skip = [self.baseline_path]
         if (kp := key_path(config.fim.key, config.state_dir)) is not None:
             skip.append(kp)
@@ -102,6 +103,12 @@ class FimSource:
         """
         self._emit = emit
         self._reset()
+        try:
+            self._lock_fd = hold_lock(self.baseline_path)
+        except BlockingIOError:
+            msg = (f"{self.baseline_path} is in use by another sentinel process (a daemon, or"
+                   " `sentinel baseline init` still running)")
+            raise BaselineError(msg) from None
         key: bytes | None = None
         invalid: str | None = None
         first_run = not self.baseline_path.exists()
@@ -147,6 +154,9 @@ class FimSource:
         if self._baseline is not None:
             self._baseline.close()
             self._baseline = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def alive(self) -> bool:
         """True while the worker and the inotify reader threads run."""
