@@ -302,3 +302,33 @@ def test_baseline_init_refuses_while_the_daemon_watches(tmp_path: Path) -> None:
     done = subprocess.run([SENTINEL, "baseline", "init", "-c", str(cfg)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_missing_watched_path_is_logged_and_picked_up_when_it_appears(tmp_path: Path) -> None:
+    """A configured path that does not exist yet is a warning, not a failure; once it
+    appears (in a folder that exists), its files are reported live."""
+    missing = tmp_path / "opt" / "tally" / "bin"
+    (tmp_path / "opt" / "tally").mkdir(parents=True)
+    cfg = tmp_path / "config.yaml"
+    port = free_port()
+    write_config(cfg, tmp_path / "state", port,
+                 f"fim:\n  paths: [{{path: {missing}, tags: [tally-binaries]}}]\n")
+    notify = NotifySocket(tmp_path / "notify.sock")
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify.path)}
+    proc = subprocess.Popen([SENTINEL, "run", "-c", str(cfg)], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        notify.wait_for("READY=1")
+        missing.mkdir(parents=True)
+        (missing / "tally-server").write_text("build 1\n")
+        wait_metric(port, 'sentinel_events_total{kind="fim.created",source="fim"}', 1,
+                    at_least=True)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        notify.close()
+    out, _ = proc.communicate()
+    warned = [json.loads(ln) for ln in out.splitlines() if "fim_path_missing" in ln]
+    assert [w["path"] for w in warned] == [str(missing)]
+    assert warned[0]["level"] == "warning"
+    assert warned[0]["detail"] == "watched for; reported as created when it appears"

@@ -103,6 +103,14 @@ class FimSource:
         """
         self._emit = emit
         self._reset()
+        for entry in self._config.fim.paths:
+            if not os.path.lexists(entry.path):
+                # not an error: the parent's watch reports it as created when it appears
+                detail = ("watched for; reported as created when it appears"
+                          if entry.path.parent.is_dir() else
+                          "its folder does not exist either: found at the next full rescan"
+                          " (fim.rescan_interval)")
+                _log.warning("fim_path_missing", path=str(entry.path), detail=detail)
         try:
             self._lock_fd = hold_lock(self.baseline_path)
         except BlockingIOError:
