@@ -36,9 +36,9 @@ from sentinel.located import ProblemError
 from sentinel.metrics import Metrics
 from sentinel.notify import Notifier
 from sentinel.pipeline import Source
-from sentinel.sinks import Delivery, build_delivery
+from sentinel.sinks import Delivery, JournalError, JournalKeyError, build_delivery
 from sentinel.sinks.metrics_http import MetricsServer
-from sentinel.sources.fim import build_fim_source
+from sentinel.sources.fim import BaselineError, build_fim_source
 from sentinel.sources.net import build_network_source
 from sentinel.watchfiles import FileWatch
 
@@ -361,7 +361,8 @@ def run_daemon(config_path: Path) -> int:
     daemon = Daemon(config_path, config, rules)
     try:
         return daemon.run()
-    except OSError as exc:
-        # e.g. the metrics port is taken: a clear line, not a traceback
+    except (OSError, BaselineError, JournalError, JournalKeyError) as exc:
+        # the metrics port taken, a key that cannot be read, the state dir in use by
+        # another sentinel: a clear line, not a traceback, and no restart loop
         print(f"sentinel: cannot start: {exc}", file=sys.stderr)
         return 2

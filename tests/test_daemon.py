@@ -332,3 +332,21 @@ def test_missing_watched_path_is_logged_and_picked_up_when_it_appears(tmp_path: 
     assert [w["path"] for w in warned] == [str(missing)]
     assert warned[0]["level"] == "warning"
     assert warned[0]["detail"] == "watched for; reported as created when it appears"
+
+
+def test_second_daemon_on_the_same_state_dir_exits_2_clearly(
+    daemon: tuple[subprocess.Popen[str], NotifySocket, Path, int], tmp_path: Path,
+) -> None:
+    """A second `sentinel run` on a state dir in use says so in one line and exits 2
+    (no traceback, no restart loop), and the first goes on."""
+    proc, notify, cfg, _ = daemon
+    notify.wait_for("READY=1")
+    other = tmp_path / "other.yaml"
+    write_config(other, tmp_path / "state", free_port())
+    second = subprocess.run([SENTINEL, "run", "-c", str(other)], capture_output=True,
+                            text=True, timeout=60)
+    assert second.returncode == 2
+    assert second.stderr.startswith("sentinel: cannot start: ")
+    assert "in use" in second.stderr or "lock" in second.stderr, second.stderr
+    assert "Traceback" not in second.stderr
+    assert proc.poll() is None
