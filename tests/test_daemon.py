@@ -339,7 +339,7 @@ def test_second_daemon_on_the_same_state_dir_exits_2_clearly(
 ) -> None:
     """A second `sentinel run` on a state dir in use says so in one line and exits 2
     (no traceback, no restart loop), and the first goes on."""
-    proc, notify, cfg, _ = daemon
+    proc, notify, _, _ = daemon
     notify.wait_for("READY=1")
     other = tmp_path / "other.yaml"
     write_config(other, tmp_path / "state", free_port())
