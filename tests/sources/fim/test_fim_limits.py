@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,8 +67,8 @@ def test_queue_overflow_rescans_and_loses_nothing(site: Site,
     assert any(e.fields["offline"] for e in events)  # the rescan found what was lost
 
 
-def test_watch_limit_rescans_the_unwatched_directory(tmp_path: Path) -> None:
-    """ENOSPC from a real, lowered watch limit, in a user namespace of the test's own."""
+def run_helper(tmp_path: Path, mode: str) -> dict[str, Any]:
+    """watch_limit_helper.py in a user namespace of the test's own; its JSON report."""
     if shutil.which("unshare") is None:
         pytest.skip("needs unshare (util-linux)")
     probe = subprocess.run(["unshare", "-U", "-r", "true"], capture_output=True)
@@ -75,11 +76,16 @@ def test_watch_limit_rescans_the_unwatched_directory(tmp_path: Path) -> None:
         pytest.skip(f"cannot create a user namespace: {probe.stderr.decode().strip()}")
     proc = subprocess.run(
         ["unshare", "-U", "-r", sys.executable, str(HERE / "watch_limit_helper.py"),
-         str(tmp_path), "6"],
+         str(tmp_path), mode],
         capture_output=True, text=True, timeout=120, cwd=HERE.parents[2],
     )
     assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def test_watch_limit_rescans_the_unwatched_directory(tmp_path: Path) -> None:
+    """ENOSPC from a real, lowered watch limit, in a user namespace of the test's own."""
+    out = run_helper(tmp_path, "6")
     assert out["early"] == []  # first run
     assert out["startup_limit_rescans"] >= 1  # the tree has more directories than watches
     late = str(tmp_path / "w" / "late")
@@ -94,18 +100,7 @@ def test_watch_limit_rescans_the_unwatched_directory(tmp_path: Path) -> None:
 
 def test_without_any_inotify_instance_rescans_still_report(tmp_path: Path) -> None:
     """EMFILE from inotify_init (instance limit 0 in a user namespace of the test's own)."""
-    if shutil.which("unshare") is None:
-        pytest.skip("needs unshare (util-linux)")
-    probe = subprocess.run(["unshare", "-U", "-r", "true"], capture_output=True)
-    if probe.returncode != 0:
-        pytest.skip(f"cannot create a user namespace: {probe.stderr.decode().strip()}")
-    proc = subprocess.run(
-        ["unshare", "-U", "-r", sys.executable, str(HERE / "watch_limit_helper.py"),
-         str(tmp_path), "no-instances"],
-        capture_output=True, text=True, timeout=120, cwd=HERE.parents[2],
-    )
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_helper(tmp_path, "no-instances")
     assert out["early"] == [] and out["limit_rescans"] == 1
     assert out["events"] == [["fim.modified", str(tmp_path / "w" / "readme"), True]]
     assert out["alive"] is True
