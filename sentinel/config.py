@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +149,8 @@ class WebhookConfig:
     retry_max: float = 300.0
     resend_interval: float = 60.0
     resolve_after: float = 300.0
+    #: the language of this recipient's titles and descriptions; None: the site's
+    language: str | None = None
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,16 @@ class Config:
     schedules: dict[str, tuple[Window, ...]] = field(default_factory=dict)
     outputs: OutputsConfig = OutputsConfig()
     attest: AttestConfig = AttestConfig()
+    #: en | id: the language of titles, descriptions and the report (sentinel.i18n)
+    language: str = "en"
+    #: IANA zone of times shown to people; the journal and signed records stay UTC
+    timezone: str = "UTC"
+
+    def display_zone(self) -> tzinfo:
+        """The zone of :attr:`timezone` (validated when the config was read)."""
+        from sentinel.i18n import zone
+
+        return zone(self.timezone)
 
     def in_state(self, p: Path) -> Path:
         """Resolve an output path against ``state_dir``."""

@@ -185,7 +185,7 @@ class OutputsReader:
         c = self.c
         keys = ("name", "url", "format", "min_severity", "include_tags", "exclude_tags",
                 "include_rules", "exclude_rules", "secret_env", "secret_file", "headers",
-                "timeout", "tls", "retry", "resend_interval", "resolve_after")
+                "timeout", "tls", "retry", "resend_interval", "resolve_after", "language")
         m = c.mapping(node, where, keys, required=("name", "url"))
         if m is None or "name" not in m or "url" not in m:
             return None
@@ -244,6 +244,10 @@ class OutputsReader:
                     kw["client_key"] = self._readable(tm["key_file"], f"{where}.tls.key_file")
                 if ("cert_file" in tm) != ("key_file" in tm):
                     c.error(m["tls"].mark, f"{where}.tls: cert_file and key_file go together")
+        if "language" in m:
+            from sentinel.i18n import LANGUAGES
+
+            kw["language"] = c.choice(m["language"], f"{where}.language", LANGUAGES)
         if "retry" in m:
             rm = c.mapping(m["retry"], f"{where}.retry", ("initial", "max"))
             if rm is not None:

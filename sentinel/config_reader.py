@@ -32,7 +32,7 @@ from sentinel.config_outputs import NAME, OutputsReader
 from sentinel.located import Checker, Mark, Node, type_name
 
 TOP_KEYS = ("host", "state_dir", "network", "fim", "rules", "lists", "schedules", "outputs",
-            "attest")
+            "attest", "language", "timezone")
 
 
 
@@ -67,6 +67,7 @@ class ConfigReader:
         outputs = (OutputsReader(c, self._path, self._key_source).read(top["outputs"])
                    if "outputs" in top else OutputsConfig())
         attest = self._attest(top["attest"]) if "attest" in top else AttestConfig()
+        language, timezone = self._display(top)
         c.raise_if_any()
         return Config(
             source=self.path,
@@ -80,7 +81,25 @@ class ConfigReader:
             schedules=schedules,
             outputs=outputs,
             attest=attest,
+            language=language,
+            timezone=timezone,
         )
+
+    def _display(self, top: dict[str, Node]) -> tuple[str, str]:
+        """``language`` and ``timezone``: how alerts, reports and check show themselves."""
+        from sentinel.i18n import DEFAULT_LANGUAGE, DEFAULT_TIMEZONE, LANGUAGES, zone
+
+        language = DEFAULT_LANGUAGE
+        if "language" in top:
+            language = self.c.choice(top["language"], "language", LANGUAGES) or language
+        timezone = DEFAULT_TIMEZONE
+        if "timezone" in top and (name := self.c.string(top["timezone"], "timezone")):
+            try:
+                zone(name)
+                timezone = name
+            except ValueError as exc:
+                self.c.error(top["timezone"].mark, f"timezone: {exc}")
+        return language, timezone
 
     # -- helpers ---------------------------------------------------------
 
