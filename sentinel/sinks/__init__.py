@@ -19,7 +19,7 @@ from typing import Any
 
 from sentinel import logs
 from sentinel.alert import Alert
-from sentinel.config import Config, HostConfig, WebhookConfig
+from sentinel.config import Config, WebhookConfig
 from sentinel.metrics import Metrics
 from sentinel.sinks.alertmanager import AlertmanagerLane, am_item, api_url
 from sentinel.sinks.http import Backoff, Transport, safe_url
@@ -29,7 +29,7 @@ from sentinel.sinks.lane import Lane
 from sentinel.sinks.router import Route
 from sentinel.sinks.spool import Spool
 from sentinel.sinks.verify import JournalReport, verify_journal
-from sentinel.sinks.webhook import JsonLane
+from sentinel.sinks.webhook import JsonLane, json_payload
 
 __all__ = [
     "Delivery",
@@ -203,7 +203,8 @@ def _targets(config: Config, metrics: Metrics, clock: Callable[[], float], durab
         if not hook.verify_tls:
             _log().warning("TLS verification is off for this target", target=hook.name)
         lanes = [_lane(hook, i, config, metrics, clock, durable) for i in range(len(hook.urls))]
-        payload = _am_payload(config.host) if hook.format == "alertmanager" else _json_payload
+        payload = (_am_payload(config, hook) if hook.format == "alertmanager"
+                   else json_payload(hook.language, config.display_zone(), config.timezone))
         targets.append(Target(hook.name, Route(hook), payload, lanes))
         _log().info("delivery target", target=hook.name, format=hook.format,
                   urls=[safe_url(u) for u in hook.urls],
@@ -212,14 +213,12 @@ def _targets(config: Config, metrics: Metrics, clock: Callable[[], float], durab
     return targets
 
 
-def _json_payload(alert: Alert, body: bytes) -> bytes:
-    return body
+def _am_payload(config: Config, hook: WebhookConfig) -> Callable[[Alert, bytes], bytes]:
+    host, tz = config.host, config.display_zone()
 
-
-def _am_payload(host: HostConfig) -> Callable[[Alert, bytes], bytes]:
     def payload(alert: Alert, body: bytes) -> bytes:
-        return json.dumps(am_item(alert, host), separators=(",", ":"),
-                          ensure_ascii=False).encode()
+        item = am_item(alert, host, hook.language, tz, config.timezone)
+        return json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode()
     return payload
 
 
