@@ -11,13 +11,17 @@ WIT in Indonesia); the journal, attestations and the alert's ``time`` stay UTC.
 from __future__ import annotations
 
 from datetime import UTC, datetime, tzinfo
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+if TYPE_CHECKING:
+    from sentinel.config import Config, Window
 
 #: Every language sentinel can show; English is the rule files' own text.
 LANGUAGES: tuple[str, ...] = ("en", "id")
 DEFAULT_LANGUAGE = "en"
 DEFAULT_TIMEZONE = "UTC"
+EN_DASH = "\u2013"  # between the ends of a time window
 
 #: Fixed texts in Indonesian, keyed by the English text (the English is the key itself).
 #: Formal register, as Indonesian government agencies write.
@@ -160,3 +164,15 @@ def localize(alert: dict[str, Any], lang: str | None, tz: tzinfo, tz_name: str
         except ValueError:
             pass  # a record whose time does not parse keeps just that time
     return out
+
+
+def languages_in_use(config: Config) -> set[str]:
+    """The site's language and every webhook's own: what rules must be translated into."""
+    return {config.language} | {w.language for w in config.outputs.webhooks if w.language}
+
+
+def schedule_text(windows: tuple[Window, ...], tz: tzinfo) -> str:
+    """A schedule as people read it: ``2024-02-14 13:00 WIB \u2013 2024-02-15 23:59 WIB``."""
+    return ", ".join(f"{human_time(w.start.timestamp(), tz, seconds=False)} {EN_DASH}"
+                     f" {human_time(w.end.timestamp(), tz, seconds=False)}"
+                     for w in windows) or "(no windows)"

@@ -133,8 +133,9 @@ def missing_texts(rules: Sequence[Rule], languages: Iterable[str]) -> list[Probl
     for lang in sorted(set(languages) - {"en"}):
         for r in rules:
             if lang not in r.i18n:
-                out.append(Problem(r.mark, f"rule {r.id!r} has no {_NAMES.get(lang, lang)}"
-                                   f" ({lang}) title; add it to an {CATALOG_DIR}/ catalog"
+                out.append(Problem(r.mark, f"no {_NAMES.get(lang, lang)} ({lang}) title and"
+                                   f" description; the config shows {lang}: add them to an"
+                                   f" {CATALOG_DIR}/ catalog"
                                    f" beside the rules (language: {lang}) or as"
                                    f" i18n: {{{lang}: {{title: ..., description: ...}}}}"
                                    " on the rule", r.id))
