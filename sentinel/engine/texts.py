@@ -114,7 +114,7 @@ def read_catalog(c: Checker, reader: RuleReader, path: Path, text: str,
             c.error(kmark, f"no rule has the id {rid!r}; a catalog entry translates a rule"
                     " that a rule file defines (check the spelling, or remove the entry)")
         elif (rid, lang) in taken:
-            c.error(kmark, f"rule {rid!r} already has a {_NAMES[lang]} text at"
+            c.error(kmark, f"rule {rid!r} already has its {_NAMES[lang]} text at"
                     f" {taken[rid, lang]}; give it once")
         elif rid in rules:
             rule = rules[rid]
