@@ -269,3 +269,39 @@ def test_check_shows_schedules_in_local_time(tmp_path: Path, name: str, shown: s
     assert shown in proc.stdout.splitlines()
     js = check(cfg, "--format", "json")
     assert '"timezone": "' + name + '"' in js.stdout
+
+
+# -- the report ----------------------------------------------------------------------
+
+
+def test_report_in_indonesian_with_local_time_beside_utc(
+        tmp_path: Path, example_secrets: dict[str, str]) -> None:
+    """A journal written by an English site, reported for Indonesian readers in WIB."""
+    from prometheus_client import CollectorRegistry
+
+    from sentinel.attest.evidence import gather
+    from sentinel.attest.report import render
+    from sentinel.config import OutputsConfig
+    from sentinel.metrics import Metrics
+    from sentinel.sinks import build_delivery
+
+    config = dataclasses.replace(example("en", "Asia/Jakarta"), state_dir=tmp_path,
+                                 outputs=OutputsConfig())
+    engine = Engine(load_rules(config), host="tally-01")
+    (alert,) = engine.process(Event("net.connection", T, "tally-01", "network", dict(DB_CONN)))
+    d = build_delivery(config, Metrics(CollectorRegistry()))
+    try:
+        d.submit(alert)
+    finally:
+        d.close(5.0)
+    ev = gather(config, None, None, T + 60, None)
+    page = render(ev, "id", zone("Asia/Jakarta"))
+    assert '<html lang="id">' in page
+    assert "<h1>Laporan insiden: tally-01</h1>" in page
+    assert "<th>Waktu (UTC)</th><th>Waktu setempat</th><th>Tingkat</th>" in page
+    assert "<code>2024-02-14<br>06:05:00.123Z</code>" in page
+    assert "<code>2024-02-14<br>13:05:00 WIB</code>" in page
+    assert "Basis data penghitungan suara (port 5432) diakses dari 10.20.0.99" in page
+    english = render(ev)
+    assert "<th>Time (UTC)</th><th>Local time</th>" in english
+    assert "Tally database (port 5432) reached from 10.20.0.99" in english

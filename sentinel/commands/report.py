@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         ev = gather(config, since, until, now, args.pubkey)
-        page = render(ev)
+        page = render(ev, config.language, config.display_zone())
         tmp = args.output.with_name(f".{args.output.name}.tmp")
         tmp.write_text(page, encoding="utf-8")
         os.replace(tmp, args.output)
