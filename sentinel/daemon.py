@@ -343,8 +343,9 @@ class Daemon:
 
 
 def _parts_differ(old: Config, new: Config) -> bool:
-    return (old.host, old.state_dir, old.network, old.fim, old.outputs) != (
-        new.host, new.state_dir, new.network, new.fim, new.outputs,
+    # the display zone is baked into the webhook payloads
+    return (old.host, old.state_dir, old.network, old.fim, old.outputs, old.timezone) != (
+        new.host, new.state_dir, new.network, new.fim, new.outputs, new.timezone,
     )
 
 
