@@ -305,3 +305,22 @@ def test_report_in_indonesian_with_local_time_beside_utc(
     english = render(ev)
     assert "<th>Time (UTC)</th><th>Local time</th>" in english
     assert "Tally database (port 5432) reached from 10.20.0.99" in english
+
+
+@pytest.mark.parametrize(("catalog", "line", "col", "message"), [
+    ("language: id\nrules:\n  my-rule: [a, b]\n", 3, 12, "my-rule (id) must be a mapping"),
+    ("language: fr\nrules: {}\n", 1, 11, "language is 'fr'; valid: id"),
+    ("rules: {}\n", 1, 1, "missing required key 'language'"),
+    ("language: id\nrules:\n  my-rule: {title: 'x {src_ip'}\n", 3, 20,
+     "my-rule (id).title: unbalanced brace"),
+    ("language: id\nrules: [\n", 3, 1, "YAML syntax error"),
+])
+def test_a_malformed_catalog_is_reported_at_its_position(
+        tmp_path: Path, catalog: str, line: int, col: int, message: str) -> None:
+    cfg = site(tmp_path, RULE, catalog)
+    proc = check(cfg)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    where = f"{tmp_path / 'rules' / 'i18n' / 'id.yaml'}:{line}:{col}: "
+    assert any(x.startswith(where) and message in x for x in proc.stderr.splitlines()), \
+        proc.stderr
