@@ -20,6 +20,12 @@ from sentinel.attest.chart import SEVERITY_COLOURS, timeline_svg
 from sentinel.attest.evidence import Entry, Evidence, Recipient
 from sentinel.events import format_time
 
+#: Alert times before this (2000-01-01) cannot come from a running sentinel: a
+#: tampered record or a machine clock that was never set.
+EARLIEST_PLAUSIBLE = 946684800.0
+#: How far past the report's own time an alert may lie (clock drift between hosts).
+FUTURE_SLACK = 86400.0
+
 _STATUS_CLASS = {"delivered": "ok", "pending": "warn", "failed": "bad", "unknown": "warn",
                  "not routed": "muted"}
 
@@ -113,7 +119,16 @@ def summary_line(event: dict[str, Any]) -> str:
     return kind
 
 
-def _alert_row(entry: Entry, recipients: list[Recipient]) -> str:
+def implausible(entry: Entry, generated: float) -> bool:
+    """True when the alert's time cannot be right: before 2000 or a day past the report.
+
+    Such a record is still shown (it may be the trace of tampering), flagged, and
+    kept out of the timeline, whose span it would otherwise stretch to centuries.
+    """
+    return entry.time < EARLIEST_PLAUSIBLE or entry.time > generated + FUTURE_SLACK
+
+
+def _alert_row(entry: Entry, recipients: list[Recipient], generated: float) -> str:
     a = entry.alert
     event = a.get("event") if isinstance(a.get("event"), dict) else {}
     assert isinstance(event, dict)
@@ -126,6 +141,9 @@ def _alert_row(entry: Entry, recipients: list[Recipient]) -> str:
                         f"{_e(r.name)}: {_e(status)}</span>")
     mac = "" if entry.mac_ok is not False else \
         ' <span class="st bad">record fails its MAC</span>'
+    if implausible(entry, generated):
+        mac += (' <span class="st bad implausible">time implausible: tampered record or'
+                " unset clock</span>")
     body = json.dumps(a, indent=2, ensure_ascii=False, sort_keys=True)
     return (
         f'<tr id="alert-{_e(a.get("id", ""))}">'
@@ -145,7 +163,7 @@ def _alert_row(entry: Entry, recipients: list[Recipient]) -> str:
 def _alerts_table(ev: Evidence) -> str:
     if not ev.entries:
         return "<p>No alerts in this window.</p>"
-    rows = "\n".join(_alert_row(e, ev.recipients) for e in ev.entries)
+    rows = "\n".join(_alert_row(e, ev.recipients, ev.generated) for e in ev.entries)
     return ('<table id="alerts"><thead><tr><th>Time (UTC)</th><th>Severity</th><th>Rule</th>'
             "<th>Title</th><th>What</th><th>Count</th><th>Delivery</th><th>Event</th></tr>"
             f"</thead><tbody>\n{rows}\n</tbody></table>")
@@ -232,8 +250,11 @@ def _chips(ev: Evidence) -> str:
              _plural(pending, "delivery", "deliveries") + " pending" if pending else
              "every delivery done")
     dok = False if failed else (None if pending else True)
+    odd = sum(1 for e in ev.entries if implausible(e, ev.generated))
+    otext = _chip(False, _plural(odd, "alert", "alerts") + " with an implausible time") \
+        if odd else ""
     return ('<div class="chips">' + _chip(j.ok, jtext) + _chip(aok, atext)
-            + _chip(dok, dtext) + "</div>")
+            + _chip(dok, dtext) + otext + "</div>")
 
 
 def _window(ev: Evidence) -> str:
@@ -244,10 +265,15 @@ def _window(ev: Evidence) -> str:
 
 def render(ev: Evidence) -> str:
     """The whole page."""
-    times = [e.time for e in ev.entries]
+    plotted = [e for e in ev.entries if not implausible(e, ev.generated)]
+    times = [e.time for e in plotted]
     start = ev.since if ev.since is not None else (min(times) if times else ev.generated - 3600)
     end = ev.until if ev.until is not None else (max(times) + 1 if times else ev.generated)
-    chart = timeline_svg([(e.time, str(e.alert.get("severity", "info"))) for e in ev.entries],
+    # a --since or --until the reader typed may itself lie before 2000: the chart's
+    # labels cannot go before year 1, so its span is clamped to plausible times
+    start = min(max(start, EARLIEST_PLAUSIBLE), ev.generated + FUTURE_SLACK)
+    end = min(max(end, EARLIEST_PLAUSIBLE), ev.generated + FUTURE_SLACK)
+    chart = timeline_svg([(e.time, str(e.alert.get("severity", "info"))) for e in plotted],
                          start, max(end, start + 60), ev.windows)
     by_sev = Counter(str(e.alert.get("severity", "info")) for e in ev.entries)
     worst = max(by_sev, key=lambda s: SEVERITY_RANK.get(s, 0), default=None)

@@ -127,6 +127,27 @@ def test_an_edited_journal_record_is_reported(incident: Incident, tmp_path: Path
     assert "record fails its MAC" in page
 
 
+def test_a_record_with_a_year_1_time_is_rendered_and_flagged(incident: Incident,
+                                                             tmp_path: Path) -> None:
+    """A `time` tampered to year 1 once crashed the chart; it is shown, flagged, and
+    the other alerts and the timeline are still there."""
+    path = incident.config.in_state(incident.config.outputs.journal.path)
+    lines = path.read_text().splitlines(keepends=True)
+    victim = json.loads(lines[0])["alert"]
+    lines[0] = lines[0].replace(f'"time":"{victim["time"]}"', '"time":"0001-01-01T00:00:00.000Z"')
+    path.write_text("".join(lines))
+    page = _report(incident, tmp_path / "y1.html")
+    row = _row(page, victim["id"])
+    assert "0001-01-01" in row
+    assert "time implausible" in row
+    assert "record fails its MAC" in row
+    assert "1 alert with an implausible time" in page
+    assert page.count('<tr id="alert-') == len(incident.alerts)
+    assert '<svg xmlns="http://www.w3.org/2000/svg" class="timeline"' in page
+    others = [a for a in incident.alerts if a.id != victim["id"]]
+    assert all("time implausible" not in _row(page, a.id) for a in others)
+
+
 def test_a_cut_journal_tail_is_caught_by_the_attestation(incident: Incident,
                                                           tmp_path: Path) -> None:
     """Dropping the last records leaves a chain that verifies on its own; the attested
