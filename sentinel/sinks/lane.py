@@ -9,6 +9,8 @@ the next one goes at once. Subclasses say how records become requests.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -111,10 +113,15 @@ class Lane:
                     wait = self._step(now)
                     self._gauges(self.clock())
                     errors = 0
-                except Exception:
+                except Exception as exc:
                     # a spool or encoding fault must not end the lane: count, log once, go on
                     self.metrics.deliveries.labels(self.name, "error").inc()
-                    if errors == 0:
+                    if errors == 0 and isinstance(exc, sqlite3.OperationalError):
+                        # disk full, I/O error: the condition, not our code, is the news
+                        _log().error("delivery loop error; retrying", target=self.name,
+                                     url=self._url, error=str(exc),
+                                     spool=str(self.spool.path))
+                    elif errors == 0:
                         _log().exception("delivery loop error; retrying", target=self.name,
                                        url=self._url)
                     errors += 1
@@ -130,6 +137,10 @@ class Lane:
         self._depth.set(self.spool.depth)
         oldest = self.spool.oldest() if self.spool.depth else None
         self._oldest.set(0 if oldest is None else max(0.0, now - oldest))
+        # the floor only guides the re-queue after a corrupt spool: a full disk
+        # that keeps it from being written must not stop delivery
+        with contextlib.suppress(OSError, sqlite3.Error):
+            self.spool.write_floor()
 
     def _step(self, now: float) -> float:
         if now < self._blocked_until:

@@ -5,13 +5,24 @@ and deleted on success, so whatever is in the spool at start is what was not
 yet delivered: a crash or ``kill -9`` loses nothing. Permanent failures move to
 the ``dead`` table, kept for an operator. Readers page through the table in
 insertion order; nothing loads the whole backlog.
+
+Each record carries the journal ``seq`` of its alert, and the ``meta`` table
+the highest one the spool ever took (``taken``, written in the same
+transaction as the record). At start, whatever the journal holds past
+``taken`` for this lane was journaled but never spooled (a crash between the
+two writes) and is queued again. Beside the database, ``<spool>.floor`` holds
+the lowest journal ``seq`` not yet done; it survives the database, so when a
+spool is found corrupt (moved aside to ``<spool>.corrupt-<unix time>``), its
+replacement re-queues from the journal everything from there on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +51,17 @@ CREATE TABLE IF NOT EXISTS active (
     ends_at REAL NOT NULL,
     next_send REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
 """
+_TAKEN = ("INSERT INTO meta VALUES ('taken', ?) ON CONFLICT (key) DO UPDATE SET"
+          " value = max(value, excluded.value)")
+
+
+class SpoolCorrupt(Exception):
+    """The spool file is not a sound SQLite database."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +73,7 @@ class Record:
     body: bytes
     created: float
     attempts: int
+    jseq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,36 +91,102 @@ class Spool:
     from the lane's worker."""
 
     def __init__(self, path: Path, durable: bool = True) -> None:
+        """Open (creating) the spool; ``SpoolCorrupt`` when the file is no sound database."""
         self.path = path
+        self.floor_path = path.with_name(path.name + ".floor")
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # alerts can be sensitive: the spool (and the WAL files SQLite copies the
         # mode to) is readable by the daemon's user only
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         self._lock = threading.Lock()
+        self._floor_written: int | None = None
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # FULL fsyncs the WAL on every commit: an accepted alert survives power loss
-        self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-        self._db.executescript(_SCHEMA)
-        self.depth = int(self._db.execute("SELECT count(*) FROM pending").fetchone()[0])
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL fsyncs the WAL on every commit: an accepted alert survives power loss
+            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            # SQLite's default lets the WAL grow to 4 MB before it is folded back and
+            # never shrinks it: on a small state partition the WAL alone fills the disk
+            self._db.execute("PRAGMA wal_autocheckpoint=64")
+            self._db.execute("PRAGMA journal_size_limit=524288")
+            check = self._db.execute("PRAGMA quick_check").fetchall()
+            if check != [("ok",)]:
+                msg = "; ".join(str(r[0]) for r in check[:3])
+                raise sqlite3.DatabaseError(msg)
+            self._db.executescript(_SCHEMA)
+            cols = {r[1] for r in self._db.execute("PRAGMA table_info(pending)")}
+            if "jseq" not in cols:  # a spool from before journal re-queueing
+                self._db.execute("ALTER TABLE pending ADD COLUMN jseq INTEGER")
+            self.depth = int(self._db.execute("SELECT count(*) FROM pending").fetchone()[0])
+        except sqlite3.DatabaseError as exc:
+            # OperationalError (locked, disk full, unreadable) is not corruption:
+            # moving a sound spool aside would only lose what it holds
+            self._db.close()
+            if isinstance(exc, sqlite3.OperationalError):
+                raise
+            msg = f"spool {path} is corrupt: {exc}"
+            raise SpoolCorrupt(msg) from exc
 
-    def insert(self, id_: str, body: bytes, created: float) -> None:
+    def insert(self, id_: str, body: bytes, created: float, jseq: int | None = None) -> None:
+        """Queue one alert; ``jseq`` is its journal record, remembered as taken."""
         with self._lock:
-            self._db.execute("INSERT INTO pending (id, body, created) VALUES (?, ?, ?)",
-                             (id_, body, created))
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT INTO pending (id, body, created, jseq) VALUES (?, ?, ?, ?)",
+                    (id_, body, created, jseq))
+                if jseq is not None:
+                    self._db.execute(_TAKEN, (jseq,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise
             self.depth += 1
+
+    @property
+    def taken(self) -> int | None:
+        """The highest journal seq this spool took, None for a spool that never took one."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'taken'").fetchone()
+        return None if row is None else int(row[0])
+
+    def set_taken(self, jseq: int) -> None:
+        """Mark journal records up to ``jseq`` as seen (a new spool starts at the head)."""
+        with self._lock:
+            self._db.execute(_TAKEN, (jseq,))
+
+    def floor(self) -> int | None:
+        """The lowest journal seq not yet done: the oldest pending one, else taken + 1."""
+        with self._lock:
+            row = self._db.execute("SELECT min(jseq) FROM pending").fetchone()
+            if row is not None and row[0] is not None:
+                return int(row[0])
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'taken'").fetchone()
+        return None if row is None else int(row[0]) + 1
+
+    def write_floor(self) -> None:
+        """Keep ``<spool>.floor`` current (cheap when unchanged); what a corrupt spool's
+        replacement re-queues from."""
+        floor = self.floor()
+        if floor is None or floor == self._floor_written:
+            return
+        tmp = self.floor_path.with_name(self.floor_path.name + ".tmp")
+        tmp.write_text(f"{floor}\n")
+        os.replace(tmp, self.floor_path)
+        self._floor_written = floor
 
     def page(self, limit: int) -> list[Record]:
         """The oldest ``limit`` pending records."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT seq, id, body, created, attempts FROM pending ORDER BY seq LIMIT ?",
+                "SELECT seq, id, body, created, attempts, jseq FROM pending ORDER BY seq LIMIT ?",
                 (limit,)).fetchall()
             if len(rows) < limit:
                 # a short page is the whole queue: correct the count if another
                 # connection (an overlapping Delivery during a reload) changed it
                 self.depth = len(rows)
-        return [Record(r[0], r[1], bytes(r[2]), r[3], r[4]) for r in rows]
+        return [Record(r[0], r[1], bytes(r[2]), r[3], r[4], r[5]) for r in rows]
 
     def oldest(self) -> float | None:
         """Creation time of the oldest pending record (an index lookup)."""
@@ -127,8 +215,9 @@ class Spool:
             try:
                 if self._db.execute("DELETE FROM pending WHERE seq = ?", (rec.seq,)).rowcount:
                     self._db.execute(
-                        "INSERT INTO pending (id, body, created, attempts) VALUES (?, ?, ?, ?)",
-                        (rec.id, rec.body, rec.created, rec.attempts + 1))
+                        "INSERT INTO pending (id, body, created, attempts, jseq)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        (rec.id, rec.body, rec.created, rec.attempts + 1, rec.jseq))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -217,3 +306,24 @@ class Spool:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def read_floor(path: Path) -> int | None:
+    """The floor a spool at ``path`` last recorded, None when there is none readable."""
+    try:
+        text = path.with_name(path.name + ".floor").read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def move_aside(path: Path, now: float | None = None) -> Path:
+    """Rename a corrupt spool (and its WAL and shared-memory files) out of the way."""
+    stamp = int(now if now is not None else time.time())
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            os.replace(side, aside.with_name(aside.name + suffix))
+    os.replace(path, aside)
+    return aside
