@@ -1,9 +1,11 @@
 """Run by test_sink_crash.py as a child process that gets ``kill -9``.
 
-    python crash_helper.py CONFIG N
+    python crash_helper.py CONFIG N [hang-spool]
 
 Builds the Delivery from CONFIG, submits N alerts, prints ``ready`` and then
-keeps delivering until it is killed.
+keeps delivering until it is killed. With ``hang-spool`` the first spool insert
+prints ``in-window`` and never returns: the alert is journaled and not yet
+spooled, the moment a ``kill -9`` must not lose it.
 """
 
 from __future__ import annotations
@@ -17,12 +19,21 @@ from sentinel.alert import Alert
 from sentinel.config import load_config
 from sentinel.metrics import Metrics
 from sentinel.sinks import build_delivery
+from sentinel.sinks.spool import Spool
+
+
+def _hang(*_: object, **__: object) -> None:
+    print("in-window", flush=True)
+    while True:
+        time.sleep(1)
 
 
 def main() -> None:
     logs.configure(sys.stderr)
     config = load_config(Path(sys.argv[1]))
     delivery = build_delivery(config, Metrics())
+    if sys.argv[3:] == ["hang-spool"]:
+        Spool.insert = _hang  # type: ignore[method-assign]
     for i in range(int(sys.argv[2])):
         delivery.submit(Alert(rule="crash-test", title=f"alert {i}", severity="critical",
                               time=time.time(), host="tally-01", source="fim",
