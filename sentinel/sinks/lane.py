@@ -23,7 +23,7 @@ from sentinel.sinks.spool import Record, Spool
 
 #: Failed attempts (with an HTTP answer) after which an alert is retried behind the others.
 REQUEUE_AFTER = 3
-#: Longest sleep between two looks at the spool; bounds how stale the gauges get.
+#: Longest sleep between two looks at the spool (a reload overlap may add rows to it).
 IDLE_WAIT = 1.0
 
 
@@ -59,6 +59,7 @@ class Lane:
         self._up = metrics.component_up.labels(f"delivery:{name}")
         self._depth = metrics.delivery_queue_depth.labels(name)
         self._oldest = metrics.delivery_oldest_pending.labels(name)
+        self._last_oldest = 0.0
         self._thread = threading.Thread(target=self._run, name=f"delivery-{name}", daemon=True)
 
     # -- what a format provides ------------------------------------------
@@ -81,12 +82,23 @@ class Lane:
     # -- lifecycle -------------------------------------------------------
 
     def start(self) -> None:
-        self._gauges(self.clock())
+        # read at scrape time, so they stay true while a request is in flight (a
+        # receiver that takes its time must not look like an empty queue)
+        self._depth.set_function(lambda: self.spool.depth)
+        self._oldest.set_function(self._oldest_age)
         self._thread.start()
 
+    def _oldest_age(self) -> float:
+        try:
+            oldest = self.spool.oldest()
+        except Exception:
+            # a spool closed by a reload, or a failing disk: the last known age
+            return self._last_oldest
+        self._last_oldest = 0.0 if oldest is None else max(0.0, self.clock() - oldest)
+        return self._last_oldest
+
     def wake(self) -> None:
-        """Something was spooled: update the depth gauge and look at the spool now."""
-        self._depth.set(self.spool.depth)
+        """Something was spooled: look at the spool now."""
         self._wake.set()
 
     def stop(self) -> None:
@@ -111,7 +123,7 @@ class Lane:
                 now = self.clock()
                 try:
                     wait = self._step(now)
-                    self._gauges(self.clock())
+                    self._keep_floor()
                     errors = 0
                 except Exception as exc:
                     # a spool or encoding fault must not end the lane: count, log once, go on
@@ -133,10 +145,7 @@ class Lane:
             self._up.set(0)
             self.transport.close()
 
-    def _gauges(self, now: float) -> None:
-        self._depth.set(self.spool.depth)
-        oldest = self.spool.oldest() if self.spool.depth else None
-        self._oldest.set(0 if oldest is None else max(0.0, now - oldest))
+    def _keep_floor(self) -> None:
         # the floor only guides the re-queue after a corrupt spool: a full disk
         # that keeps it from being written must not stop delivery
         with contextlib.suppress(OSError, sqlite3.Error):
