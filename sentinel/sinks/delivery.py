@@ -71,6 +71,11 @@ class _Held:
 
 Acks = list[tuple[Callable[[int], None], int]]
 
+# Deliveries started and not closed: at a reload the old one hands what it holds
+# in memory to the new one on the same journal instead of losing it at close
+_live: list[Delivery] = []
+_live_lock = threading.Lock()
+
 
 class Delivery:
     """Journal plus delivery to every target; satisfies ``sentinel.pipeline.AlertSink``."""
@@ -100,6 +105,8 @@ class Delivery:
         metrics.component_up.labels("journal").set(1)
 
     def start(self) -> None:
+        with _live_lock:
+            _live.append(self)
         for lane in self.lanes():
             self.metrics.component_up.labels(f"spool:{lane.name}").set(
                 0 if lane.name in self._owed else 1)
@@ -186,6 +193,18 @@ class Delivery:
                      spool=str(lane.spool.path), from_journal_seq=seq,
                      detail="the alerts are in the journal; they are spooled from it when"
                             " the spool can be written again")
+        self._kick.set()
+
+    def adopt(self, held: deque[_Held]) -> None:
+        """Take alerts another Delivery held (a reload): they go before this one's."""
+        with self._lock:
+            held.extend(self._held)
+            self._held = held
+            self.metrics.journal_held.set(len(held))
+            if self._failing is None:
+                self._failing, self._failing_since = "held by the previous Delivery", \
+                    time.monotonic()
+                self.metrics.component_up.labels("journal").set(0)
         self._kick.set()
 
     def owe_from(self, lane: Lane, seq: int) -> None:
@@ -340,8 +359,17 @@ class Delivery:
                 return
             self._closed = True
             self._room.notify_all()
-            lost = len(self._held)
+            held, self._held = self._held, deque()
         self._kick.set()
+        lost = len(held)
+        with _live_lock:
+            if self in _live:
+                _live.remove(self)
+            heir = next((d for d in reversed(_live) if d.journal is self.journal), None)
+        if heir is not None and held:
+            # a reload: the new Delivery on the same journal takes them, in order
+            heir.adopt(held)
+            lost = 0
         if lost:
             _log().error("alerts_lost_at_shutdown", alerts=lost,
                          detail="the journal could not be written until the end; a source"

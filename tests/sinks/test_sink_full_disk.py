@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import http.client
+import json
 import os
 import subprocess
 import time
@@ -16,9 +18,11 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from sentinel.config import MetricsConfig
 from sentinel.metrics import Metrics
 from sentinel.sinks import verify_journal
 from sentinel.sinks.keys import read_key_file
+from sentinel.sinks.metrics_http import MetricsServer
 from tests.sinks.conftest import SECRET, hook, make_alert, make_config, metric
 from tests.sinks.receiver import Receiver, wait_for
 
@@ -142,3 +146,52 @@ def test_full_spool_disk_requeues_from_the_journal(tmp_path: Path, start: Any,
         wait_for(lambda: d.health()["spool:soc"], what="the spool to count as up")
     assert len(events(logs, "spool_write_failing")) == 1
     assert len(events(logs, "spool_caught_up")) == 1
+
+
+def test_healthz_is_503_naming_the_journal_while_alerts_are_held(tmp_path: Path, start: Any,
+                                                                 metrics: Metrics) -> None:
+    with tmpfs(tmp_path / "state") as state:
+        d = start(make_config(state))
+        server = MetricsServer(MetricsConfig(listen=("127.0.0.1", 0)), metrics, d.health)
+        server.start()
+        try:
+            filler = fill(state)
+            while d.submit(make_alert()):  # the last page of the journal fills up
+                pass
+            code, body = healthz(server.address)
+            assert code == 503 and body["down"] == ["journal"]
+            filler.unlink()
+            wait_for(lambda: d.held == 0, timeout=20, what="the held alerts")
+            assert healthz(server.address)[0] == 200
+        finally:
+            server.stop()
+
+
+def healthz(address: tuple[str, int]) -> tuple[int, Any]:
+    conn = http.client.HTTPConnection(*address, timeout=10)
+    try:
+        conn.request("GET", "/healthz")
+        r = conn.getresponse()
+        return r.status, json.loads(r.read())
+    finally:
+        conn.close()
+
+
+def test_a_reload_hands_the_held_alerts_to_the_new_delivery(tmp_path: Path, start: Any,
+                                                            deliveries: list[Any]) -> None:
+    with tmpfs(tmp_path / "state") as state, Receiver(secret=SECRET) as r:
+        config = make_config(state, hook("soc", r.url))
+        old = start(config)
+        filler = fill(state)
+        alerts = [make_alert() for _ in range(20)]
+        for a in alerts:
+            old.submit(a)
+        held = old.held
+        assert held > 0
+        new = start(config)  # built beside the old one, as a reload does
+        old.close(5.0)
+        deliveries.remove(old)
+        assert new.held == held
+        filler.unlink()
+        wait_for(lambda: r.delivered_ids() >= {a.id for a in alerts}, timeout=30,
+                 what="the alerts the old delivery held")
