@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -69,6 +68,8 @@ def _lanes(args: argparse.Namespace) -> list[tuple[str, str, Any]]:
 
 def _open(path: Path) -> tuple[Any, str | None]:
     """The spool at ``path``, or None and why it cannot be read."""
+    import sqlite3  # here, not at the top: `sentinel --help` must stay light
+
     from sentinel.sinks.spool import Spool, SpoolCorrupt
 
     try:
