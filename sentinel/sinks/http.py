@@ -113,39 +113,64 @@ class _Adapter(HTTPAdapter):
 
 
 class _Deadline:
-    """Shuts down the watched request's socket once ``seconds`` have passed."""
+    """Shuts down the watched request's socket when its deadline passes.
+
+    One thread per transport, started at the first request and parked between
+    requests: a thread per request would cost more than a fast POST.
+    """
 
     #: How often to look again when the deadline finds the socket still connecting.
     RECHECK = 0.05
 
-    def __init__(self, watch: _Watch, seconds: float) -> None:
+    def __init__(self, watch: _Watch) -> None:
         self._watch = watch
-        self._done = threading.Event()
+        self._cond = threading.Condition()
+        self._until: float | None = None
+        self._closed = False
+        self._thread: threading.Thread | None = None
         self.expired = False
-        self._timer = threading.Timer(seconds, self._fire)
-        self._timer.name = "delivery-deadline"
-        self._timer.daemon = True
 
-    def __enter__(self) -> _Deadline:
-        self._watch.conn = None
-        self._timer.start()
-        return self
+    def arm(self, seconds: float) -> None:
+        with self._cond:
+            self._watch.conn = None
+            self.expired = False
+            self._until = time.monotonic() + seconds
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="delivery-deadline",
+                                                daemon=True)
+                self._thread.start()
+            self._cond.notify()
 
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._timer.cancel()
+    def disarm(self) -> None:
+        with self._cond:
+            self._until = None
+            self._cond.notify()
 
-    def _fire(self) -> None:
-        while not self._done.is_set():
-            self.expired = True
-            sock = getattr(self._watch.conn, "sock", None)
-            if sock is not None:
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while not self._closed:
+                if self._until is None:
+                    self._cond.wait()
+                    continue
+                left = self._until - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                self.expired = True
+                sock = getattr(self._watch.conn, "sock", None)
+                if sock is None:
+                    # still connecting (bounded by the connect timeout): look again shortly
+                    self._cond.wait(self.RECHECK)
+                    continue
                 # OSError: already closed, the request is ending on its own
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                return
-            # still connecting (bounded by the connect timeout): look again shortly
-            self._done.wait(self.RECHECK)
+                self._until = None
 
 
 class Transport:
@@ -158,6 +183,7 @@ class Transport:
         self.timeout = hook.timeout
         self._clock = clock
         self._watch = _Watch()
+        self._deadline = _Deadline(self._watch)
         self._session = requests.Session()
         adapter = _Adapter(self._watch)
         self._session.mount("http://", adapter)
@@ -177,20 +203,22 @@ class Transport:
 
     def post(self, body: bytes, headers: dict[str, str] | None = None) -> Outcome:
         """One POST, answered or abandoned within ``timeout`` seconds overall."""
-        with _Deadline(self._watch, self.timeout) as deadline:
-            try:
-                resp = self._session.post(self.url, data=body, headers=headers,
-                                          timeout=self.timeout, allow_redirects=False,
-                                          stream=True)
-                # a little of the answer, inside the deadline; a receiver that
-                # answers with gigabytes gets no more of our memory than this
-                resp.raw.read(_ANSWER_MAX, decode_content=False)
-            except (requests.exceptions.RequestException, HTTPError, OSError) as exc:
-                # reading the body raises urllib3's own errors, not requests'
-                if deadline.expired:
-                    return Outcome("retry", reason=f"no complete answer within"
-                                                   f" {self.timeout:g}s (the overall deadline)")
-                return self._failed(exc)
+        self._deadline.arm(self.timeout)
+        try:
+            resp = self._session.post(self.url, data=body, headers=headers,
+                                      timeout=self.timeout, allow_redirects=False,
+                                      stream=True)
+            # a little of the answer, inside the deadline; a receiver that
+            # answers with gigabytes gets no more of our memory than this
+            resp.raw.read(_ANSWER_MAX, decode_content=False)
+        except (requests.exceptions.RequestException, HTTPError, OSError) as exc:
+            # reading the body raises urllib3's own errors, not requests'
+            if self._deadline.expired:
+                return Outcome("retry", reason=f"no complete answer within"
+                                               f" {self.timeout:g}s (the overall deadline)")
+            return self._failed(exc)
+        finally:
+            self._deadline.disarm()
         status = resp.status_code
         result = classify(status)
         retry_after = parse_retry_after(resp.headers.get("Retry-After"), self._clock())
@@ -208,6 +236,7 @@ class Transport:
         return Outcome("retry", reason=f"connection error: {_short(exc)}")
 
     def close(self) -> None:
+        self._deadline.close()
         self._session.close()
 
 
