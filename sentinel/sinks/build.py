@@ -62,7 +62,8 @@ class _Opened:
 def _open_spool(name: str, path: Path, durable: bool, metrics: Metrics, opened: _Opened
                 ) -> Spool:
     try:
-        return Spool(path, durable)
+        # lazy: a full disk at start must not keep the daemon from starting
+        return Spool(path, durable, lazy=True)
     except SpoolCorrupt as exc:
         floor = read_floor(path)
         aside = move_aside(path)
@@ -75,7 +76,7 @@ def _open_spool(name: str, path: Path, durable: bool, metrics: Metrics, opened: 
         # no floor file: every alert the journal holds for the lane goes out again
         # (at least once: a receiver deduplicates by alert id)
         opened.floors[name] = floor if floor is not None else 0
-        return Spool(path, durable)
+        return Spool(path, durable, lazy=True)
 
 
 def _lane(hook: WebhookConfig, i: int, config: Config, metrics: Metrics,
@@ -123,6 +124,9 @@ def _settle(delivery: Delivery, journal: Journal, opened: _Opened) -> None:
     head = journal.head()[0]
     for lane in delivery.lanes():
         floor = opened.floors.get(lane.name)
+        if lane.spool.problem is not None:
+            delivery.settle_later(lane, head if floor is None else min(floor, head))
+            continue
         if floor is not None:
             lane.spool.set_taken(floor - 1)
         taken = lane.spool.taken

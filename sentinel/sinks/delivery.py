@@ -95,6 +95,7 @@ class Delivery:
         self._failing: str | None = None  # why the journal cannot be written
         self._failing_since = 0.0
         self._owed: dict[str, int] = {}  # lane -> first journal seq it has not spooled
+        self._unsettled: dict[str, int] = {}  # lane whose spool did not open -> head then
         self._target_of = {lane.name: t for t in targets for lane in t.lanes}
         self._lane = {lane.name: lane for t in targets for lane in t.lanes}
         self._kick = threading.Event()
@@ -212,6 +213,17 @@ class Delivery:
         with self._lock:
             self._owed[lane.name] = seq
 
+    def settle_later(self, lane: Lane, head: int) -> None:
+        """Start-up: ``lane``'s spool cannot be opened yet, so what it owes is unknown;
+        once it opens, it owes from its own mark (or from ``head``, the journal's head
+        at start, for a new spool)."""
+        with self._lock:
+            self._unsettled[lane.name] = head
+            self._owed[lane.name] = head
+        _log().error("spool_unavailable", target=lane.name, spool=str(lane.spool.path),
+                     error=lane.spool.problem,
+                     detail="the lane takes alerts from the journal once it can open it")
+
     # -- the retry thread ------------------------------------------------
 
     def _retry_loop(self) -> None:
@@ -277,6 +289,17 @@ class Delivery:
     def _catch_up_lane(self, lane: Lane, woken: set[Lane]) -> bool:
         """Spool for ``lane`` what the journal holds from its owed seq on."""
         target = self._target_of[lane.name]
+        if lane.name in self._unsettled:
+            try:
+                taken = lane.spool.taken  # opens the spool, or raises again
+                head0 = self._unsettled[lane.name]
+                if taken is None:
+                    lane.spool.set_taken(head0 - 1)
+            except Exception:
+                return False
+            with self._lock:
+                del self._unsettled[lane.name]
+                self._owed[lane.name] = head0 if taken is None else min(taken + 1, head0)
         while True:
             with self._lock:
                 start = self._owed.get(lane.name)

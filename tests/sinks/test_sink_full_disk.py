@@ -195,3 +195,26 @@ def test_a_reload_hands_the_held_alerts_to_the_new_delivery(tmp_path: Path, star
         filler.unlink()
         wait_for(lambda: r.delivered_ids() >= {a.id for a in alerts}, timeout=30,
                  what="the alerts the old delivery held")
+
+
+def test_a_start_on_a_full_disk_runs_and_delivers_once_space_returns(
+        tmp_path: Path, start: Any, deliveries: list[Any]) -> None:
+    """A restart while the disk is full (the spool cannot even be opened) must not
+    stop the daemon: it starts, says the spool is down, and catches up later."""
+    with tmpfs(tmp_path / "state") as state, Receiver(secret=SECRET) as r:
+        config = make_config(state, hook("soc", r.url))
+        first = start(config)
+        first.submit(make_alert())
+        wait_for(lambda: len(r.delivered_ids()) == 1, what="the first alert")
+        first.close(5.0)
+        deliveries.remove(first)
+        filler = fill(state)
+        d = start(config)  # raised sqlite3.OperationalError before
+        assert d.health()["spool:soc"] is False
+        alerts = [make_alert() for _ in range(30)]
+        for a in alerts:
+            d.submit(a)
+        filler.unlink()
+        wait_for(lambda: r.delivered_ids() >= {a.id for a in alerts}, timeout=30,
+                 what="the alerts raised while the disk was full")
+        wait_for(lambda: all(d.health().values()), what="every part healthy again")
