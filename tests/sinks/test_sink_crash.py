@@ -116,3 +116,34 @@ def test_kill_9_between_journal_append_and_spool_insert_sends_the_alert_after_re
         assert db.execute("SELECT count(*) FROM pending").fetchone()[0] == 0
     finally:
         db.close()
+
+
+def test_kill_9_between_two_lanes_spools_sends_the_alert_to_the_lane_that_missed_it(
+        tmp_path: Path, procs: list[subprocess.Popen[str]]) -> None:
+    """The first target's spool took the alert, the second's did not when the process
+    died: after the restart the second target gets it (the first has it, at least once)."""
+    with Receiver(secret=SECRET) as a, Receiver(secret=SECRET) as b:
+        state = tmp_path / "state"
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            f"host: {{name: tally-01, addresses: [10.20.0.10]}}\n"
+            f"state_dir: {state}\n"
+            "outputs:\n"
+            "  webhooks:\n"
+            f"    - {{name: first, url: '{a.url}', secret_env: SOC_SECRET}}\n"
+            f"    - {{name: second, url: '{b.url}', secret_env: SOC_SECRET}}\n")
+        crashed = spawn(procs, config, 1, "hang-second-spool")
+        assert crashed.stdout is not None
+        assert crashed.stdout.readline().strip() == "in-window"
+        crashed.send_signal(signal.SIGKILL)
+        crashed.wait(timeout=10)
+        [journaled] = [json.loads(line)["alert"]["id"]
+                       for line in (state / "alerts.jsonl").read_text().splitlines()]
+
+        again = spawn(procs, config, 0)
+        assert again.stdout is not None
+        assert again.stdout.readline().strip() == "ready"
+        wait_for(lambda: b.delivered_ids() == {journaled}, timeout=30,
+                 what="the alert at the target whose spool missed it")
+        wait_for(lambda: a.delivered_ids() == {journaled}, timeout=30,
+                 what="the alert at the target whose spool had it")
