@@ -188,7 +188,7 @@ class Daemon:
         if parts is not None:
             for src in parts.sources:
                 out[src.name] = src.alive()
-            out[parts.sink.name] = parts.sink.alive()
+            out.update(parts.sink.health())  # journal, each spool, the delivery workers
         for name, up in out.items():
             self.metrics.component_up.labels(name).set(1 if up else 0)
         return out

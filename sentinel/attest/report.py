@@ -22,6 +22,12 @@ from sentinel.attest.evidence import Entry, Evidence, Recipient
 from sentinel.events import format_time
 from sentinel.i18n import human_time, text
 
+#: Alert times before this (2000-01-01) cannot come from a running sentinel: a
+#: tampered record or a machine clock that was never set.
+EARLIEST_PLAUSIBLE = 946684800.0
+#: How far past the report's own time an alert may lie (clock drift between hosts).
+FUTURE_SLACK = 86400.0
+
 _STATUS_CLASS = {"delivered": "ok", "pending": "warn", "failed": "bad", "unknown": "warn",
                  "not routed": "muted"}
 
@@ -125,11 +131,26 @@ def _shown_title(a: dict[str, Any], lang: str) -> object:
 
 def _local_cell(entry: Entry, tz: tzinfo) -> str:
     """The alert's time in the display zone, on two lines (date, then time and zone)."""
-    date, _, rest = human_time(entry.time, tz).partition(" ")
+    try:
+        shown = human_time(entry.time, tz)
+    except (OverflowError, ValueError, OSError):
+        # a tampered time past what a date can hold in this zone: the UTC cell shows it
+        return "?"
+    date, _, rest = shown.partition(" ")
     return f"{_e(date)}<br>{_e(rest)}"
 
 
-def _alert_row(entry: Entry, recipients: list[Recipient], lang: str = "en",
+
+def implausible(entry: Entry, generated: float) -> bool:
+    """True when the alert's time cannot be right: before 2000 or a day past the report.
+
+    Such a record is still shown (it may be the trace of tampering), flagged, and
+    kept out of the timeline, whose span it would otherwise stretch to centuries.
+    """
+    return entry.time < EARLIEST_PLAUSIBLE or entry.time > generated + FUTURE_SLACK
+
+
+def _alert_row(entry: Entry, recipients: list[Recipient], generated: float, lang: str = "en",
                tz: tzinfo = UTC) -> str:
     a = entry.alert
     event = a.get("event") if isinstance(a.get("event"), dict) else {}
@@ -143,6 +164,9 @@ def _alert_row(entry: Entry, recipients: list[Recipient], lang: str = "en",
                         f"{_e(r.name)}: {_e(status)}</span>")
     mac = "" if entry.mac_ok is not False else \
         ' <span class="st bad">record fails its MAC</span>'
+    if implausible(entry, generated):
+        mac += (' <span class="st bad implausible">time implausible: tampered record or'
+                " unset clock</span>")
     body = json.dumps(a, indent=2, ensure_ascii=False, sort_keys=True)
     return (
         f'<tr id="alert-{_e(a.get("id", ""))}">'
@@ -163,7 +187,7 @@ def _alert_row(entry: Entry, recipients: list[Recipient], lang: str = "en",
 def _alerts_table(ev: Evidence, lang: str = "en", tz: tzinfo = UTC) -> str:
     if not ev.entries:
         return f"<p>{_e(text(lang, 'No alerts in this window.'))}</p>"
-    rows = "\n".join(_alert_row(e, ev.recipients, lang, tz) for e in ev.entries)
+    rows = "\n".join(_alert_row(e, ev.recipients, ev.generated, lang, tz) for e in ev.entries)
     heads = ("Time (UTC)", "Local time", "Severity", "Rule", "Title", "What", "Count",
              "Delivery", "Event")
     return ('<table id="alerts"><thead><tr>'
@@ -252,8 +276,11 @@ def _chips(ev: Evidence) -> str:
              _plural(pending, "delivery", "deliveries") + " pending" if pending else
              "every delivery done")
     dok = False if failed else (None if pending else True)
+    odd = sum(1 for e in ev.entries if implausible(e, ev.generated))
+    otext = _chip(False, _plural(odd, "alert", "alerts") + " with an implausible time") \
+        if odd else ""
     return ('<div class="chips">' + _chip(j.ok, jtext) + _chip(aok, atext)
-            + _chip(dok, dtext) + "</div>")
+            + _chip(dok, dtext) + otext + "</div>")
 
 
 def _window(ev: Evidence, lang: str = "en") -> str:
@@ -268,10 +295,15 @@ def render(ev: Evidence, language: str = "en", tz: tzinfo = UTC) -> str:
     def t(english: str) -> str:
         return _e(text(language, english))
 
-    times = [e.time for e in ev.entries]
+    plotted = [e for e in ev.entries if not implausible(e, ev.generated)]
+    times = [e.time for e in plotted]
     start = ev.since if ev.since is not None else (min(times) if times else ev.generated - 3600)
     end = ev.until if ev.until is not None else (max(times) + 1 if times else ev.generated)
-    chart = timeline_svg([(e.time, str(e.alert.get("severity", "info"))) for e in ev.entries],
+    # a --since or --until the reader typed may itself lie before 2000: the chart's
+    # labels cannot go before year 1, so its span is clamped to plausible times
+    start = min(max(start, EARLIEST_PLAUSIBLE), ev.generated + FUTURE_SLACK)
+    end = min(max(end, EARLIEST_PLAUSIBLE), ev.generated + FUTURE_SLACK)
+    chart = timeline_svg([(e.time, str(e.alert.get("severity", "info"))) for e in plotted],
                          start, max(end, start + 60), ev.windows)
     by_sev = Counter(str(e.alert.get("severity", "info")) for e in ev.entries)
     worst = max(by_sev, key=lambda s: SEVERITY_RANK.get(s, 0), default=None)

@@ -122,7 +122,7 @@ class AlertmanagerLane(Lane):
         self.resolve_after = resolve_after
 
     def encode(self, records: list[Record]) -> list[list[Record]]:
-        return [records]
+        return self.batches(records)
 
     def post(self, records: list[Record], now: float) -> Outcome:
         ends = format_time(now + self.resolve_after)
