@@ -39,8 +39,9 @@ TOP_KEYS = ("host", "state_dir", "network", "fim", "rules", "lists", "schedules"
 class ConfigReader:
     """Walks the YAML tree, converting and checking each section."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, secrets: bool = True) -> None:
         self.path = path
+        self.secrets = secrets
         self.base = path.resolve().parent
         self.c = Checker()
 
@@ -64,7 +65,7 @@ class ConfigReader:
         rules = self._rules(top["rules"]) if "rules" in top else RulesConfig()
         lists, list_marks = self._lists(top["lists"]) if "lists" in top else ({}, {})
         schedules = self._schedules(top["schedules"]) if "schedules" in top else {}
-        outputs = (OutputsReader(c, self._path, self._key_source).read(top["outputs"])
+        outputs = (OutputsReader(c, self._path, self._key_source, self.secrets).read(top["outputs"])
                    if "outputs" in top else OutputsConfig())
         attest = self._attest(top["attest"]) if "attest" in top else AttestConfig()
         c.raise_if_any()
