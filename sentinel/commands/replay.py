@@ -170,6 +170,9 @@ def run(args: argparse.Namespace) -> int:
         if engine is not None:
             run_batch()
             publish(engine.advance(last))
+            # the capture ends like the daemon stops: open suppression periods end now,
+            # so the alerts' counts add up to every matching event
+            publish(engine.flush(last))
         out.flush()
         if delivery is not None:
             for lane, n in delivery.drain(args.drain_timeout).items():
