@@ -272,12 +272,11 @@ class Daemon:
         except ProblemError as exc:
             for p in exc.problems:
                 log.error("reload_rejected", problem=str(p))
-            log.error("reload_failed", errors=len(exc.problems),
-                      detail="the running config and rules stay in force")
-            self.metrics.config_reloads.labels("failure").inc()
-            self.metrics.config_last_reload_success.set(0)
-            self.notifier.send("READY=1", "STATUS=reload failed; previous rules running")
-            return False
+            return self._refuse(f"{len(exc.problems)} problem(s)")
+        except Exception as exc:
+            # whatever a hostile file still finds must not end the daemon: refuse it
+            log.exception("reload_rejected", error=str(exc)[:500], error_type=type(exc).__name__)
+            return self._refuse(type(exc).__name__)
         self.engine.swap(rules)
         self._zero_alert_series(rules)
         if _parts_differ(self.config, config):
@@ -292,6 +291,15 @@ class Daemon:
         self.notifier.send("READY=1", f"STATUS=watching; {len(rules)} rules")
         log.info("reloaded", rules=len(rules))
         return True
+
+    def _refuse(self, why: str) -> bool:
+        """A refused reload: counted, logged once, and the running set stays."""
+        log.error("reload_failed", reason=why,
+                  detail="the running config and rules stay in force")
+        self.metrics.config_reloads.labels("failure").inc()
+        self.metrics.config_last_reload_success.set(0)
+        self.notifier.send("READY=1", "STATUS=reload failed; previous rules running")
+        return False
 
     def _rebuild(self, config: Config) -> None:
         """Restart the components whose config changed (sources, sinks, endpoint)."""

@@ -350,3 +350,65 @@ def test_second_daemon_on_the_same_state_dir_exits_2_clearly(
     assert "in use" in second.stderr or "lock" in second.stderr, second.stderr
     assert "Traceback" not in second.stderr
     assert proc.poll() is None
+
+
+GOOD_RULE = ("rules:\n  - id: ssh-in\n    title: t\n    severity: high\n    kind: net.connection\n"
+             "    match: {dst_port: 22}\n")
+
+
+def _hostile_rules() -> list[tuple[str, str]]:
+    from tests.engine.test_rule_hostile import HOSTILE
+
+    return [(name, text) for name, text, _ in HOSTILE]
+
+
+@pytest.mark.parametrize(("name", "text"), _hostile_rules(), ids=[n for n, _ in _hostile_rules()])
+def test_hostile_rule_file_at_reload_is_refused_and_old_rules_keep_running(
+    daemon: tuple[subprocess.Popen[str], NotifySocket, Path, int], name: str, text: str,
+) -> None:
+    """Issue #15.9: a refused reload, counted; the daemon lives on with its old rule."""
+    proc, notify, cfg, port = daemon
+    rules = cfg.parent / "rules"
+    notify.wait_for("READY=1")
+    (rules / "a.yaml").write_text(GOOD_RULE)
+    proc.send_signal(signal.SIGHUP)
+    wait_metric(port, "sentinel_rules_loaded", 1.0)
+    (rules / "b.yaml").write_text(text)
+    proc.send_signal(signal.SIGHUP)
+    wait_metric(port, 'sentinel_config_reloads_total{result="failure"}', 1.0, at_least=True)
+    assert proc.poll() is None
+    text_now = scrape(port)
+    assert metric(text_now, "sentinel_rules_loaded") == 1.0
+    assert metric(text_now, "sentinel_config_last_reload_success") == 0.0
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+    _, err = proc.communicate()
+    assert "Traceback" not in err
+    # and the same file at start is a clean exit 2, not a crash loop
+    again = subprocess.run([SENTINEL, "run", "-c", str(cfg)], capture_output=True, text=True,
+                           timeout=60)
+    assert again.returncode == 2
+    assert again.stderr.startswith(f"{rules / 'b.yaml'}:"), again.stderr
+    assert "Traceback" not in again.stderr
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo"])
+def test_rule_path_that_is_not_a_regular_file_is_a_refused_reload(
+    daemon: tuple[subprocess.Popen[str], NotifySocket, Path, int], special: str,
+) -> None:
+    """/dev/zero or a FIFO named as a rule path: refused at once, never read or waited on."""
+    proc, notify, cfg, port = daemon
+    notify.wait_for("READY=1")
+    path = special
+    if special == "fifo":
+        path = str(cfg.parent / "pipe.yaml")
+        os.mkfifo(path)
+    cfg.write_text(cfg.read_text().replace("paths: [rules]", f"paths: [rules, '{path}']"))
+    proc.send_signal(signal.SIGHUP)
+    wait_metric(port, 'sentinel_config_reloads_total{result="failure"}', 1.0, at_least=True)
+    # the main loop still answers: a later good reload goes through
+    cfg.write_text(cfg.read_text().replace(f", '{path}'", ""))
+    proc.send_signal(signal.SIGHUP)
+    wait_metric(port, "sentinel_config_last_reload_success", 1.0)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0

@@ -17,7 +17,16 @@ from sentinel.config import Config, Window
 from sentinel.engine.conditions import ListDef
 from sentinel.engine.index import RuleIndex
 from sentinel.engine.rules import Rule, RuleReader
-from sentinel.located import Checker, Mark, Node, Problem, ProblemError, parse, type_name
+from sentinel.located import (
+    Checker,
+    Mark,
+    Node,
+    Problem,
+    ProblemError,
+    parse,
+    read_bounded,
+    type_name,
+)
 
 FILE_KEYS = ("lists", "rules")
 
@@ -167,9 +176,10 @@ def load_rule_files(
 def _read(path: Path, c: Checker) -> tuple[bytes, Node] | None:
     file = str(path)
     try:
-        blob = path.read_bytes()
-    except OSError as exc:
-        c.error(Mark(file, 1, 1), f"cannot read the rule file: {exc.strerror}")
+        # regular files of bounded size only: /dev/zero or a FIFO must not hang a reload
+        blob = read_bounded(path)
+    except ProblemError as exc:
+        c.problems.extend(exc.problems)
         return None
     try:
         text = blob.decode("utf-8")
