@@ -226,16 +226,23 @@ def _check_depth(text: str, file: str) -> None:
 
     The composer and the builder recurse once per level: 5,000 levels would end in
     a RecursionError instead of a positioned problem."""
-    depth = 0
-    for event in yaml.parse(text, Loader=_FAST_LOADER):
-        if isinstance(event, yaml.CollectionStartEvent):
-            depth += 1
-            if depth > MAX_DEPTH:
-                msg = (f"nested more than {MAX_DEPTH} levels deep; a config or rule file"
-                       " needs far fewer")
-                raise ProblemError([Problem(_mark(file, event.start_mark), msg)])
-        elif isinstance(event, yaml.CollectionEndEvent):
-            depth -= 1
+    for loader in (_FAST_LOADER, yaml.SafeLoader):
+        depth = 0
+        try:
+            for event in yaml.parse(text, Loader=loader):
+                if isinstance(event, yaml.CollectionStartEvent):
+                    depth += 1
+                    if depth > MAX_DEPTH:
+                        msg = (f"nested more than {MAX_DEPTH} levels deep; a config or rule"
+                               " file needs far fewer")
+                        raise ProblemError([Problem(_mark(file, event.start_mark), msg)])
+                elif isinstance(event, yaml.CollectionEndEvent):
+                    depth -= 1
+            return
+        except yaml.YAMLError:
+            # libyaml may stop early (its own depth limit, a syntax error); the pure
+            # parser is iterative and sees as far as the error: the composer reports it
+            continue
 
 
 def read_bounded(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
