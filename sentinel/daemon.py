@@ -20,7 +20,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -35,11 +34,9 @@ from sentinel.events import Event
 from sentinel.located import ProblemError
 from sentinel.metrics import Metrics
 from sentinel.notify import Notifier
-from sentinel.pipeline import Source
-from sentinel.sinks import Delivery, JournalError, JournalKeyError, build_delivery
-from sentinel.sinks.metrics_http import MetricsServer
-from sentinel.sources.fim import BaselineError, build_fim_source
-from sentinel.sources.net import build_network_source
+from sentinel.parts import Parts, Rebuild, build_parts, parts_differ
+from sentinel.sinks import JournalError, JournalKeyError
+from sentinel.sources.fim import BaselineError
 from sentinel.watchfiles import FileWatch
 
 log = logs.get("daemon")
@@ -60,15 +57,6 @@ def load_all(path: Path) -> tuple[Config, RuleSet]:
     if problems:
         raise ProblemError(problems)
     return config, rules
-
-
-@dataclass
-class _Parts:
-    """The components built from one config."""
-
-    sources: list[Source]
-    sink: Delivery
-    server: MetricsServer | None
 
 
 class Daemon:
@@ -97,7 +85,7 @@ class Daemon:
         self._engine_thread = threading.Thread(
             target=self._engine_loop, name="engine", daemon=True
         )
-        self._parts: _Parts | None = None
+        self._parts: Parts | None = None
         self._watch: FileWatch | None = None
         self.attestor = Attestor(
             config, self.metrics, clock,
@@ -169,18 +157,6 @@ class Daemon:
 
     # -- components ----------------------------------------------------------
 
-    def _build(self, config: Config) -> _Parts:
-        sink = build_delivery(config, self.metrics)
-        sources: list[Source] = []
-        for build in (build_fim_source, build_network_source):
-            src = build(config, self.metrics)
-            if src is not None:
-                sources.append(src)
-        server = None
-        if config.outputs.metrics.enabled:
-            server = MetricsServer(config.outputs.metrics, self.metrics, self.health)
-        return _Parts(sources, sink, server)
-
     def health(self) -> dict[str, bool]:
         """Liveness of every worker, for /healthz and the systemd watchdog."""
         out = {"engine": self._engine_healthy()}
@@ -207,7 +183,7 @@ class Daemon:
         self.metrics.info.info(self._identity())
         self._zero_alert_series(self.engine.rules)
         self._install_signals()
-        self._parts = self._build(self.config)
+        self._parts = build_parts(self.config, self.metrics, self.health)
         if self._parts.server is not None:
             self._parts.server.start()
         self._engine_thread.start()
@@ -277,11 +253,18 @@ class Daemon:
             # whatever a hostile file still finds must not end the daemon: refuse it
             log.exception("reload_rejected", error=str(exc)[:500], error_type=type(exc).__name__)
             return self._refuse(type(exc).__name__)
-        self.engine.swap(rules)
+        try:
+            if parts_differ(self.config, config):
+                self._rebuild(config)
+            self.config = config
+            self.engine.swap(rules)  # atomic: on failure the running rules stay
+        except Exception as exc:
+            # a valid config that cannot be applied (a port taken, a key unreadable):
+            # the running parts stay, as for an invalid one
+            log.exception("reload_rejected", error=str(exc)[:500],
+                          error_type=type(exc).__name__)
+            return self._refuse(f"cannot apply: {type(exc).__name__}")
         self._zero_alert_series(rules)
-        if _parts_differ(self.config, config):
-            self._rebuild(config)
-        self.config = config
         self.attestor.reconfigure(config)
         assert self._watch is not None
         self._watch.set_paths(self._watched_files())
@@ -302,21 +285,15 @@ class Daemon:
         return False
 
     def _rebuild(self, config: Config) -> None:
-        """Restart the components whose config changed (sources, sinks, endpoint)."""
-        old = self._parts
-        assert old is not None
-        for src in old.sources:
-            src.stop()
-        if old.server is not None:
-            old.server.stop()
-        new = self._build(config)
-        with self._sink_lock:
-            old.sink.close(STOP_BUDGET / 2)
-            self._parts = new
-        if new.server is not None:
-            new.server.start()
-        for src in new.sources:
-            src.start(self.emit)
+        """Build the changed parts beside the running ones; switch only when all started."""
+        assert self._parts is not None
+        rebuild = Rebuild(self._parts, self.config, config, self.metrics, self.health)
+        rebuild.prepare()
+
+        def install(parts: Parts) -> None:
+            self._parts = parts
+
+        rebuild.commit(self.emit, install, self._sink_lock, STOP_BUDGET / 2)
 
     def _watched_files(self) -> list[Path]:
         return [self.config_path.resolve(), *self.engine.rules.files,
@@ -348,12 +325,6 @@ class Daemon:
             parts.server.stop()
         log.info("stopped")
         return 0
-
-
-def _parts_differ(old: Config, new: Config) -> bool:
-    return (old.host, old.state_dir, old.network, old.fim, old.outputs) != (
-        new.host, new.state_dir, new.network, new.fim, new.outputs,
-    )
 
 
 def run_daemon(config_path: Path) -> int:

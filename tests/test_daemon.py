@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,7 +80,11 @@ def wait_metric(port: int, name: str, want: float, timeout: float = 20.0,
     deadline = time.monotonic() + timeout
     got = None
     while time.monotonic() < deadline:
-        got = metric(scrape(port), name)
+        try:
+            got = metric(scrape(port), name)
+        except OSError:  # an endpoint moving to this port at a reload is not there yet
+            time.sleep(0.1)
+            continue
         if got == want or (at_least and got is not None and got >= want):
             return
         time.sleep(0.1)
@@ -412,3 +417,89 @@ def test_rule_path_that_is_not_a_regular_file_is_a_refused_reload(
     wait_metric(port, "sentinel_config_last_reload_success", 1.0)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 0
+
+
+def _healthz(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_reload_to_a_metrics_port_another_process_holds_is_refused(
+    daemon: tuple[subprocess.Popen[str], NotifySocket, Path, int],
+) -> None:
+    """Issue #15.12: the new endpoint is bound beside the old; a taken port refuses the reload,
+    the old endpoint keeps serving; once the port is free the same reload goes through."""
+    proc, notify, cfg, port = daemon
+    notify.wait_for("READY=1")
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    taken = holder.getsockname()[1]
+    good = cfg.read_text()
+    cfg.write_text(good.replace(f"127.0.0.1:{port}", f"127.0.0.1:{taken}"))
+    proc.send_signal(signal.SIGHUP)
+    wait_metric(port, 'sentinel_config_reloads_total{result="failure"}', 1.0, at_least=True)
+    assert proc.poll() is None
+    assert _healthz(port) == 200
+    holder.close()
+    proc.send_signal(signal.SIGHUP)
+    wait_metric(taken, "sentinel_config_last_reload_success", 1.0)
+    with pytest.raises(OSError):
+        scrape(port)  # the old endpoint let go of its port
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+    _, err = proc.communicate()
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("what", ["journal key is a directory", "journal key too short"])
+def test_reload_with_a_key_that_cannot_be_used_is_refused(
+    daemon: tuple[subprocess.Popen[str], NotifySocket, Path, int], what: str,
+) -> None:
+    """A journal key that cannot be read is a refused reload; the old sink keeps the journal."""
+    proc, notify, cfg, port = daemon
+    notify.wait_for("READY=1")
+    key = cfg.parent / "bad.key"
+    if what == "journal key is a directory":
+        key.mkdir()
+    else:
+        key.write_text("short\n")
+        key.chmod(0o600)
+    cfg.write_text(cfg.read_text() + f"  journal: {{path: other.jsonl, key_file: {key}}}\n")
+    proc.send_signal(signal.SIGHUP)
+    wait_metric(port, 'sentinel_config_reloads_total{result="failure"}', 1.0, at_least=True)
+    assert proc.poll() is None
+    assert _healthz(port) == 200
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+
+
+def test_reload_whose_new_source_fails_to_start_keeps_the_old_sources(
+    daemon: tuple[subprocess.Popen[str], NotifySocket, Path, int], tmp_path: Path,
+) -> None:
+    """A FIM source that cannot start (its key is a directory) is a refused reload, and the
+    previous file watching is started again (the fim component is up)."""
+    proc, notify, cfg, port = daemon
+    notify.wait_for("READY=1")
+    watched = tmp_path / "watched"
+    watched.mkdir()
+    base = cfg.read_text()
+    cfg.write_text(base + f"fim: {{paths: ['{watched}']}}\n")
+    proc.send_signal(signal.SIGHUP)
+    wait_metric(port, "sentinel_config_last_reload_success", 1.0)
+    wait_metric(port, 'sentinel_component_up{component="fim"}', 1.0)
+    badkey = tmp_path / "fim.key"
+    badkey.mkdir()
+    cfg.write_text(base + f"fim: {{paths: ['{watched}'], baseline: b2.db,"
+                          f" key_file: {badkey}}}\n")
+    proc.send_signal(signal.SIGHUP)
+    wait_metric(port, 'sentinel_config_reloads_total{result="failure"}', 1.0, at_least=True)
+    assert proc.poll() is None
+    wait_metric(port, 'sentinel_component_up{component="fim"}', 1.0)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+    _, err = proc.communicate()
+    assert "Traceback" not in err or "reload_rejected" in err
