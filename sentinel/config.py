@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sentinel.located import Mark, load
+from sentinel.located import Mark, Problem, load
 
 DEFAULT_CONFIG = Path("/etc/sentinel/config.yaml")
 
@@ -182,6 +182,9 @@ class Config:
     schedules: dict[str, tuple[Window, ...]] = field(default_factory=dict)
     outputs: OutputsConfig = OutputsConfig()
     attest: AttestConfig = AttestConfig()
+    #: What is valid but suspect on this host (an interface that does not exist here):
+    #: ``check`` prints them and still exits 0; the daemon reports the effect as it runs.
+    warnings: tuple[Problem, ...] = ()
 
     def in_state(self, p: Path) -> Path:
         """Resolve an output path against ``state_dir``."""

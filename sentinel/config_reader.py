@@ -29,7 +29,7 @@ from sentinel.config import (
     Window,
 )
 from sentinel.config_outputs import NAME, OutputsReader
-from sentinel.located import Checker, Mark, Node, type_name
+from sentinel.located import Checker, Mark, Node, Problem, type_name
 
 TOP_KEYS = ("host", "state_dir", "network", "fim", "rules", "lists", "schedules", "outputs",
             "attest")
@@ -44,6 +44,7 @@ class ConfigReader:
         self.secrets = secrets
         self.base = path.resolve().parent
         self.c = Checker()
+        self.warnings: list[Problem] = []
 
     def read(self, root: Node) -> Config:
         c = self.c
@@ -81,6 +82,7 @@ class ConfigReader:
             schedules=schedules,
             outputs=outputs,
             attest=attest,
+            warnings=tuple(self.warnings),
         )
 
     # -- helpers ---------------------------------------------------------
@@ -165,6 +167,11 @@ class ConfigReader:
                 if len(iface) > 15 or "/" in iface or " " in iface:
                     c.error(inode.mark, f"network.interfaces[{i}]: {iface!r} is not an interface"
                             " name (at most 15 characters, no '/' or spaces), or 'any'")
+                elif iface != "any" and not _interface_exists(iface):
+                    self.warnings.append(Problem(
+                        inode.mark, f"warning: network.interfaces[{i}]: there is no interface"
+                        f" {iface!r} on this host; the daemon would report the capture down"
+                        " until it appears. Interfaces here: " + ", ".join(_interfaces())))
             kw["interfaces"] = tuple(ifs)
         if "home_nets" in m and (items := c.seq(m["home_nets"], "network.home_nets")):
             nets = [self._cidr(n, f"network.home_nets[{i}]") for i, n in enumerate(items)]
@@ -324,3 +331,15 @@ class ConfigReader:
         if "interval" in m:
             kw["interval"] = c.duration(m["interval"], "attest.interval")
         return AttestConfig(**{k: v for k, v in kw.items() if v is not None})
+
+
+def _interface_exists(name: str) -> bool:
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return False
+    return True
+
+
+def _interfaces() -> list[str]:
+    return sorted(name for _, name in socket.if_nameindex())

@@ -164,6 +164,8 @@ class Daemon:
         if parts is not None:
             for src in parts.sources:
                 out[src.name] = src.alive()
+                # a source with several workers names each (network:eth0), for /healthz
+                out.update(getattr(src, "components", dict)())
             out[parts.sink.name] = parts.sink.alive()
         for name, up in out.items():
             self.metrics.component_up.labels(name).set(1 if up else 0)

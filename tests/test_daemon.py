@@ -503,3 +503,73 @@ def test_reload_whose_new_source_fails_to_start_keeps_the_old_sources(
     assert proc.wait(timeout=20) == 0
     _, err = proc.communicate()
     assert "Traceback" not in err or "reload_rejected" in err
+
+
+def test_absent_capture_interface_is_down_in_health_and_metrics_until_it_appears(
+    tmp_path: Path,
+) -> None:
+    """Issue #14.4: with interfaces: [an absent one], /healthz is 503 naming it and
+    sentinel_component_up{component="network"} is 0; both recover once it exists.
+    The daemon runs in a network namespace the test creates (its interface, its loopback)."""
+    from tests.sources.net.netkit import in_netns, ip, needs_netns
+
+    needs_netns()
+    ns = f"snt-{os.getpid()}-cap"
+    ghost = f"gh{os.getpid() % 10**6}"
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+    ip("netns", "add", ns)
+    try:
+        ip("-n", ns, "link", "set", "lo", "up")
+        notify = NotifySocket(tmp_path / "notify.sock")
+        cfg = tmp_path / "config.yaml"
+        port = free_port()
+        write_config(cfg, tmp_path / "state", port, f"network: {{interfaces: [{ghost}]}}\n")
+        env = {**os.environ, "NOTIFY_SOCKET": str(notify.path)}
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, SENTINEL, "run", "-c", str(cfg)],
+                                env=env, text=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        try:
+            notify.wait_for("READY=1")
+
+            def health() -> tuple[int, dict[str, object]]:
+                def get() -> tuple[int, dict[str, object]]:
+                    url = f"http://127.0.0.1:{port}/healthz"
+                    try:
+                        with urllib.request.urlopen(url, timeout=5) as r:
+                            return int(r.status), json.loads(r.read())
+                    except urllib.error.HTTPError as exc:
+                        return int(exc.code), json.loads(exc.read())
+                return in_netns(ns, get)
+
+            def up(component: str) -> float | None:
+                return metric(in_netns(ns, lambda: scrape(port)),
+                              f'sentinel_component_up{{component="{component}"}}')
+
+            wait_for(lambda: up("network") == 0.0, what="network component down")
+            status, body = health()
+            assert status == 503
+            assert body["down"] == ["network", f"network:{ghost}"]
+            assert metric(in_netns(ns, lambda: scrape(port)),
+                          f'sentinel_capture_up{{iface="{ghost}"}}') == 0.0
+            # a veth pair inside the namespace: no traffic leaves it
+            ip("-n", ns, "link", "add", ghost, "type", "veth", "peer", "name", f"{ghost}p")
+            ip("-n", ns, "link", "set", f"{ghost}p", "up")
+            ip("-n", ns, "link", "set", ghost, "up")
+            wait_for(lambda: up("network") == 1.0, what="network component up again")
+            assert health()[0] == 200
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=20) == 0
+            out, err = proc.communicate()
+            assert "Traceback" not in err
+            events = [json.loads(ln).get("event") for ln in out.splitlines()
+                      if ln.startswith("{")]
+            # one line per change of state, however many retries came between
+            assert events.count("capture_down") == 1
+            assert events.count("capture_recovered") == 1
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+            notify.close()
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)

@@ -48,11 +48,15 @@ def run(args: argparse.Namespace) -> int:
     problems = rules.check_examples()
     if problems:
         return _fail(ProblemError(problems), args.format)
+    for warning in config.warnings:  # suspect on this host, not invalid: exit stays 0
+        if args.format == "text":
+            print(warning, file=sys.stderr)
     examples = rules.example_count()
     if args.format == "json":
         print(json.dumps({"ok": True, "config": str(config.source), "rules": len(rules),
                           "files": len(rules.files), "examples": examples,
-                          "digest": rules.digest()}))
+                          "digest": rules.digest(),
+                          "warnings": [w.as_dict() for w in config.warnings]}))
     else:
         print(f"{config.source}: OK")
         print(f"{len(rules)} rules from {len(rules.files)} files OK, {examples} examples passed")

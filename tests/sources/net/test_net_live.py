@@ -276,7 +276,12 @@ def test_a_failing_interface_is_counted_and_retried_while_others_capture(
             "sentinel_capture_errors_total", {"iface": late}) or 0
         wait_for(lambda: errors() >= 2, what="retries of the missing interface")
         _ready(pair, got)  # the good interface captures meanwhile
-        assert src.alive()
+        # but the source is not healthy while one configured interface is not captured
+        assert not src.alive()
+        assert src.components() == {f"network:{pair.va}": True, f"network:{late}": False}
+        up = lambda name: metrics.registry.get_sample_value(  # noqa: E731
+            "sentinel_capture_up", {"iface": name})
+        assert (up(pair.va), up(late)) == (1.0, 0.0)
         peer = f"{late}p"[:15]
         ip("-n", pair.a, "link", "add", late, "type", "veth", "peer", "name", peer)
         ip("-n", pair.a, "addr", "add", "10.98.0.1/24", "dev", late)
@@ -295,6 +300,8 @@ def test_a_failing_interface_is_counted_and_retried_while_others_capture(
             return bool(got.find("net.connection", src_port=40404, iface=late))
 
         wait_for(seen, what="capture on the interface once it exists")
+        assert src.alive()
+        assert up(late) == 1.0
     finally:
         src.stop()
 
