@@ -27,8 +27,8 @@ from netkit import (
     wait_for,
 )
 from scapy.layers.dns import DNS, DNSQR
-from scapy.layers.inet import ICMP, IP, UDP
-from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6, IPv6ExtHdrHopByHop
 from scapy.layers.l2 import ARP, Ether
 
 from sentinel.events import Event
@@ -367,9 +367,12 @@ def test_kernel_filter_cuts_frames_keeps_dns_whole_and_drops_other_protocols(
             bytes(eth / ip4 / UDP(sport=7, dport=53)
                   / DNS(qd=DNSQR(qname=".".join(["a" * 60] * 6) + ".kpu.go.id"))),
             bytes(eth / IPv6(src=pair.B6, dst=pair.A6) / UDP(sport=53, dport=7) / (b"d" * 800)),
+            bytes(eth / ip4 / TCP(sport=4053, dport=53, flags="PA") / (b"t" * 700)),
+            bytes(eth / IPv6(src=pair.B6, dst=pair.A6) / IPv6ExtHdrHopByHop()
+                  / UDP(sport=4000, dport=53) / (b"h" * 900)),
         ]
         send_frames(pair.b, pair.vb, frames)
-        wait_for(lambda: len(seen) >= 3, what="the captured frames")
+        wait_for(lambda: len(seen) >= 5, what="the captured frames")
     finally:
         stop.set()
         reader.join()
@@ -382,4 +385,6 @@ def test_kernel_filter_cuts_frames_keeps_dns_whole_and_drops_other_protocols(
         (0x0800, 200 - net, len(frames[1])),  # cut to snaplen; the wire length stays
         (0x0800, len(frames[2]) - net, len(frames[2])),  # DNS: whole
         (0x86DD, len(frames[3]) - net, len(frames[3])),  # DNS over IPv6: whole
+        (0x0800, len(frames[4]) - net, len(frames[4])),  # DNS over TCP: whole
+        (0x86DD, len(frames[5]) - net, len(frames[5])),  # behind a hop-by-hop header: whole
     ]  # and the LLDP frame not at all
