@@ -1,9 +1,13 @@
 """The live network source: one named capture thread per configured interface.
 
 Each thread owns its decoder and flow table. A capture that fails (interface
-missing or gone down, socket error) is logged, counted in
-``sentinel_capture_errors_total{iface}`` and reopened with exponential backoff,
-while the other interfaces go on; the flow table survives the reopen.
+missing or gone down, socket error) is counted in
+``sentinel_capture_errors_total{iface}`` and reopened with exponential backoff
+(an absent interface: every ``retry_initial``, to catch it as soon as it is
+created), while the other interfaces go on; the flow table survives the reopen.
+While any configured capture is not open the source is not alive (the
+``network`` component is down, ``sentinel_capture_up{iface}`` is 0): one log
+line when a capture goes down, one when it recovers.
 """
 
 from __future__ import annotations
