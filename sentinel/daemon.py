@@ -339,6 +339,12 @@ def run_daemon(config_path: Path) -> int:
     except ProblemError as exc:
         print(exc.render(), file=sys.stderr)
         return 2
+    except Exception as exc:
+        # an input fault no check names yet: one clear line and exit 2 (the unit does not
+        # restart on 2), never a traceback and a restart loop
+        print(f"sentinel: cannot load {config_path} and its rules: {type(exc).__name__}:"
+              f" {str(exc)[:500]}", file=sys.stderr)
+        return 2
     daemon = Daemon(config_path, config, rules)
     try:
         return daemon.run()
