@@ -14,7 +14,7 @@ from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
-from sentinel.located import Mark, load
+from sentinel.located import Mark, Problem, load
 
 DEFAULT_CONFIG = Path("/etc/sentinel/config.yaml")
 
@@ -184,6 +184,9 @@ class Config:
     schedules: dict[str, tuple[Window, ...]] = field(default_factory=dict)
     outputs: OutputsConfig = OutputsConfig()
     attest: AttestConfig = AttestConfig()
+    #: What is valid but suspect on this host (an interface that does not exist here):
+    #: ``check`` prints them and still exits 0; the daemon reports the effect as it runs.
+    warnings: tuple[Problem, ...] = ()
     #: en | id: the language of titles, descriptions and the report (sentinel.i18n)
     language: str = "en"
     #: IANA zone of times shown to people; the journal and signed records stay UTC
@@ -200,9 +203,16 @@ class Config:
         return p if p.is_absolute() else self.state_dir / p
 
 
-def load_config(path: Path) -> Config:
-    """Read ``path`` and return a validated :class:`Config`, or raise ProblemError."""
+def load_config(path: Path, secrets: bool = True) -> Config:
+    """Read ``path`` and return a validated :class:`Config`, or raise ProblemError.
+
+    ``secrets=False`` is for commands that never send (baseline, journal verify,
+    report, attest, delivery status, replay without --deliver): the webhooks'
+    ``secret_env``/``secret_file`` are checked for shape but not read, so a
+    responder needs neither root's secrets file nor the daemon's environment.
+    Their ``secret`` is then None; such a config must not be used to send.
+    """
     from sentinel.config_reader import ConfigReader  # the reader builds these dataclasses
 
     root = load(path)
-    return ConfigReader(path).read(root)
+    return ConfigReader(path, secrets=secrets).read(root)

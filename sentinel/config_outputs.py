@@ -36,8 +36,10 @@ class OutputsReader:
         checker: Checker,
         path_of: Callable[[str], Path],
         key_source: Callable[[dict[str, Node], str, str], KeySource],
+        secrets: bool = True,
     ) -> None:
         self.c = checker
+        self.secrets = secrets
         self._path = path_of
         self._key_source = key_source
 
@@ -267,6 +269,12 @@ class OutputsReader:
             c.error(file_.mark, f"{where}: give secret_env or secret_file, not both")
             return None
         secret: Secret | None = None
+        if not self.secrets:
+            # a command that never sends: the shape is checked, the secret is not read
+            for node, key in ((env, "secret_env"), (file_, "secret_file")):
+                if node is not None:
+                    c.string(node, f"{where}.{key}")
+            return None
         if env is not None:
             var = c.string(env, f"{where}.secret_env")
             if var is None:

@@ -176,6 +176,14 @@ class Metrics:
             ["component"],
             registry=r,
         )
+        self.capture_up = Gauge(
+            "sentinel_capture_up",
+            "1 while the capture on a configured interface is open and reading; 0 while it"
+            " is not (interface absent or down, socket error): the network source is blind"
+            " there",
+            ["iface"],
+            registry=r,
+        )
         # public attestations
         self.attestations = Counter(
             "sentinel_attestations", "Signed attestations written, by result (success, failure)",

@@ -50,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
     problems = rules.check_texts(languages_in_use(config)) + rules.check_examples()
     if problems:
         return _fail(ProblemError(problems), args.format)
+    for warning in config.warnings:  # suspect on this host, not invalid: exit stays 0
+        if args.format == "text":
+            print(warning, file=sys.stderr)
     examples = rules.example_count()
     tz = config.display_zone()
     if args.format == "json":
@@ -58,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
                           "digest": rules.digest(), "timezone": config.timezone,
                           "schedules": {n: [{"start": local_iso(w.start.timestamp(), tz),
                                              "end": local_iso(w.end.timestamp(), tz)}
-                                            for w in ws] for n, ws in config.schedules.items()}}))
+                                            for w in ws] for n, ws in config.schedules.items()},
+                          "warnings": [w.as_dict() for w in config.warnings]}))
     else:
         print(f"{config.source}: OK")
         for name, ws in config.schedules.items():  # in the display zone, as the site plans

@@ -56,12 +56,12 @@ def _usage(p: argparse.ArgumentParser) -> int:
     return 2
 
 
-def _lanes(args: argparse.Namespace) -> list[tuple[str, str, Any]]:
-    """(target, lane, spool path) of every configured URL."""
+def _lanes(args: argparse.Namespace, secrets: bool) -> list[tuple[str, str, Any]]:
+    """(target, lane, spool path) of every configured URL; ``secrets`` for what sends."""
     from sentinel.config import load_config
     from sentinel.sinks import lane_name, spool_path
 
-    config = load_config(args.config)
+    config = load_config(args.config, secrets=secrets)
     return [(hook.name, lane_name(hook, i), spool_path(config, hook, i))
             for hook in config.outputs.webhooks for i in range(len(hook.urls))]
 
@@ -85,7 +85,7 @@ def status(args: argparse.Namespace) -> int:
     """Exit 0, or 1 when a spool cannot be read (corrupt or unreadable)."""
     now = time.time()
     rows = []
-    for target, lane, path in _lanes(args):
+    for target, lane, path in _lanes(args, secrets=False):
         row: dict[str, Any] = {"target": target, "lane": lane, "pending": 0,
                                "oldest_pending_seconds": None, "dead": [], "problem": None}
         if path.exists():
@@ -120,7 +120,7 @@ def status(args: argparse.Namespace) -> int:
 
 def retry(args: argparse.Namespace) -> int:
     """Exit 0, or 2 for an unknown target or a spool that cannot be read."""
-    lanes = _lanes(args)
+    lanes = _lanes(args, secrets=True)
     known = {t for t, _, _ in lanes}
     unknown = [t for t in args.targets if t not in known]
     if unknown:

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from sentinel.attest.evidence import gather
     from sentinel.attest.report import render
 
-    config = load_config(args.config)
+    config = load_config(args.config, secrets=False)
     now = time.time()
     try:
         since = parse_when(args.since, now) if args.since else None

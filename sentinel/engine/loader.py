@@ -19,7 +19,16 @@ from sentinel.engine.conditions import ListDef
 from sentinel.engine.index import RuleIndex
 from sentinel.engine.rules import Rule, RuleReader
 from sentinel.engine.texts import catalog_files, missing_texts, read_catalog
-from sentinel.located import Checker, Mark, Node, Problem, ProblemError, parse, type_name
+from sentinel.located import (
+    Checker,
+    Mark,
+    Node,
+    Problem,
+    ProblemError,
+    parse,
+    read_bounded,
+    type_name,
+)
 
 FILE_KEYS = ("lists", "rules")
 
@@ -198,9 +207,10 @@ def _catalogs(c: Checker, reader: RuleReader, paths: Sequence[Path], rules: list
 def _read_text(path: Path, c: Checker) -> tuple[bytes, str] | None:
     file = str(path)
     try:
-        blob = path.read_bytes()
-    except OSError as exc:
-        c.error(Mark(file, 1, 1), f"cannot read the rule file: {exc.strerror}")
+        # regular files of bounded size only: /dev/zero or a FIFO must not hang a reload
+        blob = read_bounded(path)
+    except ProblemError as exc:
+        c.problems.extend(exc.problems)
         return None
     try:
         text = blob.decode("utf-8")
