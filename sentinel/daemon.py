@@ -28,6 +28,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from sentinel import __version__, logs
+from sentinel.alert import Alert
 from sentinel.attest import Attestor
 from sentinel.config import Config, load_config
 from sentinel.engine import Engine, RuleSet, load_rules
@@ -36,6 +37,7 @@ from sentinel.located import ProblemError
 from sentinel.metrics import Metrics
 from sentinel.notify import Notifier
 from sentinel.pipeline import Source
+from sentinel.selfwatch import SelfGuard
 from sentinel.sinks import Delivery, JournalError, JournalKeyError, build_delivery
 from sentinel.sinks.metrics_http import MetricsServer
 from sentinel.sources.fim import BaselineError, build_fim_source
@@ -99,6 +101,8 @@ class Daemon:
         )
         self._parts: _Parts | None = None
         self._watch: FileWatch | None = None
+        # sentinel's alerts about itself (reload changes, a cut journal, a deleted baseline)
+        self.guard = SelfGuard(config, self.metrics, self._submit_self, clock)
         self.attestor = Attestor(
             config, self.metrics, clock,
             rules_digest=self._rules_digest,
@@ -166,6 +170,19 @@ class Daemon:
                     sink.submit(alert)
                 except Exception:
                     log.exception("alert_submit_failed", alert_id=alert.id, rule=alert.rule)
+                self.guard.journaled(sink)
+
+    def _submit_self(self, alert: Alert) -> None:
+        """Deliver an alert sentinel raises about itself (not from a rule)."""
+        self.metrics.alerts.labels(alert.rule, alert.severity).inc()
+        with self._sink_lock:
+            assert self._parts is not None
+            sink = self._parts.sink
+            try:
+                sink.submit(alert)
+            except Exception:
+                log.exception("alert_submit_failed", alert_id=alert.id, rule=alert.rule)
+            self.guard.journaled(sink)
 
     # -- components ----------------------------------------------------------
 
@@ -208,6 +225,8 @@ class Daemon:
         self._zero_alert_series(self.engine.rules)
         self._install_signals()
         self._parts = self._build(self.config)
+        # before FIM makes a new baseline and before anything else is journaled
+        self.guard.at_start(self._parts.sink)
         if self._parts.server is not None:
             self._parts.server.start()
         self._engine_thread.start()
@@ -278,11 +297,15 @@ class Daemon:
             self.metrics.config_last_reload_success.set(0)
             self.notifier.send("READY=1", "STATUS=reload failed; previous rules running")
             return False
+        old_config, old_rules = self.config, self.engine.rules
         self.engine.swap(rules)
         self._zero_alert_series(rules)
         if _parts_differ(self.config, config):
             self._rebuild(config)
         self.config = config
+        change = self.guard.reloaded(old_config, config, old_rules, rules)
+        if change is not None:
+            self.attestor.note_change(change)
         self.attestor.reconfigure(config)
         assert self._watch is not None
         self._watch.set_paths(self._watched_files())

@@ -1,0 +1,126 @@
+"""The watcher watches itself: sentinel's alerts about its own state.
+
+What the daemon calls (small hooks, so that the wiring stays readable)::
+
+    guard = SelfGuard(config, metrics, submit)
+    guard.at_start(sink)            # after the journal opens, before sources start:
+                                    # a cut journal, a deleted baseline -> alerts
+    guard.journaled(sink)           # after every append: the signed head marker
+    guard.reloaded(old_cfg, new_cfg, old_rules, new_rules)   # -> alert + attestation
+    guard.tick(now)                 # main loop: quiet capture, heartbeat, mount table
+
+See rules/README.md ("Self-protection") for every alert it raises.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from prometheus_client import Counter
+
+from sentinel import logs
+from sentinel.alert import Alert
+from sentinel.config import Config
+from sentinel.engine import RuleSet
+from sentinel.metrics import Metrics
+from sentinel.selfwatch.alerts import RULES
+from sentinel.selfwatch.journal_head import HeadMarker
+from sentinel.selfwatch.reload_diff import config_digest, reload_alert, reload_summary
+from sentinel.selfwatch.start_checks import (
+    baseline_missing,
+    journal_cut,
+    journal_cut_alert,
+    mark_run,
+)
+
+log = logs.get("selfwatch")
+
+__all__ = ["SelfGuard"]
+
+
+class JournalSink(Protocol):
+    """What the guard needs of the delivery sink."""
+
+    def journal_head(self) -> tuple[int, str]: ...
+
+    @property
+    def journal(self) -> Any: ...
+
+
+class SelfGuard:
+    """Raises sentinel's alerts about itself through ``submit`` (the daemon's sink)."""
+
+    def __init__(self, config: Config, metrics: Metrics, submit: Callable[[Alert], None],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.submit = submit
+        self.clock = clock
+        self.config_digest = config_digest(config.source)
+        self._marker: HeadMarker | None = None
+        self._marker_failing = False
+        self.marker_errors = Counter(
+            "sentinel_journal_head_errors",
+            "Failures to write the journal's signed head marker", registry=metrics.registry)
+        for rule, sev in RULES.items():
+            metrics.alerts.labels(rule, sev)
+
+    # -- start ---------------------------------------------------------------
+
+    def at_start(self, sink: JournalSink) -> None:
+        """Check the journal against its signed heads and the baseline against evidence."""
+        now = self.clock()
+        key: bytes = sink.journal.key
+        self._marker = HeadMarker(self.config.in_state(self.config.outputs.journal.path), key)
+        alerts: list[Alert] = []
+        cut = journal_cut(self.config, key, sink.journal_head())
+        if cut is not None:
+            alerts.append(journal_cut_alert(self.config, cut, now))
+        missing = baseline_missing(self.config, now)
+        if missing is not None:
+            alerts.append(missing)
+        mark_run(self.config)
+        for alert in alerts:
+            self.submit(alert)
+        self.journaled(sink)
+
+    def journaled(self, sink: JournalSink) -> None:
+        """Sign the journal's new head beside it (after each append)."""
+        if self._marker is None:
+            return
+        journal = sink.journal
+        if self._marker.journal != journal.path:  # a reload moved the journal
+            self._marker = HeadMarker(journal.path, journal.key)
+        try:
+            self._marker.update(sink.journal_head())
+        except OSError as exc:
+            self.marker_errors.inc()
+            if not self._marker_failing:
+                log.error("cannot write the journal head marker; a cut journal would go"
+                          " unnoticed until this is fixed", path=str(self._marker.path),
+                          error=exc.strerror)
+            self._marker_failing = True
+            return
+        if self._marker_failing:
+            log.info("journal head marker written again", path=str(self._marker.path))
+        self._marker_failing = False
+
+    # -- reload --------------------------------------------------------------
+
+    def reloaded(self, old: Config, new: Config, old_rules: RuleSet, new_rules: RuleSet
+                 ) -> dict[str, Any] | None:
+        """Raise the reload alert when anything changed; the change, for the attestation."""
+        digest = config_digest(new.source)
+        summary = reload_summary(old, new, old_rules, new_rules, self.config_digest, digest)
+        self.config = new
+        self.config_digest = digest
+        if summary is None:
+            return None
+        now = self.clock()
+        alert = reload_alert(new, summary, now)
+        log.warning("reload changed rules or config", **{k: v for k, v in summary.items()
+                                                          if not k.endswith(("_old", "_new"))})
+        self.submit(alert)
+        return {"time": alert.event["time"], "alert_id": alert.id, **summary}
