@@ -63,6 +63,8 @@ class NetworkConfig:
     flow_timeout: float = 60.0
     flow_interval: float = 300.0
     max_flows: int = 100_000
+    #: An interface that saw packets and then none for this long is "quiet" (an alert).
+    quiet_after: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,8 @@ class WebhookConfig:
     retry_max: float = 300.0
     resend_interval: float = 60.0
     resolve_after: float = 300.0
+    #: Send a heartbeat this often (None: never); see sentinel.selfwatch.heartbeat.
+    heartbeat: float | None = None
 
 
 @dataclass(frozen=True)

@@ -185,7 +185,7 @@ class OutputsReader:
         c = self.c
         keys = ("name", "url", "format", "min_severity", "include_tags", "exclude_tags",
                 "include_rules", "exclude_rules", "secret_env", "secret_file", "headers",
-                "timeout", "tls", "retry", "resend_interval", "resolve_after")
+                "timeout", "tls", "retry", "resend_interval", "resolve_after", "heartbeat")
         m = c.mapping(node, where, keys, required=("name", "url"))
         if m is None or "name" not in m or "url" not in m:
             return None
@@ -228,7 +228,7 @@ class OutputsReader:
                 kw["headers"] = tuple(hs)
         if "timeout" in m:
             kw["timeout"] = c.duration(m["timeout"], f"{where}.timeout")
-        for k in ("resend_interval", "resolve_after"):
+        for k in ("resend_interval", "resolve_after", "heartbeat"):
             if k in m:
                 kw[k] = c.duration(m[k], f"{where}.{k}")
         if "tls" in m:

@@ -280,6 +280,8 @@ class Daemon:
                 self.notifier.watchdog()
                 last_ping = now
             self.health()
+            if self._parts is not None:
+                self.guard.tick(self._parts.sink, len(self.engine.rules))
             # on start, at schedule boundaries and every attest.interval (once a key exists)
             self.attestor.maybe_attest()
 

@@ -26,7 +26,9 @@ from sentinel.config import Config
 from sentinel.engine import RuleSet
 from sentinel.metrics import Metrics
 from sentinel.selfwatch.alerts import RULES
+from sentinel.selfwatch.heartbeat import Heartbeat
 from sentinel.selfwatch.journal_head import HeadMarker
+from sentinel.selfwatch.quiet import QuietWatch
 from sentinel.selfwatch.reload_diff import config_digest, reload_alert, reload_summary
 from sentinel.selfwatch.start_checks import (
     baseline_missing,
@@ -48,6 +50,9 @@ class JournalSink(Protocol):
     @property
     def journal(self) -> Any: ...
 
+    @property
+    def targets(self) -> list[Any]: ...
+
 
 class SelfGuard:
     """Raises sentinel's alerts about itself through ``submit`` (the daemon's sink)."""
@@ -66,6 +71,8 @@ class SelfGuard:
             "Failures to write the journal's signed head marker", registry=metrics.registry)
         for rule, sev in RULES.items():
             metrics.alerts.labels(rule, sev)
+        self.quiet = QuietWatch(config, metrics)
+        self.heartbeat = Heartbeat(config, clock)
 
     # -- start ---------------------------------------------------------------
 
@@ -116,6 +123,8 @@ class SelfGuard:
         summary = reload_summary(old, new, old_rules, new_rules, self.config_digest, digest)
         self.config = new
         self.config_digest = digest
+        self.quiet.reconfigure(new)
+        self.heartbeat.reconfigure(new)
         if summary is None:
             return None
         now = self.clock()
@@ -124,3 +133,15 @@ class SelfGuard:
                                                           if not k.endswith(("_old", "_new"))})
         self.submit(alert)
         return {"time": alert.event["time"], "alert_id": alert.id, **summary}
+
+    # -- every second ----------------------------------------------------------
+
+    def tick(self, sink: JournalSink, rules_loaded: int) -> None:
+        """Quiet interfaces and heartbeats (from the daemon's main loop)."""
+        for alert in self.quiet.check():
+            self.submit(alert)
+        try:
+            self.heartbeat.beat(sink, rules_loaded)
+        except Exception:
+            # the main loop must go on; a missing heartbeat is what the central side sees
+            log.exception("heartbeat_failed")

@@ -18,6 +18,7 @@ from typing import Any
 
 from tests.sinks.receiver import Receiver
 from tests.support import free_port, wait_for
+from tests.test_daemon import NotifySocket
 
 SENTINEL = str(Path(sys.executable).with_name("sentinel"))
 
@@ -80,10 +81,20 @@ class Site:
                               text=True, timeout=60)
 
     def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
-        self.proc = subprocess.Popen([SENTINEL, "run", "-c", str(self.config)], env=env,
-                                     text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        wait_for(self._started, timeout=30, what="sentinel to start")
+        """Start the daemon; returns once it said READY=1 (sources started)."""
+        sock = self.root / f"notify-{os.getpid()}.sock"
+        sock.unlink(missing_ok=True)
+        notify = NotifySocket(sock)
+        env = {k: v for k, v in os.environ.items() if k not in ("WATCHDOG_USEC", "WATCHDOG_PID")}
+        env["NOTIFY_SOCKET"] = str(sock)
+        try:
+            self.proc = subprocess.Popen([SENTINEL, "run", "-c", str(self.config)], env=env,
+                                         text=True, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE)
+            notify.wait_for("READY=1")
+        finally:
+            notify.close()
+        wait_for(self._started, timeout=30, what="sentinel's metrics endpoint")
 
     def _started(self) -> bool:
         import urllib.request
