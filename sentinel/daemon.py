@@ -170,6 +170,7 @@ class Daemon:
                     sink.submit(alert)
                 except Exception:
                     log.exception("alert_submit_failed", alert_id=alert.id, rule=alert.rule)
+                    self.guard.submit_failed()
                 self.guard.journaled(sink)
 
     def _submit_self(self, alert: Alert) -> None:
@@ -182,6 +183,7 @@ class Daemon:
                 sink.submit(alert)
             except Exception:
                 log.exception("alert_submit_failed", alert_id=alert.id, rule=alert.rule)
+                self.guard.submit_failed()
             self.guard.journaled(sink)
 
     # -- components ----------------------------------------------------------

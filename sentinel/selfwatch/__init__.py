@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from sentinel import logs
 from sentinel.alert import Alert
@@ -69,6 +69,14 @@ class SelfGuard:
         self.marker_errors = Counter(
             "sentinel_journal_head_errors",
             "Failures to write the journal's signed head marker", registry=metrics.registry)
+        self.submit_errors = Counter(
+            "sentinel_journal_write_errors",
+            "Alerts that could not be journaled (nor delivered): disk full, I/O error",
+            registry=metrics.registry)
+        self.attest_interval = Gauge(
+            "sentinel_attestation_interval_seconds",
+            "attest.interval while attestations are made (a key exists), else 0",
+            registry=metrics.registry)
         for rule, sev in RULES.items():
             metrics.alerts.labels(rule, sev)
         self.quiet = QuietWatch(config, metrics)
@@ -136,8 +144,14 @@ class SelfGuard:
 
     # -- every second ----------------------------------------------------------
 
+    def submit_failed(self) -> None:
+        """An alert could not be journaled (the daemon logged why)."""
+        self.submit_errors.inc()
+
     def tick(self, sink: JournalSink, rules_loaded: int) -> None:
         """Quiet interfaces and heartbeats (from the daemon's main loop)."""
+        key = self.config.in_state(self.config.attest.key_file)
+        self.attest_interval.set(self.config.attest.interval if key.exists() else 0)
         for alert in self.quiet.check():
             self.submit(alert)
         try:
