@@ -38,6 +38,7 @@ from sentinel.metrics import Metrics
 from sentinel.notify import Notifier
 from sentinel.pipeline import Source
 from sentinel.selfwatch import SelfGuard
+from sentinel.selfwatch.own_files import with_own_files
 from sentinel.sinks import Delivery, JournalError, JournalKeyError, build_delivery
 from sentinel.sinks.metrics_http import MetricsServer
 from sentinel.sources.fim import BaselineError, build_fim_source
@@ -56,7 +57,8 @@ ENGINE_STALL = 30.0
 
 def load_all(path: Path) -> tuple[Config, RuleSet]:
     """Config and compiled rules, or ProblemError with every problem found."""
-    config = load_config(path)
+    # sentinel's own files (config, rules, keys, unit, package) are always watched
+    config = with_own_files(load_config(path))
     rules = load_rules(config)
     problems = rules.check_examples()
     if problems:

@@ -17,7 +17,7 @@ import yaml
 from sentinel.alert import Alert
 from sentinel.config import Config
 from sentinel.engine import RuleSet
-from sentinel.selfwatch.alerts import RELOAD_CHANGED, in_schedule, self_alert
+from sentinel.selfwatch.alerts import RELOAD_CHANGED, TAG, in_schedule, self_alert
 
 #: Config fields that are bookkeeping, not settings.
 _SKIP = {"source", "list_marks"}
@@ -41,6 +41,10 @@ def config_changes(old: Any, new: Any, where: str = "") -> list[str]:
             sub = f"{where}.{f.name}" if where else f.name
             out += config_changes(getattr(old, f.name), getattr(new, f.name), sub)
         return out
+    if where == "fim.paths":
+        # sentinel's own files are added by the daemon (a key made since the last load
+        # is one more); they are not the operator's config
+        old, new = _operator_paths(old), _operator_paths(new)
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
         for k in sorted(set(old) | set(new), key=str):
@@ -57,6 +61,10 @@ def config_changes(old: Any, new: Any, where: str = "") -> list[str]:
             out += config_changes(a, b, f"{where}[{i}]")
         return out
     return [] if old == new else [where]
+
+
+def _operator_paths(paths: Any) -> Any:
+    return tuple(p for p in paths if p.tags != (TAG,))
 
 
 def _disabled_ids(files: tuple[Path, ...]) -> set[str]:

@@ -91,7 +91,13 @@ class Site:
             self.proc = subprocess.Popen([SENTINEL, "run", "-c", str(self.config)], env=env,
                                          text=True, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE)
+            if self.proc.poll() is not None:
+                raise AssertionError(self.proc.communicate()[1])
             notify.wait_for("READY=1")
+        except BaseException:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"sentinel exited: {self.proc.communicate()[1]}") from None
+            raise
         finally:
             notify.close()
         wait_for(self._started, timeout=30, what="sentinel's metrics endpoint")
