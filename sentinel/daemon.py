@@ -237,6 +237,7 @@ class Daemon:
         # FIM reconciles offline changes inside start(), before READY
         for src in self._parts.sources:
             src.start(self.emit)
+        self.guard.start_mounts(lambda: self._parts.sources if self._parts else [])
         self._watch = FileWatch(self._watched_files(), self.config.rules.reload_debounce,
                                 self._reload.set)
         self._watch.start()
@@ -351,6 +352,7 @@ class Daemon:
         assert parts is not None
         if self._watch is not None:
             self._watch.stop()
+        self.guard.stop()
         for src in parts.sources:
             try:
                 src.stop()

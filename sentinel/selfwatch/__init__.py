@@ -7,7 +7,9 @@ What the daemon calls (small hooks, so that the wiring stays readable)::
                                     # a cut journal, a deleted baseline -> alerts
     guard.journaled(sink)           # after every append: the signed head marker
     guard.reloaded(old_cfg, new_cfg, old_rules, new_rules)   # -> alert + attestation
-    guard.tick(now)                 # main loop: quiet capture, heartbeat, mount table
+    guard.tick(sink, rules)         # main loop: quiet capture, heartbeat
+    guard.start_mounts(sources)     # the mount table: a mount over a watched path
+    guard.stop()
 
 See rules/README.md ("Self-protection") for every alert it raises.
 """
@@ -25,9 +27,10 @@ from sentinel.alert import Alert
 from sentinel.config import Config
 from sentinel.engine import RuleSet
 from sentinel.metrics import Metrics
-from sentinel.selfwatch.alerts import RULES
+from sentinel.selfwatch.alerts import MOUNT_OVER_WATCHED, RULES, in_schedule, self_alert
 from sentinel.selfwatch.heartbeat import Heartbeat
 from sentinel.selfwatch.journal_head import HeadMarker
+from sentinel.selfwatch.mounts import Mount, MountWatch, affected
 from sentinel.selfwatch.quiet import QuietWatch
 from sentinel.selfwatch.reload_diff import config_digest, reload_alert, reload_summary
 from sentinel.selfwatch.start_checks import (
@@ -81,6 +84,9 @@ class SelfGuard:
             metrics.alerts.labels(rule, sev)
         self.quiet = QuietWatch(config, metrics)
         self.heartbeat = Heartbeat(config, clock)
+        metrics.fim_rescans.labels("mount")
+        self.mounts = MountWatch(self._mounts_changed)
+        self._sources: Callable[[], list[Any]] = list
 
     # -- start ---------------------------------------------------------------
 
@@ -159,3 +165,43 @@ class SelfGuard:
         except Exception:
             # the main loop must go on; a missing heartbeat is what the central side sees
             log.exception("heartbeat_failed")
+
+    # -- the mount table -------------------------------------------------------
+
+    def start_mounts(self, sources: Callable[[], list[Any]]) -> None:
+        """Watch the mount table; ``sources`` gives the running sources (FIM rescans)."""
+        self._sources = sources
+        self.mounts.start()
+
+    def stop(self) -> None:
+        self.mounts.stop()
+
+    def _rescan(self, path: str) -> None:
+        for src in self._sources():
+            if hasattr(src, "request_rescan"):
+                src.request_rescan("mount", path)
+
+    def _mounts_changed(self, new: list[Mount], gone: list[Mount]) -> None:
+        watched = [(str(p.path), p.recursive) for p in self.config.fim.paths]
+        for m in gone:
+            for path in affected(m, watched):
+                self._rescan(path)
+        for m in new:
+            hit = affected(m, watched)
+            if not hit:
+                continue
+            now = self.clock()
+            open_now = in_schedule(self.config, now)
+            log.error("mount_over_watched_path", mount_point=m.point, fs_type=m.fs_type,
+                      source=m.source, watched=hit)
+            self.submit(self_alert(
+                self.config, MOUNT_OVER_WATCHED,
+                f"a file system was mounted over watched {m.point}", "critical", now, "mount",
+                f"{m.source} ({m.fs_type}, {m.root}) was mounted at {m.point}, covering the"
+                f" watched {', '.join(hit[:5])}: a bind mount shows other files at the same"
+                " paths without any file event. Rescanned at once; see the file alerts that"
+                " follow. `findmnt` lists the mounts.",
+                mount_point=m.point, mount_source=m.source, fs_type=m.fs_type,
+                mount_root=m.root, paths=hit, schedules_open=open_now))
+            for path in hit:
+                self._rescan(path)
