@@ -210,6 +210,7 @@ class Daemon:
             for src in parts.sources:
                 out[src.name] = src.alive()
             out[parts.sink.name] = parts.sink.alive()
+        out.update(self.guard.health())
         for name, up in out.items():
             self.metrics.component_up.labels(name).set(1 if up else 0)
         return out

@@ -165,7 +165,8 @@ class Attestor:
 
     def note_change(self, change: dict[str, Any]) -> None:
         """A reload changed rules or config: the next attestation (made soon) lists it."""
-        self._changes.append(change)
+        # bounded: without a key nothing is written, and reloads must not grow memory
+        self._changes = [*self._changes[-99:], change]
         if self._due is None:
             self._due = "reload"
 

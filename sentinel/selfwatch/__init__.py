@@ -176,6 +176,10 @@ class SelfGuard:
     def stop(self) -> None:
         self.mounts.stop()
 
+    def health(self) -> dict[str, bool]:
+        """The guard's own workers, once started (for /healthz and component_up)."""
+        return {"mount-watch": self.mounts.alive()} if self.mounts.started else {}
+
     def _rescan(self, path: str) -> None:
         for src in self._sources():
             if hasattr(src, "request_rescan"):

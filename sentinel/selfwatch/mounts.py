@@ -91,8 +91,10 @@ class MountWatch:
         self._thread: threading.Thread | None = None
         self._fd = -1
         self._table: dict[int, Mount] = {}
+        self.started = False
 
     def start(self) -> None:
+        self.started = True
         try:
             self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
             self._table = self._read()
