@@ -188,3 +188,16 @@ def test_unreadable_inputs_are_errors_not_tracebacks(tmp_path: Path,
                         str(tmp_path / "attest.pub"))
     assert code == 2
     assert "an attestation is an object" in err
+
+
+def test_attest_refuses_a_private_key_that_is_a_symbolic_link(
+        server: Config, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The attestation key gets the checks of every key: a link to it is refused."""
+    key = server.in_state(server.attest.key_file)
+    real = tmp_path / "elsewhere" / "attest.key"
+    real.parent.mkdir()
+    key.rename(real)
+    key.symlink_to(real)
+    code, _, err = _run(capsys, "attest", "-c", str(server.source))
+    assert code == 2
+    assert "symbolic link" in err
