@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "journal verify [PATH]: check the keyed hash chain of the journal at PATH (default:"
         " outputs.journal.path of the config) and of its rotated PATH.N files.\nExit 0 intact"
         " (an incomplete last line left by a crash is reported as a warning), 1 tampered"
-        " (the first bad record is named as FILE:LINE), 2 error.",
+        " (the first bad record is named as FILE:LINE, or records were cut off the end:"
+        " fewer than the signed head PATH.head or the latest attestation says), 2 error.",
         "sentinel journal verify /var/lib/sentinel/alerts.jsonl -c /etc/sentinel/config.yaml",
     )
     actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=type(p))
@@ -36,7 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "verify", help="check the hash chain",
         description="Check the journal's keyed hash chain, across its rotated files.\nExit 0"
         " intact (an incomplete last line left by a crash is a warning, not tampering),"
-        " 1 tampered (the first bad record is named as FILE:LINE), 2 error.",
+        " 1 tampered (the first bad record is named as FILE:LINE, or records were cut off"
+        " the end: fewer than the signed head PATH.head or the latest attestation says),"
+        " 2 error.",
         epilog="examples:\n  sentinel journal verify -c /etc/sentinel/config.yaml\n"
         "  sentinel journal verify /backup/alerts.jsonl --key-file /etc/sentinel/keys/journal.key",
         formatter_class=argparse.RawDescriptionHelpFormatter)
