@@ -368,6 +368,7 @@ class Daemon:
             self._handle(self.engine.flush, self.clock())
         with self._sink_lock:
             parts.sink.close(max(0.1, deadline - time.monotonic()))
+            self.guard.flush(parts.sink, force=True)  # sign the final head
         if parts.server is not None:
             parts.server.stop()
         log.info("stopped")

@@ -5,7 +5,7 @@ What the daemon calls (small hooks, so that the wiring stays readable)::
     guard = SelfGuard(config, metrics, submit)
     guard.at_start(sink)            # after the journal opens, before sources start:
                                     # a cut journal, a deleted baseline -> alerts
-    guard.journaled(sink)           # after every append: the signed head marker
+    guard.journaled(sink)           # after every append; flush() signs the head beside it
     guard.reloaded(old_cfg, new_cfg, old_rules, new_rules)   # -> alert + attestation
     guard.tick(sink, rules)         # main loop: quiet capture, heartbeat
     guard.start_mounts(sources)     # the mount table: a mount over a watched path
@@ -16,6 +16,7 @@ See rules/README.md ("Self-protection") for every alert it raises.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -41,6 +42,9 @@ from sentinel.selfwatch.start_checks import (
 )
 
 log = logs.get("selfwatch")
+
+#: The journal's signed head is renewed at most this often (and at start and stop).
+MARKER_EVERY = 1.0
 
 __all__ = ["SelfGuard"]
 
@@ -69,6 +73,8 @@ class SelfGuard:
         self.config_digest = config_digest(config.source)
         self._marker: HeadMarker | None = None
         self._marker_failing = False
+        self._marker_at = float("-inf")
+        self._dirty = False
         self.marker_errors = Counter(
             "sentinel_journal_head_errors",
             "Failures to write the journal's signed head marker", registry=metrics.registry)
@@ -105,18 +111,42 @@ class SelfGuard:
         mark_run(self.config)
         for alert in alerts:
             self.submit(alert)
-        self.journaled(sink)
+        self.flush(sink, force=True)
 
     def journaled(self, sink: JournalSink) -> None:
-        """Sign the journal's new head beside it (after each append)."""
-        if self._marker is None:
+        """An alert was appended: the signed head is renewed at the next :meth:`flush`."""
+        self._dirty = True
+
+    def flush(self, sink: JournalSink, force: bool = False) -> None:
+        """Sign the journal's head beside it: at most every MARKER_EVERY, and at once when
+        ``force`` (start, stop).
+
+        The journal file is synced first, so that the marker never signs records a
+        power cut could still take (fsync: interval or none), which would read as a cut
+        journal at the next start. Rate-limited so that a burst of alerts costs one
+        marker, not one per alert; a crash leaves it at most MARKER_EVERY behind, which
+        reads as "more records than signed", never as a cut.
+        """
+        if self._marker is None or not (self._dirty or force):
+            return
+        now = time.monotonic()
+        if not force and now - self._marker_at < MARKER_EVERY:
             return
         journal = sink.journal
         if self._marker.journal != journal.path:  # a reload moved the journal
             self._marker = HeadMarker(journal.path, journal.key)
+        self._dirty, self._marker_at = False, now
         try:
-            self._marker.update(sink.journal_head())
+            head = sink.journal_head()
+            if head[0]:
+                fd = os.open(journal.path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    os.fdatasync(fd)
+                finally:
+                    os.close(fd)
+            self._marker.update(head)
         except OSError as exc:
+            self._dirty = True
             self.marker_errors.inc()
             if not self._marker_failing:
                 log.error("cannot write the journal head marker; a cut journal would go"
@@ -158,6 +188,7 @@ class SelfGuard:
         """Quiet interfaces and heartbeats (from the daemon's main loop)."""
         key = self.config.in_state(self.config.attest.key_file)
         self.attest_interval.set(self.config.attest.interval if key.exists() else 0)
+        self.flush(sink)
         for alert in self.quiet.check():
             self.submit(alert)
         try:
