@@ -8,7 +8,7 @@ What the daemon calls (small hooks, so that the wiring stays readable)::
     guard.journaled(sink)           # after every append; flush() signs the head beside it
     guard.reloaded(old_cfg, new_cfg, old_rules, new_rules)   # -> alert + attestation
     guard.tick(sink, rules)         # main loop: quiet capture, heartbeat
-    guard.start_mounts(sources)     # the mount table: a mount over a watched path
+    guard.start_mounts(sources)     # the mount table, and files with several hard links
     guard.stop()
 
 See rules/README.md ("Self-protection") for every alert it raises.
@@ -31,6 +31,7 @@ from sentinel.metrics import Metrics
 from sentinel.selfwatch.alerts import MOUNT_OVER_WATCHED, RULES, in_schedule, self_alert
 from sentinel.selfwatch.heartbeat import Heartbeat
 from sentinel.selfwatch.journal_head import HeadMarker
+from sentinel.selfwatch.links import LinkWatch
 from sentinel.selfwatch.mounts import Mount, MountWatch, affected
 from sentinel.selfwatch.quiet import QuietWatch
 from sentinel.selfwatch.reload_diff import config_digest, reload_alert, reload_summary
@@ -90,8 +91,10 @@ class SelfGuard:
             metrics.alerts.labels(rule, sev)
         self.quiet = QuietWatch(config, metrics)
         self.heartbeat = Heartbeat(config, clock)
-        metrics.fim_rescans.labels("mount")
+        for reason in ("mount", "hardlink"):
+            metrics.fim_rescans.labels(reason)
         self.mounts = MountWatch(self._mounts_changed)
+        self.links = LinkWatch(config, lambda path: self._rescan(path, "hardlink"))
         self._sources: Callable[[], list[Any]] = list
 
     # -- start ---------------------------------------------------------------
@@ -169,6 +172,7 @@ class SelfGuard:
         self.config_digest = digest
         self.quiet.reconfigure(new)
         self.heartbeat.reconfigure(new)
+        self.links.config = new  # read at its next walk
         if summary is None:
             return None
         now = self.clock()
@@ -200,21 +204,26 @@ class SelfGuard:
     # -- the mount table -------------------------------------------------------
 
     def start_mounts(self, sources: Callable[[], list[Any]]) -> None:
-        """Watch the mount table; ``sources`` gives the running sources (FIM rescans)."""
+        """Watch the mount table and hard-linked files; ``sources`` gives the running
+        sources (FIM rescans)."""
         self._sources = sources
         self.mounts.start()
+        self.links.start()
 
     def stop(self) -> None:
         self.mounts.stop()
+        self.links.stop()
 
     def health(self) -> dict[str, bool]:
         """The guard's own workers, once started (for /healthz and component_up)."""
-        return {"mount-watch": self.mounts.alive()} if self.mounts.started else {}
+        if not self.mounts.started:
+            return {}
+        return {"mount-watch": self.mounts.alive(), "link-watch": self.links.alive()}
 
-    def _rescan(self, path: str) -> None:
+    def _rescan(self, path: str, reason: str = "mount") -> None:
         for src in self._sources():
             if hasattr(src, "request_rescan"):
-                src.request_rescan("mount", path)
+                src.request_rescan(reason, path)
 
     def _mounts_changed(self, new: list[Mount], gone: list[Mount]) -> None:
         watched = [(str(p.path), p.recursive) for p in self.config.fim.paths]

@@ -74,3 +74,18 @@ def test_a_bind_mount_over_a_watched_file_is_an_alert_and_rescanned_at_once(
     # the real file is visible again: rescanned, reported back, no second mount alert
     wait_for(lambda: len(site.alerts("tally-binary-tampered")) >= 2, what="the rescan")
     assert len(site.alerts("sentinel-mount-over-watched")) == 1
+
+
+def test_a_write_through_a_hard_link_outside_the_tree_is_found_in_seconds(
+        site: Site, tmp_path: Path) -> None:
+    """The watched binary has a second name outside the tree; writing through it makes no
+    inotify event in the watched folder, yet it is reported well before the 1h rescan."""
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    os.link(site.opt / "tally", outside / "t")
+    site.start()
+    with (outside / "t").open("r+b") as fh:  # the same inode, rewritten in place
+        fh.write(b"TALLY")
+    tampered = site.wait_alert("tally-binary-tampered", timeout=30)
+    assert tampered["event"]["path"] == str(site.opt / "tally")
+    assert "content" in tampered["event"]["changed"]
