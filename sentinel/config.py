@@ -151,7 +151,8 @@ class WebhookConfig:
     retry_max: float = 300.0
     resend_interval: float = 60.0
     resolve_after: float = 300.0
-    #: Send a heartbeat this often (None: never); see sentinel.selfwatch.heartbeat.
+    #: Send a heartbeat this often; None: the format's default (alertmanager 1m, json
+    #: never), 0: never. See sentinel.selfwatch.heartbeat.
     heartbeat: float | None = None
 
 

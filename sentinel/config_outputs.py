@@ -230,7 +230,8 @@ class OutputsReader:
             kw["timeout"] = c.duration(m["timeout"], f"{where}.timeout")
         for k in ("resend_interval", "resolve_after", "heartbeat"):
             if k in m:
-                kw[k] = c.duration(m[k], f"{where}.{k}")
+                # heartbeat: 0s switches off the alertmanager format's default one
+                kw[k] = c.duration(m[k], f"{where}.{k}", positive=k != "heartbeat")
         if "tls" in m:
             tm = c.mapping(m["tls"], f"{where}.tls", ("verify", "ca_file", "cert_file", "key_file"))
             if tm is not None:

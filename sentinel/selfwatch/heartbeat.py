@@ -1,8 +1,9 @@
 """Heartbeats: proof of life that the central side notices when it stops.
 
-For every webhook with ``heartbeat: <interval>``, an alert ``sentinel-heartbeat``
-(severity ``info``) goes to that webhook every interval, whatever its
-``min_severity`` or rule filters:
+Every ``alertmanager`` webhook (every ``DEFAULT_AM`` unless its ``heartbeat``
+says otherwise; ``heartbeat: 0s`` switches it off) and every ``json`` webhook
+with ``heartbeat: <interval>`` gets an alert ``sentinel-heartbeat`` (severity
+``info``) every interval, whatever its ``min_severity`` or rule filters:
 
 * ``alertmanager`` format: it is one always-firing alert per host (the
   ``Watchdog`` pattern). Each beat moves its ``endsAt`` on; when the beats stop
@@ -28,6 +29,10 @@ from sentinel.sinks.journal import alert_json
 
 log = logs.get("selfwatch")
 
+#: An Alertmanager target's heartbeat when its config names none: a dead sensor must
+#: be noticed even where nobody thought of it.
+DEFAULT_AM = 60.0
+
 
 class Targets(Protocol):
     @property
@@ -45,8 +50,13 @@ class Heartbeat:
 
     def reconfigure(self, config: Config) -> None:
         self.config = config
-        self.every = {h.name: h.heartbeat for h in config.outputs.webhooks
-                      if h.heartbeat is not None}
+        self.every: dict[str, float] = {}
+        for h in config.outputs.webhooks:
+            every = h.heartbeat
+            if every is None and h.format == "alertmanager":
+                every = DEFAULT_AM
+            if every:
+                self.every[h.name] = every
 
     def beat(self, sink: Targets, rules_loaded: int = 0) -> int:
         """Send the heartbeats that are due; how many targets got one."""

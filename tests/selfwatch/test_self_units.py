@@ -94,3 +94,19 @@ def test_the_head_marker_is_signed_and_a_cut_or_a_rewrite_is_found(tmp_path: Pat
     HeadMarker(journal, b"x" * 32).update((1, "00" * 32))
     with pytest.raises(ValueError, match="forged or foreign"):
         marker.read()
+
+
+def test_alertmanager_targets_heartbeat_by_default_and_0s_switches_it_off(tmp_path: Path
+                                                                          ) -> None:
+    from sentinel.selfwatch.heartbeat import DEFAULT_AM, Heartbeat
+
+    hooks = textwrap.dedent("""\
+        outputs:
+          webhooks:
+            - {name: am, format: alertmanager, url: 'http://127.0.0.1:9'}
+            - {name: am-off, format: alertmanager, url: 'http://127.0.0.1:9', heartbeat: 0s}
+            - {name: soc, format: json, url: 'http://127.0.0.1:9'}
+            - {name: soc-beat, format: json, url: 'http://127.0.0.1:9', heartbeat: 15m}
+        """)
+    config, _ = _load(tmp_path, RULE.format(id="a", port=1), hooks)
+    assert Heartbeat(config).every == {"am": DEFAULT_AM, "soc-beat": 900.0}  # type: ignore[arg-type]
