@@ -187,7 +187,8 @@ class OutputsReader:
         c = self.c
         keys = ("name", "url", "format", "min_severity", "include_tags", "exclude_tags",
                 "include_rules", "exclude_rules", "secret_env", "secret_file", "headers",
-                "timeout", "tls", "retry", "resend_interval", "resolve_after", "language")
+                "timeout", "tls", "retry", "resend_interval", "resolve_after", "language",
+                "heartbeat")
         m = c.mapping(node, where, keys, required=("name", "url"))
         if m is None or "name" not in m or "url" not in m:
             return None
@@ -230,9 +231,10 @@ class OutputsReader:
                 kw["headers"] = tuple(hs)
         if "timeout" in m:
             kw["timeout"] = c.duration(m["timeout"], f"{where}.timeout")
-        for k in ("resend_interval", "resolve_after"):
+        for k in ("resend_interval", "resolve_after", "heartbeat"):
             if k in m:
-                kw[k] = c.duration(m[k], f"{where}.{k}")
+                # heartbeat: 0s switches off the alertmanager format's default one
+                kw[k] = c.duration(m[k], f"{where}.{k}", positive=k != "heartbeat")
         if "tls" in m:
             tm = c.mapping(m["tls"], f"{where}.tls", ("verify", "ca_file", "cert_file", "key_file"))
             if tm is not None:
