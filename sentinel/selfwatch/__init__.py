@@ -245,6 +245,11 @@ class SelfGuard:
                 f" watched {', '.join(hit[:5])}: a bind mount shows other files at the same"
                 " paths without any file event. Rescanned at once; see the file alerts that"
                 " follow. `findmnt` lists the mounts.",
+                (f"sebuah sistem berkas dipasang (mount) di atas {m.point} yang dipantau",
+                 f"{m.source} ({m.fs_type}, {m.root}) dipasang di {m.point}, menutupi"
+                 f" {', '.join(hit[:5])} yang dipantau: bind mount menampilkan berkas lain pada"
+                 " path yang sama tanpa kejadian berkas apa pun. Telah dipindai ulang seketika;"
+                 " lihat peringatan berkas berikutnya. `findmnt` menampilkan daftar mount."),
                 mount_point=m.point, mount_source=m.source, fs_type=m.fs_type,
                 mount_root=m.root, paths=hit, schedules_open=open_now))
             for path in hit:

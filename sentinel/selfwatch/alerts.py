@@ -13,6 +13,7 @@ from typing import Any
 from sentinel.alert import Alert
 from sentinel.config import Config
 from sentinel.events import format_time
+from sentinel.i18n import alert_texts
 
 SOURCE = "sentinel"
 TAG = "sentinel-self"
@@ -43,10 +44,16 @@ def in_schedule(config: Config, now: float) -> list[str]:
 
 
 def self_alert(config: Config, rule: str, title: str, severity: str, now: float,
-               kind: str, description: str, **fields: Any) -> Alert:
-    """An alert about sentinel itself; ``fields`` go into its event."""
+               kind: str, description: str, indonesian: tuple[str, str],
+               **fields: Any) -> Alert:
+    """An alert about sentinel itself; ``fields`` go into its event.
+
+    ``title`` and ``description`` are English, ``indonesian`` the same two in
+    Bahasa Indonesia: the alert shows the site's language and carries both.
+    """
     event: dict[str, Any] = {"kind": f"sentinel.{kind}", "time": format_time(now),
                              "host": config.host.name, "source": SOURCE, **fields}
-    return Alert(rule=rule, title=title, severity=severity, time=now, host=config.host.name,
-                 source=SOURCE, tags=(TAG,), event=event,
-                 extra={"description": description})
+    shown, extra = alert_texts(config.language,
+                               {"en": (title, description), "id": indonesian})
+    return Alert(rule=rule, title=shown, severity=severity, time=now, host=config.host.name,
+                 source=SOURCE, tags=(TAG,), event=event, extra=extra)

@@ -70,6 +70,9 @@ class Heartbeat:
             now, "heartbeat",
             "Always firing while sentinel runs. When it stops arriving (resolves), the"
             " sensor, its host or its network is down: treat as a blind sensor.",
+            (f"sentinel di {self.config.host.name} aktif",
+             "Selalu menyala selama sentinel berjalan. Jika berhenti diterima (selesai),"
+             " sensor, host-nya, atau jaringannya mati: perlakukan sebagai sensor yang buta."),
             version=__version__, uptime=round(now - self.started), rules_loaded=rules_loaded)
         body = alert_json(alert)
         sent = 0

@@ -90,6 +90,8 @@ class QuietWatch:
             return self_alert(self.config, CAPTURE_RESUMED, f"traffic on {iface} again",
                               "info", now, "capture_resumed",
                               f"Packets arrive on {iface} again after it was quiet.",
+                              (f"lalu lintas di {iface} kembali ada",
+                               f"Paket kembali diterima di {iface} setelah sempat sepi."),
                               iface=iface)
         open_now = in_schedule(self.config, now)
         return self_alert(
@@ -98,4 +100,9 @@ class QuietWatch:
             f"{iface} saw traffic and has seen none for {silent_for:.0f}s"
             f" (network.quiet_after {self.config.network.quiet_after:g}s): a pulled cable,"
             " a removed mirror port or a detached filter leaves sentinel blind to the network.",
+            (f"tidak ada paket di {iface} selama {silent_for:.0f} detik",
+             f"{iface} sebelumnya menerima lalu lintas dan sudah {silent_for:.0f} detik tidak"
+             f" menerima apa pun (network.quiet_after {self.config.network.quiet_after:g} detik):"
+             " kabel yang dicabut, port mirror yang dilepas, atau filter yang dilepas membuat"
+             " sentinel buta terhadap jaringan."),
             iface=iface, silent_for=round(silent_for), schedules_open=open_now)

@@ -125,6 +125,11 @@ def reload_alert(config: Config, summary: dict[str, Any], now: float) -> Alert:
     description = (f"A reload changed what sentinel detects: {what}."
                    + (f" No longer detecting: {', '.join(names)}." if names else "")
                    + (f" During schedule {', '.join(open_now)}." if open_now else ""))
+    indonesian = (
+        f"Aturan atau konfigurasi sentinel berubah: {what}",
+        f"Sebuah pemuatan ulang mengubah apa yang dideteksi sentinel: {what}."
+        + (f" Tidak lagi mendeteksi: {', '.join(names)}." if names else "")
+        + (f" Selama jadwal {', '.join(open_now)}." if open_now else ""))
     return self_alert(config, RELOAD_CHANGED, f"sentinel's rules or config changed: {what}",
                       "critical" if open_now else "high", now, "reload", description,
-                      schedules_open=open_now, **summary)
+                      indonesian, schedules_open=open_now, **summary)

@@ -74,6 +74,11 @@ def baseline_missing(config: Config, now: float) -> Alert | None:
         "The signed baseline is gone although sentinel ran here before. Changes made while"
         " it was missing are not reported; a new baseline is being made from the disk as"
         " it is now. Compare the disk with a known-good copy or the last attestation.",
+        ("Baseline integritas berkas sentinel telah dihapus",
+         "Baseline yang ditandatangani hilang padahal sentinel pernah berjalan di sini."
+         " Perubahan yang dibuat selama baseline hilang tidak dilaporkan; baseline baru"
+         " sedang dibuat dari isi disk saat ini. Bandingkan disk dengan salinan yang diketahui"
+         " baik atau dengan atestasi terakhir."),
         path=str(baseline), evidence=evidence, schedules_open=in_schedule(config, now))
 
 
@@ -108,6 +113,9 @@ def journal_cut_alert(config: Config, cut: Cut, now: float) -> Alert:
         "journal_truncated",
         f"{text}. Alerts recorded there are gone from this host; compare with what the"
         " webhooks received.",
+        ("Jurnal peringatan sentinel telah dipotong",
+         f"{text}. Peringatan yang tercatat di sana hilang dari host ini; bandingkan dengan"
+         " apa yang diterima webhook."),
         path=str(journal), expected_records=cut.expected_records,
         expected_head=cut.expected_head, found_records=cut.found_records,
         found_head=cut.found_head, witness=cut.witness)
