@@ -156,6 +156,11 @@ class WebhookConfig:
     #: Send a heartbeat this often; None: the format's default (alertmanager 1m, json
     #: never), 0: never. See sentinel.selfwatch.heartbeat.
     heartbeat: float | None = None
+    #: An HTTP(S) proxy every request of this target goes through (http://HOST:PORT);
+    #: None: straight to the receiver. Environment proxies are never used.
+    proxy: str | None = None
+    #: "user:password" for the proxy's basic authentication, from proxy_auth_env
+    proxy_auth: Secret | None = None
 
 
 @dataclass(frozen=True)
