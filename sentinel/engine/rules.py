@@ -145,6 +145,8 @@ class Rule:
     mark: Mark
     file: str
     order: int = 0
+    #: equal for rules that decide alike (kind, match, threshold or change, schedule)
+    behaviour: str = ""
 
     def severity_at(self, t: float) -> str:
         for windows, sev in self.severity_during:
@@ -217,11 +219,18 @@ class RuleReader:
                   for n in sorted(self._used_schedules)}
         blob = json.dumps({"rule": node.plain(), "lists": used, "schedules": scheds},
                           sort_keys=True, default=str)
+        # what decides whether and when it alerts (not how the alert reads): rules
+        # alike in this are tested once per event for all of them
+        decides = {k: m[k].plain() for k in ("kind", "match", "threshold", "change",
+                                              "schedule") if k in m}
+        behaviour = json.dumps({"decides": decides, "lists": used, "schedules": scheds},
+                               sort_keys=True, default=str)
         return Rule(
             id=rule_id, title=title, description=desc, severity=severity, tags=tags,
             kinds=kinds, match=cond.fn, hints=cond.hints, threshold=threshold, change=change,
             active=active, severity_during=sev_during, suppress=suppress, examples=examples,
             fingerprint=hashlib.sha256(blob.encode()).hexdigest(), mark=node.mark, file=file,
+            behaviour=hashlib.sha256(behaviour.encode()).hexdigest(),
         )
 
     def _kinds(self, node: Node) -> frozenset[str] | None:

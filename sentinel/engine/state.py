@@ -8,6 +8,7 @@ the wall clock, so replay behaves like live.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import Any
 
 from sentinel.alert import Alert
 from sentinel.engine.rules import Change, Suppress, Threshold
-from sentinel.events import Event
+from sentinel.events import Event, format_time
 
 Key = tuple[Any, ...]
 _MAX_SUM_ENTRIES = 4096
@@ -248,3 +249,112 @@ def _span(seconds: float) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
     return f"{seconds:g}s"
+
+
+@dataclass(frozen=True)
+class StormLimit:
+    """Storm control: past ``max_alerts`` alerts of one rule in ``period`` seconds, the
+    rest fold into one summary per period (true count, a sample of keys).
+
+    Suppression keyed by source cannot hold back spoofed sources; this can, since
+    it counts a rule's alerts whatever their keys. ``sources`` are the event
+    sources it applies to: by default only network, whose volume an attacker on
+    the wire sets at no cost; every file change keeps its own alert.
+    """
+
+    max_alerts: int = 100
+    period: float = 60.0
+    sample: int = 10
+    sources: frozenset[str] = frozenset({"network"})
+
+
+@dataclass(slots=True)
+class StormFold:
+    first: Alert
+    total: int = 0  # the events the folded alerts stood for (their counts added)
+    alerts: int = 0
+    last: float = 0.0
+    sample: list[dict[str, Any]] = field(default_factory=list)
+
+
+class StormState:
+    """One rule's alert rate: fixed windows of ``period`` from its first alert.
+
+    ``on_change(True)`` / ``on_change(False)`` is called when a storm starts (the first alert
+    folded) and when it ends (a whole period with nothing to fold), so the
+    caller logs once per change of state.
+    """
+
+    def __init__(self, limit: StormLimit, on_change: Callable[[bool], None]) -> None:
+        self.limit = limit
+        self.on_change = on_change
+        self.window_end = -math.inf
+        self.passed = 0
+        self.fold: StormFold | None = None
+        self.storming = False
+        self.folded_total = 0  # alerts folded since this state began (for tests, metrics)
+
+    def offer(self, alert: Alert, key: dict[str, Any]) -> list[Alert]:
+        """``[alert]`` while under the limit; past it, ``[]`` and the alert is folded."""
+        out = self.expire(alert.time) if alert.time >= self.window_end else []
+        if self.window_end == -math.inf:
+            self.window_end = alert.time + self.limit.period
+            self.passed = 0
+        if self.passed < self.limit.max_alerts:
+            self.passed += 1
+            out.append(alert)
+            return out
+        fold = self.fold
+        if fold is None:
+            fold = self.fold = StormFold(alert)
+            if not self.storming:
+                self.storming = True
+                self.on_change(True)
+        fold.total += alert.count
+        fold.alerts += 1
+        fold.last = max(fold.last, alert.time)
+        self.folded_total += 1
+        if len(fold.sample) < self.limit.sample and key not in fold.sample:
+            fold.sample.append(key)
+        return out
+
+    def expire(self, now: float) -> list[Alert]:
+        """Close the window if it ended by ``now``: its summary, if it folded anything."""
+        if now < self.window_end or self.window_end == -math.inf:
+            return []
+        out = self.flush(self.window_end)
+        if out:  # still storming: the next window follows on directly
+            self.window_end += self.limit.period
+            if now >= self.window_end:  # and it too is over, with nothing in it
+                self.window_end = -math.inf
+        else:
+            self.window_end = -math.inf
+        self.passed = 0
+        if self.window_end == -math.inf and self.storming:
+            self.storming = False
+            self.on_change(False)
+        return out
+
+    def flush(self, at: float) -> list[Alert]:
+        """The summary of what the current window folded, dated ``at``; the fold is reset."""
+        fold, self.fold = self.fold, None
+        if fold is None:
+            return []
+        first = fold.first
+        period = _span(self.limit.period)
+        title = (f"{first.title} (alert storm: {fold.alerts} more alerts of this rule"
+                 f" folded, past {self.limit.max_alerts} in {period})")
+        return [Alert(
+            rule=first.rule,
+            title=title,
+            severity=first.severity,
+            time=at,
+            host=first.host,
+            source=first.source,
+            tags=first.tags,
+            event=first.event,
+            count=fold.total,
+            extra={"storm": True, "folded_alerts": fold.alerts, "sample": fold.sample,
+                   "first_folded": format_time(first.time), "last_folded": format_time(fold.last),
+                   "max_alerts": self.limit.max_alerts, "period_seconds": self.limit.period},
+        )]

@@ -33,11 +33,12 @@ def test_address_rules_are_found_by_range(tmp_path: Path) -> None:
     assert [r.id for r in rules.index.candidates(conn(src_ip="192.0.2.1"))] == []
 
 
-def test_most_selective_test_is_used_and_others_still_apply(tmp_path: Path) -> None:
-    """Filed under dst_port (not the low-cardinality proto), yet proto is still tested."""
+def test_every_indexed_test_must_hold_for_a_rule_to_be_a_candidate(tmp_path: Path) -> None:
+    """Not only the most selective test (dst_port) narrows: proto, low in values, does too."""
     rules = load(tmp_path, many(3, "{{proto: udp, dst_port: {i}}}"))
     eng = Engine(rules)
-    assert [r.id for r in rules.index.candidates(conn(dst_port=1, proto="tcp"))] == ["r1"]
+    assert list(rules.index.candidates(conn(dst_port=1, proto="tcp"))) == []
+    assert [r.id for r in rules.index.candidates(conn(dst_port=1, proto="udp"))] == ["r1"]
     assert fired(eng, conn(dst_port=1, proto="tcp")) == []
     assert fired(eng, conn(dst_port=1, proto="udp")) == ["r1"]
 
