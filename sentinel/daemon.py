@@ -88,7 +88,8 @@ class Daemon:
         self.metrics = metrics or Metrics(CollectorRegistry())
         self.notifier = notifier or Notifier()
         self.clock = clock
-        self.engine = Engine(rules, host=config.host.name, metrics=self.metrics)
+        self.engine = Engine(rules, host=config.host.name, metrics=self.metrics,
+                             storm=config.rules.storm)
         self.queue: queue.Queue[Event | None] = queue.Queue(QUEUE_SIZE)
         self._stop = threading.Event()
         self._reload = threading.Event()

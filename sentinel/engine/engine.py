@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sentinel.alert import Alert, new_alert_id
+from sentinel.config import StormConfig
 from sentinel.engine.index import RuleIndex
 from sentinel.engine.loader import RuleSet
 from sentinel.engine.matchers import Hint
 from sentinel.engine.rules import Rule
 from sentinel.engine.state import (
     ChangeState,
-    StormLimit,
     StormState,
     SuppressState,
     ThresholdState,
@@ -46,7 +46,7 @@ log = logging.getLogger("sentinel.engine")
 
 #: 1 event in this many has its evaluation time observed (timing costs more than matching)
 TIMING_SAMPLE = 16
-DEFAULT_STORM = StormLimit()
+DEFAULT_STORM = StormConfig()
 #: Fields that name what a storm's folded alerts were about, when the rule has no key.
 _SAMPLE_FIELDS = ("src_ip", "dst_ip", "dst_port", "qname", "sender_ip", "sender_mac", "path")
 
@@ -101,7 +101,7 @@ class Engine:
     """Matches events against a rule set; see the module docstring."""
 
     def __init__(self, rules: RuleSet, host: str | None = None, metrics: Metrics | None = None,
-                 max_groups: int = 10000, storm: StormLimit | None = DEFAULT_STORM,
+                 max_groups: int = 10000, storm: StormConfig | None = DEFAULT_STORM,
                  indexed: bool = True) -> None:
         self.host = host or socket.gethostname()
         self.metrics = metrics

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sentinel.alert import Alert
+from sentinel.config import StormConfig
 from sentinel.engine.rules import Change, Suppress, Threshold
 from sentinel.events import Event, format_time
 
@@ -251,23 +252,6 @@ def _span(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-@dataclass(frozen=True)
-class StormLimit:
-    """Storm control: past ``max_alerts`` alerts of one rule in ``period`` seconds, the
-    rest fold into one summary per period (true count, a sample of keys).
-
-    Suppression keyed by source cannot hold back spoofed sources; this can, since
-    it counts a rule's alerts whatever their keys. ``sources`` are the event
-    sources it applies to: by default only network, whose volume an attacker on
-    the wire sets at no cost; every file change keeps its own alert.
-    """
-
-    max_alerts: int = 100
-    period: float = 60.0
-    sample: int = 10
-    sources: frozenset[str] = frozenset({"network"})
-
-
 @dataclass(slots=True)
 class StormFold:
     first: Alert
@@ -285,7 +269,7 @@ class StormState:
     caller logs once per change of state.
     """
 
-    def __init__(self, limit: StormLimit, on_change: Callable[[bool], None]) -> None:
+    def __init__(self, limit: StormConfig, on_change: Callable[[bool], None]) -> None:
         self.limit = limit
         self.on_change = on_change
         self.window_end = -math.inf
