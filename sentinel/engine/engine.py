@@ -73,6 +73,43 @@ class Group:
         self.active = first.active
         self.threshold = mem.threshold
         self.change = mem.change
+        #: ``decide(event)`` for an event that matched: (count, extra), or None when
+        #: the threshold or change logic says no alert; picked once here, not per event
+        self.decide: Callable[[Event], tuple[int, dict[str, Any]] | None] = _always
+        if first.threshold is not None and self.threshold is not None:
+            self.decide = self._threshold
+        elif first.change is not None and self.change is not None:
+            self.decide = self._change
+
+    def _threshold(self, ev: Event) -> tuple[int, dict[str, Any]] | None:
+        assert self.threshold is not None
+        crossed = self.threshold.see(ev)
+        if crossed is None:
+            return None
+        spec = self.threshold.spec
+        key, measured, count = crossed
+        return count, {
+            "group": {ref.text: v for ref, v in zip(spec.group_by, key, strict=True)},
+            "threshold": {"measure": spec.measure, "field": spec.field.text
+                          if spec.field else None, "value": _num(measured),
+                          "at_least": _num(spec.at_least), "window_seconds": spec.window}}
+
+    def _change(self, ev: Event) -> tuple[int, dict[str, Any]] | None:
+        assert self.change is not None
+        spec = self.change.spec
+        ckey = spec.key_of(ev)
+        value = spec.value.get(ev)
+        if value is None or None in ckey:
+            return None
+        changed, previous = self.change.see(ckey, _hashable(value))
+        if not changed:
+            return None
+        return 1, {"key": {ref.text: v for ref, v in zip(spec.key, ckey, strict=True)},
+                   "previous": previous, "current": value}
+
+
+def _always(_: Event) -> tuple[int, dict[str, Any]]:
+    return 1, {}
 
 
 @dataclass
@@ -82,6 +119,9 @@ class _Active:
     groups: tuple[Group, ...] = ()
     index: Any = None
     order: dict[str, int] = field(default_factory=dict)  # rule id -> position
+    #: what advance() looks at: suppression and storm states, threshold states
+    timed: tuple[tuple[SuppressState | None, StormState | None], ...] = ()
+    windows: tuple[ThresholdState, ...] = ()
 
 
 class PlainIndex:
@@ -156,8 +196,11 @@ class Engine:
         if self.metrics is not None:
             self.metrics.rules_loaded.set(len(rules))
         index = RuleIndex(ordered) if self.indexed else PlainIndex(ordered)
+        timed = tuple((m.suppress, m.storm) for m in memory.values()
+                      if m.suppress is not None or m.storm is not None)
+        windows = tuple(g.threshold for g in ordered if g.threshold is not None)
         return _Active(rules, memory, ordered, index,
-                       {r.id: i for i, r in enumerate(rules.rules)})
+                       {r.id: i for i, r in enumerate(rules.rules)}, timed, windows)
 
     def _shared(self, r: Rule) -> RuleMemory:
         noop: Callable[[], None] = _noop
@@ -216,7 +259,7 @@ class Engine:
                     continue
                 if not g.match(event):
                     continue
-                decided = self._decide(g, event)
+                decided = g.decide(event)
             except Exception:  # a rule must never stop the others
                 for r in g.rules:
                     self._fail(r, event)
@@ -256,32 +299,6 @@ class Engine:
                 child = counters[a.rule, a.severity] = self.metrics.alerts.labels(a.rule,
                                                                                   a.severity)
             child.inc()
-
-    def _decide(self, g: Group, ev: Event) -> tuple[int, dict[str, Any]] | None:
-        """Whether the group alerts on ``ev`` that matched: (count, extra), or None."""
-        rule = g.rules[0]
-        if rule.threshold is not None and g.threshold is not None:
-            spec = rule.threshold
-            crossed = g.threshold.see(ev)
-            if crossed is None:
-                return None
-            key, measured, count = crossed
-            return count, {
-                "group": {ref.text: v for ref, v in zip(spec.group_by, key, strict=True)},
-                "threshold": {"measure": spec.measure, "field": spec.field.text
-                              if spec.field else None, "value": _num(measured),
-                              "at_least": _num(spec.at_least), "window_seconds": spec.window}}
-        if rule.change is not None and g.change is not None:
-            ckey = rule.change.key_of(ev)
-            value = rule.change.value.get(ev)
-            if value is None or None in ckey:
-                return None
-            changed, previous = g.change.see(ckey, _hashable(value))
-            if not changed:
-                return None
-            return 1, {"key": {ref.text: v for ref, v in zip(rule.change.key, ckey, strict=True)},
-                       "previous": previous, "current": value}
-        return 1, {}
 
     def _emit(self, rule: Rule, mem: RuleMemory | None, ev: Event, count: int,
               extra: dict[str, Any]) -> list[Alert]:
@@ -335,16 +352,17 @@ class Engine:
         """Let time pass: summaries of suppression and storm periods ended by ``now``."""
         out: list[Alert] = []
         active = self._active
-        for mem in active.memory.values():
-            if mem.suppress is not None:
-                ended = mem.suppress.expire(now)
-                out.extend(self._storm_pass(mem.storm, ended, None)
-                           if mem.storm is not None and ended else ended)
-            if mem.storm is not None:
-                out.extend(mem.storm.expire(now))
-        for g in active.groups:
-            if g.threshold is not None:
-                g.threshold.expire(now)
+        # called every second over every rule: test the cheap "anything due?" first
+        for sup, storm in active.timed:
+            if sup is not None and sup.folds:
+                ended = sup.expire(now)
+                out.extend(self._storm_pass(storm, ended, None)
+                           if storm is not None and ended else ended)
+            if storm is not None and storm.window_end <= now:
+                out.extend(storm.expire(now))
+        for th in active.windows:
+            if th.groups:
+                th.expire(now)
         if out:
             self._count(out)
         return out

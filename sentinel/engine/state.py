@@ -272,7 +272,7 @@ class StormState:
     def __init__(self, limit: StormConfig, on_change: Callable[[bool], None]) -> None:
         self.limit = limit
         self.on_change = on_change
-        self.window_end = -math.inf
+        self.window_end = math.inf
         self.passed = 0
         self.fold: StormFold | None = None
         self.storming = False
@@ -281,7 +281,7 @@ class StormState:
     def offer(self, alert: Alert, key: dict[str, Any]) -> list[Alert]:
         """``[alert]`` while under the limit; past it, ``[]`` and the alert is folded."""
         out = self.expire(alert.time) if alert.time >= self.window_end else []
-        if self.window_end == -math.inf:
+        if self.window_end == math.inf:
             self.window_end = alert.time + self.limit.period
             self.passed = 0
         if self.passed < self.limit.max_alerts:
@@ -304,17 +304,17 @@ class StormState:
 
     def expire(self, now: float) -> list[Alert]:
         """Close the window if it ended by ``now``: its summary, if it folded anything."""
-        if now < self.window_end or self.window_end == -math.inf:
+        if now < self.window_end:  # also while idle: no window is open (math.inf)
             return []
         out = self.flush(self.window_end)
         if out:  # still storming: the next window follows on directly
             self.window_end += self.limit.period
             if now >= self.window_end:  # and it too is over, with nothing in it
-                self.window_end = -math.inf
+                self.window_end = math.inf
         else:
-            self.window_end = -math.inf
+            self.window_end = math.inf
         self.passed = 0
-        if self.window_end == -math.inf and self.storming:
+        if self.window_end == math.inf and self.storming:
             self.storming = False
             self.on_change(False)
         return out
