@@ -240,8 +240,9 @@ def summarize(fold: Fold, spec: Suppress, at: float | None = None) -> list[Alert
         tags=first.tags,
         event=first.event,
         count=fold.total,
+        # repeats: the events beyond the first alert's, which that alert already counted
         extra={**first.extra, "summary": True, "first_alert": first.id, "group": fold.group,
-               "period_seconds": spec.period},
+               "period_seconds": spec.period, "repeats": fold.total - first.count},
     )]
 
 
@@ -294,7 +295,9 @@ class StormState:
             if not self.storming:
                 self.storming = True
                 self.on_change(True)
-        fold.total += alert.count
+        # what the alert adds to the true count: a suppression summary's count includes
+        # its first alert, which was counted on its own (shown or folded)
+        fold.total += alert.extra["repeats"] if alert.extra.get("summary") else alert.count
         fold.alerts += 1
         fold.last = max(fold.last, alert.time)
         self.folded_total += 1
