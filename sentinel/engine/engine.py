@@ -150,6 +150,8 @@ class Engine:
         self.indexed = indexed
         self._seen = 0
         self._failed: set[str] = set()
+        self._now = 0.0  # the latest event or advance time: when a reload closes periods
+        self._pending: list[Alert] = []  # summaries of rules a reload removed or changed
         self._alert_counters: dict[tuple[str, str], Any] = {}  # (rule, severity) -> child
         self._active = self._build(rules, {})
 
@@ -158,12 +160,34 @@ class Engine:
         return self._active.rules
 
     def swap(self, rules: RuleSet) -> None:
-        """Replace the rule set; unchanged rules keep their state."""
+        """Replace the rule set; unchanged rules keep their state.
+
+        A rule removed or changed closes its open suppression and storm periods as
+        of the latest time seen: their summaries come out of the next ``advance``
+        (or ``flush``), so a reload never loses a folded count.
+        """
         old = self._active
         fingerprints = {r.id: r.fingerprint for r in old.rules.rules}
         keep = {r.id: old.memory[r.id] for r in rules.rules
                 if fingerprints.get(r.id) == r.fingerprint and r.id in old.memory}
+        for rid, mem in old.memory.items():
+            if rid not in keep:
+                self._pending.extend(self._close(mem, self._now))
         self._active = self._build(rules, keep)
+
+    def _close(self, mem: RuleMemory, now: float) -> list[Alert]:
+        """End a rule's open suppression and storm periods as of ``now``: their summaries."""
+        out: list[Alert] = []
+        if mem.suppress is not None:
+            ended = mem.suppress.flush(now)
+            out.extend(self._storm_pass(mem.storm, ended, None)
+                       if mem.storm is not None and ended else ended)
+        if mem.storm is not None:
+            out.extend(mem.storm.flush(now))
+            if mem.storm.storming:
+                mem.storm.storming = False
+                mem.storm.on_change(False)
+        return out
 
     def _build(self, rules: RuleSet, keep: dict[str, RuleMemory]) -> _Active:
         memory: dict[str, RuleMemory] = {}
@@ -253,6 +277,8 @@ class Engine:
         out: list[Alert] = []
         hit_groups = 0
         t = event.time
+        if t > self._now:  # noqa: PLR1730 (max() costs a call per event)
+            self._now = t
         for g in active.index.candidates(event):
             try:
                 if g.active is not None and not g.active(t):
@@ -351,6 +377,9 @@ class Engine:
     def advance(self, now: float) -> list[Alert]:
         """Let time pass: summaries of suppression and storm periods ended by ``now``."""
         out: list[Alert] = []
+        if self._pending:
+            out, self._pending = self._pending, []
+        self._now = max(self._now, now)
         active = self._active
         # called every second over every rule: test the cheap "anything due?" first
         for sup, storm in active.timed:
@@ -370,6 +399,8 @@ class Engine:
     def flush(self, now: float) -> list[Alert]:
         """At shutdown: end every open suppression and storm period now, so no count is lost."""
         out: list[Alert] = []
+        if self._pending:
+            out, self._pending = self._pending, []
         for mem in self._active.memory.values():
             if mem.suppress is not None:
                 ended = mem.suppress.flush(now)
