@@ -202,8 +202,10 @@ class SuppressState:
             out.extend(summarize(fold, self.spec))
         if len(self.folds) >= self.cap:
             oldest = next(iter(self.folds))
-            # an evicted fold still reports what it folded, early rather than never
-            out.extend(summarize(self.folds.pop(oldest), self.spec))
+            # an evicted fold still reports what it folded, early rather than never,
+            # dated now: its period's end is still to come
+            evicted = self.folds.pop(oldest)
+            out.extend(summarize(evicted, self.spec, at=min(evicted.end, alert.time)))
             self.on_evict()
         self.folds[key] = Fold(alert, alert.time + self.spec.period, alert.count, group)
         out.append(alert)

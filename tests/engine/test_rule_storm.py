@@ -212,3 +212,14 @@ def test_a_reload_that_changes_or_removes_a_rule_keeps_its_folded_counts(
     assert sum(true_count(a) for a in shown) == 300
     eng.swap(load(tmp_path, "rules: []\n", name="none.yaml"))
     assert eng.advance(11.0) == []
+
+
+def test_a_suppression_summary_sent_early_at_the_cap_is_dated_now(tmp_path: Path) -> None:
+    """Dated at its period's end (10 minutes ahead) it would jump a storm's clock forward:
+    the storm would end and start again, letting another 100 alerts through."""
+    text = rule("dst_port: 5432", extra="suppress: {key: src_ip, period: 10m, max_keys: 1}")
+    eng = Engine(load(tmp_path, text), storm=LIMIT)
+    eng.process(conn(0, dst_port=5432, src_ip="10.0.0.1"))
+    eng.process(conn(1, dst_port=5432, src_ip="10.0.0.1"))
+    alerts = eng.process(conn(2, dst_port=5432, src_ip="10.0.0.2"))
+    assert [(a.count, a.time) for a in alerts] == [(2, 2.0), (1, 2.0)]
