@@ -232,8 +232,8 @@ def live_mode(args: argparse.Namespace) -> None:
                   f" {'met' if worst <= 1.0 else 'MISSED'})")
         print(f"journal: {rec:,} records (goal <= 1,000), {used / 2**20:.2f} MB of state"
               f" (goal <= 5 MB); summed count of {RULE} alerts {counted:,} for {syns:,.0f}"
-              f" connection events ({sent[0]:,} SYNs sent; the rest were lost on the lab's"
-              " virtual links before the tally server)")
+              f" connection events ({sent[0]:,} SYNs sent; the rest were dropped by the"
+              " capture ring, counted above, or on the lab's virtual links)")
 
 
 def _metric(text: str, name: str) -> float:
