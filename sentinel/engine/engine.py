@@ -151,7 +151,7 @@ class Engine:
         self._seen = 0
         self._failed: set[str] = set()
         self._now = 0.0  # the latest event or advance time: when a reload closes periods
-        self._pending: list[Alert] = []  # summaries of rules a reload removed or changed
+        self._retired: list[RuleMemory] = []  # of rules a reload removed or changed
         self._alert_counters: dict[tuple[str, str], Any] = {}  # (rule, severity) -> child
         self._active = self._build(rules, {})
 
@@ -162,18 +162,25 @@ class Engine:
     def swap(self, rules: RuleSet) -> None:
         """Replace the rule set; unchanged rules keep their state.
 
-        A rule removed or changed closes its open suppression and storm periods as
-        of the latest time seen: their summaries come out of the next ``advance``
-        (or ``flush``), so a reload never loses a folded count.
+        A rule removed or changed has its open suppression and storm periods closed
+        by the next ``advance`` (or ``flush``), which returns their summaries: a
+        reload never loses a folded count. The closing is left to those calls
+        because ``swap`` may run on another thread than ``process``, which may
+        still be using the old states; everything else here is one assignment.
         """
         old = self._active
         fingerprints = {r.id: r.fingerprint for r in old.rules.rules}
         keep = {r.id: old.memory[r.id] for r in rules.rules
                 if fingerprints.get(r.id) == r.fingerprint and r.id in old.memory}
-        for rid, mem in old.memory.items():
-            if rid not in keep:
-                self._pending.extend(self._close(mem, self._now))
+        retired = [mem for rid, mem in old.memory.items() if rid not in keep]
         self._active = self._build(rules, keep)
+        self._retired.extend(retired)
+
+    def _closing(self, now: float) -> list[Alert]:
+        out: list[Alert] = []
+        while self._retired:
+            out.extend(self._close(self._retired.pop(0), now))
+        return out
 
     def _close(self, mem: RuleMemory, now: float) -> list[Alert]:
         """End a rule's open suppression and storm periods as of ``now``: their summaries."""
@@ -376,9 +383,7 @@ class Engine:
 
     def advance(self, now: float) -> list[Alert]:
         """Let time pass: summaries of suppression and storm periods ended by ``now``."""
-        out: list[Alert] = []
-        if self._pending:
-            out, self._pending = self._pending, []
+        out: list[Alert] = self._closing(self._now) if self._retired else []
         self._now = max(self._now, now)
         active = self._active
         # called every second over every rule: test the cheap "anything due?" first
@@ -398,9 +403,7 @@ class Engine:
 
     def flush(self, now: float) -> list[Alert]:
         """At shutdown: end every open suppression and storm period now, so no count is lost."""
-        out: list[Alert] = []
-        if self._pending:
-            out, self._pending = self._pending, []
+        out: list[Alert] = self._closing(now) if self._retired else []
         for mem in self._active.memory.values():
             if mem.suppress is not None:
                 ended = mem.suppress.flush(now)
