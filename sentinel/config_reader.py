@@ -26,6 +26,7 @@ from sentinel.config import (
     NetworkConfig,
     OutputsConfig,
     RulesConfig,
+    StormConfig,
     Window,
 )
 from sentinel.config_outputs import NAME, OutputsReader
@@ -251,7 +252,7 @@ class ConfigReader:
 
     def _rules(self, node: Node) -> RulesConfig:
         c = self.c
-        m = c.mapping(node, "rules", ("paths", "reload_debounce"))
+        m = c.mapping(node, "rules", ("paths", "reload_debounce", "storm"))
         if m is None:
             return RulesConfig()
         paths: tuple[Path, ...] = ()
@@ -270,7 +271,27 @@ class ConfigReader:
         debounce = 1.0
         if "reload_debounce" in m:
             debounce = c.duration(m["reload_debounce"], "rules.reload_debounce") or 1.0
-        return RulesConfig(paths, debounce)
+        storm = self._storm(m["storm"]) if "storm" in m else StormConfig()
+        return RulesConfig(paths, debounce, storm)
+
+    def _storm(self, node: Node) -> StormConfig:
+        c = self.c
+        m = c.mapping(node, "rules.storm", ("max_alerts", "period", "sample", "sources"))
+        d = StormConfig()
+        if m is None:
+            return d
+        top = c.integer(m["max_alerts"], "rules.storm.max_alerts", 1) if "max_alerts" in m else None
+        period = c.duration(m["period"], "rules.storm.period") if "period" in m else None
+        sample = c.integer(m["sample"], "rules.storm.sample", 0, 100) if "sample" in m else None
+        sources = d.sources
+        if "sources" in m and (items := c.strings(m["sources"], "rules.storm.sources")) is not None:
+            for i, name in enumerate(items):
+                if name not in ("network", "fim"):
+                    c.error(m["sources"].value[i].mark, f"rules.storm.sources[{i}]: {name!r}"
+                            " is not an event source; valid: network, fim")
+            sources = frozenset(items)
+        return StormConfig(top or d.max_alerts, period or d.period,
+                           d.sample if sample is None else sample, sources)
 
     def _lists(self, node: Node) -> tuple[dict[str, tuple[Any, ...]], dict[str, Mark]]:
         c = self.c

@@ -30,7 +30,13 @@ from sentinel.engine.fields import (
     parse_ref,
     typ_name,
 )
-from sentinel.engine.lists import ValueSet, build_value_set, domain_matcher, parse_net
+from sentinel.engine.lists import (
+    ValueSet,
+    build_value_set,
+    domain_matcher,
+    normalize_domain,
+    parse_net,
+)
 from sentinel.engine.matchers import Cond, Hint, Test, all_, any_, field_fn
 from sentinel.located import Checker, Mark, Node, type_name
 
@@ -168,6 +174,7 @@ class ConditionCompiler:
         elem = STR if ref.type == LIST else ref.type
         test: Test | None
         vs: ValueSet | None = None
+        domains: tuple[Test, frozenset[str]] | None = None
         if positive in ("equals", "in"):
             vs = self._values(ref, op, arg, elem, named_only=positive == "in")
             test = vs.has if vs else None
@@ -175,7 +182,8 @@ class ConditionCompiler:
             vs = self._cidr(ref, op, arg)
             test = vs.has if vs else None
         elif positive == "domain_in":
-            test = self._domains(ref, op, arg)
+            domains = self._domains(ref, op, arg)
+            test = domains[0] if domains else None
         elif op in TEXT_OPS:
             test = self._text(ref, op, arg)
         else:
@@ -183,12 +191,19 @@ class ConditionCompiler:
         if test is None:
             return None
         cond = Cond(field_fn(ref.get, test, negate, ref.type == LIST))
-        if vs is not None and not negate and ref.plain and vs.indexable:
+        if negate:
+            return cond
+        # a transformed or joined reference is indexed by its text, read by its getter
+        key = ref.plain or ref.text
+        reader = None if ref.plain else ref.get
+        if vs is not None and vs.indexable:
             low = ref.plain in LOW_CARDINALITY
             if vs.nets:
-                cond.hints.append(Hint(ref.plain, frozenset(), vs.nets, 2))
+                cond.hints.append(Hint(key, frozenset(), vs.nets, 2, get=reader))
             elif vs.exact:
-                cond.hints.append(Hint(ref.plain, vs.exact, (), 1 if low else 3))
+                cond.hints.append(Hint(key, vs.exact, (), 1 if low else 3, get=reader))
+        elif positive == "domain_in" and domains:
+            cond.hints.append(Hint(key, frozenset(), (), 3, domains[1], get=reader))
         return cond
 
     def _items(self, op: str, ref: FieldRef, arg: Node, *, bare_name: bool,
@@ -264,7 +279,9 @@ class ConditionCompiler:
             return None
         return vs
 
-    def _domains(self, ref: FieldRef, op: str, arg: Node) -> Test | None:
+    def _domains(self, ref: FieldRef, op: str, arg: Node,
+                 ) -> tuple[Test, frozenset[str]] | None:
+        """The test, and the names as the index files them."""
         if ref.type not in (STR, LIST):
             self.c.error(arg.mark, f"{ref.text}: {op} needs a text field such as qname;"
                          f" {ref.text} is {typ_name(ref.type)}")
@@ -283,7 +300,7 @@ class ConditionCompiler:
         elif not names:
             self.c.error(arg.mark, f"{ref.text}: {op}: list {name!r} holds no domain names")
             return None
-        return domain_matcher(names)
+        return domain_matcher(names), frozenset(normalize_domain(n) for n in names)
 
     def _text(self, ref: FieldRef, op: str, arg: Node) -> Test | None:
         if ref.type not in (STR, IP, LIST):

@@ -160,6 +160,8 @@ class Rule:
     mark: Mark
     file: str
     order: int = 0
+    #: equal for rules that decide alike (kind, match, threshold or change, schedule)
+    behaviour: str = ""
     #: the site language, which ``render`` shows as the alert's title and description
     language: str = "en"
     #: title and description per language other than English (the rule's own text)
@@ -261,12 +263,19 @@ class RuleReader:
                   for n in sorted(self._used_schedules)}
         blob = json.dumps({"rule": node.plain(), "lists": used, "schedules": scheds},
                           sort_keys=True, default=str)
+        # what decides whether and when it alerts (not how the alert reads): rules
+        # alike in this are tested once per event for all of them
+        decides = {k: m[k].plain() for k in ("kind", "match", "threshold", "change",
+                                              "schedule") if k in m}
+        behaviour = json.dumps({"decides": decides, "lists": used, "schedules": scheds},
+                               sort_keys=True, default=str)
         return Rule(
             id=rule_id, title=title, description=desc, severity=severity, tags=tags,
             kinds=kinds, match=cond.fn, hints=cond.hints, threshold=threshold, change=change,
             active=active, severity_during=sev_during, suppress=suppress, examples=examples,
             fingerprint=hashlib.sha256(blob.encode()).hexdigest(), mark=node.mark, file=file,
             language=self.language, i18n=i18n,
+            behaviour=hashlib.sha256(behaviour.encode()).hexdigest(),
         )
 
     def inline_texts(self, node: Node, title: Template, desc: Template | None,
