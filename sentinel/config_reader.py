@@ -43,6 +43,7 @@ class ConfigReader:
         self.path = path
         self.base = path.resolve().parent
         self.c = Checker()
+        self.list_item_marks: dict[str, tuple[Mark, ...]] = {}
 
     def read(self, root: Node) -> Config:
         c = self.c
@@ -63,6 +64,7 @@ class ConfigReader:
         fim = self._fim(top["fim"]) if "fim" in top else FimConfig()
         rules = self._rules(top["rules"]) if "rules" in top else RulesConfig()
         lists, list_marks = self._lists(top["lists"]) if "lists" in top else ({}, {})
+        item_marks = self.list_item_marks
         schedules = self._schedules(top["schedules"]) if "schedules" in top else {}
         outputs = (OutputsReader(c, self._path, self._key_source).read(top["outputs"])
                    if "outputs" in top else OutputsConfig())
@@ -77,6 +79,7 @@ class ConfigReader:
             rules=rules,
             lists=lists,
             list_marks=list_marks,
+            list_item_marks=item_marks,
             schedules=schedules,
             outputs=outputs,
             attest=attest,
@@ -260,12 +263,15 @@ class ConfigReader:
             if items is None:
                 continue
             vals = []
+            marks = []
             for i, v in enumerate(items):
                 if isinstance(v.value, dict | list) or v.value is None:
                     c.error(v.mark, f"lists.{name}[{i}] must be a string or number")
                 else:
                     vals.append(v.value)
+                    marks.append(v.mark)
             out[name] = tuple(vals)
+            self.list_item_marks[name] = tuple(marks)
         return out, dict(node.key_marks)
 
     def _schedules(self, node: Node) -> dict[str, tuple[Window, ...]]:

@@ -30,7 +30,22 @@ from sentinel.engine.fields import (
     parse_ref,
     typ_name,
 )
-from sentinel.engine.lists import ValueSet, build_value_set, domain_matcher, parse_net
+from sentinel.engine.lists import (
+    DOMAIN,
+    ENDPOINT,
+    MAC,
+    NETWORK,
+    NUMBER,
+    PORT,
+    SHAPE_VALID,
+    TEXT,
+    TRUTH,
+    WHOLE,
+    ValueSet,
+    build_value_set,
+    domain_matcher,
+    item_problem,
+)
 from sentinel.engine.matchers import Cond, Hint, Test, all_, any_, field_fn
 from sentinel.located import Checker, Mark, Node, type_name
 
@@ -50,6 +65,38 @@ class ListDef:
     name: str
     items: tuple[Any, ...]
     mark: Mark
+    #: where each item stands (empty: report at ``mark``)
+    item_marks: tuple[Mark, ...] = ()
+
+    def item_mark(self, i: int) -> Mark:
+        return self.item_marks[i] if i < len(self.item_marks) else self.mark
+
+
+#: a list name as the config accepts it; anything else given to cidr is a literal
+LIST_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
+_PORTS = frozenset({"src_port", "dst_port"})
+_MACS = frozenset({"sender_mac", "target_mac", "src_mac", "dst_mac"})
+
+
+def shape_of(ref: FieldRef, op: str) -> str:
+    """The shape every item of a list must have to be used by ``ref`` with ``op``."""
+    positive = NEGATED.get(op, op)
+    if positive == "cidr" or ref.type == IP:
+        return NETWORK
+    if positive == "domain_in":
+        return DOMAIN
+    if ref.type == INT:
+        return PORT if ref.plain in _PORTS else WHOLE
+    if ref.type == FLOAT:
+        return NUMBER
+    if ref.type == BOOL:
+        return TRUTH
+    if ref.plain in _MACS:
+        return MAC
+    parts = [p.strip() for p in ref.text.split("+")]
+    if len(parts) == 2 and parts[0].endswith("_ip") and parts[1].endswith("_port"):
+        return ENDPOINT
+    return TEXT
 
 
 def _suggest(word: str, valid: Sequence[str]) -> str:
@@ -212,12 +259,47 @@ class ConditionCompiler:
                              f"{_suggest(name, sorted(self.lists))}; valid lists: {valid}")
                 return None
             self.used_lists.add(name)
+            if not self._check_named(ref, op, ld):
+                return None
             return list(ld.items), None, name
         if isinstance(v, dict) or v is None:
             self.c.error(arg.mark, f"{ref.text}: {op} takes a value, a list of values or a"
                          f" named list ($name), got {type_name(v)}")
             return None
         return [v], [arg], None
+
+    def _check_named(self, ref: FieldRef, op: str, ld: ListDef) -> bool:
+        """Report, at the item, every entry of ``ld`` that does not fit this use.
+
+        The same entry used the same way by several rules is reported once.
+        """
+        if NEGATED.get(op, op) not in ("equals", "in", "cidr", "domain_in"):
+            return True  # text and number tests take any text
+        shape = shape_of(ref, op)
+        if shape == TEXT:
+            return True  # text fields take any text; a number there is reported by _values
+        ok = True
+        for i, item in enumerate(ld.items):
+            why = item_problem(shape, item)
+            if why is None:
+                continue
+            ok = False
+            msg = (f"lists.{ld.name}[{i}]: {why}; the list is used as {ref.text}: {op}, which"
+                   f" takes {SHAPE_VALID[shape]}")
+            mark = ld.item_mark(i)
+            if not any(p.mark == mark and p.message == msg for p in self.c.problems):
+                self.c.error(mark, msg)
+        return ok
+
+    def _check_inline(self, ref: FieldRef, op: str, nodes: list[Node]) -> bool:
+        shape = shape_of(ref, op)
+        ok = True
+        for n in nodes:
+            why = item_problem(shape, n.value)
+            if why is not None and shape not in (TEXT, WHOLE, NUMBER, TRUTH):
+                self.c.error(n.mark, f"{ref.text}: {op}: {why}; valid: {SHAPE_VALID[shape]}")
+                ok = False
+        return ok
 
     def _values(self, ref: FieldRef, op: str, arg: Node, elem: str,
                 named_only: bool) -> ValueSet | None:
@@ -233,7 +315,15 @@ class ConditionCompiler:
         if nodes is not None:
             for i in bad:
                 self.c.error(nodes[i].mark, _mismatch(ref, elem, nodes[i].value))
-            return None if bad else vs
+            if bad:
+                return None
+            return vs if self._check_inline(ref, op, nodes) else None
+        if bad and shape_of(ref, op) == TEXT and name is not None:
+            ld = self.lists[name]
+            for i in bad:
+                msg = f"lists.{name}[{i}]: {_mismatch(ref, elem, items[i])}"
+                if not any(p.message == msg for p in self.c.problems):
+                    self.c.error(ld.item_mark(i), msg)
         if vs.size == 0:
             self.c.error(arg.mark, f"{ref.text}: {op}: list {name!r} has no items that fit"
                          f" {ref.text} ({_expect(elem)})")
@@ -245,18 +335,16 @@ class ConditionCompiler:
             self.c.error(arg.mark, f"{ref.text}: {op} needs an address field (src_ip, dst_ip,"
                          f" sender_ip, target_ip); {ref.text} is {typ_name(ref.type)}")
             return None
-        literal = isinstance(arg.value, str) and parse_net(arg.value) is not None
+        # a text that cannot be a list name is a network written in place, so that
+        # "10.0.0.0/33" is reported as a bad network, not as an unknown list
+        literal = isinstance(arg.value, str) and not LIST_NAME.match(arg.value)
         got = self._items(op, ref, arg, bare_name=not literal)
         if got is None:
             return None
         items, nodes, name = got
-        vs, bad = build_value_set(items, IP)
+        vs, _ = build_value_set(items, IP)
         if nodes is not None:
-            for i in bad:
-                self.c.error(nodes[i].mark, f"{ref.text}: {op}: {nodes[i].value!r} is not an"
-                             " address or network; valid: e.g. 10.20.0.0/24, 10.20.0.10,"
-                             " 2001:db8::/32")
-            if bad:
+            if not self._check_inline(ref, op, nodes):
                 return None
         elif vs.size == 0:
             self.c.error(arg.mark, f"{ref.text}: {op}: list {name!r} holds no addresses or"

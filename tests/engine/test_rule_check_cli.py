@@ -120,7 +120,8 @@ def test_failing_example_exit_2(tmp_path: Path) -> None:
     first = proc.stderr.splitlines()[0]
     assert first == (f"{rules / 'db.yaml'}:14:11: rule 'tally-db-unauthorized-access':"
                      " examples.no_match[0]: the event should not raise an alert but did:"
-                     " Tally database reached from 10.20.0.12")
+                     " Tally database reached from 10.20.0.12 (examples run against the"
+                     " config's lists)")
 
 
 def test_bad_rules_json(tmp_path: Path) -> None:
