@@ -209,7 +209,8 @@ class RuleReader:
             if "severity_during" in m else ()
         suppress = self._suppress(m["suppress"], known, shown) if "suppress" in m else None
         examples = read_examples(c, m["examples"]) if "examples" in m else ()
-        if len(c.problems) > before or enabled is False:
+        # a part may fail on a fault already reported (a list entry shared by rules)
+        if len(c.problems) > before or enabled is False or not (title and cond):
             return None
         assert rule_id and title and severity and cond
         used = {name: list(self.lists[name].items) for name in sorted(cc.used_lists)}
