@@ -105,9 +105,17 @@ class ConfigReader:
     def _cidr(self, node: Node, where: str) -> IPNetwork | None:
         if isinstance(node.value, str):
             try:
-                return ipaddress.ip_network(node.value, strict=False)
+                net = ipaddress.ip_network(node.value, strict=False)
             except ValueError:
                 pass
+            else:
+                host = node.value.strip().partition("/")[0]
+                if net.network_address != ipaddress.ip_address(host):
+                    # refused, not normalised: the network and the host differ widely
+                    self.c.error(node.mark, f"{where}: {node.value!r} has host bits set; write"
+                                 f" the network {net} or the single address {host}")
+                    return None
+                return net
         shown = repr(node.value) if isinstance(node.value, str) else type_name(node.value)
         self.c.error(node.mark, f"{where}: {shown} is not a network in CIDR notation; valid:"
                      " e.g. 10.20.0.0/16 or 2001:db8::/32")

@@ -330,3 +330,14 @@ def test_literal_cidr_out_of_range_is_an_invalid_network(tmp_path: Path) -> None
         " '10.0.0.0/33' is not a valid network: the prefix length of an IPv4 network is a"
         " number from /0 to /32; valid: an address or a network, e.g. 10.20.0.10,"
         " 10.20.0.0/24, 2001:db8::/48")
+
+
+def test_home_net_with_host_bits_is_refused_at_the_entry(
+        tmp_path: Path, example_secrets: dict[str, str]) -> None:
+    config = example_config(tmp_path, edit=("home_nets: [10.20.0.0/16]",
+                                            "home_nets: [10.20.0.10/16]"))
+    proc = check_config(config)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[0] == (
+        f"{position(config, '10.20.0.10/16')}: network.home_nets[0]: '10.20.0.10/16' has host"
+        " bits set; write the network 10.20.0.0/16 or the single address 10.20.0.10")
