@@ -36,10 +36,10 @@ class RuleSet:
 
     def __init__(self, rules: Sequence[Rule], files: Sequence[Path] = (),
                  file_bytes: Sequence[bytes] = (),
-                 example_rules: dict[str, tuple[Rule, str]] | None = None) -> None:
+                 example_rules: dict[str, tuple[Rule | None, str]] | None = None) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
-        #: rule id -> (the rule compiled with the facts its examples were written for,
-        #: where those facts come from); rules not named here run theirs as they are
+        #: rule id -> (the rule compiled with the facts its examples were written for, or
+        #: None for the rule as it runs; where those facts come from)
         self.example_rules = dict(example_rules or {})
         self.files: tuple[Path, ...] = tuple(files)
         self._digest = _digest(self.files, file_bytes)
@@ -67,7 +67,8 @@ class RuleSet:
 
         problems: list[Problem] = []
         for live in self.rules:
-            rule, facts = self.example_rules.get(live.id, (live, "the config's lists"))
+            compiled, facts = self.example_rules.get(live.id, (None, "the config's lists"))
+            rule = compiled or live
             alone = RuleSet([rule])
             for ex in rule.examples:
                 engine = Engine(alone, host="example")
@@ -204,12 +205,20 @@ def _site(c: Checker, node: Node, path: Path, sites: dict[Path, ExampleSite]) ->
 
 def _example_rules(c: Checker, parsed: Sequence[tuple[Path, bytes, dict[str, Node]]],
                    sites: dict[Path, ExampleSite], against: dict[Path, str],
-                   file_defs: dict[str, ListDef]) -> dict[str, tuple[Rule, str]]:
+                   file_defs: dict[str, ListDef]) -> dict[str, tuple[Rule | None, str]]:
     """Compile again, with its folder's example site, each rule whose examples use it."""
-    out: dict[str, tuple[Rule, str]] = {}
+    out: dict[str, tuple[Rule | None, str]] = {}
     for path, _, top in parsed:
         site = sites.get(path.parent)
-        if site is None or against.get(path) == "site" or "rules" not in top:
+        if "rules" not in top:
+            continue
+        if site is None or against.get(path) == "site":
+            why = ("the file says examples_against: site" if site is not None
+                   else "its folder has no example site")
+            for node in top["rules"].value if isinstance(top["rules"].value, list) else ():
+                rid = node.value.get("id") if isinstance(node.value, dict) else None
+                if rid is not None and isinstance(rid.value, str):
+                    out[rid.value] = (None, f"the config's lists: {why}")
             continue
         # a separate checker: a fault of the rule itself is already reported once
         ec = Checker()

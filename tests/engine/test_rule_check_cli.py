@@ -122,7 +122,7 @@ def test_failing_example_exit_2(tmp_path: Path) -> None:
     assert first == (f"{rules / 'db.yaml'}:14:11: rule 'tally-db-unauthorized-access':"
                      " examples.no_match[0]: the event should not raise an alert but did:"
                      " Tally database reached from 10.20.0.12 (examples run against the"
-                     " config's lists)")
+                     " config's lists: its folder has no example site)")
 
 
 def test_bad_rules_json(tmp_path: Path) -> None:

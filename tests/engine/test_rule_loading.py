@@ -116,9 +116,9 @@ def test_examples_disagreeing_are_problems_at_the_example(tmp_path: Path) -> Non
     assert got == [
         (10, 11, "db", "examples.match[1]: the event should raise an alert but did not (check"
          " the kind, every field test, the schedule and any threshold; examples run against"
-         " the config's lists)"),
+         " the config's lists: its folder has no example site)"),
         (13, 11, "db", "examples.no_match[1]: the event should not raise an alert but did: t"
-         " (examples run against the config's lists)"),
+         " (examples run against the config's lists: its folder has no example site)"),
     ]
 
 
