@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import filecmp
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -128,3 +129,12 @@ def test_upgrade_twice_keeps_two_backups_and_one_pack(root: Path) -> None:
     assert not (etc / "rules/rules").exists()
     assert not (etc / "rules.new").exists()
     assert same_tree(etc / "rules", REPO / "rules")
+
+
+def test_sysusers_and_tmpfiles_comments_name_where_install_puts_them(root: Path) -> None:
+    for name, folder in (("sentinel.sysusers", "sysusers.d"), ("sentinel.tmpfiles", "tmpfiles.d")):
+        text = (REPO / "deploy/systemd" / name).read_text()
+        named = re.search(r"Installed as (\S+)", text)
+        assert named is not None, name
+        assert named.group(1) == f"/etc/{folder}/sentinel.conf"
+        assert (root / named.group(1).lstrip("/")).read_text() == text

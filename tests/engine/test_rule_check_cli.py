@@ -341,3 +341,16 @@ def test_home_net_with_host_bits_is_refused_at_the_entry(
     assert proc.stderr.splitlines()[0] == (
         f"{position(config, '10.20.0.10/16')}: network.home_nets[0]: '10.20.0.10/16' has host"
         " bits set; write the network 10.20.0.0/16 or the single address 10.20.0.10")
+
+
+def test_two_example_sites_in_one_folder_and_a_bad_opt_out_are_errors(tmp_path: Path) -> None:
+    rules = site(tmp_path, ("db.yaml", "examples_against: config\n" + GOOD),
+                 ("example-site.yaml", SITE_FACTS), ("other-site.yaml", SITE_FACTS))
+    proc = check(tmp_path)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.startswith(str(rules))]
+    assert lines == [
+        f"{rules / 'db.yaml'}:1:19: examples_against is 'config'; valid: example_site, site",
+        f"{rules / 'other-site.yaml'}:2:3: a second example site in {rules}; the first is"
+        f" {rules / 'example-site.yaml'} (one per folder)",
+    ]
