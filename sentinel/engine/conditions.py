@@ -31,12 +31,8 @@ from sentinel.engine.fields import (
     typ_name,
 )
 from sentinel.engine.lists import (
-    DOMAIN,
-    ENDPOINT,
-    MAC,
-    NETWORK,
+    LIST_NAME,
     NUMBER,
-    PORT,
     SHAPE_VALID,
     TEXT,
     TRUTH,
@@ -45,6 +41,7 @@ from sentinel.engine.lists import (
     build_value_set,
     domain_matcher,
     item_problem,
+    shape_of,
 )
 from sentinel.engine.matchers import Cond, Hint, Test, all_, any_, field_fn
 from sentinel.located import Checker, Mark, Node, type_name
@@ -72,31 +69,6 @@ class ListDef:
         return self.item_marks[i] if i < len(self.item_marks) else self.mark
 
 
-#: a list name as the config accepts it; anything else given to cidr is a literal
-LIST_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
-_PORTS = frozenset({"src_port", "dst_port"})
-_MACS = frozenset({"sender_mac", "target_mac", "src_mac", "dst_mac"})
-
-
-def shape_of(ref: FieldRef, op: str) -> str:
-    """The shape every item of a list must have to be used by ``ref`` with ``op``."""
-    positive = NEGATED.get(op, op)
-    if positive == "cidr" or ref.type == IP:
-        return NETWORK
-    if positive == "domain_in":
-        return DOMAIN
-    if ref.type == INT:
-        return PORT if ref.plain in _PORTS else WHOLE
-    if ref.type == FLOAT:
-        return NUMBER
-    if ref.type == BOOL:
-        return TRUTH
-    if ref.plain in _MACS:
-        return MAC
-    parts = [p.strip() for p in ref.text.split("+")]
-    if len(parts) == 2 and parts[0].endswith("_ip") and parts[1].endswith("_port"):
-        return ENDPOINT
-    return TEXT
 
 
 def _suggest(word: str, valid: Sequence[str]) -> str:
@@ -275,7 +247,7 @@ class ConditionCompiler:
         """
         if NEGATED.get(op, op) not in ("equals", "in", "cidr", "domain_in"):
             return True  # text and number tests take any text
-        shape = shape_of(ref, op)
+        shape = shape_of(ref, NEGATED.get(op, op))
         if shape == TEXT:
             return True  # text fields take any text; a number there is reported by _values
         ok = True
@@ -292,7 +264,7 @@ class ConditionCompiler:
         return ok
 
     def _check_inline(self, ref: FieldRef, op: str, nodes: list[Node]) -> bool:
-        shape = shape_of(ref, op)
+        shape = shape_of(ref, NEGATED.get(op, op))
         ok = True
         for n in nodes:
             why = item_problem(shape, n.value)
@@ -318,7 +290,7 @@ class ConditionCompiler:
             if bad:
                 return None
             return vs if self._check_inline(ref, op, nodes) else None
-        if bad and shape_of(ref, op) == TEXT and name is not None:
+        if bad and shape_of(ref, NEGATED.get(op, op)) == TEXT and name is not None:
             ld = self.lists[name]
             for i in bad:
                 msg = f"lists.{name}[{i}]: {_mismatch(ref, elem, items[i])}"

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sentinel.config import Window
-from sentinel.engine.conditions import LIST_NAME, ListDef
+from sentinel.engine.conditions import ListDef
+from sentinel.engine.lists import LIST_NAME
 from sentinel.located import Checker, Node, Problem, type_name
 
 SITE_KEY = "example_site"

@@ -18,7 +18,17 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sentinel.engine.fields import BOOL, FLOAT, INT, IP, LIST, STR, ip_int, join_endpoint
+from sentinel.engine.fields import (
+    BOOL,
+    FLOAT,
+    INT,
+    IP,
+    LIST,
+    STR,
+    FieldRef,
+    ip_int,
+    join_endpoint,
+)
 
 Range = tuple[int, int, int]  # version, first, last
 
@@ -196,6 +206,33 @@ SHAPE_VALID: dict[str, str] = {
 
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
+
+
+#: a list name as the config accepts it; anything else given to cidr is a literal
+LIST_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
+_PORTS = frozenset({"src_port", "dst_port"})
+_MACS = frozenset({"sender_mac", "target_mac", "src_mac", "dst_mac"})
+
+
+def shape_of(ref: FieldRef, positive: str) -> str:
+    """The shape every item of a list must have to be used by ``ref`` with the operator
+    ``positive`` (``in`` for ``not_in``: a test and its negation take the same items)."""
+    if positive == "cidr" or ref.type == IP:
+        return NETWORK
+    if positive == "domain_in":
+        return DOMAIN
+    if ref.type == INT:
+        return PORT if ref.plain in _PORTS else WHOLE
+    if ref.type == FLOAT:
+        return NUMBER
+    if ref.type == BOOL:
+        return TRUTH
+    if ref.plain in _MACS:
+        return MAC
+    parts = [p.strip() for p in ref.text.split("+")]
+    if len(parts) == 2 and parts[0].endswith("_ip") and parts[1].endswith("_port"):
+        return ENDPOINT
+    return TEXT
 
 
 def network_problem(item: Any) -> str | None:
