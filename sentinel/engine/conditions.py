@@ -69,8 +69,6 @@ class ListDef:
         return self.item_marks[i] if i < len(self.item_marks) else self.mark
 
 
-
-
 def _suggest(word: str, valid: Sequence[str]) -> str:
     close = difflib.get_close_matches(word, valid, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
@@ -335,11 +333,8 @@ class ConditionCompiler:
         items, nodes, name = got
         names = [i for i in items if isinstance(i, str) and i.strip(".* ")]
         if nodes is not None:
-            for n in nodes:
-                if not (isinstance(n.value, str) and n.value.strip(".* ")):
-                    self.c.error(n.mark, f"{ref.text}: {op}: {n.value!r} is not a domain name;"
-                                 " valid: e.g. kpu.go.id")
-                    return None
+            if not self._check_inline(ref, op, nodes):
+                return None
         elif not names:
             self.c.error(arg.mark, f"{ref.text}: {op}: list {name!r} holds no domain names")
             return None

@@ -271,11 +271,11 @@ def domain_problem(item: Any, wildcard: bool) -> str | None:
     if wildcard and d.startswith("*."):
         d = d[2:]
     d = d.removesuffix(".")
-    if d != d.lower():
-        return f"{item!r}: write domain names in lower case, as sentinel writes qname"
-    labels = d.split(".")
+    labels = d.lower().split(".")
     if not d or len(d) > 253 or not all(_LABEL.match(lab) for lab in labels):
         return f"{item!r} is not a domain name"
+    if d != d.lower():
+        return f"{item!r}: write domain names in lower case, as sentinel writes qname"
     return None
 
 

@@ -354,3 +354,25 @@ def test_two_example_sites_in_one_folder_and_a_bad_opt_out_are_errors(tmp_path: 
         f"{rules / 'other-site.yaml'}:2:3: a second example site in {rules}; the first is"
         f" {rules / 'example-site.yaml'} (one per folder)",
     ]
+
+
+@pytest.mark.parametrize(("kind", "test", "message"), [
+    ("net.dns", '{qname: {not_domain_in: [kpu.go.id, "KPU.go.id"]}}',
+     "qname: not_domain_in: 'KPU.go.id': write domain names in lower case"),
+    ("net.arp", '{sender_mac: {not_in: ["02:00:00:00:00:AA"]}}',
+     "sender_mac: not_in: '02:00:00:00:00:AA': write MAC addresses in lower case"),
+    ("net.connection", "{dst_port: {in: [22, 65536]}}",
+     "dst_port: in: 65536 is not a port (0-65535)"),
+    ("net.connection", '{dst_ip+dst_port: {in: ["203.0.113.50:99999"]}}',
+     "dst_ip+dst_port: in: '203.0.113.50:99999' is not \"address:port\""),
+], ids=["domain", "mac", "port", "ip:port"])
+def test_a_bad_literal_in_a_rule_is_reported_at_itself(
+        tmp_path: Path, kind: str, test: str, message: str) -> None:
+    rule = (f"rules:\n  - id: lit\n    title: t\n    severity: low\n    kind: {kind}\n"
+            f"    match: {test}\n")
+    rules = site(tmp_path, ("lit.yaml", rule))
+    proc = check(tmp_path)
+    assert proc.returncode == 2
+    first = proc.stderr.splitlines()[0]
+    assert first.startswith(f"{rules / 'lit.yaml'}:6:"), first
+    assert f"rule 'lit': {message}" in first
