@@ -5,7 +5,8 @@ plans, seven of each, deterministic by seed), config.example.yaml with only the
 site's facts changed (host addresses, home networks, lists):
 
 - `sentinel check` passes with the pack unchanged;
-- `sentinel run` reaches READY (sd_notify) and stops cleanly;
+- `sentinel run` reaches READY (sd_notify) and stops cleanly (in a network
+  namespace the test makes, capturing on its loopback);
 - every network scenario of test_network_scenarios, its capture re-addressed to
   the site, raises the same alerts as at the reference site (same rules,
   severities, counts, and the same events moved to the site's addresses);
@@ -96,7 +97,7 @@ class SiteFim(FimSite):
         cfg = super().derive()
         if self.site_facts is not None:
             self.site_facts.apply(cfg)
-        cfg["network"]["interfaces"] = ["lo"]  # exists here; the daemon captures on it
+        cfg["network"]["interfaces"] = ["lo"]  # the loopback of the daemon's own namespace
         return cfg
 
 
@@ -137,30 +138,39 @@ def test_generated_sites_are_deterministic_and_cover_every_family() -> None:
     assert len({make_site(s).lists()["tally_server"][0] for s in SEEDS}) == len(SEEDS)
 
 
-def run_until_ready(config: Path, tmp: Path) -> None:
-    """`sentinel run` reaches READY=1, then SIGTERM stops it with exit 0."""
+def run_until_ready(config: Path, tmp: Path, seed: int) -> None:
+    """`sentinel run` reaches READY=1, then SIGTERM stops it with exit 0.
+
+    It runs in a network namespace of its own, capturing on that namespace's
+    loopback: the host's loopback carries other programs' traffic."""
+    ns = f"sitegen-{os.getpid()}-{seed}"
+    subprocess.run(["ip", "netns", "add", ns], check=True, timeout=30)
     notify = NotifySocket(tmp / "notify.sock")
     env = {**example_env(), "NOTIFY_SOCKET": str(notify.path)}
     env.pop("WATCHDOG_USEC", None)
-    proc = subprocess.Popen([SENTINEL, "run", "-c", str(config)], env=env, text=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc: subprocess.Popen[str] | None = None
     try:
-        notify.wait_for("READY=1", timeout=60)
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True, timeout=30)
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, SENTINEL, "run", "-c", str(config)],
+                                env=env, text=True, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        notify.wait_for("READY=1", timeout=90)
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=90)
         assert proc.returncode == 0, err
     finally:
-        if proc.poll() is None:
+        if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
         notify.close()
+        subprocess.run(["ip", "netns", "del", ns], check=False, timeout=30)
 
 
 @pytest.mark.parametrize("seed", SEEDS, ids=[f"{make_site(s).family}-{s}" for s in SEEDS])
 def test_pack_checks_starts_and_detects_the_same_at_a_generated_site(
         seed: int, tmp_path: Path, reference: dict[str, Any]) -> None:
     if os.geteuid() != 0:
-        pytest.skip("needs root: the daemon captures on lo")
+        pytest.skip("needs root: the daemon runs in a network namespace the test makes")
     site = make_site(seed)
     # the file scenarios, on a tree watched through the site's config
     fim, fim_alerts = offline_alerts(tmp_path / "fim", site)
@@ -174,7 +184,7 @@ def test_pack_checks_starts_and_detects_the_same_at_a_generated_site(
     done = sentinel("check", "-c", full_path)
     assert done.returncode == 0, done.stderr
     # run: READY on the site's config (state and watched tree under tmp_path)
-    run_until_ready(fim.config, tmp_path)
+    run_until_ready(fim.config, tmp_path, seed)
     # the network scenarios, re-addressed
     config = network_config(tmp_path, site)
     for i, (name, sc) in enumerate(SCENARIOS.items()):
