@@ -209,6 +209,8 @@ class Config:
     rules: RulesConfig = RulesConfig()
     lists: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     list_marks: dict[str, Mark] = field(default_factory=dict)
+    #: where each item of each list stands, so a bad entry is reported at itself
+    list_item_marks: dict[str, tuple[Mark, ...]] = field(default_factory=dict)
     schedules: dict[str, tuple[Window, ...]] = field(default_factory=dict)
     outputs: OutputsConfig = OutputsConfig()
     attest: AttestConfig = AttestConfig()

@@ -46,6 +46,7 @@ class ConfigReader:
         self.base = path.resolve().parent
         self.c = Checker()
         self.warnings: list[Problem] = []
+        self.list_item_marks: dict[str, tuple[Mark, ...]] = {}
 
     def read(self, root: Node) -> Config:
         c = self.c
@@ -66,6 +67,7 @@ class ConfigReader:
         fim = self._fim(top["fim"]) if "fim" in top else FimConfig()
         rules = self._rules(top["rules"]) if "rules" in top else RulesConfig()
         lists, list_marks = self._lists(top["lists"]) if "lists" in top else ({}, {})
+        item_marks = self.list_item_marks
         schedules = self._schedules(top["schedules"]) if "schedules" in top else {}
         outputs = (OutputsReader(c, self._path, self._key_source, self.secrets).read(top["outputs"])
                    if "outputs" in top else OutputsConfig())
@@ -81,6 +83,7 @@ class ConfigReader:
             rules=rules,
             lists=lists,
             list_marks=list_marks,
+            list_item_marks=item_marks,
             schedules=schedules,
             outputs=outputs,
             attest=attest,
@@ -125,9 +128,17 @@ class ConfigReader:
     def _cidr(self, node: Node, where: str) -> IPNetwork | None:
         if isinstance(node.value, str):
             try:
-                return ipaddress.ip_network(node.value, strict=False)
+                net = ipaddress.ip_network(node.value, strict=False)
             except ValueError:
                 pass
+            else:
+                host = node.value.strip().partition("/")[0]
+                if net.network_address != ipaddress.ip_address(host):
+                    # refused, not normalised: the network and the host differ widely
+                    self.c.error(node.mark, f"{where}: {node.value!r} has host bits set; write"
+                                 f" the network {net} or the single address {host}")
+                    return None
+                return net
         shown = repr(node.value) if isinstance(node.value, str) else type_name(node.value)
         self.c.error(node.mark, f"{where}: {shown} is not a network in CIDR notation; valid:"
                      " e.g. 10.20.0.0/16 or 2001:db8::/32")
@@ -308,12 +319,15 @@ class ConfigReader:
             if items is None:
                 continue
             vals = []
+            marks = []
             for i, v in enumerate(items):
                 if isinstance(v.value, dict | list) or v.value is None:
                     c.error(v.mark, f"lists.{name}[{i}] must be a string or number")
                 else:
                     vals.append(v.value)
+                    marks.append(v.mark)
             out[name] = tuple(vals)
+            self.list_item_marks[name] = tuple(marks)
         return out, dict(node.key_marks)
 
     def _schedules(self, node: Node) -> dict[str, tuple[Window, ...]]:

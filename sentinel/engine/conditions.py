@@ -31,11 +31,18 @@ from sentinel.engine.fields import (
     typ_name,
 )
 from sentinel.engine.lists import (
+    LIST_NAME,
+    NUMBER,
+    SHAPE_VALID,
+    TEXT,
+    TRUTH,
+    WHOLE,
     ValueSet,
     build_value_set,
     domain_matcher,
+    item_problem,
     normalize_domain,
-    parse_net,
+    shape_of,
 )
 from sentinel.engine.matchers import Cond, Hint, Test, all_, any_, field_fn
 from sentinel.located import Checker, Mark, Node, type_name
@@ -56,6 +63,11 @@ class ListDef:
     name: str
     items: tuple[Any, ...]
     mark: Mark
+    #: where each item stands (empty: report at ``mark``)
+    item_marks: tuple[Mark, ...] = ()
+
+    def item_mark(self, i: int) -> Mark:
+        return self.item_marks[i] if i < len(self.item_marks) else self.mark
 
 
 def _suggest(word: str, valid: Sequence[str]) -> str:
@@ -227,12 +239,47 @@ class ConditionCompiler:
                              f"{_suggest(name, sorted(self.lists))}; valid lists: {valid}")
                 return None
             self.used_lists.add(name)
+            if not self._check_named(ref, op, ld):
+                return None
             return list(ld.items), None, name
         if isinstance(v, dict) or v is None:
             self.c.error(arg.mark, f"{ref.text}: {op} takes a value, a list of values or a"
                          f" named list ($name), got {type_name(v)}")
             return None
         return [v], [arg], None
+
+    def _check_named(self, ref: FieldRef, op: str, ld: ListDef) -> bool:
+        """Report, at the item, every entry of ``ld`` that does not fit this use.
+
+        The same entry used the same way by several rules is reported once.
+        """
+        if NEGATED.get(op, op) not in ("equals", "in", "cidr", "domain_in"):
+            return True  # text and number tests take any text
+        shape = shape_of(ref, NEGATED.get(op, op))
+        if shape == TEXT:
+            return True  # text fields take any text; a number there is reported by _values
+        ok = True
+        for i, item in enumerate(ld.items):
+            why = item_problem(shape, item)
+            if why is None:
+                continue
+            ok = False
+            msg = (f"lists.{ld.name}[{i}]: {why}; the list is used as {ref.text}: {op}, which"
+                   f" takes {SHAPE_VALID[shape]}")
+            mark = ld.item_mark(i)
+            if not any(p.mark == mark and p.message == msg for p in self.c.problems):
+                self.c.error(mark, msg)
+        return ok
+
+    def _check_inline(self, ref: FieldRef, op: str, nodes: list[Node]) -> bool:
+        shape = shape_of(ref, NEGATED.get(op, op))
+        ok = True
+        for n in nodes:
+            why = item_problem(shape, n.value)
+            if why is not None and shape not in (TEXT, WHOLE, NUMBER, TRUTH):
+                self.c.error(n.mark, f"{ref.text}: {op}: {why}; valid: {SHAPE_VALID[shape]}")
+                ok = False
+        return ok
 
     def _values(self, ref: FieldRef, op: str, arg: Node, elem: str,
                 named_only: bool) -> ValueSet | None:
@@ -248,7 +295,15 @@ class ConditionCompiler:
         if nodes is not None:
             for i in bad:
                 self.c.error(nodes[i].mark, _mismatch(ref, elem, nodes[i].value))
-            return None if bad else vs
+            if bad:
+                return None
+            return vs if self._check_inline(ref, op, nodes) else None
+        if bad and shape_of(ref, NEGATED.get(op, op)) == TEXT and name is not None:
+            ld = self.lists[name]
+            for i in bad:
+                msg = f"lists.{name}[{i}]: {_mismatch(ref, elem, items[i])}"
+                if not any(p.message == msg for p in self.c.problems):
+                    self.c.error(ld.item_mark(i), msg)
         if vs.size == 0:
             self.c.error(arg.mark, f"{ref.text}: {op}: list {name!r} has no items that fit"
                          f" {ref.text} ({_expect(elem)})")
@@ -260,18 +315,16 @@ class ConditionCompiler:
             self.c.error(arg.mark, f"{ref.text}: {op} needs an address field (src_ip, dst_ip,"
                          f" sender_ip, target_ip); {ref.text} is {typ_name(ref.type)}")
             return None
-        literal = isinstance(arg.value, str) and parse_net(arg.value) is not None
+        # a text that cannot be a list name is a network written in place, so that
+        # "10.0.0.0/33" is reported as a bad network, not as an unknown list
+        literal = isinstance(arg.value, str) and not LIST_NAME.match(arg.value)
         got = self._items(op, ref, arg, bare_name=not literal)
         if got is None:
             return None
         items, nodes, name = got
-        vs, bad = build_value_set(items, IP)
+        vs, _ = build_value_set(items, IP)
         if nodes is not None:
-            for i in bad:
-                self.c.error(nodes[i].mark, f"{ref.text}: {op}: {nodes[i].value!r} is not an"
-                             " address or network; valid: e.g. 10.20.0.0/24, 10.20.0.10,"
-                             " 2001:db8::/32")
-            if bad:
+            if not self._check_inline(ref, op, nodes):
                 return None
         elif vs.size == 0:
             self.c.error(arg.mark, f"{ref.text}: {op}: list {name!r} holds no addresses or"
@@ -292,11 +345,8 @@ class ConditionCompiler:
         items, nodes, name = got
         names = [i for i in items if isinstance(i, str) and i.strip(".* ")]
         if nodes is not None:
-            for n in nodes:
-                if not (isinstance(n.value, str) and n.value.strip(".* ")):
-                    self.c.error(n.mark, f"{ref.text}: {op}: {n.value!r} is not a domain name;"
-                                 " valid: e.g. kpu.go.id")
-                    return None
+            if not self._check_inline(ref, op, nodes):
+                return None
         elif not names:
             self.c.error(arg.mark, f"{ref.text}: {op}: list {name!r} holds no domain names")
             return None

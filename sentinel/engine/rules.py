@@ -255,7 +255,8 @@ class RuleReader:
         examples = read_examples(c, m["examples"]) if "examples" in m else ()
         i18n = (self.inline_texts(m["i18n"], title, desc, known, shown)
                 if "i18n" in m and title is not None else {})
-        if len(c.problems) > before or enabled is False:
+        # a part may fail on a fault already reported (a list entry shared by rules)
+        if len(c.problems) > before or enabled is False or not (title and cond):
             return None
         assert rule_id and title and severity and cond
         used = {name: list(self.lists[name].items) for name in sorted(cc.used_lists)}
