@@ -41,9 +41,17 @@ _FIM_FIELDS = (
 
 #: Every event kind and the fields it carries besides the common ones.
 KIND_FIELDS: dict[str, tuple[str, ...]] = {
+    # probe: a TCP segment without SYN opened it (FIN, NULL, Xmas, ACK, Maimon, window
+    # scans); midstream: a TCP flow whose SYN was not seen, picked up at its SYN-ACK or data
     "net.connection": (
         "proto", "src_ip", "src_port", "dst_ip", "dst_port", "direction",
-        "src_internal", "dst_internal", "iface", "tcp_flags",
+        "src_internal", "dst_internal", "iface", "tcp_flags", "probe", "midstream",
+    ),
+    # a TCP connection the other side accepted (SYN-ACK seen, or data on a flow picked up
+    # mid-way); src is the side that opened it, as in net.connection
+    "net.established": (
+        "proto", "src_ip", "src_port", "dst_ip", "dst_port", "direction",
+        "src_internal", "dst_internal", "iface", "tcp_flags", "midstream",
     ),
     # a SYN-ACK; src is the answering side (a server answering on a port)
     "net.tcp_synack": (
@@ -56,7 +64,7 @@ KIND_FIELDS: dict[str, tuple[str, ...]] = {
     "net.flow": (
         "proto", "src_ip", "src_port", "dst_ip", "dst_port", "direction",
         "src_internal", "dst_internal", "bytes_out", "bytes_in", "bytes_out_delta",
-        "bytes_in_delta", "packets", "duration", "final", "iface",
+        "bytes_in_delta", "packets", "duration", "final", "iface", "established",
     ),
     "fim.created": _FIM_FIELDS,
     "fim.modified": _FIM_FIELDS,

@@ -29,7 +29,7 @@ _TYPES: dict[str, str] = {
     "duration": FLOAT,
     **{f: BOOL for f in (
         "src_internal", "dst_internal", "is_response", "final", "is_executable", "is_setuid",
-        "is_setgid", "offline",
+        "is_setgid", "offline", "probe", "midstream", "established",
     )},
     "path_tags": LIST,
     "changed": LIST,

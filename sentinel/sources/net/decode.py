@@ -35,10 +35,10 @@ _U32BE = struct.Struct("!I").unpack_from
 _IP4 = struct.Struct("!BxHxxHxB").unpack_from  # version/ihl, total length, frag, protocol
 # EtherType, then as _IP4, then TCP ports and data offset + flags after a 20-byte IPv4
 # header: the first 48 bytes of most frames, in one call
-_ETH_IP4_TCP = struct.Struct("!12xHBxHxxHxB10xHH8xH").unpack_from
-_IP6_TCP = struct.Struct("!4xH34xHH8xH").unpack_from  # payload length; TCP ports, flags
+_ETH_IP4_TCP = struct.Struct("!12xHBxHxxHxB10xHHI4xH").unpack_from
+_IP6_TCP = struct.Struct("!4xH34xHHI4xH").unpack_from  # payload length; TCP ports, seq, flags
 _IP6 = struct.Struct("!4xHB").unpack_from  # payload length, next header
-_TCP = struct.Struct("!HH8xH").unpack_from  # ports, data offset + flags
+_TCP = struct.Struct("!HHI4xH").unpack_from  # ports, sequence number, data offset + flags
 _UDP = struct.Struct("!HHH").unpack_from  # ports, length
 _ARP = struct.Struct("!2xHBBH").unpack_from  # protocol type, hlen, plen, op
 
@@ -167,7 +167,7 @@ class Decoder:
         # fragmentation or IPv6 without extension headers, then TCP not on port 53.
         # Anything else, malformed input included, takes the general path below.
         if off + 48 <= end:
-            etype, vihl, total, frag, proto, sport, dport, offflags = _ETH_IP4_TCP(buf, off)
+            etype, vihl, total, frag, proto, sport, dport, seq, offflags = _ETH_IP4_TCP(buf, off)
             ip = off + 14
             if etype == 0x0800:
                 if vihl == 0x45 and not frag & 0x3FFF and proto == 6:
@@ -180,15 +180,17 @@ class Decoder:
                                                     offflags & 0xFF):
                             self.flows.tcp(ts, wirelen, buf[ip + 12 : ip + 16],
                                            buf[ip + 16 : ip + 20], sport, dport,
-                                           offflags & 0xFF)
+                                           offflags & 0xFF, seq,
+                                           total - 20 - (offflags >> 12 << 2))
                         return
             elif etype == 0x86DD and vihl >> 4 == 6 and frag >> 8 == 6 and ip + 54 <= end:
-                plen, sport, dport, offflags = _IP6_TCP(buf, ip)
+                plen, sport, dport, seq, offflags = _IP6_TCP(buf, ip)
                 if plen >= 20 and ip + 40 + plen >= ip + 54 and sport != 53 and dport != 53:
                     if not self.flows.tcp_known(ts, wirelen, buf[ip + 8 : ip + 44],
                                                 offflags & 0xFF):
                         self.flows.tcp(ts, wirelen, buf[ip + 8 : ip + 24],
-                                       buf[ip + 24 : ip + 40], sport, dport, offflags & 0xFF)
+                                       buf[ip + 24 : ip + 40], sport, dport, offflags & 0xFF,
+                                       seq, plen - (offflags >> 12 << 2))
                     return
         if off + 14 > end:
             raise _TRUNCATED
@@ -296,7 +298,7 @@ class Decoder:
         if off + ihl > end:
             raise _TRUNCATED
         self.transport(proto, buf, off + ihl, end, wirelen, ts,
-                       buf[off + 12 : off + 16], buf[off + 16 : off + 20])
+                       buf[off + 12 : off + 16], buf[off + 16 : off + 20], off + total)
 
     def ipv6(self, buf: bytes, off: int, end: int, wirelen: int, ts: float) -> None:
         if off + 40 > end:
@@ -331,7 +333,7 @@ class Decoder:
             raise _E_IPV6_CHAIN
         if p > end:
             raise _TRUNCATED
-        self.transport(nh, buf, p, end, wirelen, ts, src, dst)
+        self.transport(nh, buf, p, end, wirelen, ts, src, dst, off + 40 + plen if plen else end)
 
     def arp(self, buf: bytes, off: int, end: int, ts: float) -> None:
         if off + 8 > end:
@@ -348,13 +350,17 @@ class Decoder:
     # -- transport layer -----------------------------------------------------------
 
     def transport(self, proto: int, buf: bytes, off: int, end: int, wirelen: int, ts: float,
-                  src: bytes, dst: bytes) -> None:
-        """TCP, UDP, ICMP and ICMPv6 starting at ``off``; other protocols are ignored."""
+                  src: bytes, dst: bytes, wire_end: int) -> None:
+        """TCP, UDP, ICMP and ICMPv6 starting at ``off``; other protocols are ignored.
+
+        ``wire_end`` is where the IP packet ends by its own length, captured or not.
+        """
         if proto == 6:
             if off + 14 > end:
                 raise _TRUNCATED
-            sport, dport, offflags = _TCP(buf, off)
-            self.flows.tcp(ts, wirelen, src, dst, sport, dport, offflags & 0xFF)
+            sport, dport, seq, offflags = _TCP(buf, off)
+            self.flows.tcp(ts, wirelen, src, dst, sport, dport, offflags & 0xFF, seq,
+                           wire_end - off - ((offflags >> 12) << 2))
             if (sport == 53 or dport == 53) and off + 20 <= end:
                 payload = off + ((offflags >> 12) << 2)
                 if payload < off + 20:

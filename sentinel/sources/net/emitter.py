@@ -92,14 +92,27 @@ class EventMaker:
     # _conn_fields merged in: one of them goes out for about every seventh packet.
 
     def connection(self, ts: float, proto: str, src: bytes, sport: int, dst: bytes, dport: int,
-                   flags: str, iface: str) -> None:
-        """``net.connection``: a TCP SYN, or the first UDP packet of a flow."""
+                   flags: str, iface: str, probe: bool = False, midstream: bool = False) -> None:
+        """``net.connection``: a TCP SYN, a stealth-scan probe (``probe``), a TCP flow
+        picked up after its SYN (``midstream``), or the first UDP packet of a flow."""
         s_text, s_host, s_int = self.ends.info(src)
         d_text, d_host, d_int = self.ends.info(dst)
         self._send("net.connection", ts, {
             "proto": proto, "src_ip": s_text, "src_port": sport, "dst_ip": d_text,
             "dst_port": dport, "direction": direction(s_host, d_host), "src_internal": s_int,
-            "dst_internal": d_int, "iface": iface, "tcp_flags": flags,
+            "dst_internal": d_int, "iface": iface, "tcp_flags": flags, "probe": probe,
+            "midstream": midstream,
+        })
+
+    def established(self, ts: float, src: bytes, sport: int, dst: bytes, dport: int,
+                    flags: str, iface: str, midstream: bool) -> None:
+        """``net.established``: a TCP connection the other side accepted; ``src`` opened it."""
+        s_text, s_host, s_int = self.ends.info(src)
+        d_text, d_host, d_int = self.ends.info(dst)
+        self._send("net.established", ts, {
+            "proto": "tcp", "src_ip": s_text, "src_port": sport, "dst_ip": d_text,
+            "dst_port": dport, "direction": direction(s_host, d_host), "src_internal": s_int,
+            "dst_internal": d_int, "iface": iface, "tcp_flags": flags, "midstream": midstream,
         })
 
     def synack(self, ts: float, src: bytes, sport: int, dst: bytes, dport: int, flags: str,
@@ -115,9 +128,10 @@ class EventMaker:
 
     def flow(self, ts: float, proto: str, src: bytes, sport: int, dst: bytes, dport: int,
              bytes_out: int, bytes_in: int, delta_out: int, delta_in: int, packets: int,
-             duration: float, final: bool, iface: str) -> None:
+             duration: float, final: bool, iface: str, established: bool = False) -> None:
         """``net.flow``: totals of a flow so far (``final`` once it has ended), and the
-        bytes each way since its previous report (so that sums over reports are exact)."""
+        bytes each way since its previous report (so that sums over reports are exact);
+        ``established``: the other side accepted (TCP) or answered (UDP)."""
         s_text, s_host, s_int = self.ends.info(src)
         d_text, d_host, d_int = self.ends.info(dst)
         self._send("net.flow", ts, {
@@ -126,6 +140,7 @@ class EventMaker:
             "dst_internal": d_int, "bytes_out": bytes_out, "bytes_in": bytes_in,
             "bytes_out_delta": delta_out, "bytes_in_delta": delta_in, "packets": packets,
             "duration": round(max(duration, 0.0), 6), "final": final, "iface": iface,
+            "established": established,
         })
 
     def dns(self, ts: float, src: bytes, dst: bytes, qname: str, qtype: str, is_response: bool,

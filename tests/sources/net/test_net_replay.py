@@ -108,6 +108,10 @@ def conversation(with_arp: bool) -> list[Packet]:
 
 
 def ev(kind: str, i: int, **fields: Any) -> dict[str, Any]:
+    if kind == "net.connection":
+        fields = {"probe": False, "midstream": False, **fields}
+    elif kind == "net.flow":
+        fields = {"established": False, **fields}
     return {"kind": kind, "time": format_time(T0 + i), "host": "tally-01", "source": "network",
             **fields}
 
@@ -128,8 +132,11 @@ def expected(sizes: list[int], with_arp: bool) -> list[dict[str, Any]]:
         ev("net.tcp_synack", 1, src_ip=DB, src_port=5432, dst_ip=APP, dst_port=40000,
            direction="outbound", src_internal=True, dst_internal=True, iface="pcap",
            tcp_flags="SA"),
+        ev("net.established", 1, proto="tcp", src_ip=APP, src_port=40000, dst_ip=DB,
+           dst_port=5432, direction="inbound", src_internal=True, dst_internal=True,
+           iface="pcap", tcp_flags="SA", midstream=False),
         ev("net.flow", 4, proto="tcp", src_ip=APP, src_port=40000, dst_ip=DB, dst_port=5432,
-           direction="inbound", src_internal=True, dst_internal=True,
+           direction="inbound", src_internal=True, dst_internal=True, established=True,
            bytes_out=sizes[0] + sizes[2] + sizes[3], bytes_in=sizes[1] + sizes[4],
            bytes_out_delta=sizes[0] + sizes[2] + sizes[3], bytes_in_delta=sizes[1] + sizes[4],
            packets=5, duration=4.0, final=True, iface="pcap"),
@@ -178,7 +185,8 @@ def expected(sizes: list[int], with_arp: bool) -> list[dict[str, Any]]:
                       # one report per flow here: what is new is everything
                       bytes_out_delta=sum(sizes[i] for i in idx),
                       bytes_in_delta=sum(sizes[i] for i in bin_idx), packets=len(idx + bin_idx),
-                      duration=float(final - first), final=True, iface="pcap"))
+                      duration=float(final - first), final=True, iface="pcap",
+                      established=bool(bin_idx)))
     return out
 
 
