@@ -15,10 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from scapy.layers.inet import TCP
+from scapy.layers.dhcp import BOOTP, DHCP
+from scapy.layers.dns import DNS, DNSQR, DNSRR
+from scapy.layers.inet import TCP, UDP
+from scapy.layers.ntp import NTP
 from scenariokit import (
     ADMIN,
     APP_SERVER,
+    BROADCAST,
     CENTRAL,
     GATEWAY,
     GATEWAY_MAC,
@@ -150,7 +154,85 @@ def mac_change(c: Capture) -> None:
 
 def telnet(c: Capture) -> None:
     background(c)
-    c.refused(T0 + 3, ADMIN, 46000, TALLY, 23)
+    c.refused(T0 + 2, ADMIN, 45999, TALLY, 23)  # a knock answered by a reset: no session
+    c.tcp_session(T0 + 3, ADMIN, 46000, TALLY, 23)
+
+
+def stealth_scan(flags: str) -> Callable[[Capture], None]:
+    """nmap's FIN / NULL / Xmas / ACK / Maimon scans: 100 ports, no SYN at all."""
+    def build(c: Capture) -> None:
+        background(c)
+        for i in range(100):
+            port = 1 + i * 7
+            c.ip(T0 + 3 + i * 0.001, ATTACKER, TALLY, TCP(sport=61000, dport=port, flags=flags))
+            if port % 2:  # closed ports (or every port, for ACK) answer with a reset
+                c.ip(T0 + 3 + i * 0.001 + 0.0005, TALLY, ATTACKER,
+                     TCP(sport=port, dport=61000, flags="R"))
+    return build
+
+
+def syn_scan_with_retries(c: Capture) -> None:
+    """An nmap SYN scan of 200 ports, each SYN re-sent after its reset; 22 and 443 open."""
+    background(c)
+    for i, port in enumerate([*range(1, 200), 5432]):
+        t = T0 + 3 + i * 0.002
+        for k in range(2):
+            c.ip(t + k * 0.5, ATTACKER, TALLY, TCP(sport=62000, dport=port, flags="S", seq=4242))
+            if port in (22, 443):
+                c.ip(t + k * 0.5 + 0.0001, TALLY, ATTACKER,
+                     TCP(sport=port, dport=62000, flags="SA", seq=1, ack=4243))
+            else:
+                c.ip(t + k * 0.5 + 0.0001, TALLY, ATTACKER,
+                     TCP(sport=port, dport=62000, flags="RA", ack=4243))
+
+
+def ssh_guessing_from_admin_net(c: Capture) -> None:
+    background(c)
+    for i in range(40):  # hydra: a connection every few seconds, from an admin workstation
+        c.tcp_session(T0 + 3 + i * 3, "10.20.1.7", 42100 + i, TALLY, 22)
+
+
+def dnscat2_slow(c: Capture) -> None:
+    """dnscat2: 12 lookups of 34-character hexadecimal labels over 20 minutes."""
+    background(c)
+    for i in range(12):
+        label = f"{i:02x}6b7a1f0e9c3d2b4a5f6e7d8c9b0a1f2e"
+        c.dns(T0 + 3 + i * 100, TALLY, f"{label}.dnscat.exfil-example.net",
+              qtype=("TXT", "CNAME", "MX")[i % 3], sport=44300 + i, answer=None)
+
+
+def rogue_dhcp(c: Capture) -> None:
+    background(c)
+    c.add(T0 + 3, _eth(ATTACKER_MAC, BROADCAST) / _ip(ATTACKER, "255.255.255.255")
+          / UDP(sport=67, dport=68) / BOOTP(op=2, yiaddr="10.20.0.77")
+          / DHCP(options=[("message-type", "offer"), ("router", ATTACKER), "end"]))
+
+
+def dns_spoof(c: Capture) -> None:
+    background(c)
+    c.ip(T0 + 3, ATTACKER, TALLY, UDP(sport=53, dport=40000) / DNS(
+        id=7, qr=1, qd=DNSQR(qname="sirekap.kpu.go.id"),
+        an=DNSRR(rrname="sirekap.kpu.go.id", rdata=ATTACKER)))
+
+
+def ntp_spoof(c: Capture) -> None:
+    background(c)
+    c.ip(T0 + 3, ATTACKER, TALLY, UDP(sport=123, dport=123) / NTP(mode=4))
+
+
+def udp_probe(c: Capture) -> None:
+    background(c)
+    c.ip(T0 + 3, ATTACKER, TALLY, UDP(sport=40001, dport=161) / b"\x30\x26")
+
+
+def _eth(src: str, dst: str) -> Any:
+    from scapy.layers.l2 import Ether
+    return Ether(src=src, dst=dst)
+
+
+def _ip(src: str, dst: str) -> Any:
+    from scapy.layers.inet import IP
+    return IP(src=src, dst=dst)
 
 
 def large_upload(c: Capture) -> None:
@@ -232,17 +314,58 @@ SCENARIOS: dict[str, Scenario] = {
     "d04-dns-many-subdomains": Scenario(
         dns_many_names, "dns-tunnel-many-subdomains", "high",
         {"src_ip": TALLY, "is_response": False},
-        frozenset({"dns-tunnel-many-subdomains", "dns-query-outside-allowed-domains"}),
+        frozenset({"dns-tunnel-many-subdomains", "dns-query-outside-allowed-domains",
+                   "dns-tunnel-slow-subdomains"}),
         count=20),
     "d04-dns-txt-flood": Scenario(
         dns_txt_flood, "dns-tunnel-txt-flood", "high",
         {"src_ip": TALLY, "qtype": "TXT"},
-        frozenset({"dns-tunnel-txt-flood", "dns-query-outside-allowed-domains"}), count=20),
+        frozenset({"dns-tunnel-txt-flood", "dns-query-outside-allowed-domains",
+                   "dns-tunnel-unusual-types"}), count=20),
     "d05-port-scan": Scenario(
         port_scan, "port-scan-of-tally-server", "high", {"src_ip": ATTACKER, "dst_ip": TALLY},
-        # the scan also knocks on the database and SSH, which have rules of their own
+        # the scan also reaches the database and SSH, which have rules of their own; the
+        # resets from 21 and 23 are no clear-text session
         frozenset({"port-scan-of-tally-server", "tally-db-unauthorized-access",
-                   "ssh-from-outside-admin-net", "cleartext-admin-protocol"}), count=15),
+                   "ssh-from-outside-admin-net"}), count=15),
+    "d05-syn-scan-closed-database": Scenario(
+        syn_scan_with_retries, "port-scan-of-tally-server", "high",
+        {"src_ip": ATTACKER, "dst_ip": TALLY, "probe": False},
+        # a SYN to the closed 5432 and to 23 is an attempt: medium, and no clear-text alert
+        frozenset({"port-scan-of-tally-server", "ssh-from-outside-admin-net",
+                   "tally-db-access-attempt"}), count=15),
+    **{f"d11-{name}-scan": Scenario(
+        stealth_scan(flags), "port-scan-of-tally-server", "high",
+        {"src_ip": ATTACKER, "dst_ip": TALLY, "probe": True, "tcp_flags": flags},
+        frozenset({"port-scan-of-tally-server", "tally-db-access-attempt"}), count=15)
+       for name, flags in (("fin", "F"), ("null", ""), ("xmas", "FPU"), ("ack", "A"),
+                           ("maimon", "FA"))},
+    "d12-ssh-guessing-from-admin-net": Scenario(
+        ssh_guessing_from_admin_net, "ssh-brute-force", "high",
+        {"src_ip": "10.20.1.7", "dst_port": 22}, frozenset({"ssh-brute-force"}), count=10),
+    "d13-dnscat2-slow-tunnel": Scenario(
+        dnscat2_slow, "dns-tunnel-encoded-label", "high", {"src_ip": TALLY},
+        frozenset({"dns-tunnel-encoded-label", "dns-tunnel-slow-subdomains",
+                   "dns-tunnel-unusual-types", "dns-query-outside-allowed-domains"}),
+        times=3),  # 20 minutes: an alert, its 10-minute summary, a new alert
+    "d13-dnscat2-slow-subdomains": Scenario(
+        dnscat2_slow, "dns-tunnel-slow-subdomains", "high", {"src_ip": TALLY},
+        frozenset({"dns-tunnel-encoded-label", "dns-tunnel-slow-subdomains",
+                   "dns-tunnel-unusual-types", "dns-query-outside-allowed-domains"}),
+        count=10),
+    "d14-rogue-dhcp": Scenario(
+        rogue_dhcp, "rogue-dhcp-server", "critical", {"src_ip": ATTACKER, "src_port": 67},
+        frozenset({"rogue-dhcp-server"})),
+    "d14-dns-answer-from-impostor": Scenario(
+        dns_spoof, "dns-answer-from-unknown-server", "high",
+        {"src_ip": ATTACKER, "dst_ip": TALLY, "is_response": True},
+        frozenset({"dns-answer-from-unknown-server", "udp-probe-of-tally-server"})),
+    "d14-ntp-from-impostor": Scenario(
+        ntp_spoof, "ntp-from-unlisted-server", "high", {"src_ip": ATTACKER, "src_port": 123},
+        frozenset({"ntp-from-unlisted-server"})),
+    "d14-udp-probe": Scenario(
+        udp_probe, "udp-probe-of-tally-server", "medium", {"src_ip": ATTACKER, "dst_port": 161},
+        frozenset({"udp-probe-of-tally-server"})),
     "d05-host-sweep": Scenario(
         host_sweep, "host-sweep", "high", {"src_ip": TALLY, "kind": "net.icmp", "type": 8},
         frozenset({"host-sweep"}), count=25),
@@ -264,8 +387,9 @@ SCENARIOS: dict[str, Scenario] = {
         frozenset({"arp-address-changed-mac"})),
     "d07-telnet": Scenario(
         telnet, "cleartext-admin-protocol", "high",
-        {"src_ip": ADMIN, "dst_ip": TALLY, "dst_port": 23, "proto": "tcp"},
-        frozenset({"cleartext-admin-protocol"})),
+        {"kind": "net.established", "src_ip": ADMIN, "dst_ip": TALLY, "dst_port": 23,
+         "src_port": 46000, "proto": "tcp"},
+        frozenset({"cleartext-admin-protocol", "tally-unexpected-listening-port"})),
     "d08-large-upload": Scenario(
         large_upload, "tally-large-upload", "high",
         {"src_ip": TALLY, "dst_ip": "198.51.100.7", "final": True},
@@ -327,6 +451,17 @@ def test_attack_raises_its_alert(name: str, replayed: dict[str, list[dict[str, A
         assert alert["count"] == sc.count
     assert alert["title"] and "{" not in alert["title"] and " - " not in alert["title"]
     assert alert["description"] and "{" not in alert["description"]
+
+
+def test_scan_attempts_are_not_reported_as_reached(
+        replayed: dict[str, list[dict[str, Any]]]) -> None:
+    """#17.7: a SYN scan raises no critical alert for the closed database port, no
+    clear-text alert for resets, and counts each port once despite nmap's retries."""
+    alerts = replayed["d05-syn-scan-closed-database"]
+    assert not [a for a in alerts if a["severity"] == "critical"]
+    (attempt,) = [a for a in alerts if a["rule"] == "tally-db-access-attempt"]
+    assert attempt["severity"] == "medium" and "not accepted" in attempt["title"]
+    assert attempt["event"]["established"] is False
 
 
 def test_large_upload_measures_the_bytes_sent(replayed: dict[str, list[dict[str, Any]]]) -> None:
