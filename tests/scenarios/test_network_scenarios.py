@@ -201,6 +201,25 @@ def dnscat2_slow(c: Capture) -> None:
               qtype=("TXT", "CNAME", "MX")[i % 3], sport=44300 + i, answer=None)
 
 
+def dns_mx_rotation(c: Capture) -> None:
+    """A tunnel asking one domain for MX and CNAME records, slowly, with short names."""
+    background(c)
+    for i in range(6):
+        c.dns(T0 + 3 + i * 120, TALLY, f"s{i}.mx-example.net", qtype=("MX", "CNAME")[i % 2],
+              sport=44400 + i, answer=None)
+
+
+def web_credential_stuffing(c: Capture) -> None:
+    background(c)
+    for i in range(70):  # one connection per login try, from a counting station gone bad
+        c.tcp_session(T0 + 3 + i * 0.5, "10.20.0.33", 52000 + i, TALLY, 443)
+
+
+def db_probe_refused(c: Capture) -> None:
+    background(c)
+    c.refused(T0 + 3, ATTACKER, 41500, TALLY, 5432)
+
+
 def rogue_dhcp(c: Capture) -> None:
     background(c)
     c.add(T0 + 3, _eth(ATTACKER_MAC, BROADCAST) / _ip(ATTACKER, "255.255.255.255")
@@ -353,6 +372,17 @@ SCENARIOS: dict[str, Scenario] = {
         frozenset({"dns-tunnel-encoded-label", "dns-tunnel-slow-subdomains",
                    "dns-tunnel-unusual-types", "dns-query-outside-allowed-domains"}),
         count=10),
+    "d13-dns-unusual-types": Scenario(
+        dns_mx_rotation, "dns-tunnel-unusual-types", "medium", {"src_ip": TALLY},
+        frozenset({"dns-tunnel-unusual-types", "dns-query-outside-allowed-domains"}), count=5),
+    "d12-web-credential-stuffing": Scenario(
+        web_credential_stuffing, "tally-service-connection-flood", "high",
+        {"src_ip": "10.20.0.33", "dst_port": 443}, frozenset({"tally-service-connection-flood"}),
+        count=60),
+    "d01-db-attempt-refused": Scenario(
+        db_probe_refused, "tally-db-access-attempt", "medium",
+        {"kind": "net.flow", "src_ip": ATTACKER, "dst_port": 5432, "established": False},
+        frozenset({"tally-db-access-attempt"})),
     "d14-rogue-dhcp": Scenario(
         rogue_dhcp, "rogue-dhcp-server", "critical", {"src_ip": ATTACKER, "src_port": 67},
         frozenset({"rogue-dhcp-server"})),
