@@ -59,6 +59,9 @@ KIND_FIELDS: dict[str, tuple[str, ...]] = {
         "dst_internal", "iface", "tcp_flags",
     ),
     "net.dns": (*_NET_ENDS, "qname", "qtype", "is_response", "rcode", "iface"),
+    # an IP fragment that is an evasion signal: anomaly "tiny" (a first fragment too short
+    # for its transport header) or "overlap" (the datagram was discarded, as Linux does)
+    "net.fragment": (*_NET_ENDS, "proto", "anomaly", "ip_version", "iface"),
     "net.arp": ("op", "sender_ip", "sender_mac", "target_ip", "target_mac", "iface"),
     "net.icmp": (*_NET_ENDS, "type", "code", "iface"),
     "net.flow": (

@@ -23,7 +23,7 @@ INT, FLOAT, BOOL, LIST, IP, STR = "int", "float", "bool", "list", "ip", "str"
 _TYPES: dict[str, str] = {
     **{f: INT for f in (
         "src_port", "dst_port", "type", "code", "bytes_out", "bytes_in", "bytes_out_delta",
-        "bytes_in_delta", "packets",
+        "bytes_in_delta", "packets", "ip_version",
         "uid_before", "uid_after", "gid_before", "gid_after", "size_before", "size_after",
     )},
     "duration": FLOAT,

@@ -220,6 +220,32 @@ def db_probe_refused(c: Capture) -> None:
     c.refused(T0 + 3, ATTACKER, 41500, TALLY, 5432)
 
 
+def fragmented_db_syn(c: Capture) -> None:
+    """A SYN to the database in 8-byte fragments, accepted by the tally server."""
+    from scapy.layers.inet import IP, fragment
+    background(c)
+    syn = IP(src=ATTACKER, dst=TALLY, id=999) / TCP(sport=41700, dport=5432, flags="S",
+                                                  seq=1000)
+    for i, f in enumerate(fragment(syn, fragsize=8)):
+        c.add(T0 + 3 + i * 0.001, _eth(mac_of_attacker(), TALLY_MAC) / f)
+    c.ip(T0 + 3.01, TALLY, ATTACKER, TCP(sport=5432, dport=41700, flags="SA", seq=5, ack=1001))
+
+
+def overlapping_fragments(c: Capture) -> None:
+    from scapy.layers.inet import IP, fragment
+    from scapy.packet import Raw
+    background(c)
+    syn = IP(src=ATTACKER, dst=TALLY, id=1001) / TCP(sport=41701, dport=22, flags="S")
+    first, second, third = fragment(syn, fragsize=8)
+    rogue = IP(src=ATTACKER, dst=TALLY, id=1001, proto=6, frag=1, flags="MF") / Raw(b"\0" * 16)
+    for i, f in enumerate((first, second, rogue, third)):
+        c.add(T0 + 3 + i * 0.001, _eth(mac_of_attacker(), TALLY_MAC) / f)
+
+
+def mac_of_attacker() -> str:
+    return ATTACKER_MAC
+
+
 def rogue_dhcp(c: Capture) -> None:
     background(c)
     c.add(T0 + 3, _eth(ATTACKER_MAC, BROADCAST) / _ip(ATTACKER, "255.255.255.255")
@@ -383,6 +409,18 @@ SCENARIOS: dict[str, Scenario] = {
         db_probe_refused, "tally-db-access-attempt", "medium",
         {"kind": "net.flow", "src_ip": ATTACKER, "dst_port": 5432, "established": False},
         frozenset({"tally-db-access-attempt"})),
+    "d15-fragmented-syn-to-database": Scenario(
+        fragmented_db_syn, "tally-db-unauthorized-access", "critical",
+        {"src_ip": ATTACKER, "dst_port": 5432},
+        frozenset({"tally-db-unauthorized-access", "ip-tiny-first-fragment"})),
+    "d15-tiny-first-fragment": Scenario(
+        fragmented_db_syn, "ip-tiny-first-fragment", "high",
+        {"kind": "net.fragment", "src_ip": ATTACKER, "anomaly": "tiny", "proto": "tcp"},
+        frozenset({"tally-db-unauthorized-access", "ip-tiny-first-fragment"})),
+    "d15-overlapping-fragments": Scenario(
+        overlapping_fragments, "ip-fragment-overlap", "high",
+        {"kind": "net.fragment", "src_ip": ATTACKER, "anomaly": "overlap"},
+        frozenset({"ip-fragment-overlap", "ip-tiny-first-fragment"})),
     "d14-rogue-dhcp": Scenario(
         rogue_dhcp, "rogue-dhcp-server", "critical", {"src_ip": ATTACKER, "src_port": 67},
         frozenset({"rogue-dhcp-server"})),

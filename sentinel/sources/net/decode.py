@@ -9,8 +9,11 @@ link type's entry point so that every failure is counted in
 
 Link types (pcap LINKTYPE numbers): Ethernet with 802.1Q/802.1ad/QinQ tags and
 PPPoE, Linux cooked SLL and SLL2, raw IP (101, 228, 229 and the DLT values 12
-and 14), BSD NULL and LOOP, PPP and Cisco HDLC. Non-first IP fragments are
-counted in ``sentinel_ip_fragments_total`` and not decoded further.
+and 14), BSD NULL and LOOP, PPP and Cisco HDLC. IPv4 and IPv6 fragments are
+reassembled as Linux does (:mod:`sentinel.sources.net.reassembly`) and the whole
+datagram decoded; IPv6 extension headers are followed as far as the packet goes,
+as the kernel does, not to a fixed count. DNS over TCP is read across segments
+(:mod:`sentinel.sources.net.tcpdns`).
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ import traceback
 from collections.abc import Callable
 
 from sentinel.metrics import Metrics
-from sentinel.sources.net.dns import Malformed, parse_message, parse_tcp_stream
+from sentinel.sources.net.dns import Malformed, parse_message
 from sentinel.sources.net.emitter import EventMaker
 from sentinel.sources.net.flows import FlowTable
+from sentinel.sources.net.reassembly import Reassembler
+from sentinel.sources.net.tcpdns import TcpDnsStreams
 
 # stdlib logging, which sentinel.logs renders like the rest: a replay without
 # decoder bugs need not load the structured-logging stack
@@ -32,7 +37,7 @@ log = logging.getLogger("sentinel.net.decode")
 _U16 = struct.Struct("!H").unpack_from
 _U32LE = struct.Struct("<I").unpack_from
 _U32BE = struct.Struct("!I").unpack_from
-_IP4 = struct.Struct("!BxHxxHxB").unpack_from  # version/ihl, total length, frag, protocol
+_IP4 = struct.Struct("!BxHHHxB").unpack_from  # version/ihl, total length, id, frag, protocol
 # EtherType, then as _IP4, then TCP ports and data offset + flags after a 20-byte IPv4
 # header: the first 48 bytes of most frames, in one call
 _ETH_IP4_TCP = struct.Struct("!12xHBxHxxHxB10xHHI4xH").unpack_from
@@ -63,7 +68,6 @@ _PPP_IPV4, _PPP_IPV6 = 0x0021, 0x0057
 _IPV6_EXT = frozenset((0, 43, 60, 135, 139, 140, 253, 254))
 _NULL_IPV6 = frozenset((10, 24, 28, 30))  # AF_INET6 on Linux, NetBSD/OpenBSD, FreeBSD, macOS
 MAX_TAGS = 8
-MAX_IPV6_HEADERS = 12
 ARP_OPS = {1: "request", 2: "reply", 3: "rarp-request", 4: "rarp-reply",
            8: "inarp-request", 9: "inarp-reply"}
 
@@ -73,9 +77,10 @@ _E_LINKTYPE = Malformed("link type not supported")
 DECODE_ERRORS = (Malformed, struct.error, IndexError)
 _E_IPV4 = Malformed("bad IPv4 header")
 _E_IPV6 = Malformed("bad IPv6 header")
-_E_IPV6_CHAIN = Malformed("too many IPv6 extension headers")
 _E_TCP_OFFSET = Malformed("TCP data offset below 5")
 _E_UDP_LENGTH = Malformed("UDP length below 8")
+_E_FRAGMENT_CUT = Malformed("IP fragment cut short by the capture: not reassembled")
+_TRANSPORTS = frozenset((6, 17, 58))
 
 #: Decodes one captured frame: (buf, offset, end, wire length, time).
 Handler = Callable[[bytes, int, int, int, float], None]
@@ -88,7 +93,8 @@ class Decoder:
         self.flows = flows
         self.maker = maker
         self._errors = metrics.decode_errors
-        self._fragments = metrics.ip_fragments
+        self.defrag = Reassembler(maker, metrics)
+        self.tcp_dns = TcpDnsStreams()
         self._logged: set[str] = set()
         #: Failures other than malformed input (decoder bugs): counted as decode
         #: errors too, logged once per exception type.
@@ -287,18 +293,24 @@ class Decoder:
     def ipv4(self, buf: bytes, off: int, end: int, wirelen: int, ts: float) -> None:
         if off + 20 > end:
             raise _TRUNCATED
-        vihl, total, frag, proto = _IP4(buf, off)
+        vihl, total, ident, frag, proto = _IP4(buf, off)
         ihl = (vihl & 15) << 2
         if vihl >> 4 != 4 or ihl < 20 or total < ihl:
             raise _E_IPV4
         end = min(end, off + total)  # drop Ethernet padding
-        if frag & 0x1FFF:
-            self._fragments.inc()
-            return
         if off + ihl > end:
             raise _TRUNCATED
-        self.transport(proto, buf, off + ihl, end, wirelen, ts,
-                       buf[off + 12 : off + 16], buf[off + 16 : off + 20], off + total)
+        src, dst = buf[off + 12 : off + 16], buf[off + 16 : off + 20]
+        if frag & 0x3FFF:  # more fragments, or an offset: a piece of a datagram
+            if end < off + total:
+                raise _E_FRAGMENT_CUT  # cut by the snaplen: its bytes cannot be rebuilt
+            whole = self.defrag.add(ts, 4, src, dst, ident, proto, (frag & 0x1FFF) << 3,
+                                    bool(frag & 0x2000), bytes(buf[off + ihl : end]), wirelen)
+            if whole is not None:
+                data, frames = whole
+                self.transport(proto, data, 0, len(data), frames, ts, src, dst, len(data))
+            return
+        self.transport(proto, buf, off + ihl, end, wirelen, ts, src, dst, off + total)
 
     def ipv6(self, buf: bytes, off: int, end: int, wirelen: int, ts: float) -> None:
         if off + 40 > end:
@@ -306,14 +318,21 @@ class Decoder:
         if buf[off] >> 4 != 6:
             raise _E_IPV6
         plen, nh = _IP6(buf, off)
-        if plen and off + 40 + plen < end:
-            end = off + 40 + plen
-        src = buf[off + 8 : off + 24]
-        dst = buf[off + 24 : off + 40]
-        p = off + 40
-        for _ in range(MAX_IPV6_HEADERS):
-            if nh in {6, 17, 58}:
-                break
+        wire_end = off + 40 + plen if plen else end
+        if plen and wire_end < end:
+            end = wire_end
+        self._ipv6_chain(nh, buf, off + 40, end, wire_end, wirelen, ts,
+                         buf[off + 8 : off + 24], buf[off + 24 : off + 40])
+
+    def _ipv6_chain(self, nh: int, buf: bytes, p: int, end: int, wire_end: int, wirelen: int,
+                    ts: float, src: bytes, dst: bytes) -> None:
+        """Follow extension headers from ``p`` to the transport header.
+
+        Linux sets no limit on how many there are, only the packet's length does
+        (13 destination-options headers reach its sockets): so neither does this.
+        Each header is at least 8 bytes, so the walk ends.
+        """
+        while nh not in _TRANSPORTS:
             if p + 8 > end:
                 if nh in _IPV6_EXT or nh in {44, 51}:
                     raise _TRUNCATED
@@ -321,19 +340,26 @@ class Decoder:
             if nh in _IPV6_EXT:
                 nh, p = buf[p], p + (buf[p + 1] + 1) * 8
             elif nh == 44:  # fragment header
-                if _U16(buf, p + 2)[0] & 0xFFF8:
-                    self._fragments.inc()
+                offmore = _U16(buf, p + 2)[0]
+                if offmore & 0xFFF9:  # an offset or more fragments: not an atomic fragment
+                    if end < wire_end:
+                        raise _E_FRAGMENT_CUT
+                    whole = self.defrag.add(ts, 6, src, dst, _U32BE(buf, p + 4)[0], buf[p],
+                                            offmore & 0xFFF8, bool(offmore & 1),
+                                            bytes(buf[p + 8 : end]), wirelen)
+                    if whole is not None:
+                        data, frames = whole
+                        self._ipv6_chain(buf[p], data, 0, len(data), len(data), frames, ts,
+                                         src, dst)
                     return
                 nh, p = buf[p], p + 8
             elif nh == 51:  # authentication header
                 nh, p = buf[p], p + (buf[p + 1] + 2) * 4
             else:  # no next header, ESP, or a protocol sentinel does not read
                 return
-        else:
-            raise _E_IPV6_CHAIN
         if p > end:
             raise _TRUNCATED
-        self.transport(nh, buf, p, end, wirelen, ts, src, dst, off + 40 + plen if plen else end)
+        self.transport(nh, buf, p, end, wirelen, ts, src, dst, wire_end)
 
     def arp(self, buf: bytes, off: int, end: int, ts: float) -> None:
         if off + 8 > end:
@@ -365,8 +391,11 @@ class Decoder:
                 payload = off + ((offflags >> 12) << 2)
                 if payload < off + 20:
                     raise _E_TCP_OFFSET
-                if payload < end:
-                    self._dns(parse_tcp_stream(buf, payload, end), ts, src, dst)
+                if payload < end or offflags & 0x07:
+                    messages = self.tcp_dns.segment(src, dst, sport, dport, seq,
+                                                    offflags & 0xFF, buf, payload, end)
+                    for message in messages:
+                        self._dns(parse_message(message, 0, len(message)), ts, src, dst)
         elif proto == 17:
             if off + 8 > end:
                 raise _TRUNCATED

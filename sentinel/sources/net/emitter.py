@@ -21,6 +21,8 @@ from sentinel.metrics import Metrics
 #: Addresses remembered before the cache is cleared (bounds memory on scans).
 CACHE_SIZE = 65536
 
+_PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
+
 #: (text, is one of host.addresses, is in home_nets)
 AddrInfo = tuple[str, bool, bool]
 
@@ -155,6 +157,14 @@ class EventMaker:
         """``net.icmp``: one ICMP or ICMPv6 message."""
         self._send("net.icmp", ts, {
             **self._pair(src, dst), "type": icmp_type, "code": code, "iface": self.iface,
+        })
+
+    def fragment(self, ts: float, src: bytes, dst: bytes, proto: int, anomaly: str,
+                 version: int) -> None:
+        """``net.fragment``: an IP fragment that is an evasion signal (tiny or overlapping)."""
+        self._send("net.fragment", ts, {
+            **self._pair(src, dst), "proto": _PROTO_NAMES.get(proto) or str(proto),
+            "anomaly": anomaly, "ip_version": version, "iface": self.iface,
         })
 
     def arp(self, ts: float, op: str, sha: bytes, spa: bytes, tha: bytes, tpa: bytes) -> None:
