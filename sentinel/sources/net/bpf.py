@@ -6,8 +6,9 @@ it to the capture ring, and decides how many bytes of it to keep:
 * loopback's outgoing copy of each packet is dropped (the incoming copy is
   kept), so a packet on ``lo`` is seen once, as libpcap does for ``any``;
 * ARP, IPv4 and IPv6 are kept, everything else (LLDP, STP, ...) dropped;
-* DNS (TCP or UDP port 53) is kept whole, so long names decode, and every other
-  packet is cut to ``snaplen`` bytes — enough for the headers, while the wire
+* DNS (TCP or UDP port 53) and IP fragments are kept whole, so long names decode
+  and fragmented datagrams can be reassembled, and every other packet is cut to
+  ``snaplen`` bytes — enough for the headers, while the wire
   length still reaches the flow counters.
 
 The port test is libpcap's own code for ``udp port 53 or tcp port 53`` on raw
@@ -23,7 +24,10 @@ import struct
 
 SO_ATTACH_FILTER = 26
 _DLT_RAW = 12  # libpcap's DLT for raw IP on Linux
-_DNS_FILTER = "udp port 53 or tcp port 53"
+# IP fragments (IPv4 with more-fragments or an offset; IPv6 whose first header is a
+# fragment header) are kept whole too: reassembly needs every byte of them
+_DNS_FILTER = ("udp port 53 or tcp port 53 or (ip and ip[6:2] & 0x3fff != 0)"
+               " or (ip6 and ip6[6] == 44)")
 #: Bytes kept of a DNS packet (a whole message).
 DNS_SNAPLEN = 65535
 
