@@ -62,6 +62,10 @@ KIND_FIELDS: dict[str, tuple[str, ...]] = {
     # an IP fragment that is an evasion signal: anomaly "tiny" (a first fragment too short
     # for its transport header) or "overlap" (the datagram was discarded, as Linux does)
     "net.fragment": (*_NET_ENDS, "proto", "anomaly", "ip_version", "iface"),
+    # IPv6 neighbour discovery: op router_solicit, router_advert, neighbor_solicit,
+    # neighbor_advert or redirect; target_ip the address it is about (not for routers);
+    # mac the link-layer address it claims ("" when it carries none)
+    "net.ndp": (*_NET_ENDS, "op", "target_ip", "mac", "iface"),
     "net.arp": ("op", "sender_ip", "sender_mac", "target_ip", "target_mac", "iface"),
     "net.icmp": (*_NET_ENDS, "type", "code", "iface"),
     "net.flow": (

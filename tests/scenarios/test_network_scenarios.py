@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from scapy.layers.dhcp import BOOTP, DHCP
 from scapy.layers.dns import DNS, DNSQR, DNSRR
 from scapy.layers.inet import TCP, UDP
@@ -24,6 +25,7 @@ from scenariokit import (
     APP_SERVER,
     BROADCAST,
     CENTRAL,
+    EXAMPLE_CONFIG,
     GATEWAY,
     GATEWAY_MAC,
     T0,
@@ -56,6 +58,14 @@ class Scenario:
     allowed: frozenset[str]          # every rule this capture may raise (rule included)
     count: int | None = None         # the alert's count, when it is a threshold's
     times: int = 1                   # how many alerts of ``rule``
+    # lists changed from the reference site's (the site stays the same otherwise): for
+    # detections that need a fact the reference site lacks, such as IPv6 addresses
+    lists: dict[str, list[Any]] | None = None
+
+
+#: The reference site as a dual-stack site: IPv6 addresses of the gateway and tally server.
+DUAL_STACK = {"gateway_ip": [GATEWAY, "2001:db8:20::1"],
+              "tally_server": [TALLY, "2001:db8:20::10"]}
 
 
 def db_attack(c: Capture) -> None:
@@ -242,6 +252,24 @@ def overlapping_fragments(c: Capture) -> None:
         c.add(T0 + 3 + i * 0.001, _eth(mac_of_attacker(), TALLY_MAC) / f)
 
 
+def rogue_router_advert(c: Capture) -> None:
+    from scapy.layers.inet6 import ICMPv6ND_RA, ICMPv6NDOptSrcLLAddr, IPv6
+    background(c)
+    c.add(T0 + 3, _eth(ATTACKER_MAC, "33:33:00:00:00:01") / IPv6(src="fe80::66", dst="ff02::1")
+          / ICMPv6ND_RA() / ICMPv6NDOptSrcLLAddr(lladdr=ATTACKER_MAC))
+
+
+def ndp_spoof(target: str) -> Callable[[Capture], None]:
+    def build(c: Capture) -> None:
+        from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6
+        background(c)
+        for i in range(3):
+            c.add(T0 + 3 + i, _eth(ATTACKER_MAC, "33:33:00:00:00:01")
+                  / IPv6(src="fe80::66", dst="ff02::1") / ICMPv6ND_NA(tgt=target, O=1)
+                  / ICMPv6NDOptDstLLAddr(lladdr=ATTACKER_MAC))
+    return build
+
+
 def mac_of_attacker() -> str:
     return ATTACKER_MAC
 
@@ -421,6 +449,18 @@ SCENARIOS: dict[str, Scenario] = {
         overlapping_fragments, "ip-fragment-overlap", "high",
         {"kind": "net.fragment", "src_ip": ATTACKER, "anomaly": "overlap"},
         frozenset({"ip-fragment-overlap", "ip-tiny-first-fragment"})),
+    "d16-rogue-router-advert": Scenario(
+        rogue_router_advert, "ipv6-rogue-router-advert", "critical",
+        {"kind": "net.ndp", "op": "router_advert", "mac": ATTACKER_MAC, "src_ip": "fe80::66"},
+        frozenset({"ipv6-rogue-router-advert"})),
+    "d16-ndp-gateway-spoofed": Scenario(
+        ndp_spoof("2001:db8:20::1"), "ndp-gateway-spoofed", "critical",
+        {"kind": "net.ndp", "target_ip": "2001:db8:20::1", "mac": ATTACKER_MAC},
+        frozenset({"ndp-gateway-spoofed"}), lists=DUAL_STACK),
+    "d16-ndp-tally-server-spoofed": Scenario(
+        ndp_spoof("2001:db8:20::10"), "ndp-tally-server-spoofed", "critical",
+        {"kind": "net.ndp", "target_ip": "2001:db8:20::10", "mac": ATTACKER_MAC},
+        frozenset({"ndp-tally-server-spoofed"}), lists=DUAL_STACK),
     "d14-rogue-dhcp": Scenario(
         rogue_dhcp, "rogue-dhcp-server", "critical", {"src_ip": ATTACKER, "src_port": 67},
         frozenset({"rogue-dhcp-server"})),
@@ -492,13 +532,25 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[st
     """Every scenario's capture written and replayed (replays run side by side)."""
     folder = tmp_path_factory.mktemp("captures")
     pcaps: dict[str, Path] = {}
+    configs: dict[str, Path] = {}
     for name, sc in SCENARIOS.items():
         c = Capture()
         sc.build(c)
         pcaps[name] = c.write(folder / f"{name}.pcap")
+        configs[name] = _site_config(folder, name, sc.lists) if sc.lists else EXAMPLE_CONFIG
     with ThreadPoolExecutor(max_workers=4) as pool:
-        done = dict(zip(pcaps, pool.map(replay, pcaps.values()), strict=True))
+        done = dict(zip(pcaps, pool.map(lambda n: replay(pcaps[n], config=configs[n]), pcaps),
+                        strict=True))
     return done
+
+
+def _site_config(folder: Path, name: str, lists: dict[str, list[Any]]) -> Path:
+    cfg = yaml.safe_load(EXAMPLE_CONFIG.read_text())
+    cfg["lists"].update(lists)
+    cfg["rules"]["paths"] = [str(EXAMPLE_CONFIG.parent / p) for p in cfg["rules"]["paths"]]
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))

@@ -81,6 +81,10 @@ _E_TCP_OFFSET = Malformed("TCP data offset below 5")
 _E_UDP_LENGTH = Malformed("UDP length below 8")
 _E_FRAGMENT_CUT = Malformed("IP fragment cut short by the capture: not reassembled")
 _TRANSPORTS = frozenset((6, 17, 58))
+_E_NDP_OPTION = Malformed("neighbour discovery option of length 0")
+#: ICMPv6 neighbour discovery types: the event's op, and where the options start.
+_NDP_OPS = {133: ("router_solicit", 8), 134: ("router_advert", 16),
+            135: ("neighbor_solicit", 24), 136: ("neighbor_advert", 24), 137: ("redirect", 40)}
 
 #: Decodes one captured frame: (buf, offset, end, wire length, time).
 Handler = Callable[[bytes, int, int, int, float], None]
@@ -409,6 +413,28 @@ class Decoder:
             if off + 2 > end:
                 raise _TRUNCATED
             self.maker.icmp(ts, src, dst, buf[off], buf[off + 1])
+            if proto == 58 and buf[off] in _NDP_OPS:
+                self._ndp(buf, off, end, ts, src, dst)
+
+    def _ndp(self, buf: bytes, off: int, end: int, ts: float, src: bytes, dst: bytes) -> None:
+        """Neighbour discovery: who claims to be a router, or to own an address."""
+        kind = buf[off]
+        op, opts = _NDP_OPS[kind]
+        target = b""
+        if kind in {135, 136, 137}:  # solicitations, advertisements, redirects name a target
+            if off + 24 > end:
+                raise _TRUNCATED
+            target = buf[off + 8 : off + 24]
+        mac = b""
+        p = off + opts
+        while p + 8 <= end:  # options: type, length in 8-byte units, value
+            otype, olen = buf[p], buf[p + 1]
+            if olen == 0:
+                raise _E_NDP_OPTION
+            if otype in {1, 2} and olen == 1:  # source / target link-layer address
+                mac = buf[p + 2 : p + 8]
+            p += olen * 8
+        self.maker.ndp(ts, src, dst, op, target, mac)
 
     def _dns(self, questions: list[tuple[str, str, bool, str]], ts: float, src: bytes,
              dst: bytes) -> None:

@@ -159,6 +159,17 @@ class EventMaker:
             **self._pair(src, dst), "type": icmp_type, "code": code, "iface": self.iface,
         })
 
+    def ndp(self, ts: float, src: bytes, dst: bytes, op: str, target: bytes,
+            mac: bytes) -> None:
+        """``net.ndp``: an IPv6 neighbour-discovery message; ``mac`` is the link-layer
+        address it claims (source option of a router advert, target option of a neighbour
+        advert), empty when it carries none; ``target_ip`` None for router messages."""
+        self._send("net.ndp", ts, {
+            **self._pair(src, dst), "op": op,
+            "target_ip": self.ends.info(target)[0] if len(target) == 16 else None,
+            "mac": mac.hex(":"), "iface": self.iface,
+        })
+
     def fragment(self, ts: float, src: bytes, dst: bytes, proto: int, anomaly: str,
                  version: int) -> None:
         """``net.fragment``: an IP fragment that is an evasion signal (tiny or overlapping)."""
