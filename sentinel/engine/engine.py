@@ -177,6 +177,8 @@ class Engine:
     def _alert(self, rule: Rule, ev: Event, count: int, extra: dict[str, Any]) -> Alert:
         if rule.description is not None:
             extra = {"description": rule.description.render(ev, count), **extra}
+        if rule.incident is not None:
+            extra = {"incident": rule.incident.render(ev, count), **extra}
         return Alert(
             rule=rule.id,
             title=rule.title.render(ev, count),

@@ -39,7 +39,8 @@ from sentinel.events import KIND_FIELDS, Event
 from sentinel.located import Checker, Mark, Node, type_name
 
 RULE_KEYS = ("id", "title", "description", "severity", "tags", "kind", "match", "threshold",
-             "change", "schedule", "severity_during", "suppress", "examples", "enabled")
+             "change", "schedule", "severity_during", "suppress", "examples", "enabled",
+             "incident")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -145,6 +146,9 @@ class Rule:
     mark: Mark
     file: str
     order: int = 0
+    #: The alert's incident key: alerts of several rules about one actor (a scanning
+    #: source) share it, so a responder and Alertmanager's grouping see one incident.
+    incident: Template | None = None
 
     def severity_at(self, t: float) -> str:
         for windows, sev in self.severity_during:
@@ -200,6 +204,8 @@ class RuleReader:
         title = self._template(m["title"], "title", known, shown) if "title" in m else None
         desc = (self._template(m["description"], "description", known, shown)
                 if "description" in m else None)
+        incident = (self._template(m["incident"], "incident", known, shown)
+                    if "incident" in m else None)
         threshold = self._threshold(m["threshold"], known, shown) if "threshold" in m else None
         change = self._change(m["change"], known, shown) if "change" in m else None
         if threshold is not None and change is not None:
@@ -222,6 +228,7 @@ class RuleReader:
             kinds=kinds, match=cond.fn, hints=cond.hints, threshold=threshold, change=change,
             active=active, severity_during=sev_during, suppress=suppress, examples=examples,
             fingerprint=hashlib.sha256(blob.encode()).hexdigest(), mark=node.mark, file=file,
+            incident=incident,
         )
 
     def _kinds(self, node: Node) -> frozenset[str] | None:

@@ -56,6 +56,9 @@ def am_item(alert: Alert, host: HostConfig) -> dict[str, Any]:
         labels["site"] = host.site
     if host.region:
         labels["region"] = host.region
+    incident = alert.extra.get("incident")
+    if isinstance(incident, str) and incident:
+        labels["incident"] = incident  # group_by: [incident] makes one notification of it
     description = alert.extra.get("description")
     if not isinstance(description, str) or not description:
         description = _digest(alert)

@@ -582,6 +582,10 @@ def test_scan_attempts_are_not_reported_as_reached(
     (attempt,) = [a for a in alerts if a["rule"] == "tally-db-access-attempt"]
     assert attempt["severity"] == "medium" and "not accepted" in attempt["title"]
     assert attempt["event"]["established"] is False
+    # one incident: every alert about the scanning source carries the same key
+    mine = [a for a in alerts if a["event"].get("src_ip") == ATTACKER]
+    assert len({a["rule"] for a in mine}) >= 3
+    assert {a.get("incident") for a in mine} == {f"source {ATTACKER}"}
 
 
 def test_large_upload_measures_the_bytes_sent(replayed: dict[str, list[dict[str, Any]]]) -> None:
@@ -590,3 +594,17 @@ def test_large_upload_measures_the_bytes_sent(replayed: dict[str, list[dict[str,
     assert alert["threshold"]["measure"] == "sum"
     assert 55_000_000 <= alert["threshold"]["value"] <= 57_000_000
     assert alert["group"] == {"dst_ip": "198.51.100.7"}
+
+
+def test_incident_key_becomes_an_alertmanager_label(
+        replayed: dict[str, list[dict[str, Any]]]) -> None:
+    """Alertmanager can group one scan's alerts by the incident label."""
+    from sentinel.alert import Alert
+    from sentinel.config import HostConfig
+    from sentinel.sinks.alertmanager import am_item
+
+    host = HostConfig(name="tally-01", addresses=(), site="kota-contoh")
+    labels = [am_item(Alert.from_dict(a), host)["labels"]
+              for a in replayed["d05-syn-scan-closed-database"]]
+    assert {lab.get("incident") for lab in labels} == {f"source {ATTACKER}"}
+    assert len({lab["alertname"] for lab in labels}) >= 3
