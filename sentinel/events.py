@@ -66,6 +66,11 @@ KIND_FIELDS: dict[str, tuple[str, ...]] = {
     # neighbor_advert or redirect; target_ip the address it is about (not for routers);
     # mac the link-layer address it claims ("" when it carries none)
     "net.ndp": (*_NET_ENDS, "op", "target_ip", "mac", "iface"),
+    # what one source did, once it has been quiet for a minute (or the capture ended):
+    # distinct ports and hosts it opened connections or sent probes to, and how many
+    # were accepted; dst_ip is the one host when there was only one
+    "net.scan": ("src_ip", "src_internal", "dst_ip", "ports", "hosts", "hosts_capped",
+                 "connections", "probes", "answered", "duration", "iface"),
     "net.arp": ("op", "sender_ip", "sender_mac", "target_ip", "target_mac", "iface"),
     "net.icmp": (*_NET_ENDS, "type", "code", "iface"),
     "net.flow": (

@@ -23,13 +23,14 @@ INT, FLOAT, BOOL, LIST, IP, STR = "int", "float", "bool", "list", "ip", "str"
 _TYPES: dict[str, str] = {
     **{f: INT for f in (
         "src_port", "dst_port", "type", "code", "bytes_out", "bytes_in", "bytes_out_delta",
-        "bytes_in_delta", "packets", "ip_version",
+        "bytes_in_delta", "packets", "ip_version", "ports", "hosts", "connections", "probes",
+        "answered",
         "uid_before", "uid_after", "gid_before", "gid_after", "size_before", "size_after",
     )},
     "duration": FLOAT,
     **{f: BOOL for f in (
         "src_internal", "dst_internal", "is_response", "final", "is_executable", "is_setuid",
-        "is_setgid", "offline", "probe", "midstream", "established",
+        "is_setgid", "offline", "probe", "midstream", "established", "hosts_capped",
     )},
     "path_tags": LIST,
     "changed": LIST,

@@ -17,6 +17,7 @@ from typing import Any
 from sentinel.config import Config
 from sentinel.events import Event
 from sentinel.metrics import Metrics
+from sentinel.sources.net.scans import ScanTracker
 
 #: Addresses remembered before the cache is cleared (bounds memory on scans).
 CACHE_SIZE = 65536
@@ -76,6 +77,8 @@ class EventMaker:
         self.iface = iface
         self._metrics = metrics
         self._counters: dict[str, Any] = {}
+        #: every source's connections, summed up as net.scan when a scan ends
+        self.scans = ScanTracker(self.scan)
 
     def _send(self, kind: str, ts: float, fields: dict[str, Any]) -> None:
         counter = self._counters.get(kind)
@@ -97,6 +100,8 @@ class EventMaker:
                    flags: str, iface: str, probe: bool = False, midstream: bool = False) -> None:
         """``net.connection``: a TCP SYN, a stealth-scan probe (``probe``), a TCP flow
         picked up after its SYN (``midstream``), or the first UDP packet of a flow."""
+        if not midstream:
+            self.scans.connection(ts, src, dst, dport, probe)
         s_text, s_host, s_int = self.ends.info(src)
         d_text, d_host, d_int = self.ends.info(dst)
         self._send("net.connection", ts, {
@@ -109,6 +114,8 @@ class EventMaker:
     def established(self, ts: float, src: bytes, sport: int, dst: bytes, dport: int,
                     flags: str, iface: str, midstream: bool) -> None:
         """``net.established``: a TCP connection the other side accepted; ``src`` opened it."""
+        if not midstream:
+            self.scans.answered(src)
         s_text, s_host, s_int = self.ends.info(src)
         d_text, d_host, d_int = self.ends.info(dst)
         self._send("net.established", ts, {
@@ -157,6 +164,19 @@ class EventMaker:
         """``net.icmp``: one ICMP or ICMPv6 message."""
         self._send("net.icmp", ts, {
             **self._pair(src, dst), "type": icmp_type, "code": code, "iface": self.iface,
+        })
+
+    def scan(self, ts: float, src: bytes, dst: bytes | None, ports: int, hosts: int,
+             hosts_capped: bool, connections: int, probes: int, answered: int,
+             duration: float) -> None:
+        """``net.scan``: the totals of a source's scan, once it has gone quiet."""
+        s_text, _, s_int = self.ends.info(src)
+        self._send("net.scan", ts, {
+            "src_ip": s_text, "src_internal": s_int,
+            "dst_ip": self.ends.info(dst)[0] if dst is not None else None,
+            "ports": ports, "hosts": hosts, "hosts_capped": hosts_capped,
+            "connections": connections, "probes": probes, "answered": answered,
+            "duration": round(duration, 6), "iface": self.iface,
         })
 
     def ndp(self, ts: float, src: bytes, dst: bytes, op: str, target: bytes,

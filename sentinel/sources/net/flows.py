@@ -337,12 +337,14 @@ class FlowTable:
         else:
             self._next_expiry = float("inf")
         self._metrics.flows_active.set(len(flows))
+        self.maker.scans.expire(now)
 
     def flush(self, now: float) -> None:
-        """End every open flow (end of a capture file), reporting at ``now``."""
+        """End every open flow (end of a capture file), reporting at ``now``; sum up scans."""
         for flow in self.flows.values():
             if not flow.state & _ENDED:
                 self._report(flow, now, final=True)
+        self.maker.scans.flush(now)
         self.flows.clear()
         self._tcp_wire.clear()
         self._next_expiry = float("inf")

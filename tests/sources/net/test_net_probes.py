@@ -80,3 +80,22 @@ def test_established_only_when_the_server_accepts(tmp_path: Path) -> None:
     assert [(e["src_ip"], e["dst_port"], e["midstream"]) for e in est] == [(B, 22, False)]
     flows = {e["dst_port"]: e["established"] for e in events if e["kind"] == "net.flow"}
     assert flows == {22: True, 23: False}
+
+
+def test_a_scan_is_summed_up_once_its_source_goes_quiet(tmp_path: Path) -> None:
+    """#17.7: net.scan carries the scan's real size, a minute after its last probe."""
+    probes = [(i * 0.01, IP(src=B, dst=A) / TCP(sport=61000, dport=1 + i, flags="F"))
+              for i in range(300)]
+    later = [(100.0, IP(src="10.20.0.99", dst=A) / TCP(sport=50000, dport=443, flags="S"))]
+    events, _ = run(tmp_path, probes + later)
+    (scan,) = [e for e in events if e["kind"] == "net.scan"]
+    assert (scan["src_ip"], scan["dst_ip"], scan["ports"], scan["hosts"], scan["connections"],
+            scan["probes"], scan["answered"]) == (B, A, 300, 1, 300, 300, 0)
+    assert scan["time"] < next(e["time"] for e in events if e.get("src_ip") == "10.20.0.99")
+
+
+def test_a_source_below_the_scan_figures_is_not_summed_up(tmp_path: Path) -> None:
+    events, _ = run(tmp_path, [(i, IP(src=B, dst=A) / TCP(sport=40000 + i, dport=443,
+                                                          flags="S", seq=i))
+                               for i in range(20)])
+    assert not [e for e in events if e["kind"] == "net.scan"]
