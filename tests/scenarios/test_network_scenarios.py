@@ -253,6 +253,25 @@ def overlapping_fragments(c: Capture) -> None:
         c.add(T0 + 3 + i * 0.001, _eth(mac_of_attacker(), TALLY_MAC) / f)
 
 
+def new_station(c: Capture) -> None:
+    """Ten minutes in (past the learning), a laptop is plugged into the segment."""
+    background(c)
+    c.arp_request(T0 + 2, "02:00:00:00:01:15", "10.20.0.21", TALLY)
+    c.arp_request(T0 + 600, "02:00:00:00:09:99", "10.20.0.199", TALLY)
+
+
+def flip_flop(c: Capture) -> None:
+    """A poisoner and the real owner keep claiming 10.20.0.21 in turn."""
+    background(c)
+    owner, poisoner = "02:00:00:00:01:15", ATTACKER_MAC
+    c.arp_request(T0 + 2, owner, "10.20.0.21", TALLY)
+    c.arp_request(T0 + 3, poisoner, ATTACKER, TALLY)
+    for k in range(3):
+        t = T0 + 400 + k * 10
+        c.arp_reply(t, poisoner, "10.20.0.21", TALLY_MAC, TALLY)
+        c.arp_reply(t + 5, owner, "10.20.0.21", TALLY_MAC, TALLY)
+
+
 def rogue_router_advert(c: Capture) -> None:
     from scapy.layers.inet6 import ICMPv6ND_RA, ICMPv6NDOptSrcLLAddr, IPv6
     background(c)
@@ -459,6 +478,15 @@ SCENARIOS: dict[str, Scenario] = {
         overlapping_fragments, "ip-fragment-overlap", "high",
         {"kind": "net.fragment", "src_ip": ATTACKER, "anomaly": "overlap"},
         frozenset({"ip-fragment-overlap", "ip-tiny-first-fragment"})),
+    "d17-new-station": Scenario(
+        new_station, "arp-new-station", "medium",
+        {"kind": "net.station", "sender_mac": "02:00:00:00:09:99", "sender_ip": "10.20.0.199"},
+        frozenset({"arp-new-station"})),
+    "d17-flip-flop": Scenario(
+        flip_flop, "arp-flip-flop", "high",
+        {"kind": "net.station", "sender_ip": "10.20.0.21", "sender_mac": "02:00:00:00:01:15",
+         "previous_mac": ATTACKER_MAC},
+        frozenset({"arp-flip-flop", "arp-address-changed-mac"})),
     "d16-rogue-router-advert": Scenario(
         rogue_router_advert, "ipv6-rogue-router-advert", "critical",
         {"kind": "net.ndp", "op": "router_advert", "mac": ATTACKER_MAC, "src_ip": "fe80::66"},

@@ -18,6 +18,7 @@ from sentinel.config import Config
 from sentinel.events import Event
 from sentinel.metrics import Metrics
 from sentinel.sources.net.scans import ScanTracker
+from sentinel.sources.net.stations import StationTable
 
 #: Addresses remembered before the cache is cleared (bounds memory on scans).
 CACHE_SIZE = 65536
@@ -79,6 +80,8 @@ class EventMaker:
         self._counters: dict[str, Any] = {}
         #: every source's connections, summed up as net.scan when a scan ends
         self.scans = ScanTracker(self.scan)
+        #: MACs and addresses of the segment, from ARP: new stations and flip-flops
+        self.stations = StationTable(self.station)
 
     def _send(self, kind: str, ts: float, fields: dict[str, Any]) -> None:
         counter = self._counters.get(kind)
@@ -179,6 +182,14 @@ class EventMaker:
             "duration": round(duration, 6), "iface": self.iface,
         })
 
+    def station(self, ts: float, addr: bytes, mac: bytes, previous: bytes, change: str) -> None:
+        """``net.station``: a new MAC on the segment, or an address flip-flopping."""
+        self._send("net.station", ts, {
+            "change": change, "sender_ip": socket.inet_ntop(socket.AF_INET, addr),
+            "sender_mac": mac.hex(":"),
+            "previous_mac": previous.hex(":") if previous else None, "iface": self.iface,
+        })
+
     def ndp(self, ts: float, src: bytes, dst: bytes, op: str, target: bytes,
             mac: bytes) -> None:
         """``net.ndp``: an IPv6 neighbour-discovery message; ``mac`` is the link-layer
@@ -200,6 +211,7 @@ class EventMaker:
 
     def arp(self, ts: float, op: str, sha: bytes, spa: bytes, tha: bytes, tpa: bytes) -> None:
         """``net.arp``: one ARP request or reply (Ethernet/IPv4)."""
+        self.stations.arp(ts, sha, spa)
         self._send("net.arp", ts, {
             "op": op, "sender_ip": socket.inet_ntop(socket.AF_INET, spa),
             "sender_mac": sha.hex(":"), "target_ip": socket.inet_ntop(socket.AF_INET, tpa),
