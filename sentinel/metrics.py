@@ -77,7 +77,7 @@ class Metrics:
         self.ip_reassembly = Counter(
             "sentinel_ip_reassembly",
             "Fragmented datagrams by outcome (reassembled, overlap, duplicate, bad_length, "
-            "timeout, capacity)",
+            "timeout, capacity, truncated_chain)",
             ["result"],
             registry=r,
         )

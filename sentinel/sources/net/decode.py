@@ -27,7 +27,7 @@ from sentinel.metrics import Metrics
 from sentinel.sources.net.dns import Malformed, parse_message
 from sentinel.sources.net.emitter import EventMaker
 from sentinel.sources.net.flows import FlowTable
-from sentinel.sources.net.reassembly import Reassembler
+from sentinel.sources.net.reassembly import Reassembler, v6_chain_truncated
 from sentinel.sources.net.tcpdns import TcpDnsStreams
 
 # stdlib logging, which sentinel.logs renders like the rest: a replay without
@@ -348,9 +348,11 @@ class Decoder:
                 if offmore & 0xFFF9:  # an offset or more fragments: not an atomic fragment
                     if end < wire_end:
                         raise _E_FRAGMENT_CUT
+                    data = bytes(buf[p + 8 : end])
+                    first = not offmore & 0xFFF8
                     whole = self.defrag.add(ts, 6, src, dst, _U32BE(buf, p + 4)[0], buf[p],
-                                            offmore & 0xFFF8, bool(offmore & 1),
-                                            bytes(buf[p + 8 : end]), wirelen)
+                                            offmore & 0xFFF8, bool(offmore & 1), data,
+                                            wirelen, first and v6_chain_truncated(buf[p], data))
                     if whole is not None:
                         data, frames = whole
                         self._ipv6_chain(buf[p], data, 0, len(data), len(data), frames, ts,

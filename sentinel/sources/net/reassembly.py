@@ -19,8 +19,11 @@ kernel does and decodes only what the kernel would deliver:
 
 A first fragment too short to hold its transport header (TCP's 20 bytes, UDP's
 and ICMP's 8) is reported as ``tiny``: no sender needs one, and it hides the
-ports and flags from filters that look at single packets. Linux still
-reassembles it, and so does sentinel.
+ports and flags from filters that look at single packets. For IPv4 Linux still
+reassembles it, and so does sentinel; an IPv6 first fragment must carry every
+header up to the transport header (RFC 8200; Linux since 5.10 drops it with an
+ICMPv6 parameter problem), so there the fragment is dropped, as the kernel
+does, and its datagram never completes.
 
 Every outcome is counted in ``sentinel_ip_fragments_total`` and
 ``sentinel_ip_reassembly_total{result}``.
@@ -44,9 +47,23 @@ MAX_DATAGRAM = 65535
 
 #: Bytes of transport header a first fragment must hold not to be "tiny".
 _MIN_HEADER = {6: 20, 17: 8, 1: 8, 58: 8}
+_V6_EXT = frozenset((0, 43, 60, 135, 139, 140, 253, 254))
+
+
+def v6_chain_truncated(nh: int, data: bytes) -> bool:
+    """Whether an IPv6 first fragment's headers, from ``nh`` at the start of ``data``,
+    stop before the whole transport header (Linux's ``ipv6frag_thdr_truncated``)."""
+    p = 0
+    while nh in _V6_EXT or nh == 51:
+        if p + 8 > len(data):
+            return True
+        step = (data[p + 1] + 2) * 4 if nh == 51 else (data[p + 1] + 1) * 8
+        nh, p = data[p], p + step
+    return p + _MIN_HEADER.get(nh, 1) > len(data)
 
 FragKey = tuple[bytes, bytes, int, int]
-RESULTS = ("reassembled", "overlap", "duplicate", "bad_length", "timeout", "capacity")
+RESULTS = ("reassembled", "overlap", "duplicate", "bad_length", "timeout", "capacity",
+           "truncated_chain")
 
 
 class AnomalySink(Protocol):
@@ -83,11 +100,17 @@ class Reassembler:
         self._results = {r: metrics.ip_reassembly.labels(r) for r in RESULTS}
 
     def add(self, ts: float, version: int, src: bytes, dst: bytes, ident: int, proto: int,
-            offset: int, more: bool, data: bytes, wirelen: int) -> tuple[bytes, int] | None:
+            offset: int, more: bool, data: bytes, wirelen: int,
+            v6_truncated: bool = False) -> tuple[bytes, int] | None:
         """Take one fragment; the whole payload and the frames' total wire length once
-        the datagram is complete, else None."""
+        the datagram is complete, else None. ``v6_truncated``: an IPv6 first fragment
+        whose header chain stops short of its transport header (reported, dropped)."""
         self._fragments.inc()
         self.expire(ts)
+        if v6_truncated:
+            self.sink.fragment(ts, src, dst, proto, "tiny", version)
+            self._results["truncated_chain"].inc()
+            return None
         key = (src, dst, ident, proto | version << 8)
         dgram = self.pending.get(key)
         if dgram is None:
@@ -115,7 +138,8 @@ class Reassembler:
             self._results["duplicate"].inc()
             dgram.wirelen += wirelen
             return None
-        if offset == 0 and more and len(data) < _MIN_HEADER.get(proto, 0) and not dgram.tiny:
+        if (version == 4 and offset == 0 and more and len(data) < _MIN_HEADER.get(proto, 0)
+                and not dgram.tiny):
             dgram.tiny = True
             self.sink.fragment(ts, src, dst, proto, "tiny", version)
         dgram.parts.append((offset, data))

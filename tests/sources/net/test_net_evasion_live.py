@@ -108,3 +108,30 @@ def _rest(query: Packet, first: int) -> Packet:
     ip = query[IP]
     return IP(src=ip.src, dst=ip.dst, id=ip.id, proto=ip.proto, frag=first // 8) / bytes(
         ip.payload)[first:]
+
+
+def test_live_ipv6_first_fragment_without_tcp_header_is_refused_by_both(
+        pair: VethPair, tmp_path: Path) -> None:
+    """The kernel drops an IPv6 first fragment that stops inside the TCP header (RFC
+    8200): no SYN-ACK. sentinel reports the tiny fragment and sees no connection either."""
+    from scapy.layers.inet6 import IPv6ExtHdrFragment, fragment6
+
+    src, got, _ = start(pair, tmp_path, [pair.va])
+    listener = _listen(pair, socket.AF_INET6, pair.A6)
+    try:
+        _ready(pair, got)
+        eth = Ether(src=pair.BMAC, dst=pair.AMAC)
+        syn = (IPv6(src=pair.B6, dst=pair.A6) / IPv6ExtHdrFragment(id=31)
+               / TCP(sport=45004, dport=8443, flags="S", seq=3000))
+        marker = IPv6(src=pair.B6, dst=pair.A6) / TCP(sport=45005, dport=8443, flags="S")
+        send_frames(pair.b, pair.vb, [bytes(eth / f) for f in fragment6(syn, 56)]
+                    + [bytes(eth / marker)])
+        # the marker's SYN-ACK comes after any answer to the fragments would have
+        got.one("net.tcp_synack", src_ip=pair.A6, dst_port=45005)
+        assert not got.find("net.tcp_synack", dst_port=45004)
+        assert not got.find("net.connection", src_port=45004)
+        tiny = got.one("net.fragment", src_ip=pair.B6)
+        assert (tiny["anomaly"], tiny["ip_version"]) == ("tiny", 6)
+    finally:
+        listener.close()
+        src.stop()

@@ -150,3 +150,18 @@ def test_memory_is_bounded_by_bytes_and_datagrams() -> None:
         r.add(float(i) / 1000, 4, b"\1\2\3\4", b"\5\6\7\10", i, 17, 0, True, b"x" * 400, 434)
         assert r.held <= 10_000 and len(r.pending) <= 50
     assert result(m, "capacity") >= 150
+
+
+def test_ipv6_first_fragment_without_its_tcp_header_is_dropped_as_linux_does(
+        tmp_path: Path) -> None:
+    """RFC 8200: the first fragment carries every header through the transport header;
+    Linux drops one that does not, so the datagram never completes, and it is reported."""
+    syn = (IPv6(src=ATT6, dst=TALLY6) / IPv6ExtHdrFragment(id=9)
+           / TCP(sport=40000, dport=22, flags="S"))
+    frags = fragment6(syn, 56)  # 40 + 8 + 8 bytes: only 8 bytes of TCP header in the first
+    assert len(frags) >= 2
+    events, m = run(tmp_path, frags)
+    assert not of(events, "net.connection")
+    (tiny,) = of(events, "net.fragment")
+    assert (tiny["anomaly"], tiny["ip_version"], tiny["proto"]) == ("tiny", 6, "tcp")
+    assert result(m, "truncated_chain") == 1
