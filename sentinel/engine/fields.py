@@ -121,12 +121,12 @@ TRANSFORMS: dict[str, Transform] = {t.name: t for t in (
     Transform("longest_label", (STR,), INT,
               lambda v: max((len(p) for p in _labels(str(v))), default=0),
               "length of the longest DNS label"),
-    Transform("entropy", (STR,), FLOAT, lambda v: label_entropy(str(v)),
-              "bits per character of the longest DNS label"),
     Transform("parent", (STR,), STR, lambda v: parent_domain(str(v)),
               "the name without its leftmost label"),
     Transform("registered", (STR,), STR, lambda v: registered_domain(str(v)),
               "the registered domain (evil.com, kpu.go.id)"),
+    Transform("entropy", (STR,), FLOAT, lambda v: label_entropy(str(v)),
+              "bits per character of the longest DNS label"),
 )}
 
 

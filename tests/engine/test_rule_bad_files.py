@@ -117,7 +117,7 @@ BAD: list[tuple[str, str, str]] = [
      'rules:\n  - id: r\n    title: t\n    severity: high\n    kind: net.dns\n    match:\n'
      '      qname|parnet: x\n',
      "F:7:7: rule 'r': unknown transform 'parnet' in 'qname|parnet'; valid: lower, len, "
-     'labels, longest_label, parent, registered'),
+     'labels, longest_label, parent, registered, entropy'),
     ('placeholder unknown',
      "rules:\n  - id: r\n    title: 'from {src_ipp}'\n    severity: high\n"
      '    kind: net.connection\n    match: {dst_port: 22}\n',
