@@ -247,13 +247,14 @@ class FlowTable:
     def _midstream(self, flow: Flow, flags: int, ts: float) -> None:
         """Data on a flow not yet known to be up: announce what was missed."""
         state = flow.state
-        if not state & _ANNOUNCED:
+        if not state & _ANNOUNCED or state & _PROBE:
+            # (a "probe" that carries data after all was a connection picked up at an ACK)
             self.maker.connection(ts, "tcp", flow.src, flow.sport, flow.dst, flow.dport,
                                   FLAG_TEXT[flags], flow.iface, midstream=True)
         if not state & _ESTABLISHED:
             self.maker.established(ts, flow.src, flow.sport, flow.dst, flow.dport,
                                    FLAG_TEXT[flags], flow.iface, midstream=not state & _SYN_SEEN)
-        flow.state = state | _ANNOUNCED | _ESTABLISHED | _SETTLED
+        flow.state = (state | _ANNOUNCED | _ESTABLISHED | _SETTLED) & ~_PROBE
 
     def _tcp_control(self, flow: Flow, flags: int, from_src: bool, ts: float) -> None:
         state = flow.state

@@ -99,3 +99,15 @@ def test_a_source_below_the_scan_figures_is_not_summed_up(tmp_path: Path) -> Non
                                                           flags="S", seq=i))
                                for i in range(20)])
     assert not [e for e in events if e["kind"] == "net.scan"]
+
+
+def test_a_client_ack_first_then_data_becomes_a_midstream_connection(tmp_path: Path) -> None:
+    """Picked up at a client's bare ACK (which looks like an ACK probe), a flow that then
+    carries data is announced again as the connection it is, for the policy rules."""
+    events, _ = run(tmp_path, [
+        (0, IP(src=B, dst=A) / TCP(sport=50000, dport=22, flags="A")),
+        (1, IP(src=A, dst=B) / TCP(sport=22, dport=50000, flags="PA") / Raw(b"y" * 40)),
+    ])
+    conns = [(e["probe"], e["midstream"]) for e in events if e["kind"] == "net.connection"]
+    assert conns == [(True, False), (False, True)]
+    assert [e["kind"] for e in events].count("net.established") == 1
