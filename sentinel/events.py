@@ -41,9 +41,17 @@ _FIM_FIELDS = (
 
 #: Every event kind and the fields it carries besides the common ones.
 KIND_FIELDS: dict[str, tuple[str, ...]] = {
+    # probe: a TCP segment without SYN opened it (FIN, NULL, Xmas, ACK, Maimon, window
+    # scans); midstream: a TCP flow whose SYN was not seen, picked up at its SYN-ACK or data
     "net.connection": (
         "proto", "src_ip", "src_port", "dst_ip", "dst_port", "direction",
-        "src_internal", "dst_internal", "iface", "tcp_flags",
+        "src_internal", "dst_internal", "iface", "tcp_flags", "probe", "midstream",
+    ),
+    # a TCP connection the other side accepted (SYN-ACK seen, or data on a flow picked up
+    # mid-way); src is the side that opened it, as in net.connection
+    "net.established": (
+        "proto", "src_ip", "src_port", "dst_ip", "dst_port", "direction",
+        "src_internal", "dst_internal", "iface", "tcp_flags", "midstream",
     ),
     # a SYN-ACK; src is the answering side (a server answering on a port)
     "net.tcp_synack": (
@@ -51,12 +59,28 @@ KIND_FIELDS: dict[str, tuple[str, ...]] = {
         "dst_internal", "iface", "tcp_flags",
     ),
     "net.dns": (*_NET_ENDS, "qname", "qtype", "is_response", "rcode", "iface"),
+    # an IP fragment that is an evasion signal: anomaly "tiny" (a first fragment too short
+    # for its transport header) or "overlap" (the datagram was discarded, as Linux does)
+    "net.fragment": (*_NET_ENDS, "proto", "anomaly", "ip_version", "iface"),
+    # IPv6 neighbour discovery: op router_solicit, router_advert, neighbor_solicit,
+    # neighbor_advert or redirect; target_ip the address it is about (not for routers);
+    # mac the link-layer address it claims ("" when it carries none)
+    "net.ndp": (*_NET_ENDS, "op", "target_ip", "mac", "iface"),
+    # what one source did, once it has been quiet for a minute (or the capture ended):
+    # distinct ports and hosts it opened connections or sent probes to, and how many
+    # were accepted; dst_ip is the one host when there was only one
+    "net.scan": ("src_ip", "src_internal", "dst_ip", "ports", "hosts", "hosts_capped",
+                 "connections", "probes", "answered", "duration", "iface"),
+    # a station on the segment, learned from ARP (arpwatch): change "new" (a MAC first
+    # seen after the first five minutes) or "flip_flop" (an address back on the MAC it
+    # had before its last change); previous_mac the MAC it leaves
+    "net.station": ("change", "sender_ip", "sender_mac", "previous_mac", "iface"),
     "net.arp": ("op", "sender_ip", "sender_mac", "target_ip", "target_mac", "iface"),
     "net.icmp": (*_NET_ENDS, "type", "code", "iface"),
     "net.flow": (
         "proto", "src_ip", "src_port", "dst_ip", "dst_port", "direction",
         "src_internal", "dst_internal", "bytes_out", "bytes_in", "bytes_out_delta",
-        "bytes_in_delta", "packets", "duration", "final", "iface",
+        "bytes_in_delta", "packets", "duration", "final", "iface", "established",
     ),
     "fim.created": _FIM_FIELDS,
     "fim.modified": _FIM_FIELDS,

@@ -71,7 +71,14 @@ class Metrics:
             registry=r,
         )
         self.ip_fragments = Counter(
-            "sentinel_ip_fragments", "Non-first IP fragments counted and not decoded",
+            "sentinel_ip_fragments", "IP fragments (IPv4 and IPv6) taken for reassembly",
+            registry=r,
+        )
+        self.ip_reassembly = Counter(
+            "sentinel_ip_reassembly",
+            "Fragmented datagrams by outcome (reassembled, overlap, duplicate, bad_length, "
+            "timeout, capacity, truncated_chain)",
+            ["result"],
             registry=r,
         )
         # file integrity

@@ -41,7 +41,8 @@ from sentinel.i18n import LANGUAGES, human_time
 from sentinel.located import Checker, Mark, Node, type_name
 
 RULE_KEYS = ("id", "title", "description", "severity", "tags", "kind", "match", "threshold",
-             "change", "schedule", "severity_during", "suppress", "examples", "enabled", "i18n")
+             "change", "schedule", "severity_during", "suppress", "examples", "enabled", "i18n",
+             "incident")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -162,6 +163,9 @@ class Rule:
     order: int = 0
     #: equal for rules that decide alike (kind, match, threshold or change, schedule)
     behaviour: str = ""
+    #: The alert's incident key: alerts of several rules about one actor (a scanning
+    #: source) share it, so a responder and Alertmanager's grouping see one incident.
+    incident: Template | None = None
     #: the site language, which ``render`` shows as the alert's title and description
     language: str = "en"
     #: title and description per language other than English (the rule's own text)
@@ -244,6 +248,8 @@ class RuleReader:
         title = self._template(m["title"], "title", known, shown) if "title" in m else None
         desc = (self._template(m["description"], "description", known, shown)
                 if "description" in m else None)
+        incident = (self._template(m["incident"], "incident", known, shown)
+                    if "incident" in m else None)
         threshold = self._threshold(m["threshold"], known, shown) if "threshold" in m else None
         change = self._change(m["change"], known, shown) if "change" in m else None
         if threshold is not None and change is not None:
@@ -275,7 +281,7 @@ class RuleReader:
             kinds=kinds, match=cond.fn, hints=cond.hints, threshold=threshold, change=change,
             active=active, severity_during=sev_during, suppress=suppress, examples=examples,
             fingerprint=hashlib.sha256(blob.encode()).hexdigest(), mark=node.mark, file=file,
-            language=self.language, i18n=i18n,
+            language=self.language, i18n=i18n, incident=incident,
             behaviour=hashlib.sha256(behaviour.encode()).hexdigest(),
         )
 

@@ -66,6 +66,9 @@ def am_item(alert: Alert, host: HostConfig, language: str | None = None,
         labels["site"] = host.site
     if host.region:
         labels["region"] = host.region
+    incident = alert.extra.get("incident")
+    if isinstance(incident, str) and incident:
+        labels["incident"] = incident  # group_by: [incident] makes one notification of it
     shown = localize({"title": alert.title, "description": alert.extra.get("description"),
                       "i18n": alert.extra.get("i18n")}, language, tz, tz_name)
     lang = shown.get("language", alert.extra.get("language", "en"))
