@@ -18,7 +18,7 @@ from sentinel import __version__
 from sentinel.alert import SEVERITIES, SEVERITY_RANK
 from sentinel.attest.chart import SEVERITY_COLOURS, timeline_svg
 from sentinel.attest.evidence import Entry, Evidence, Recipient
-from sentinel.events import format_time
+from sentinel.events import format_time, visible
 
 _STATUS_CLASS = {"delivered": "ok", "pending": "warn", "failed": "bad", "unknown": "warn",
                  "not routed": "muted"}
@@ -60,7 +60,8 @@ footer { color: #78909c; margin-top: 30px; font-size: 12px; }
 
 
 def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
+    # controls and bidi overrides (U+202E) in names are shown escaped, not rendered
+    return html.escape(visible(str(value)), quote=True)
 
 
 def _when(ts: float | None, none: str) -> str:

@@ -35,7 +35,7 @@ from sentinel.engine.fields import (
     typ_name,
 )
 from sentinel.engine.matchers import Hint, Match
-from sentinel.events import KIND_FIELDS, Event
+from sentinel.events import KIND_FIELDS, Event, visible
 from sentinel.located import Checker, Mark, Node, type_name
 
 RULE_KEYS = ("id", "title", "description", "severity", "tags", "kind", "match", "threshold",
@@ -78,7 +78,9 @@ class Template:
                 out.append(",".join(str(x) for x in value))
             else:
                 out.append("-" if value is None else str(value))
-        return "".join(out)
+        # values come from the wire and from file names: controls and bidi
+        # overrides are shown escaped, never rendered, wherever a title is read
+        return visible("".join(out))
 
 
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}?]*)(?:\?([^{}]*))?\}")
