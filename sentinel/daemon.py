@@ -94,6 +94,7 @@ class Daemon:
         self._reload = threading.Event()
         self._sink_lock = threading.Lock()
         self._engine_beat = time.monotonic()
+        self._submit_failing = False
         self._engine_thread = threading.Thread(
             target=self._engine_loop, name="engine", daemon=True
         )
@@ -145,27 +146,44 @@ class Daemon:
                 if self._stop.is_set():
                     break
             if item is not None:
-                self._handle(self.engine.process, item)
+                journaled = self._handle(self.engine.process, item)
+                if item.ack is not None:
+                    # the source may now take the change into its baseline (True),
+                    # or must send it again later (False): at least once to the journal
+                    item.ack(journaled)
             now = self.clock()
             if now - last_tick >= 1.0:
                 last_tick = now
                 self._handle(self.engine.advance, now)
 
-    def _handle(self, step: Callable[[Any], list[Any]], arg: Any) -> None:
+    def _handle(self, step: Callable[[Any], list[Any]], arg: Any) -> bool:
+        """Run one engine step and submit its alerts; False if one could not be submitted."""
         try:
             alerts = step(arg)
         except Exception:
-            # one bad event must not stop the engine; it is logged with context
+            # one bad event must not stop the engine; it is logged with context (and
+            # counts as handled: sending it again would fail the same way)
             log.exception("engine_error", item=repr(arg)[:200])
-            return
+            return True
+        ok = True
         for alert in alerts:
             with self._sink_lock:
                 assert self._parts is not None
                 sink = self._parts.sink
                 try:
                     sink.submit(alert)
-                except Exception:
-                    log.exception("alert_submit_failed", alert_id=alert.id, rule=alert.rule)
+                except Exception as exc:
+                    ok = False
+                    if not self._submit_failing:
+                        # one line when submitting starts to fail, one when it works again
+                        log.error("alert_submit_failed", alert_id=alert.id, rule=alert.rule,
+                                  error=str(exc))
+                    self._submit_failing = True
+                    continue
+            if self._submit_failing:
+                self._submit_failing = False
+                log.info("alert_submit_recovered")
+        return ok
 
     # -- components ----------------------------------------------------------
 

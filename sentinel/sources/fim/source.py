@@ -21,6 +21,16 @@ Three holds (:mod:`sentinel.sources.fim.holds`) shape the live events:
 
 Renaming a known file over another known file reports ``fim.modified`` of the
 destination and ``fim.deleted`` of the source.
+
+At least once from the file to the journal: every event carries an ``ack``
+that the daemon calls once the event's alerts are in the journal (or no rule
+matched). The view the worker compares with moves at once, so a change is
+reported once while sentinel runs; the baseline file takes a change only
+when every event up to the one that reported it was acknowledged
+(:meth:`Baseline.flush` up to that sequence number). A crash in between
+leaves the change out of the file, and the next start reports it again. An
+event whose alerts could not be journaled (a full disk) is sent again with
+backoff (``RETRY_MIN`` doubling to ``RETRY_MAX``), never committed meanwhile.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from __future__ import annotations
 import functools
 import os
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -48,6 +59,12 @@ from sentinel.sources.fim.watcher import C, Raw, Watcher
 _log = logs.get("fim")
 _STOP = object()
 FLUSH_EVERY = 1.0
+#: Backoff of re-sending events whose alerts the journal refused, and of commits
+#: that failed: first wait, doubling up to the last.
+RETRY_MIN = 1.0
+RETRY_MAX = 30.0
+#: At stop, how long to wait for the acknowledgements of events already sent.
+ACK_WAIT = 3.0
 
 
 class FimSource:
@@ -88,6 +105,16 @@ class FimSource:
         self._last_flush = 0.0
         self._next_poll = time.monotonic() + self.UNWATCHED_POLL
         self._next_periodic = time.monotonic() + self._interval
+        self._sent = 0  # sequence number of the last event sent (tags baseline changes)
+        self._open: dict[int, Event] = {}  # sent, not acknowledged yet
+        self._failed: dict[int, Event] = {}  # the journal refused their alerts: re-sent
+        self._acks_seen = False
+        self._resend = Retry("fim_alerts_not_journaled", "fim_alerts_journaled_again",
+                             "alerts of file changes could not be journaled; the changes are"
+                             " held (not taken into the baseline) and sent again")
+        self._commits = Retry("fim_baseline_commit_failed", "fim_baseline_commit_recovered",
+                              "the baseline cannot be written (disk full?); changes stay"
+                              " pending and are written when it can be")
 
     # -- Source protocol -------------------------------------------------
 
@@ -144,7 +171,7 @@ class FimSource:
             self._metrics.fim_baseline_valid.set(1)
             self._rescan({"startup"}, None)
         assert self._baseline is not None
-        self._baseline.flush()
+        self._commit()
         self._metrics.fim_watched_files.set(len(self._baseline))
         self._worker = threading.Thread(target=self._run, name="fim-worker", daemon=True)
         self._worker.start()
@@ -160,7 +187,8 @@ class FimSource:
             self._watcher.stop()
             self._watcher = None
         if self._baseline is not None:
-            self._baseline.close()
+            # changes whose alerts are not known to be journaled stay out of the file
+            self._baseline.close(self._safe())
             self._baseline = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -178,6 +206,10 @@ class FimSource:
         "idle" alone does not mean "caught up"; tests pair it with a marker file.
         """
         return not (self._holds.waiting() or self._rescan_reasons) and self._q.empty()
+
+    def unacknowledged(self) -> int:
+        """Events sent whose alerts are not known to be in the journal yet."""
+        return len(self._open) + len(self._failed)
 
     # -- startup helpers --------------------------------------------------
 
@@ -234,21 +266,23 @@ class FimSource:
             now = time.monotonic()
             held = self._holds.next_due()
             due = min(held if held is not None else now + 3600, self._next_periodic,
-                      self._next_poll if self._unwatched else now + 3600)
+                      self._next_poll if self._unwatched else now + 3600,
+                      self._resend.due if self._failed else now + 3600,
+                      self._commits.due if self._commits.failing else now + 3600)
             try:
                 item = self._q.get(timeout=max(0.0, due - now)) if due > now else \
                     self._q.get_nowait()
             except queue.Empty:
                 item = None
             if item is _STOP:
+                self._guard(self._await_acks, "acks at stop")
                 break
             if item is not None:
                 self._guard(functools.partial(self._handle, item), item)
             self._guard(self._fire_due, "timers")
             if self._q.empty():
                 self._guard(self._idle, "idle")
-        assert self._baseline is not None
-        self._baseline.flush()
+        self._commit()
 
     def _guard(self, fn: Callable[[], None], what: Any) -> None:
         try:
@@ -276,9 +310,11 @@ class FimSource:
         # Commits (each an fsync) at most every FLUSH_EVERY, so a burst of
         # changes does not wait on the disk once per change. A crash loses at
         # most that much: those changes are then reported again, never lost.
+        if not self._baseline.pending or self._commits.failing:
+            return  # a failing commit is retried by its own timer
         now = time.monotonic()
         if now >= self._last_flush + FLUSH_EVERY:
-            self._baseline.flush()
+            self._commit()
             self._last_flush = now
         else:
             self._holds.flush_at(self._last_flush + FLUSH_EVERY)
@@ -287,6 +323,9 @@ class FimSource:
         if isinstance(item, Raw):
             self._raw(item)
             return
+        if item[0] == "ack":
+            self._acked(item[1], item[2])
+            return
         _, reason, under = item
         self._rescan_reasons.setdefault(under, set()).add(reason)
 
@@ -294,8 +333,8 @@ class FimSource:
         now = time.monotonic()
         for kind, path in self._holds.due(now):
             if kind == "flush":
-                assert self._baseline is not None
-                self._baseline.flush()
+                if not self._commits.failing:
+                    self._commit()
                 self._last_flush = now
             elif kind == "from":
                 assert path is not None
@@ -303,6 +342,10 @@ class FimSource:
             else:  # a new path has settled, or a writer has gone quiet
                 assert path is not None
                 self._check(path)
+        if self._failed and now >= self._resend.due:
+            self._send_again()
+        if self._commits.failing and now >= self._commits.due:
+            self._commit()
         if now >= self._next_periodic:
             self._rescan({"periodic"}, None)
         if self._unwatched and now >= self._next_poll:
@@ -359,7 +402,7 @@ class FimSource:
         if change is not None:
             self._report(change, offline)
         elif new is not None:
-            self._baseline.put(new)  # e.g. a new mtime: not a change, but current
+            self._baseline.put(new, self._sent)  # e.g. a new mtime: not a change, but current
         if new is not None and new.type == "dir" and (
                 old is None or old.type != "dir" or old.inode != new.inode):
             self._adopt(path)
@@ -433,15 +476,76 @@ class FimSource:
         self._send(make_event(change, tags, host=self._host, time=self._clock(),
                               offline=offline))
         assert self._baseline is not None
+        # tagged with the event's number: written to the file once it is acknowledged
         if change.before is not None and (change.after is None or change.dest is not None):
-            self._baseline.delete(change.before.path)
+            self._baseline.delete(change.before.path, self._sent)
         if change.after is not None:
-            self._baseline.put(change.after)
+            self._baseline.put(change.after, self._sent)
 
     def _send(self, ev: Event) -> None:
         self._metrics.events.labels("fim", ev.kind).inc()
+        self._sent += 1
+        seq = self._sent
+        q = self._q  # an acknowledgement after a restart must not reach the next run
+
+        def ack(ok: bool) -> None:
+            q.put(("ack", seq, ok))
+
+        ev.ack = ack
+        self._open[seq] = ev
         assert self._emit is not None
         self._emit(ev)
+
+    # -- acknowledgements ------------------------------------------------------
+
+    def _safe(self) -> int:
+        """The highest event number up to which every event's alerts are journaled."""
+        return min(min(self._open, default=self._sent + 1),
+                   min(self._failed, default=self._sent + 1)) - 1
+
+    def _acked(self, seq: int, ok: bool) -> None:
+        self._acks_seen = True
+        ev = self._open.pop(seq, None)
+        if ev is None:
+            return
+        if not ok:
+            self._failed[seq] = ev
+            self._resend.failed(time.monotonic(), held=len(self._failed))
+        elif self._resend.failing and not self._failed:
+            self._resend.recovered()
+
+    def _send_again(self) -> None:
+        """Send the refused events again, oldest first; the journal may take them now."""
+        failed, self._failed = self._failed, {}
+        assert self._emit is not None
+        for seq in sorted(failed):
+            self._open[seq] = failed[seq]
+            self._emit(failed[seq])
+
+    def _await_acks(self) -> None:
+        """At stop: give the events already sent ACK_WAIT to be journaled, then commit."""
+        if not self._acks_seen:
+            return  # whoever takes the events does not acknowledge: nothing will come
+        deadline = time.monotonic() + ACK_WAIT
+        while self._open and (left := deadline - time.monotonic()) > 0:
+            try:
+                item = self._q.get(timeout=left)
+            except queue.Empty:
+                break
+            if isinstance(item, tuple) and item[0] == "ack":
+                self._acked(item[1], item[2])
+
+    def _commit(self) -> None:
+        """Write the acknowledged changes to the baseline file; back off while it fails."""
+        assert self._baseline is not None
+        try:
+            self._baseline.flush(self._safe())
+        except (sqlite3.Error, OSError) as exc:
+            self._metrics.fim_errors.labels("commit").inc()
+            self._commits.failed(time.monotonic(), held=self._baseline.pending, error=str(exc))
+            return
+        if self._commits.failing:
+            self._commits.recovered()
 
     def _problems(self, problems: list[str]) -> None:
         for p in problems:
@@ -476,7 +580,7 @@ class FimSource:
                 rec = self._baseline.get(p)
                 assert rec is not None
                 if p not in scan.records and self.scope.entry_for(p) is None:
-                    self._baseline.delete(p)  # no longer in scope (config changed)
+                    self._baseline.delete(p, self._sent)  # no longer in scope (config changed)
                     continue
                 old[p] = rec
             for change in diff(old, scan.records):
@@ -485,12 +589,12 @@ class FimSource:
                     self._holds.release(change.dest)
                 self._report(change, offline=True)
             for rec in scan.records.values():
-                self._baseline.put(rec)
+                self._baseline.put(rec, self._sent)
         finally:
             self._rescanning = None
         if under is None:
             self._next_periodic = time.monotonic() + self._interval
-        self._baseline.flush()
+        self._commit()
         _log.info("fim_rescan", reasons=sorted(reasons), under=under,
                   files=len(scan.records))
 
@@ -501,3 +605,30 @@ def build_fim_source(config: Config, metrics: Metrics,
     if not config.fim.paths:
         return None
     return FimSource(config, metrics, clock)
+
+
+class Retry:
+    """Backoff for one thing that can fail and recover, logging each change of state once."""
+
+    def __init__(self, failed_event: str, recovered_event: str, detail: str) -> None:
+        self._events = (failed_event, recovered_event)
+        self._detail = detail
+        self.failing = False
+        self.due = 0.0
+        self._wait = RETRY_MIN
+
+    def failed(self, now: float, **context: Any) -> None:
+        """One failure: the first starts the backoff; one after a retry doubles it."""
+        if not self.failing:
+            self.failing = True
+            self._wait = RETRY_MIN
+            _log.error(self._events[0], detail=self._detail, retry_in=self._wait, **context)
+        elif now >= self.due:
+            self._wait = min(self._wait * 2, RETRY_MAX)
+        else:
+            return  # another failure of the same attempt: already scheduled
+        self.due = now + self._wait
+
+    def recovered(self) -> None:
+        self.failing = False
+        _log.info(self._events[1])
