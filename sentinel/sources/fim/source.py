@@ -391,6 +391,13 @@ class FimSource:
         if self.scope.entry_for(path) is None:
             return
         old = self._baseline.get(path)
+        if old is None and self.scope.excluded(path):
+            # an exclude hides only what cannot run, and never what is known already
+            try:
+                if self.scope.hides(path, os.lstat(path).st_mode):
+                    return
+            except OSError:
+                return
         problems: list[str] = []
         new = snapshot(path, problems=problems)
         self._problems(problems)
@@ -566,7 +573,7 @@ class FimSource:
         try:
             if self._watcher is not None:
                 self._watcher.ensure(under)
-            scan = snapshot_all(self.scope.walk(under),
+            scan = snapshot_all(self.scope.walk(under, tracked=self._baseline.__contains__),
                                 known=self._baseline.get if quick else None,
                                 cancelled=self._stopping.is_set)
             if scan.cancelled:
