@@ -65,6 +65,8 @@ class Daemon:
             "  metrics: {enabled: false}\n" + hooks)
         self.proc: subprocess.Popen[str] | None = None
         self._notify: socket.socket | None = None
+        self.runs = 0
+        self.log = tmp / "daemon-0.log"
 
     def start(self) -> None:
         """Start the daemon and wait (bounded) for READY=1: offline changes are emitted."""
@@ -74,9 +76,11 @@ class Daemon:
         self._notify.settimeout(0.2)
         env = {**os.environ, "NOTIFY_SOCKET": str(sock_path), "FIM_TEST_SECRET": SECRET}
         env.pop("WATCHDOG_USEC", None)
-        self.proc = subprocess.Popen([SENTINEL, "run", "-c", str(self.config)], env=env,
-                                     text=True, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
+        self.runs += 1
+        self.log = self.tmp / f"daemon-{self.runs}.log"
+        with self.log.open("wb") as out:  # the JSON log lines (stdout is not a TTY)
+            self.proc = subprocess.Popen([SENTINEL, "run", "-c", str(self.config)], env=env,
+                                         text=True, stdout=out, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -136,6 +140,10 @@ class Daemon:
                 if raw is not None:
                     out.add(raw)
         return out
+
+    def log_lines(self) -> list[str]:
+        """What the current run logged so far (stdout: one JSON object a line)."""
+        return self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
 
     def wait_alerted(self, paths: set[bytes], timeout: float = 30.0) -> None:
         wait_for(lambda: paths <= self.alerted_paths(), timeout,
