@@ -156,7 +156,8 @@ class Baseline:
         self._total = total
         self._count = len(rows)
         self.generation = generation
-        self._pending: collections.deque[tuple[int, str, FileRecord | None]] = \
+        # (tag, path, record or None to delete, when queued: time.monotonic())
+        self._pending: collections.deque[tuple[int, str, FileRecord | None, float]] = \
             collections.deque()
 
     # -- opening and creating -------------------------------------------
@@ -332,12 +333,22 @@ class Baseline:
         if self._pending and tag < self._pending[-1][0]:
             msg = f"baseline change tagged {tag} after one tagged {self._pending[-1][0]}"
             raise ValueError(msg)
-        self._pending.append((tag, path, rec))
+        self._pending.append((tag, path, rec, time.monotonic()))
 
     @property
     def pending(self) -> int:
         """Changes in the view that are not in the file yet."""
         return len(self._pending)
+
+    def oldest_pending(self, now: float) -> float:
+        """Seconds the oldest change not in the file has waited (0 when none).
+
+        Safe to call from another thread (a metrics scrape).
+        """
+        try:
+            return max(0.0, now - self._pending[0][3])
+        except IndexError:
+            return 0.0
 
     def flush(self, upto: int | None = None) -> None:
         """Commit the queued changes tagged up to ``upto`` (all when None) with a new summary.
@@ -346,7 +357,7 @@ class Baseline:
         rolled back, the changes stay queued and the error is raised.
         """
         n = 0
-        for tag, _, _ in self._pending:
+        for tag, _, _, _ in self._pending:
             if upto is not None and tag > upto:
                 break
             n += 1
@@ -356,7 +367,7 @@ class Baseline:
         cur = self._conn.cursor()
         try:
             for i in range(n):
-                _, path, rec = self._pending[i]
+                _, path, rec, _ = self._pending[i]
                 key = os.fsencode(path)
                 row = cur.execute("SELECT mac FROM files WHERE path = ?", (key,)).fetchone()
                 if row is not None:

@@ -173,6 +173,9 @@ class FimSource:
         assert self._baseline is not None
         self._commit()
         self._metrics.fim_watched_files.set(len(self._baseline))
+        baseline = self._baseline
+        self._metrics.fim_oldest_uncommitted.set_function(
+            lambda: baseline.oldest_pending(time.monotonic()))
         self._worker = threading.Thread(target=self._run, name="fim-worker", daemon=True)
         self._worker.start()
 
@@ -190,6 +193,7 @@ class FimSource:
             # changes whose alerts are not known to be journaled stay out of the file
             self._baseline.close(self._safe())
             self._baseline = None
+            self._metrics.fim_oldest_uncommitted.set_function(lambda: 0.0)
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None

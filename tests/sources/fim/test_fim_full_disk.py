@@ -122,7 +122,9 @@ def test_baseline_commit_on_a_full_disk_backs_off_and_catches_up(
     # first attempt, then 1 s, 2 s, 4 s later: a loop would count hundreds
     assert 1 <= failures <= 3, failures
     assert rows() == before
+    assert site.metric("sentinel_fim_oldest_uncommitted_change_seconds") >= 2.0
     filler.unlink()
     wait_for(lambda: rows() == before + 20 + 1, 30, "the held changes committed")  # + barrier
+    assert site.metric("sentinel_fim_oldest_uncommitted_change_seconds") == 0.0
     site.stop()
     assert site.start() == []
