@@ -32,7 +32,7 @@ from typing import Any
 
 from sentinel.alert import Alert
 from sentinel.config import HostConfig, Secret
-from sentinel.events import format_time
+from sentinel.events import format_time, visible
 from sentinel.metrics import Metrics
 from sentinel.sinks.http import Backoff, Outcome, Transport
 from sentinel.sinks.lane import Lane
@@ -79,7 +79,8 @@ def _digest(alert: Alert) -> str:
     text = f"{ev.get('kind', alert.source)}: {fields}" if fields else str(ev.get("kind", ""))
     if alert.count > 1:
         text = f"{alert.count} events; first: {text}"
-    return text[:_DIGEST_MAX]
+    # people read it: controls and bidi overrides in names are shown escaped
+    return visible(text[:_DIGEST_MAX])
 
 
 def fingerprint(item: dict[str, Any]) -> str:

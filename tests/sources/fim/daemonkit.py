@@ -39,7 +39,8 @@ class Daemon:
     """One ``sentinel run`` over ``tmp/w`` with its config, state dir and rule file."""
 
     def __init__(self, tmp: Path, webhook_url: str | None = None,
-                 exclude: str = '["*.swp"]', state: Path | None = None) -> None:
+                 exclude: str = '["*.swp"]', state: Path | None = None,
+                 alertmanager_url: str | None = None) -> None:
         self.tmp = tmp
         self.w = tmp / "w"
         self.w.mkdir(exist_ok=True)
@@ -53,6 +54,10 @@ class Daemon:
             hooks = ("  webhooks:\n"
                      f"    - {{name: soc, url: '{webhook_url}', secret_env: FIM_TEST_SECRET,\n"
                      "        retry: {initial: 50ms, max: 200ms}}\n")
+        if alertmanager_url is not None:
+            hooks = (hooks or "  webhooks:\n") + (
+                f"    - {{name: am, url: '{alertmanager_url}', format: alertmanager,\n"
+                "        retry: {initial: 50ms, max: 200ms}}\n")
         self.config.write_text(
             "host: {name: tally-01, addresses: [10.20.0.10]}\n"
             f"state_dir: {self.state}\n"

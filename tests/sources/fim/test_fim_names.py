@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from sentinel.events import name_bytes, name_fields, visible
+from tests.sinks.am import Alertmanager
 from tests.sinks.receiver import Receiver
 from tests.sources.fim.daemonkit import SECRET, SENTINEL, Daemon
 from tests.sources.fim.fimkit import Site, wait_for
@@ -83,11 +84,12 @@ def test_live_events_carry_undecodable_names_losslessly(site: Site) -> None:
     assert created[0].fields["is_setuid"] is True
 
 
-def test_hostile_names_reach_the_journal_and_the_webhook(tmp_path: Path) -> None:
+def test_hostile_names_reach_the_journal_and_the_webhooks(tmp_path: Path) -> None:
     """The real daemon: each change to a hostile name is journaled and delivered with
-    its raw bytes, titles show controls and U+202E escaped, and the report too."""
-    with Receiver(secret=SECRET) as r:
-        d = Daemon(tmp_path, r.url)
+    its raw bytes (a json webhook, a real Alertmanager), titles show controls and
+    U+202E escaped, and the report too."""
+    with Receiver(secret=SECRET) as r, Alertmanager(tmp_path / "am") as am:
+        d = Daemon(tmp_path, r.url, alertmanager_url=am.url)
         w = os.fsencode(d.w)
         (d.w / "bin").mkdir()
         (d.w / "bin" / "tally-server").write_bytes(b"\x7fELF tally\n")
@@ -103,13 +105,27 @@ def test_hostile_names_reach_the_journal_and_the_webhook(tmp_path: Path) -> None
             Path(os.fsdecode(bidi)).write_bytes(b"x")
             ctl = w + b"/a\nb\x1b[31m"
             Path(os.fsdecode(ctl)).write_bytes(b"y")
-            want = {w + b"/bin/\xff", w + b"/x\xfe", bidi, ctl}
-            d.wait_alerted(want)
+            d.wait_alerted({w + b"/bin/\xff", w + b"/x\xfe", bidi, ctl})
+            # Alertmanager keeps one alert per label set, the latest: make the last one
+            # the worst name of all, and only then
+            worst = w + b"/zz\x1b]\xfe" + "\u202e".encode()
+            Path(os.fsdecode(worst)).write_bytes(b"z")
+            d.wait_alerted({worst})
             alerts = d.alerts()
             ids = {a["id"] for a in alerts}
             wait_for(lambda: r.delivered_ids() >= ids, what="every alert at the webhook")
+            held = wait_for(lambda: [a for a in am.alerts()
+                                     if a["annotations"]["alert_id"] == alerts[-1]["id"]],
+                            what="the last alert in Alertmanager")
         finally:
             assert d.stop() == 0
+    assert name_bytes(alerts[-1]["event"]) == worst
+    ann = held[0]["annotations"]  # the summary as titled; the digest escaped, and lossless
+    assert ann["summary"] == alerts[-1]["title"]
+    assert "\\x1b]\\xfe\\u202e" in ann["summary"]
+    assert "\u202e" not in ann["description"] and "\x1b" not in ann["description"]
+    b64 = alerts[-1]["event"]["path_b64"]
+    assert f"path_b64={b64}" in ann["description"]
     assert all(req.signature_ok for req in r.requests)
     delivered = {req.json()["id"]: req.json() for req in r.delivered()}
     for a in alerts:
