@@ -146,26 +146,28 @@ class Daemon:
                 if self._stop.is_set():
                     break
             if item is not None:
-                journaled = self._handle(self.engine.process, item)
-                if item.ack is not None:
-                    # the source may now take the change into its baseline (True),
-                    # or must send it again later (False): at least once to the journal
-                    item.ack(journaled)
+                self._handle(self.engine.process, item, item.ack)
             now = self.clock()
             if now - last_tick >= 1.0:
                 last_tick = now
                 self._handle(self.engine.advance, now)
 
-    def _handle(self, step: Callable[[Any], list[Any]], arg: Any) -> bool:
-        """Run one engine step and submit its alerts; False if one could not be submitted."""
+    def _handle(self, step: Callable[[Any], list[Any]], arg: Any,
+                ack: Callable[[bool], None] | None = None) -> None:
+        """Run one engine step and submit its alerts.
+
+        ``ack`` (an event's) hears True once every alert is in the journal, at once
+        when there is none, or False when one could not be submitted: the source
+        may then take the change into its baseline, or must send it again.
+        """
         try:
             alerts = step(arg)
         except Exception:
             # one bad event must not stop the engine; it is logged with context (and
             # counts as handled: sending it again would fail the same way)
             log.exception("engine_error", item=repr(arg)[:200])
-            return True
-        ok = True
+            alerts = []
+        waiting = _Journaled(len(alerts), ack)
         for alert in alerts:
             with self._sink_lock:
                 assert self._parts is not None
@@ -173,17 +175,17 @@ class Daemon:
                 try:
                     sink.submit(alert)
                 except Exception as exc:
-                    ok = False
+                    waiting.failed()
                     if not self._submit_failing:
                         # one line when submitting starts to fail, one when it works again
                         log.error("alert_submit_failed", alert_id=alert.id, rule=alert.rule,
                                   error=str(exc))
                     self._submit_failing = True
                     continue
+            waiting.one_done()
             if self._submit_failing:
                 self._submit_failing = False
                 log.info("alert_submit_recovered")
-        return ok
 
     # -- components ----------------------------------------------------------
 
@@ -358,6 +360,37 @@ class Daemon:
             parts.server.stop()
         log.info("stopped")
         return 0
+
+
+class _Journaled:
+    """Counts one event's alerts into the journal and calls its ``ack`` once.
+
+    ``one_done`` may come from another thread (a sink that journals held alerts
+    later), hence the lock.
+    """
+
+    def __init__(self, alerts: int, ack: Callable[[bool], None] | None) -> None:
+        self._left = alerts
+        self._ack = ack
+        self._lock = threading.Lock()
+        if alerts == 0:
+            self._call(True)
+
+    def _call(self, ok: bool) -> None:
+        with self._lock:
+            ack, self._ack = self._ack, None
+        if ack is not None:
+            ack(ok)
+
+    def one_done(self) -> None:
+        with self._lock:
+            self._left -= 1
+            done = self._left == 0
+        if done:
+            self._call(True)
+
+    def failed(self) -> None:
+        self._call(False)
 
 
 def _parts_differ(old: Config, new: Config) -> bool:
