@@ -87,17 +87,26 @@ NAME_FIELDS: tuple[str, ...] = ("path", "dest_path", "link_target_before", "link
 def name_text(raw: bytes) -> str:
     """The text of a file name: the name itself when it is valid UTF-8.
 
-    Otherwise every byte that is not part of valid UTF-8 is written ``\\xHH``
-    and every backslash of the name ``\\\\``, so the text alone maps back to
-    the bytes (:func:`name_bytes`); an event says which form it is by carrying
-    the ``<field>_b64`` twin only for a name that is not valid UTF-8.
+    Otherwise :func:`escaped_name`: every byte that is not part of valid UTF-8
+    written ``\\xHH`` and every backslash ``\\\\``. An event says which form
+    it is by carrying the ``<field>_b64`` twin only for a name that is not
+    valid UTF-8.
     """
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        pass
+        return escaped_name(raw)
+
+
+def escaped_name(name: str | bytes) -> str:
+    """One text per name, whatever its bytes: UTF-8, with each backslash written
+    ``\\\\`` and each byte that is not part of valid UTF-8 ``\\xHH``.
+
+    Different names never give the same text, and a name without backslashes
+    that is valid UTF-8 is its own text (what attestation leaves use).
+    """
     out: list[str] = []
-    for ch in raw.decode("utf-8", "surrogateescape"):
+    for ch in os.fsencode(name).decode("utf-8", "surrogateescape"):
         o = ord(ch)
         if 0xDC80 <= o <= 0xDCFF:  # a byte that is not UTF-8, as surrogateescape keeps it
             out.append(f"\\x{o - 0xDC00:02x}")

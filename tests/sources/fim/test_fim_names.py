@@ -144,3 +144,25 @@ def test_hostile_names_reach_the_journal_and_the_webhooks(tmp_path: Path) -> Non
     html = out.read_text()
     assert "\u202e" not in html and "\x1b" not in html
     assert "invoice\\u202efdp.sh" in html
+
+
+def test_attestation_leaves_name_every_file_apart(site: Site) -> None:
+    """Leaves of files named with the byte 0xff and with a real backslash-x-f-f differ,
+    are plain ASCII JSON, and `attest prove` finds each by the name the OS gives."""
+    from sentinel.attest.merkle import MerkleTree, canonical_json, leaf_fields
+    from sentinel.sources.fim.scan import snapshot
+
+    w = os.fsencode(site.w)
+    names = [w + b"/\xff", w + b"/\\xff", w + b"/plain"]
+    for n in names:
+        Path(os.fsdecode(n)).write_bytes(b"x")
+    records = [snapshot(os.fsdecode(n)) for n in names]
+    assert all(r is not None for r in records)
+    leaves = [leaf_fields(r) for r in records if r is not None]
+    assert [f["path"] for f in leaves] == [str(site.w) + "/\\xff", str(site.w) + "/\\\\xff",
+                                           str(site.w) + "/plain"]
+    for f in leaves:
+        canonical_json(f).decode("ascii")
+    tree = MerkleTree.from_records(r for r in records if r is not None)
+    found = {tree.index_of(os.fsdecode(n)) for n in names}
+    assert found == {0, 1, 2}
