@@ -30,7 +30,7 @@ when every event up to the one that reported it was acknowledged
 (:meth:`Baseline.flush` up to that sequence number). A crash in between
 leaves the change out of the file, and the next start reports it again. An
 event whose alerts could not be journaled (a full disk) is sent again with
-backoff (``RETRY_MIN`` doubling to ``RETRY_MAX``), never committed meanwhile.
+backoff, never committed meanwhile (:mod:`sentinel.sources.fim.acks`).
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from sentinel.config import Config
 from sentinel.events import Event
 from sentinel.metrics import Metrics
 from sentinel.pipeline import Emit
+from sentinel.sources.fim.acks import Outbox, Retry
 from sentinel.sources.fim.baseline import Baseline, BaselineError, FileRecord, hold_lock
 from sentinel.sources.fim.changes import Change, compare, diff, make_event, moved
 from sentinel.sources.fim.holds import Holds
@@ -59,12 +60,6 @@ from sentinel.sources.fim.watcher import C, Raw, Watcher
 _log = logs.get("fim")
 _STOP = object()
 FLUSH_EVERY = 1.0
-#: Backoff of re-sending events whose alerts the journal refused, and of commits
-#: that failed: first wait, doubling up to the last.
-RETRY_MIN = 1.0
-RETRY_MAX = 30.0
-#: At stop, how long to wait for the acknowledgements of events already sent.
-ACK_WAIT = 3.0
 
 
 class FimSource:
@@ -105,13 +100,8 @@ class FimSource:
         self._last_flush = 0.0
         self._next_poll = time.monotonic() + self.UNWATCHED_POLL
         self._next_periodic = time.monotonic() + self._interval
-        self._sent = 0  # sequence number of the last event sent (tags baseline changes)
-        self._open: dict[int, Event] = {}  # sent, not acknowledged yet
-        self._failed: dict[int, Event] = {}  # the journal refused their alerts: re-sent
-        self._acks_seen = False
-        self._resend = Retry("fim_alerts_not_journaled", "fim_alerts_journaled_again",
-                             "alerts of file changes could not be journaled; the changes are"
-                             " held (not taken into the baseline) and sent again")
+        # events not yet known to be journaled; acknowledgements come back on the queue
+        self._out = Outbox(self._emit_event, self._q.put)
         self._commits = Retry("fim_baseline_commit_failed", "fim_baseline_commit_recovered",
                               "the baseline cannot be written (disk full?); changes stay"
                               " pending and are written when it can be")
@@ -191,7 +181,7 @@ class FimSource:
             self._watcher = None
         if self._baseline is not None:
             # changes whose alerts are not known to be journaled stay out of the file
-            self._baseline.close(self._safe())
+            self._baseline.close(self._out.safe())
             self._baseline = None
             self._metrics.fim_oldest_uncommitted.set_function(lambda: 0.0)
         if self._lock_fd is not None:
@@ -213,7 +203,7 @@ class FimSource:
 
     def unacknowledged(self) -> int:
         """Events sent whose alerts are not known to be in the journal yet."""
-        return len(self._open) + len(self._failed)
+        return self._out.unacknowledged()
 
     # -- startup helpers --------------------------------------------------
 
@@ -271,7 +261,7 @@ class FimSource:
             held = self._holds.next_due()
             due = min(held if held is not None else now + 3600, self._next_periodic,
                       self._next_poll if self._unwatched else now + 3600,
-                      self._resend.due if self._failed else now + 3600,
+                      resend if (resend := self._out.resend_due()) is not None else now + 3600,
                       self._commits.due if self._commits.failing else now + 3600)
             try:
                 item = self._q.get(timeout=max(0.0, due - now)) if due > now else \
@@ -279,7 +269,7 @@ class FimSource:
             except queue.Empty:
                 item = None
             if item is _STOP:
-                self._guard(self._await_acks, "acks at stop")
+                self._guard(functools.partial(self._out.await_acks, self._q), "acks at stop")
                 break
             if item is not None:
                 self._guard(functools.partial(self._handle, item), item)
@@ -328,7 +318,7 @@ class FimSource:
             self._raw(item)
             return
         if item[0] == "ack":
-            self._acked(item[1], item[2])
+            self._out.acked(item[1], item[2])
             return
         _, reason, under = item
         self._rescan_reasons.setdefault(under, set()).add(reason)
@@ -346,8 +336,8 @@ class FimSource:
             else:  # a new path has settled, or a writer has gone quiet
                 assert path is not None
                 self._check(path)
-        if self._failed and now >= self._resend.due:
-            self._send_again()
+        if (resend := self._out.resend_due()) is not None and now >= resend:
+            self._out.send_again()
         if self._commits.failing and now >= self._commits.due:
             self._commit()
         if now >= self._next_periodic:
@@ -413,7 +403,7 @@ class FimSource:
         if change is not None:
             self._report(change, offline)
         elif new is not None:
-            self._baseline.put(new, self._sent)  # e.g. a new mtime: not a change, but current
+            self._baseline.put(new, self._out.sent)  # e.g. a new mtime: not a change, but current
         if new is not None and new.type == "dir" and (
                 old is None or old.type != "dir" or old.inode != new.inode):
             self._adopt(path)
@@ -489,68 +479,23 @@ class FimSource:
         assert self._baseline is not None
         # tagged with the event's number: written to the file once it is acknowledged
         if change.before is not None and (change.after is None or change.dest is not None):
-            self._baseline.delete(change.before.path, self._sent)
+            self._baseline.delete(change.before.path, self._out.sent)
         if change.after is not None:
-            self._baseline.put(change.after, self._sent)
+            self._baseline.put(change.after, self._out.sent)
 
     def _send(self, ev: Event) -> None:
         self._metrics.events.labels("fim", ev.kind).inc()
-        self._sent += 1
-        seq = self._sent
-        q = self._q  # an acknowledgement after a restart must not reach the next run
+        self._out.send(ev)
 
-        def ack(ok: bool) -> None:
-            q.put(("ack", seq, ok))
-
-        ev.ack = ack
-        self._open[seq] = ev
+    def _emit_event(self, ev: Event) -> None:
         assert self._emit is not None
         self._emit(ev)
-
-    # -- acknowledgements ------------------------------------------------------
-
-    def _safe(self) -> int:
-        """The highest event number up to which every event's alerts are journaled."""
-        return min(min(self._open, default=self._sent + 1),
-                   min(self._failed, default=self._sent + 1)) - 1
-
-    def _acked(self, seq: int, ok: bool) -> None:
-        self._acks_seen = True
-        ev = self._open.pop(seq, None)
-        if ev is None:
-            return
-        if not ok:
-            self._failed[seq] = ev
-            self._resend.failed(time.monotonic(), held=len(self._failed))
-        elif self._resend.failing and not self._failed:
-            self._resend.recovered()
-
-    def _send_again(self) -> None:
-        """Send the refused events again, oldest first; the journal may take them now."""
-        failed, self._failed = self._failed, {}
-        assert self._emit is not None
-        for seq in sorted(failed):
-            self._open[seq] = failed[seq]
-            self._emit(failed[seq])
-
-    def _await_acks(self) -> None:
-        """At stop: give the events already sent ACK_WAIT to be journaled, then commit."""
-        if not self._acks_seen:
-            return  # whoever takes the events does not acknowledge: nothing will come
-        deadline = time.monotonic() + ACK_WAIT
-        while self._open and (left := deadline - time.monotonic()) > 0:
-            try:
-                item = self._q.get(timeout=left)
-            except queue.Empty:
-                break
-            if isinstance(item, tuple) and item[0] == "ack":
-                self._acked(item[1], item[2])
 
     def _commit(self) -> None:
         """Write the acknowledged changes to the baseline file; back off while it fails."""
         assert self._baseline is not None
         try:
-            self._baseline.flush(self._safe())
+            self._baseline.flush(self._out.safe())
         except (sqlite3.Error, OSError) as exc:
             self._metrics.fim_errors.labels("commit").inc()
             self._commits.failed(time.monotonic(), held=self._baseline.pending, error=str(exc))
@@ -591,7 +536,7 @@ class FimSource:
                 rec = self._baseline.get(p)
                 assert rec is not None
                 if p not in scan.records and self.scope.entry_for(p) is None:
-                    self._baseline.delete(p, self._sent)  # no longer in scope (config changed)
+                    self._baseline.delete(p, self._out.sent)  # no longer in scope (config changed)
                     continue
                 old[p] = rec
             for change in diff(old, scan.records):
@@ -600,7 +545,7 @@ class FimSource:
                     self._holds.release(change.dest)
                 self._report(change, offline=True)
             for rec in scan.records.values():
-                self._baseline.put(rec, self._sent)
+                self._baseline.put(rec, self._out.sent)
         finally:
             self._rescanning = None
         if under is None:
@@ -617,29 +562,3 @@ def build_fim_source(config: Config, metrics: Metrics,
         return None
     return FimSource(config, metrics, clock)
 
-
-class Retry:
-    """Backoff for one thing that can fail and recover, logging each change of state once."""
-
-    def __init__(self, failed_event: str, recovered_event: str, detail: str) -> None:
-        self._events = (failed_event, recovered_event)
-        self._detail = detail
-        self.failing = False
-        self.due = 0.0
-        self._wait = RETRY_MIN
-
-    def failed(self, now: float, **context: Any) -> None:
-        """One failure: the first starts the backoff; one after a retry doubles it."""
-        if not self.failing:
-            self.failing = True
-            self._wait = RETRY_MIN
-            _log.error(self._events[0], detail=self._detail, retry_in=self._wait, **context)
-        elif now >= self.due:
-            self._wait = min(self._wait * 2, RETRY_MAX)
-        else:
-            return  # another failure of the same attempt: already scheduled
-        self.due = now + self._wait
-
-    def recovered(self) -> None:
-        self.failing = False
-        _log.info(self._events[1])
