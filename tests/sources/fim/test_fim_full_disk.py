@@ -86,7 +86,9 @@ def test_full_disk_holds_changes_then_reports_them(tmp_path: Path, tmpfs: Path) 
     # a traceback per attempt
     events = [json.loads(line).get("event", "") for line in spell_log if line.startswith("{")]
     assert "Traceback" not in "\n".join(spell_log)
-    assert "fim_alerts_not_journaled" in events
+    # said by the FIM source (the journal refused its events) or by a sink that holds
+    # the alerts itself until they can be journaled
+    assert {"fim_alerts_not_journaled", "journal_write_failing"} & set(events), events
     assert len(events) < 30, events
     # committed once journaled: the baseline now holds every change, so a restart
     # reports none of them again
@@ -101,30 +103,33 @@ def test_baseline_commit_on_a_full_disk_backs_off_and_catches_up(
     full: commits fail whole, are retried with backoff (not in a loop), and are
     written once space returns, without a restart."""
     site = Site(tmp_path)
-    assert site.state == tmpfs
-    site.start()
-    db = site.state / "baseline.db"
+    try:
+        assert site.state == tmpfs
+        site.start()
+        db = site.state / "baseline.db"
 
-    def rows() -> int:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-        try:
-            return int(conn.execute("SELECT count(*) FROM files").fetchone()[0])
-        finally:
-            conn.close()
+        def rows() -> int:
+            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            try:
+                return int(conn.execute("SELECT count(*) FROM files").fetchone()[0])
+            finally:
+                conn.close()
 
-    before = rows()
-    filler = _fill(tmpfs)
-    for i in range(20):
-        (site.w / f"new-{i:02d}").write_bytes(b"x" * 4096)
-    assert len(site.settled()) == 20
-    time.sleep(2.5)
-    failures = site.metric("sentinel_fim_errors_total", stage="commit")
-    # first attempt, then 1 s, 2 s, 4 s later: a loop would count hundreds
-    assert 1 <= failures <= 3, failures
-    assert rows() == before
-    assert site.metric("sentinel_fim_oldest_uncommitted_change_seconds") >= 2.0
-    filler.unlink()
-    wait_for(lambda: rows() == before + 20 + 1, 30, "the held changes committed")  # + barrier
-    assert site.metric("sentinel_fim_oldest_uncommitted_change_seconds") == 0.0
-    site.stop()
-    assert site.start() == []
+        before = rows()
+        filler = _fill(tmpfs)
+        for i in range(20):
+            (site.w / f"new-{i:02d}").write_bytes(b"x" * 4096)
+        assert len(site.settled()) == 20
+        time.sleep(2.5)
+        failures = site.metric("sentinel_fim_errors_total", stage="commit")
+        # first attempt, then 1 s, 2 s, 4 s later: a loop would count hundreds
+        assert 1 <= failures <= 3, failures
+        assert rows() == before
+        assert site.metric("sentinel_fim_oldest_uncommitted_change_seconds") >= 2.0
+        filler.unlink()
+        wait_for(lambda: rows() == before + 20 + 1, 30, "the held changes committed")  # + barrier
+        assert site.metric("sentinel_fim_oldest_uncommitted_change_seconds") == 0.0
+        site.stop()
+        assert site.start() == []
+    finally:
+        site.stop()
