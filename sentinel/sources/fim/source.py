@@ -46,7 +46,7 @@ from typing import Any
 
 from sentinel import logs
 from sentinel.config import Config
-from sentinel.events import Event
+from sentinel.events import Event, escaped_name, visible
 from sentinel.metrics import Metrics
 from sentinel.pipeline import Emit
 from sentinel.sources.fim.acks import Outbox, Retry
@@ -240,7 +240,7 @@ class FimSource:
 
     def _reader_error(self, what: str) -> None:
         self._metrics.fim_errors.labels("event").inc()
-        _log.exception("fim_reader_failed", item=what[:300])
+        _log.exception("fim_reader_failed", item=_shown(what[:300]))
 
     def _watch_limit(self, path: str, exc: OSError) -> None:
         # Polled until a watch can be added (set.add is atomic: two threads call this).
@@ -248,7 +248,7 @@ class FimSource:
         if self._rescanning == threading.get_ident():
             # The rescan that hit the limit is itself looking at this path.
             return
-        _log.error("fim_watch_limit", path=path, error=exc.strerror,
+        _log.error("fim_watch_limit", path=_shown(path), error=exc.strerror,
                    hint="raise fs.inotify.max_user_watches; changes below this directory"
                    " are found by rescans only")
         self._q.put(("rescan", "watch_limit", path))
@@ -506,7 +506,7 @@ class FimSource:
     def _problems(self, problems: list[str]) -> None:
         for p in problems:
             self._metrics.fim_errors.labels("read").inc()
-            _log.warning("fim_unreadable", problem=p)
+            _log.warning("fim_unreadable", problem=_shown(p))
 
     # -- rescans -----------------------------------------------------------
 
@@ -553,6 +553,12 @@ class FimSource:
         self._commit()
         _log.info("fim_rescan", reasons=sorted(reasons), under=under,
                   files=len(scan.records))
+
+
+def _shown(text: str) -> str:
+    """A name (or a sentence holding one) for a log line: a terminal must not be
+    sent its escape sequences, nor a lone surrogate that cannot be written."""
+    return visible(escaped_name(text))
 
 
 def build_fim_source(config: Config, metrics: Metrics,
