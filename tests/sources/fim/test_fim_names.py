@@ -7,6 +7,7 @@ escaped in titles and in the report, never rendered.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -166,3 +167,26 @@ def test_attestation_leaves_name_every_file_apart(site: Site) -> None:
     tree = MerkleTree.from_records(r for r in records if r is not None)
     found = {tree.index_of(os.fsdecode(n)) for n in names}
     assert found == {0, 1, 2}
+
+
+def test_baseline_verify_reports_undecodable_names_and_exits_1(tmp_path: Path) -> None:
+    """Offline too: `baseline verify` prints the drift of files with hostile names as
+    JSON lines carrying the raw bytes, and exits 1."""
+    d = Daemon(tmp_path)
+    (d.w / "bin").mkdir()
+    (d.w / "bin" / "tally-server").write_bytes(b"\x7fELF tally\n")
+    env = {**os.environ, "FIM_TEST_SECRET": SECRET}
+    init = subprocess.run([SENTINEL, "baseline", "init", "-c", str(d.config)],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert init.returncode == 0, init.stderr
+    w = os.fsencode(d.w)
+    os.rename(w + b"/bin/tally-server", w + b"/bin/\xff")
+    fd = os.open(w + b"/x\xfe", os.O_WRONLY | os.O_CREAT, 0o4755)
+    os.close(fd)
+    done = subprocess.run([SENTINEL, "baseline", "verify", "-c", str(d.config)],
+                          capture_output=True, timeout=120, env=env)
+    assert done.returncode == 1, done.stderr
+    alerts = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    got = {(name_bytes(a["event"], "path"), name_bytes(a["event"], "dest_path"))
+           for a in alerts}
+    assert got == {(w + b"/bin/tally-server", w + b"/bin/\xff"), (w + b"/x\xfe", None)}
