@@ -74,13 +74,13 @@ class Template:
             if cond_text is not None:
                 if value:
                     out.append(cond_text)
+            # values come from the wire and from file names: their controls and bidi
+            # overrides are shown escaped, never rendered, wherever a title is read
             elif isinstance(value, list):
-                out.append(",".join(str(x) for x in value))
+                out.append(visible(",".join(str(x) for x in value)))
             else:
-                out.append("-" if value is None else str(value))
-        # values come from the wire and from file names: controls and bidi
-        # overrides are shown escaped, never rendered, wherever a title is read
-        return visible("".join(out))
+                out.append("-" if value is None else visible(str(value)))
+        return "".join(out)
 
 
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}?]*)(?:\?([^{}]*))?\}")
