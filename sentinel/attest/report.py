@@ -128,6 +128,8 @@ def _alert_row(entry: Entry, recipients: list[Recipient]) -> str:
     mac = "" if entry.mac_ok is not False else \
         ' <span class="st bad">record fails its MAC</span>'
     body = json.dumps(a, indent=2, ensure_ascii=False, sort_keys=True)
+    # line by line: the JSON's own line breaks stay, what its strings hold is escaped
+    pre = "\n".join(_e(line) for line in body.split("\n"))
     return (
         f'<tr id="alert-{_e(a.get("id", ""))}">'
         f"<td class=t><code>{_time_cell(str(a.get('time', '')))}</code></td>"
@@ -139,7 +141,7 @@ def _alert_row(entry: Entry, recipients: list[Recipient]) -> str:
         f"<td>{''.join(statuses) or '<span class=muted>none</span>'}</td>"
         f"<td><details><summary>{_e(event.get('kind', 'event'))}</summary>"
         f"<p>id <code>{_e(a.get('id', ''))}</code>, journal record {entry.seq}</p>"
-        f"<pre>{_e(body)}</pre></details></td></tr>"
+        f"<pre>{pre}</pre></details></td></tr>"
     )
 
 
