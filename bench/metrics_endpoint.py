@@ -8,21 +8,26 @@ served on loopback, and N scrapes are timed for each way of serving it:
 * basic auth, bcrypt cost 12, cached     -- what a 15 s scrape pays with the cache
 * basic auth, bcrypt cost 12, uncached   -- what every scrape would pay without it
 * TLS (new connection each scrape, as Prometheus does when keep-alive is off)
+* plain HTTP beside S slowloris clients (default 200) that keep their request
+  heads open, trickling a byte each half second
 
 Printed as milliseconds per scrape and as ratios against the baseline (the
 uncached run does a tenth as many scrapes: each costs a bcrypt round).
 
-    .venv/bin/python bench/metrics_endpoint.py [--scrapes N] [--rules R]
+    .venv/bin/python bench/metrics_endpoint.py [--scrapes N] [--rules R] [--slow S]
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import http.client
 import logging
+import socket
 import ssl
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -83,6 +88,31 @@ def scrape_ms(server: MetricsServer, n: int, auth: str | None,
     return (time.perf_counter() - start) / n * 1000
 
 
+class Slowloris:
+    """S connections that send a request head a byte at a time and never finish it."""
+
+    def __init__(self, address: tuple[str, int], n: int) -> None:
+        self.socks = [socket.create_connection(address, timeout=5) for _ in range(n)]
+        for s in self.socks:
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._trickle, name="bench-slowloris",
+                                        daemon=True)
+        self._thread.start()
+
+    def _trickle(self) -> None:
+        while not self._stop.wait(0.5):
+            for s in self.socks:
+                with contextlib.suppress(OSError):
+                    s.sendall(b"X")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        for s in self.socks:
+            s.close()
+
+
 def self_signed(directory: Path) -> tuple[Path, Path]:
     import datetime as dt
     import ipaddress
@@ -113,6 +143,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scrapes", type=int, default=200)
     ap.add_argument("--rules", type=int, default=60)
+    ap.add_argument("--slow", type=int, default=200, help="slowloris clients in the last run")
     args = ap.parse_args()
     logs.configure(level=logging.WARNING)
     m = busy_metrics(args.rules)
@@ -131,6 +162,8 @@ def main() -> None:
              None, 0.0),
             ("TLS", MetricsConfig(listen=loopback, tls=TLSServerConfig(cert, key)), None,
              ctx, None),
+            (f"beside {args.slow} slowloris", MetricsConfig(listen=loopback), None, None,
+             None),
         ]
         for label, cfg, header, tls, ttl in runs:
             s = MetricsServer(cfg, m, dict)
@@ -138,12 +171,15 @@ def main() -> None:
                 assert s.auth is not None
                 s.auth = metrics_http.BasicAuth(cfg.basic_auth, ttl=ttl)
             s.start()
+            slow = Slowloris(s.address, args.slow) if "slowloris" in label else None
             try:
                 scrape_ms(s, 3, header, tls)  # warm up
                 # a bcrypt round per scrape: a tenth as many is plenty to measure
                 n = max(5, args.scrapes // 10) if ttl == 0.0 else args.scrapes
                 results[label] = scrape_ms(s, n, header, tls)
             finally:
+                if slow is not None:
+                    slow.close()
                 s.stop()
     series = sum(len(f.samples) for f in m.registry.collect())
     base = results["plain HTTP (baseline)"]

@@ -4,6 +4,11 @@
 #   deploy/install.sh              install into / and start it under systemd
 #   deploy/install.sh --root DIR   stage the unit, users, dirs and config under
 #                                  DIR (image builds, tests); no venv, no systemctl
+#   deploy/install.sh --venv DIR   put the venv at DIR (default /opt/sentinel);
+#                                  with --root, build it there too
+#
+# From an offline bundle (deploy/bundle.sh), the venv is installed from the
+# bundle's wheels/ with pip --no-index --require-hashes: no network is used.
 #
 # What it does (deploy/README.md explains each step):
 #   1. a venv at /opt/sentinel with sentinel installed from this checkout
@@ -18,13 +23,15 @@ set -euo pipefail
 
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ROOT=/
+VENV=""
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --root) ROOT="${2:?--root needs a directory}"; shift 2 ;;
     --root=*) ROOT="${1#--root=}"; shift ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "install.sh: unknown argument '$1'; valid: --root DIR" >&2; exit 2 ;;
+    --venv) VENV="${2:?--venv needs a directory}"; shift 2 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+    *) echo "install.sh: unknown argument '$1'; valid: --root DIR, --venv DIR" >&2; exit 2 ;;
   esac
 done
 
@@ -36,14 +43,25 @@ ROOT="$(realpath -m "$ROOT")"
 R="${ROOT%/}"   # prefix for paths: "" for /
 say() { printf '==> %s\n' "$*"; }
 
-# 1. the venv ------------------------------------------------------------------
-if [[ -z "$R" ]]; then
-  say "venv /opt/sentinel from $SRC"
-  python3 -m venv /opt/sentinel
-  /opt/sentinel/bin/pip install --quiet --upgrade pip
-  /opt/sentinel/bin/pip install --quiet "$SRC"
+# 1. the venv, the man page and the shell completion ----------------------------
+if [[ -z "$R" || -n "$VENV" ]]; then
+  VENV="${VENV:-/opt/sentinel}"
+  python3 -m venv "$VENV"
+  if [[ -d "$SRC/wheels" ]]; then
+    say "venv $VENV from the bundle's wheels (offline, every hash checked)"
+    "$VENV/bin/pip" install --quiet --no-index --find-links "$SRC/wheels" \
+      --require-hashes -r "$SRC/requirements.txt"
+  else
+    say "venv $VENV from $SRC"
+    "$VENV/bin/pip" install --quiet --upgrade pip
+    "$VENV/bin/pip" install --quiet "$SRC"
+  fi
+  say "man page sentinel(1) and bash completion"
+  mkdir -p "$R/usr/local/share/man/man1" "$R/usr/share/bash-completion/completions"
+  "$VENV/bin/python" -m sentinel.docgen man > "$R/usr/local/share/man/man1/sentinel.1"
+  "$VENV/bin/python" -m sentinel.docgen bash > "$R/usr/share/bash-completion/completions/sentinel"
 else
-  say "--root: skipping the venv (its scripts would name $R/opt/sentinel)"
+  say "--root: skipping the venv (its scripts would name $R/opt/sentinel; --venv DIR builds one)"
 fi
 
 # 2. unit, user, directories ---------------------------------------------------

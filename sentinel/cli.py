@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
-from sentinel import __version__
+from sentinel import __version__, loglevel
 from sentinel.located import ProblemError
 
 #: Subcommand modules, in the order ``--help`` lists them.
@@ -41,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"sentinel {__version__}")
+    parser.add_argument("--log-level", choices=tuple(loglevel.LEVELS),
+                        help="what the log shows: debug, info (default), warning or error;"
+                        f" also the environment variable {loglevel.ENV_LEVEL}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMANDS:
         module = importlib.import_module(f"sentinel.commands.{name}")
@@ -51,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.log_level:
+        os.environ[loglevel.ENV_LEVEL] = args.log_level
+    try:
+        loglevel.level_from_env()
+    except ValueError as exc:
+        print(f"sentinel: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_ERROR

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
-from sentinel.located import Mark, load
+from sentinel.located import Mark, Problem, load
 
 DEFAULT_CONFIG = Path("/etc/sentinel/config.yaml")
 
@@ -149,6 +149,8 @@ class WebhookConfig:
     retry_max: float = 300.0
     resend_interval: float = 60.0
     resolve_after: float = 300.0
+    #: the language of this recipient's titles and descriptions; None: the site's
+    language: str | None = None
 
 
 @dataclass(frozen=True)
@@ -182,15 +184,35 @@ class Config:
     schedules: dict[str, tuple[Window, ...]] = field(default_factory=dict)
     outputs: OutputsConfig = OutputsConfig()
     attest: AttestConfig = AttestConfig()
+    #: What is valid but suspect on this host (an interface that does not exist here):
+    #: ``check`` prints them and still exits 0; the daemon reports the effect as it runs.
+    warnings: tuple[Problem, ...] = ()
+    #: en | id: the language of titles, descriptions and the report (sentinel.i18n)
+    language: str = "en"
+    #: IANA zone of times shown to people; the journal and signed records stay UTC
+    timezone: str = "UTC"
+
+    def display_zone(self) -> tzinfo:
+        """The zone of :attr:`timezone` (validated when the config was read)."""
+        from sentinel.i18n import zone
+
+        return zone(self.timezone)
 
     def in_state(self, p: Path) -> Path:
         """Resolve an output path against ``state_dir``."""
         return p if p.is_absolute() else self.state_dir / p
 
 
-def load_config(path: Path) -> Config:
-    """Read ``path`` and return a validated :class:`Config`, or raise ProblemError."""
+def load_config(path: Path, secrets: bool = True) -> Config:
+    """Read ``path`` and return a validated :class:`Config`, or raise ProblemError.
+
+    ``secrets=False`` is for commands that never send (baseline, journal verify,
+    report, attest, delivery status, replay without --deliver): the webhooks'
+    ``secret_env``/``secret_file`` are checked for shape but not read, so a
+    responder needs neither root's secrets file nor the daemon's environment.
+    Their ``secret`` is then None; such a config must not be used to send.
+    """
     from sentinel.config_reader import ConfigReader  # the reader builds these dataclasses
 
     root = load(path)
-    return ConfigReader(path).read(root)
+    return ConfigReader(path, secrets=secrets).read(root)

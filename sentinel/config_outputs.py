@@ -36,8 +36,10 @@ class OutputsReader:
         checker: Checker,
         path_of: Callable[[str], Path],
         key_source: Callable[[dict[str, Node], str, str], KeySource],
+        secrets: bool = True,
     ) -> None:
         self.c = checker
+        self.secrets = secrets
         self._path = path_of
         self._key_source = key_source
 
@@ -185,7 +187,7 @@ class OutputsReader:
         c = self.c
         keys = ("name", "url", "format", "min_severity", "include_tags", "exclude_tags",
                 "include_rules", "exclude_rules", "secret_env", "secret_file", "headers",
-                "timeout", "tls", "retry", "resend_interval", "resolve_after")
+                "timeout", "tls", "retry", "resend_interval", "resolve_after", "language")
         m = c.mapping(node, where, keys, required=("name", "url"))
         if m is None or "name" not in m or "url" not in m:
             return None
@@ -244,6 +246,10 @@ class OutputsReader:
                     kw["client_key"] = self._readable(tm["key_file"], f"{where}.tls.key_file")
                 if ("cert_file" in tm) != ("key_file" in tm):
                     c.error(m["tls"].mark, f"{where}.tls: cert_file and key_file go together")
+        if "language" in m:
+            from sentinel.i18n import LANGUAGES
+
+            kw["language"] = c.choice(m["language"], f"{where}.language", LANGUAGES)
         if "retry" in m:
             rm = c.mapping(m["retry"], f"{where}.retry", ("initial", "max"))
             if rm is not None:
@@ -263,6 +269,12 @@ class OutputsReader:
             c.error(file_.mark, f"{where}: give secret_env or secret_file, not both")
             return None
         secret: Secret | None = None
+        if not self.secrets:
+            # a command that never sends: the shape is checked, the secret is not read
+            for node, key in ((env, "secret_env"), (file_, "secret_file")):
+                if node is not None:
+                    c.string(node, f"{where}.{key}")
+            return None
         if env is not None:
             var = c.string(env, f"{where}.secret_env")
             if var is None:

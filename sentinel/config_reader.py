@@ -29,20 +29,22 @@ from sentinel.config import (
     Window,
 )
 from sentinel.config_outputs import NAME, OutputsReader
-from sentinel.located import Checker, Mark, Node, type_name
+from sentinel.located import Checker, Mark, Node, Problem, type_name
 
 TOP_KEYS = ("host", "state_dir", "network", "fim", "rules", "lists", "schedules", "outputs",
-            "attest")
+            "attest", "language", "timezone")
 
 
 
 class ConfigReader:
     """Walks the YAML tree, converting and checking each section."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, secrets: bool = True) -> None:
         self.path = path
+        self.secrets = secrets
         self.base = path.resolve().parent
         self.c = Checker()
+        self.warnings: list[Problem] = []
 
     def read(self, root: Node) -> Config:
         c = self.c
@@ -64,9 +66,10 @@ class ConfigReader:
         rules = self._rules(top["rules"]) if "rules" in top else RulesConfig()
         lists, list_marks = self._lists(top["lists"]) if "lists" in top else ({}, {})
         schedules = self._schedules(top["schedules"]) if "schedules" in top else {}
-        outputs = (OutputsReader(c, self._path, self._key_source).read(top["outputs"])
+        outputs = (OutputsReader(c, self._path, self._key_source, self.secrets).read(top["outputs"])
                    if "outputs" in top else OutputsConfig())
         attest = self._attest(top["attest"]) if "attest" in top else AttestConfig()
+        language, timezone = self._display(top)
         c.raise_if_any()
         return Config(
             source=self.path,
@@ -80,7 +83,26 @@ class ConfigReader:
             schedules=schedules,
             outputs=outputs,
             attest=attest,
+            language=language,
+            timezone=timezone,
+            warnings=tuple(self.warnings),
         )
+
+    def _display(self, top: dict[str, Node]) -> tuple[str, str]:
+        """``language`` and ``timezone``: how alerts, reports and check show themselves."""
+        from sentinel.i18n import DEFAULT_LANGUAGE, DEFAULT_TIMEZONE, LANGUAGES, zone
+
+        language = DEFAULT_LANGUAGE
+        if "language" in top:
+            language = self.c.choice(top["language"], "language", LANGUAGES) or language
+        timezone = DEFAULT_TIMEZONE
+        if "timezone" in top and (name := self.c.string(top["timezone"], "timezone")):
+            try:
+                zone(name)
+                timezone = name
+            except ValueError as exc:
+                self.c.error(top["timezone"].mark, f"timezone: {exc}")
+        return language, timezone
 
     # -- helpers ---------------------------------------------------------
 
@@ -164,6 +186,11 @@ class ConfigReader:
                 if len(iface) > 15 or "/" in iface or " " in iface:
                     c.error(inode.mark, f"network.interfaces[{i}]: {iface!r} is not an interface"
                             " name (at most 15 characters, no '/' or spaces), or 'any'")
+                elif iface != "any" and not _interface_exists(iface):
+                    self.warnings.append(Problem(
+                        inode.mark, f"warning: network.interfaces[{i}]: there is no interface"
+                        f" {iface!r} on this host; the daemon would report the capture down"
+                        " until it appears. Interfaces here: " + ", ".join(_interfaces())))
             kw["interfaces"] = tuple(ifs)
         if "home_nets" in m and (items := c.seq(m["home_nets"], "network.home_nets")):
             nets = [self._cidr(n, f"network.home_nets[{i}]") for i, n in enumerate(items)]
@@ -323,3 +350,15 @@ class ConfigReader:
         if "interval" in m:
             kw["interval"] = c.duration(m["interval"], "attest.interval")
         return AttestConfig(**{k: v for k, v in kw.items() if v is not None})
+
+
+def _interface_exists(name: str) -> bool:
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return False
+    return True
+
+
+def _interfaces() -> list[str]:
+    return sorted(name for _, name in socket.if_nameindex())

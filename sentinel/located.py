@@ -9,7 +9,9 @@ file before anything is reported.
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,9 +46,9 @@ class Problem:
 
     def snippet(self) -> str:
         """The offending source line with a caret under the column, or ''."""
-        try:
-            lines = Path(self.mark.file).read_text(encoding="utf-8", errors="replace")
-        except OSError:
+        try:  # the file may be the problem itself: /dev/zero, a FIFO, 8 GiB
+            lines = read_bounded(Path(self.mark.file)).decode("utf-8", errors="replace")
+        except ProblemError:
             return ""
         rows = lines.splitlines()
         if not 1 <= self.mark.line <= len(rows):
@@ -99,13 +101,23 @@ class Node:
         return self.value
 
 
-def _mark(file: str, m: yaml.Mark | None) -> Mark:
+def _mark(file: str, m: Any) -> Mark:
+    """The 1-based position of a yaml mark (pure or libyaml), or 1:1 without one."""
     if m is None:
         return Mark(file, 1, 1)
     return Mark(file, m.line + 1, m.column + 1)
 
 
 _FAST_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+#: Limits on hostile input. A config or rule file is written by a person: these are
+#: far above any real one, and far below what would exhaust the daemon.
+MAX_FILE_BYTES = 8 * 2**20
+#: Nesting deeper than this is refused before the (recursive) composer sees it.
+MAX_DEPTH = 64
+#: Nodes that aliases may add beyond the document's own: a billion-laughs bomb of a
+#: few hundred bytes expands to millions; a real file reuses an anchor a few times.
+MAX_ALIAS_NODES = 10_000
 
 
 class _Builder:
@@ -115,9 +127,33 @@ class _Builder:
         self.loader_cls = yaml.SafeLoader
         # one loader for the whole file: building one per node cost more than the parse
         self.loader = yaml.SafeLoader("")
+        # aliases make the composed tree a graph: a node met again is an alias's expansion
+        self._seen: set[int] = set()
+        self._open: set[int] = set()
+        self._alias_nodes = 0
 
     def build(self, node: yaml.Node) -> Node:
         mark = _mark(self.file, node.start_mark)
+        key = id(node)
+        if key in self._open:
+            msg = "an alias refers to a node that contains it (a recursive anchor); not allowed"
+            raise ProblemError([Problem(mark, msg)])
+        if key in self._seen:
+            self._alias_nodes += 1
+            if self._alias_nodes > MAX_ALIAS_NODES:
+                msg = (f"aliases expand to more than {MAX_ALIAS_NODES} nodes (an alias bomb?);"
+                       " write the values out or use fewer nested aliases")
+                raise ProblemError([Problem(mark, msg)])
+        self._seen.add(key)
+        if not isinstance(node, yaml.ScalarNode):
+            self._open.add(key)
+            try:
+                return self._build(node, mark)
+            finally:
+                self._open.discard(key)
+        return self._build(node, mark)
+
+    def _build(self, node: yaml.Node, mark: Mark) -> Node:
         if isinstance(node, yaml.MappingNode):
             # SafeLoader resolves merge keys ("<<") via flatten_mapping
             self.loader.flatten_mapping(node)
@@ -148,11 +184,21 @@ class _Builder:
             return self.loader.construct_object(node, deep=True)
         except yaml.YAMLError:
             return node.value
+        except (ValueError, OverflowError) as exc:
+            # a timestamp that is no date (2024-02-30), an integer past Python's digit
+            # limit: the YAML looks right but the value cannot exist
+            shown = node.value if len(node.value) <= 40 else node.value[:37] + "..."
+            what = ("an integer of more than 4300 digits" if "digits" in str(exc)
+                    else f"not a valid {node.tag.rsplit(':', 1)[-1]} ({exc})")
+            self.problems.append(Problem(_mark(self.file, node.start_mark),
+                                         f"{shown!r} is {what}"))
+            return node.value
 
 
 def parse(text: str, file: str) -> Node:
     """Parse one YAML document into a :class:`Node`; raise ProblemError on any fault."""
     try:
+        _check_depth(text, file)
         try:  # libyaml when present (about 10x faster); same nodes and marks
             root = yaml.compose(text, Loader=_FAST_LOADER)
         except yaml.YAMLError:  # the pure parser's wording, which the messages below expect
@@ -175,26 +221,83 @@ def parse(text: str, file: str) -> Node:
     return node
 
 
+def _check_depth(text: str, file: str) -> None:
+    """Refuse nesting deeper than MAX_DEPTH, from the parser's flat event stream.
+
+    The composer and the builder recurse once per level: 5,000 levels would end in
+    a RecursionError instead of a positioned problem."""
+    for loader in (_FAST_LOADER, yaml.SafeLoader):
+        depth = 0
+        try:
+            for event in yaml.parse(text, Loader=loader):
+                if isinstance(event, yaml.CollectionStartEvent):
+                    depth += 1
+                    if depth > MAX_DEPTH:
+                        msg = (f"nested more than {MAX_DEPTH} levels deep; a config or rule"
+                               " file needs far fewer")
+                        raise ProblemError([Problem(_mark(file, event.start_mark), msg)])
+                elif isinstance(event, yaml.CollectionEndEvent):
+                    depth -= 1
+            return
+        except yaml.YAMLError:
+            # libyaml may stop early (its own depth limit, a syntax error); the pure
+            # parser is iterative and sees as far as the error: the composer reports it
+            continue
+
+
+def read_bounded(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes, or ProblemError.
+
+    Opened without blocking and checked with fstat before reading, so that a FIFO
+    (which would hang the open or the read), a device such as /dev/zero (which never
+    ends) or a huge file is refused instead of read."""
+    file = str(path)
+    where = Mark(file, 1, 1)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except FileNotFoundError:
+        raise ProblemError([Problem(where, "file not found")]) from None
+    except PermissionError:
+        raise ProblemError([Problem(where, "permission denied")]) from None
+    except OSError as exc:
+        raise ProblemError([Problem(where, f"cannot read: {exc.strerror}")]) from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ProblemError([Problem(where, "is a directory, expected a file")])
+        if not stat.S_ISREG(st.st_mode):
+            what = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device or socket"
+            raise ProblemError([Problem(where, f"is {what}, not a regular file; give a file")])
+        if st.st_size > limit:
+            raise ProblemError([Problem(where, f"is {st.st_size} bytes; at most {limit} bytes"
+                                        " are read")])
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            # the size may grow between fstat and read: read one byte past the limit
+            blob = f.read(limit + 1)
+    except OSError as exc:
+        raise ProblemError([Problem(where, f"cannot read: {exc.strerror}")]) from None
+    finally:
+        os.close(fd)
+    if len(blob) > limit:
+        raise ProblemError([Problem(where, f"is larger than {limit} bytes, the most read")])
+    return blob
+
+
 def load(path: Path) -> Node:
     """Read and parse a YAML file; unreadable files are problems too."""
     file = str(path)
+    blob = read_bounded(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ProblemError([Problem(Mark(file, 1, 1), "file not found")]) from None
-    except IsADirectoryError:
-        raise ProblemError([Problem(Mark(file, 1, 1), "is a directory, expected a file")]) from None
-    except PermissionError:
-        raise ProblemError([Problem(Mark(file, 1, 1), "permission denied")]) from None
+        text = blob.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ProblemError(
             [Problem(Mark(file, 1, 1), f"not UTF-8 text (byte {exc.start})")]
         ) from None
-    except OSError as exc:
-        raise ProblemError([Problem(Mark(file, 1, 1), f"cannot read: {exc.strerror}")]) from None
     return parse(text, file)
 
 
+#: Past this a duration is a typo or an attack: added to a time it overflows.
+MAX_DURATION = 3650 * 86400.0
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SIZE = re.compile(r"(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?")
@@ -224,7 +327,7 @@ def parse_duration(text: str) -> float | None:
 def parse_size(text: str) -> int | None:
     """``64MiB``, ``10MB``, ``4096`` -> bytes; None if invalid."""
     m = _SIZE.fullmatch(text.strip())
-    if not m:
+    if not m or len(m.group(1)) > 18:  # more digits than any real size; int() may refuse
         return None
     return int(m.group(1)) * _SIZE_UNITS[m.group(2)]
 
@@ -342,6 +445,10 @@ class Checker:
             return None
         if positive and secs <= 0:
             self.error(node.mark, f"{where}: duration must be greater than zero")
+            return None
+        if secs > MAX_DURATION:
+            self.error(node.mark, f"{where}: duration {v!r} is too long; valid: at most"
+                       " 3650d (ten years)")
             return None
         return secs
 

@@ -4,17 +4,26 @@ Every line carries ``event``, ``level`` and ``timestamp``. Library loggers
 (stdlib ``logging``) are rendered the same way. Secrets never reach a log line:
 config objects hold them in :class:`~sentinel.config.Secret`, whose repr hides
 the value, and :func:`_redact` masks values of keys that look like secrets.
+
+The level is ``SENTINEL_LOG_LEVEL`` (``sentinel --log-level`` sets it): debug,
+info (default), warning or error. Under systemd, when the stream is the one
+``JOURNAL_STREAM`` names, each line starts with its syslog priority (``<4>``
+for a warning) so that journald files it at that priority and ``journalctl -p
+warning`` shows warnings and worse.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any, TextIO
 
 import structlog
+
+from sentinel.loglevel import level_from_env
 
 _SECRETISH = re.compile(r"secret|password|passwd|token|authorization|api_key|hmac_key", re.I)
 
@@ -26,9 +35,36 @@ def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMap
     return event_dict
 
 
-def configure(stream: TextIO | None = None, level: int = logging.INFO) -> None:
+#: syslog priorities (sd-daemon(3) line prefixes) of the level names
+_PRIORITY = {"debug": 7, "info": 6, "warning": 4, "warn": 4, "error": 3, "exception": 3,
+             "critical": 2}
+
+
+def _to_journald(out: TextIO) -> bool:
+    """True when ``out`` is the stream systemd connected to journald."""
+    want = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        st = os.fstat(out.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return want == f"{st.st_dev}:{st.st_ino}"
+
+
+def _with_priority(render: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a renderer so each line starts with the sd-daemon priority of its level."""
+
+    def prefixed(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> Any:
+        level = str(event_dict.get("level", method)).lower()
+        return f"<{_PRIORITY.get(level, 6)}>{render(logger, method, event_dict)}"
+
+    return prefixed
+
+
+def configure(stream: TextIO | None = None, level: int | None = None) -> None:
     """Set up structlog and stdlib logging for the daemon and the CLI."""
     out = stream if stream is not None else sys.stdout
+    if level is None:
+        level = level_from_env()
     tty = out.isatty()
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -41,6 +77,8 @@ def configure(stream: TextIO | None = None, level: int = logging.INFO) -> None:
         if tty
         else structlog.processors.JSONRenderer(sort_keys=False)
     )
+    if _to_journald(out):
+        renderer = _with_priority(renderer)
     structlog.configure(
         processors=[
             *shared,
@@ -66,7 +104,7 @@ def configure(stream: TextIO | None = None, level: int = logging.INFO) -> None:
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING)
+    root.setLevel(max(logging.WARNING, level))
     # scapy prints routing chatter at import; it is not ours to report
     logging.getLogger("scapy").setLevel(logging.ERROR)
 

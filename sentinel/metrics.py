@@ -154,10 +154,41 @@ class Metrics:
         self.journal_records = Counter(
             "sentinel_journal_records", "Alerts appended to the journal", registry=r
         )
+        # a full or failing disk: alerts wait in memory instead of being lost
+        self.journal_write_failures = Counter(
+            "sentinel_journal_write_failures",
+            "Journal appends that failed (disk full, I/O error); the alert is held and retried",
+            registry=r,
+        )
+        self.journal_held = Gauge(
+            "sentinel_journal_held_alerts",
+            "Alerts held in memory because the journal cannot be written (lost on a crash)",
+            registry=r,
+        )
+        self.spool_write_failures = Counter(
+            "sentinel_spool_write_failures",
+            "Spool inserts that failed, by target; the alert is re-queued from the journal",
+            ["target"],
+            registry=r,
+        )
+        self.spool_corrupt = Counter(
+            "sentinel_spool_corrupt",
+            "Spools found corrupt at start and moved aside, by target",
+            ["target"],
+            registry=r,
+        )
         self.component_up = Gauge(
             "sentinel_component_up",
             "1 while a worker (capture, watcher, delivery) is alive",
             ["component"],
+            registry=r,
+        )
+        self.capture_up = Gauge(
+            "sentinel_capture_up",
+            "1 while the capture on a configured interface is open and reading; 0 while it"
+            " is not (interface absent or down, socket error): the network source is blind"
+            " there",
+            ["iface"],
             registry=r,
         )
         # public attestations

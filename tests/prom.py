@@ -176,7 +176,7 @@ def populate(m: Metrics, step: float = 1.0) -> None:
             continue
         child: Any = metric.labels(*[LABEL_VALUES.get(n, "x") for n in names]) if names else metric
         if isinstance(metric, Info):
-            child.info({"host": "tally-01", "site": "kota-contoh"})
+            child.info({"host": "tally-01", "site": "kota-contoh", "region": "jawa-barat"})
         elif isinstance(metric, Histogram | Summary):
             child.observe(0.00002 * step)
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -230,3 +231,25 @@ def test_problem_error_lists_every_problem(tmp_path: Path) -> None:
     with pytest.raises(ProblemError) as exc:
         load_config(cfg)
     assert len(exc.value.problems) == 2
+
+
+def test_check_warns_at_a_capture_interface_absent_on_this_host(tmp_path: Path) -> None:
+    """Issue #14.4: positioned at the entry, a warning only (exit 0), listed in JSON too."""
+    cfg = tmp_path / "config.yaml"
+    text = (f"host: {{name: t, addresses: [10.20.0.10]}}\nstate_dir: {tmp_path}\n"
+            "network:\n  interfaces: [lo, nosuchif9]\n")
+    cfg.write_text(text)
+    done = subprocess.run([sys.executable, "-m", "sentinel", "check", "-c", str(cfg)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    line, col = where(text, "nosuchif9")
+    assert done.stderr.startswith(
+        f"{cfg}:{line}:{col}: warning: network.interfaces[1]: there is no interface"
+        " 'nosuchif9' on this host"), done.stderr
+    assert "'lo'" not in done.stderr
+    done = subprocess.run([sys.executable, "-m", "sentinel", "check", "-c", str(cfg),
+                           "--format", "json"], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0
+    warnings = json.loads(done.stdout)["warnings"]
+    assert [(w["line"], w["col"]) for w in warnings] == [(line, col)]

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,7 +80,11 @@ def wait_metric(port: int, name: str, want: float, timeout: float = 20.0,
     deadline = time.monotonic() + timeout
     got = None
     while time.monotonic() < deadline:
-        got = metric(scrape(port), name)
+        try:
+            got = metric(scrape(port), name)
+        except OSError:  # an endpoint moving to this port at a reload is not there yet
+            time.sleep(0.1)
+            continue
         if got == want or (at_least and got is not None and got >= want):
             return
         time.sleep(0.1)
@@ -350,3 +355,221 @@ def test_second_daemon_on_the_same_state_dir_exits_2_clearly(
     assert "in use" in second.stderr or "lock" in second.stderr, second.stderr
     assert "Traceback" not in second.stderr
     assert proc.poll() is None
+
+
+GOOD_RULE = ("rules:\n  - id: ssh-in\n    title: t\n    severity: high\n    kind: net.connection\n"
+             "    match: {dst_port: 22}\n")
+
+
+def _hostile_rules() -> list[tuple[str, str]]:
+    from tests.engine.test_rule_hostile import HOSTILE
+
+    return [(name, text) for name, text, _ in HOSTILE]
+
+
+@pytest.mark.parametrize(("name", "text"), _hostile_rules(), ids=[n for n, _ in _hostile_rules()])
+def test_hostile_rule_file_at_reload_is_refused_and_old_rules_keep_running(
+    daemon: tuple[subprocess.Popen[str], NotifySocket, Path, int], name: str, text: str,
+) -> None:
+    """Issue #15.9: a refused reload, counted; the daemon lives on with its old rule."""
+    proc, notify, cfg, port = daemon
+    rules = cfg.parent / "rules"
+    notify.wait_for("READY=1")
+    (rules / "a.yaml").write_text(GOOD_RULE)
+    proc.send_signal(signal.SIGHUP)
+    wait_metric(port, "sentinel_rules_loaded", 1.0)
+    (rules / "b.yaml").write_text(text)
+    proc.send_signal(signal.SIGHUP)
+    wait_metric(port, 'sentinel_config_reloads_total{result="failure"}', 1.0, at_least=True)
+    assert proc.poll() is None
+    text_now = scrape(port)
+    assert metric(text_now, "sentinel_rules_loaded") == 1.0
+    assert metric(text_now, "sentinel_config_last_reload_success") == 0.0
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+    _, err = proc.communicate()
+    assert "Traceback" not in err
+    # and the same file at start is a clean exit 2, not a crash loop
+    again = subprocess.run([SENTINEL, "run", "-c", str(cfg)], capture_output=True, text=True,
+                           timeout=60)
+    assert again.returncode == 2
+    assert again.stderr.startswith(f"{rules / 'b.yaml'}:"), again.stderr
+    assert "Traceback" not in again.stderr
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo"])
+def test_rule_path_that_is_not_a_regular_file_is_a_refused_reload(
+    daemon: tuple[subprocess.Popen[str], NotifySocket, Path, int], special: str,
+) -> None:
+    """/dev/zero or a FIFO named as a rule path: refused at once, never read or waited on."""
+    proc, notify, cfg, port = daemon
+    notify.wait_for("READY=1")
+    path = special
+    if special == "fifo":
+        path = str(cfg.parent / "pipe.yaml")
+        os.mkfifo(path)
+    cfg.write_text(cfg.read_text().replace("paths: [rules]", f"paths: [rules, '{path}']"))
+    proc.send_signal(signal.SIGHUP)
+    wait_metric(port, 'sentinel_config_reloads_total{result="failure"}', 1.0, at_least=True)
+    # the main loop still answers: a later good reload goes through
+    cfg.write_text(cfg.read_text().replace(f", '{path}'", ""))
+    proc.send_signal(signal.SIGHUP)
+    wait_metric(port, "sentinel_config_last_reload_success", 1.0)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+
+
+def _healthz(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_reload_to_a_metrics_port_another_process_holds_is_refused(
+    daemon: tuple[subprocess.Popen[str], NotifySocket, Path, int],
+) -> None:
+    """Issue #15.12: the new endpoint is bound beside the old; a taken port refuses the reload,
+    the old endpoint keeps serving; once the port is free the same reload goes through."""
+    proc, notify, cfg, port = daemon
+    notify.wait_for("READY=1")
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    taken = holder.getsockname()[1]
+    good = cfg.read_text()
+    cfg.write_text(good.replace(f"127.0.0.1:{port}", f"127.0.0.1:{taken}"))
+    proc.send_signal(signal.SIGHUP)
+    wait_metric(port, 'sentinel_config_reloads_total{result="failure"}', 1.0, at_least=True)
+    assert proc.poll() is None
+    assert _healthz(port) == 200
+    holder.close()
+    proc.send_signal(signal.SIGHUP)
+    wait_metric(taken, "sentinel_config_last_reload_success", 1.0)
+    with pytest.raises(OSError):
+        scrape(port)  # the old endpoint let go of its port
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+    _, err = proc.communicate()
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("what", ["journal key is a directory", "journal key too short"])
+def test_reload_with_a_key_that_cannot_be_used_is_refused(
+    daemon: tuple[subprocess.Popen[str], NotifySocket, Path, int], what: str,
+) -> None:
+    """A journal key that cannot be read is a refused reload; the old sink keeps the journal."""
+    proc, notify, cfg, port = daemon
+    notify.wait_for("READY=1")
+    key = cfg.parent / "bad.key"
+    if what == "journal key is a directory":
+        key.mkdir()
+    else:
+        key.write_text("short\n")
+        key.chmod(0o600)
+    cfg.write_text(cfg.read_text() + f"  journal: {{path: other.jsonl, key_file: {key}}}\n")
+    proc.send_signal(signal.SIGHUP)
+    wait_metric(port, 'sentinel_config_reloads_total{result="failure"}', 1.0, at_least=True)
+    assert proc.poll() is None
+    assert _healthz(port) == 200
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+
+
+def test_reload_whose_new_source_fails_to_start_keeps_the_old_sources(
+    daemon: tuple[subprocess.Popen[str], NotifySocket, Path, int], tmp_path: Path,
+) -> None:
+    """A FIM source that cannot start (its key is a directory) is a refused reload, and the
+    previous file watching is started again (the fim component is up)."""
+    proc, notify, cfg, port = daemon
+    notify.wait_for("READY=1")
+    watched = tmp_path / "watched"
+    watched.mkdir()
+    base = cfg.read_text()
+    cfg.write_text(base + f"fim: {{paths: ['{watched}']}}\n")
+    proc.send_signal(signal.SIGHUP)
+    wait_metric(port, "sentinel_config_last_reload_success", 1.0)
+    wait_metric(port, 'sentinel_component_up{component="fim"}', 1.0)
+    badkey = tmp_path / "fim.key"
+    badkey.mkdir()
+    cfg.write_text(base + f"fim: {{paths: ['{watched}'], baseline: b2.db,"
+                          f" key_file: {badkey}}}\n")
+    proc.send_signal(signal.SIGHUP)
+    wait_metric(port, 'sentinel_config_reloads_total{result="failure"}', 1.0, at_least=True)
+    assert proc.poll() is None
+    wait_metric(port, 'sentinel_component_up{component="fim"}', 1.0)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+    _, err = proc.communicate()
+    assert "Traceback" not in err or "reload_rejected" in err
+
+
+def test_absent_capture_interface_is_down_in_health_and_metrics_until_it_appears(
+    tmp_path: Path,
+) -> None:
+    """Issue #14.4: with interfaces: [an absent one], /healthz is 503 naming it and
+    sentinel_component_up{component="network"} is 0; both recover once it exists.
+    The daemon runs in a network namespace the test creates (its interface, its loopback)."""
+    from tests.sources.net.netkit import in_netns, ip, needs_netns
+
+    needs_netns()
+    ns = f"snt-{os.getpid()}-cap"
+    ghost = f"gh{os.getpid() % 10**6}"
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+    ip("netns", "add", ns)
+    try:
+        ip("-n", ns, "link", "set", "lo", "up")
+        notify = NotifySocket(tmp_path / "notify.sock")
+        cfg = tmp_path / "config.yaml"
+        port = free_port()
+        write_config(cfg, tmp_path / "state", port, f"network: {{interfaces: [{ghost}]}}\n")
+        env = {**os.environ, "NOTIFY_SOCKET": str(notify.path)}
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, SENTINEL, "run", "-c", str(cfg)],
+                                env=env, text=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        try:
+            notify.wait_for("READY=1")
+
+            def health() -> tuple[int, dict[str, object]]:
+                def get() -> tuple[int, dict[str, object]]:
+                    url = f"http://127.0.0.1:{port}/healthz"
+                    try:
+                        with urllib.request.urlopen(url, timeout=5) as r:
+                            return int(r.status), json.loads(r.read())
+                    except urllib.error.HTTPError as exc:
+                        return int(exc.code), json.loads(exc.read())
+                return in_netns(ns, get)
+
+            def up(component: str) -> float | None:
+                return metric(in_netns(ns, lambda: scrape(port)),
+                              f'sentinel_component_up{{component="{component}"}}')
+
+            wait_for(lambda: up("network") == 0.0, what="network component down")
+            status, body = health()
+            assert status == 503
+            assert body["down"] == ["network", f"network:{ghost}"]
+            assert metric(in_netns(ns, lambda: scrape(port)),
+                          f'sentinel_capture_up{{iface="{ghost}"}}') == 0.0
+            # a veth pair inside the namespace: no traffic leaves it
+            ip("-n", ns, "link", "add", ghost, "type", "veth", "peer", "name", f"{ghost}p")
+            ip("-n", ns, "link", "set", f"{ghost}p", "up")
+            ip("-n", ns, "link", "set", ghost, "up")
+            wait_for(lambda: up("network") == 1.0, what="network component up again")
+            assert health()[0] == 200
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=20) == 0
+            out, err = proc.communicate()
+            assert "Traceback" not in err
+            events = [json.loads(ln).get("event") for ln in out.splitlines()
+                      if ln.startswith("{")]
+            # one line per change of state, however many retries came between
+            assert events.count("capture_down") == 1
+            assert events.count("capture_recovered") == 1
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+            notify.close()
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)

@@ -169,10 +169,12 @@ def read_journal(config: Config, since: float | None, until: float | None,
                 alert = rec["alert"]
                 try:
                     t = parse_time(str(alert["time"]))
-                except (KeyError, TypeError, ValueError):
-                    unreadable += 1
-                    continue
-                if (since is None or t >= since) and (until is None or t < until):
+                except (KeyError, TypeError, ValueError, OverflowError):
+                    # shown and flagged as implausible, not hidden: a time that does
+                    # not parse may be the trace of tampering
+                    t = float("-inf")
+                inside = (since is None or t >= since) and (until is None or t < until)
+                if inside or t == float("-inf"):
                     entries.append(Entry(seq, alert, t, ok))
     status = _check(path, key, key_problem, unreadable)
     return entries, status, macs

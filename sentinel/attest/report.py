@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import json
 from collections import Counter
+from datetime import UTC, tzinfo
 from typing import Any
 
 from sentinel import __version__
@@ -19,6 +20,13 @@ from sentinel.alert import SEVERITIES, SEVERITY_RANK
 from sentinel.attest.chart import SEVERITY_COLOURS, timeline_svg
 from sentinel.attest.evidence import Entry, Evidence, Recipient
 from sentinel.events import format_time, visible
+from sentinel.i18n import human_time, text
+
+#: Alert times before this (2000-01-01) cannot come from a running sentinel: a
+#: tampered record or a machine clock that was never set.
+EARLIEST_PLAUSIBLE = 946684800.0
+#: How far past the report's own time an alert may lie (clock drift between hosts).
+FUTURE_SLACK = 86400.0
 
 _STATUS_CLASS = {"delivered": "ok", "pending": "warn", "failed": "bad", "unknown": "warn",
                  "not routed": "muted"}
@@ -114,7 +122,37 @@ def summary_line(event: dict[str, Any]) -> str:
     return kind
 
 
-def _alert_row(entry: Entry, recipients: list[Recipient]) -> str:
+def _shown_title(a: dict[str, Any], lang: str) -> object:
+    """The alert's title in the report's language when the alert carries it."""
+    texts = a.get("i18n")
+    chosen = texts.get(lang) if isinstance(texts, dict) else None
+    return chosen["title"] if isinstance(chosen, dict) and "title" in chosen \
+        else a.get("title", "")
+
+
+def _local_cell(entry: Entry, tz: tzinfo) -> str:
+    """The alert's time in the display zone, on two lines (date, then time and zone)."""
+    try:
+        shown = human_time(entry.time, tz)
+    except (OverflowError, ValueError, OSError):
+        # a tampered time past what a date can hold in this zone: the UTC cell shows it
+        return "?"
+    date, _, rest = shown.partition(" ")
+    return f"{_e(date)}<br>{_e(rest)}"
+
+
+
+def implausible(entry: Entry, generated: float) -> bool:
+    """True when the alert's time cannot be right: before 2000 or a day past the report.
+
+    Such a record is still shown (it may be the trace of tampering), flagged, and
+    kept out of the timeline, whose span it would otherwise stretch to centuries.
+    """
+    return entry.time < EARLIEST_PLAUSIBLE or entry.time > generated + FUTURE_SLACK
+
+
+def _alert_row(entry: Entry, recipients: list[Recipient], generated: float, lang: str = "en",
+               tz: tzinfo = UTC) -> str:
     a = entry.alert
     event = a.get("event") if isinstance(a.get("event"), dict) else {}
     assert isinstance(event, dict)
@@ -127,15 +165,19 @@ def _alert_row(entry: Entry, recipients: list[Recipient]) -> str:
                         f"{_e(r.name)}: {_e(status)}</span>")
     mac = "" if entry.mac_ok is not False else \
         ' <span class="st bad">record fails its MAC</span>'
+    if implausible(entry, generated):
+        mac += (' <span class="st bad implausible">time implausible: tampered record or'
+                " unset clock</span>")
     body = json.dumps(a, indent=2, ensure_ascii=False, sort_keys=True)
     # line by line: the JSON's own line breaks stay, what its strings hold is escaped
     pre = "\n".join(_e(line) for line in body.split("\n"))
     return (
         f'<tr id="alert-{_e(a.get("id", ""))}">'
         f"<td class=t><code>{_time_cell(str(a.get('time', '')))}</code></td>"
+        f"<td class=t><code>{_local_cell(entry, tz)}</code></td>"
         f"<td>{_sev_badge(str(a.get('severity', 'info')))}</td>"
         f"<td><code>{_e(a.get('rule', ''))}</code></td>"
-        f"<td>{_e(a.get('title', ''))}{mac}</td>"
+        f"<td>{_e(_shown_title(a, lang))}{mac}</td>"
         f"<td>{_e(summary_line(event))}</td>"
         f'<td class="num">{_e(a.get("count", 1))}</td>'
         f"<td>{''.join(statuses) or '<span class=muted>none</span>'}</td>"
@@ -145,13 +187,15 @@ def _alert_row(entry: Entry, recipients: list[Recipient]) -> str:
     )
 
 
-def _alerts_table(ev: Evidence) -> str:
+def _alerts_table(ev: Evidence, lang: str = "en", tz: tzinfo = UTC) -> str:
     if not ev.entries:
-        return "<p>No alerts in this window.</p>"
-    rows = "\n".join(_alert_row(e, ev.recipients) for e in ev.entries)
-    return ('<table id="alerts"><thead><tr><th>Time (UTC)</th><th>Severity</th><th>Rule</th>'
-            "<th>Title</th><th>What</th><th>Count</th><th>Delivery</th><th>Event</th></tr>"
-            f"</thead><tbody>\n{rows}\n</tbody></table>")
+        return f"<p>{_e(text(lang, 'No alerts in this window.'))}</p>"
+    rows = "\n".join(_alert_row(e, ev.recipients, ev.generated, lang, tz) for e in ev.entries)
+    heads = ("Time (UTC)", "Local time", "Severity", "Rule", "Title", "What", "Count",
+             "Delivery", "Event")
+    return ('<table id="alerts"><thead><tr>'
+            + "".join(f"<th>{_e(text(lang, h))}</th>" for h in heads)
+            + f"</tr></thead><tbody>\n{rows}\n</tbody></table>")
 
 
 def _delivery_table(ev: Evidence) -> str:
@@ -235,54 +279,67 @@ def _chips(ev: Evidence) -> str:
              _plural(pending, "delivery", "deliveries") + " pending" if pending else
              "every delivery done")
     dok = False if failed else (None if pending else True)
+    odd = sum(1 for e in ev.entries if implausible(e, ev.generated))
+    otext = _chip(False, _plural(odd, "alert", "alerts") + " with an implausible time") \
+        if odd else ""
     return ('<div class="chips">' + _chip(j.ok, jtext) + _chip(aok, atext)
-            + _chip(dok, dtext) + "</div>")
+            + _chip(dok, dtext) + otext + "</div>")
 
 
-def _window(ev: Evidence) -> str:
+def _window(ev: Evidence, lang: str = "en") -> str:
     if ev.since is None and ev.until is None:
-        return "every journaled alert"
-    return f"alerts from {_when(ev.since, 'the first')} until {_when(ev.until, 'now')}"
+        return text(lang, "every journaled alert")
+    return (f"{text(lang, 'alerts from')} {_when(ev.since, text(lang, 'the first'))}"
+            f" {text(lang, 'until')} {_when(ev.until, text(lang, 'now'))}")
 
 
-def render(ev: Evidence) -> str:
-    """The whole page."""
-    times = [e.time for e in ev.entries]
+def render(ev: Evidence, language: str = "en", tz: tzinfo = UTC) -> str:
+    """The whole page; headings and titles in ``language``, local times in ``tz``."""
+    def t(english: str) -> str:
+        return _e(text(language, english))
+
+    plotted = [e for e in ev.entries if not implausible(e, ev.generated)]
+    times = [e.time for e in plotted]
     start = ev.since if ev.since is not None else (min(times) if times else ev.generated - 3600)
     end = ev.until if ev.until is not None else (max(times) + 1 if times else ev.generated)
-    chart = timeline_svg([(e.time, str(e.alert.get("severity", "info"))) for e in ev.entries],
+    # a --since or --until the reader typed may itself lie before 2000: the chart's
+    # labels cannot go before year 1, so its span is clamped to plausible times
+    start = min(max(start, EARLIEST_PLAUSIBLE), ev.generated + FUTURE_SLACK)
+    end = min(max(end, EARLIEST_PLAUSIBLE), ev.generated + FUTURE_SLACK)
+    chart = timeline_svg([(e.time, str(e.alert.get("severity", "info"))) for e in plotted],
                          start, max(end, start + 60), ev.windows)
     by_sev = Counter(str(e.alert.get("severity", "info")) for e in ev.entries)
     worst = max(by_sev, key=lambda s: SEVERITY_RANK.get(s, 0), default=None)
     counts = ", ".join(f"{by_sev[s]} {s}" for s in SEVERITIES if by_sev[s]) or "none"
-    title = f"Incident report: {ev.host}"
+    title = f"{text(language, 'Incident report')}: {ev.host}"
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
+<html lang="{_e(language)}"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{_e(title)}</title><style>{_CSS}</style></head>
 <body><main>
 <header><h1>{_e(title)}</h1>
-<p class="meta">Host <b>{_e(ev.host)}</b> · {_e(_window(ev))} ·
-generated {_e(format_time(ev.generated))} by sentinel
+<p class="meta">{t("Host")} <b>{_e(ev.host)}</b> · {_e(_window(ev, language))} ·
+{t("generated")} {_e(format_time(ev.generated))} {t("by sentinel")}
 {_e(__version__)}</p>
-<p class="meta">{len(ev.entries)} alerts ({_e(counts)}){"; most severe: " + _e(worst)
-                                                      if worst else ""}</p>
+<p class="meta">{len(ev.entries)} {t("alerts")} ({_e(counts)}){"; " + t("most severe") + ": "
+                                                          + _e(worst) if worst else ""}</p>
 {_chips(ev)}</header>
-<section><h2>Timeline</h2>
+<section><h2>{t("Timeline")}</h2>
 {chart}</section>
-<section><h2>Alerts</h2>
-{_alerts_table(ev)}</section>
-<section><h2>Delivery per recipient</h2>
+<section><h2>{t("Alerts")}</h2>
+{_alerts_table(ev, language, tz)}</section>
+<section><h2>{t("Delivery per recipient")}</h2>
 {_delivery_table(ev)}</section>
-<section><h2>Journal</h2>
+<section><h2>{t("Journal")}</h2>
 <p>{_chip(ev.journal.ok, ev.journal.summary)}</p>
 <p class="muted"><code>{_e(ev.journal.path)}</code>{
     f"; {ev.journal.unreadable_lines} line(s) could not be read as records"
     if ev.journal.unreadable_lines else ""}</p></section>
-<section><h2>Attestations</h2>
+<section><h2>{t("Attestations")}</h2>
 {_attest_section(ev)}</section>
-<footer>Generated {_e(format_time(ev.generated))} on {_e(ev.host)}. Times are UTC. This page
-has no scripts and loads nothing from the network.</footer>
+<footer>{t("Generated")} {_e(format_time(ev.generated))} ({_e(human_time(ev.generated, tz))})
+{t("on")} {_e(ev.host)}. {t("Times are UTC, with local time beside them.")}
+{t("This page has no scripts and loads nothing from the network.")}</footer>
 </main></body></html>
 """

@@ -117,7 +117,7 @@ def write(args: argparse.Namespace) -> int:
     from sentinel.engine import load_rules
     from sentinel.metrics import Metrics
 
-    config = load_config(args.config)
+    config = load_config(args.config, secrets=False)
     rules = load_rules(config)
     attestor = Attestor(config, Metrics(), rules_digest=rules.digest,
                         journal_head=lambda: read_journal_head(config))
@@ -147,7 +147,7 @@ def keygen(args: argparse.Namespace) -> int:
     if args.out_dir is not None:
         private = args.out_dir / "attest.key"
     else:
-        config = load_config(args.config)
+        config = load_config(args.config, secrets=False)
         private = config.in_state(config.attest.key_file)
     try:
         priv, pub = generate_keypair(private)
@@ -218,7 +218,7 @@ def prove(args: argparse.Namespace) -> int:
     from sentinel.attest import AttestationError, AttestError, InclusionProof, Store, load_file
     from sentinel.attest import load_tree as _load_tree
 
-    config = load_config(args.config)
+    config = load_config(args.config, secrets=False)
     try:
         if args.attestation is not None:
             att = max(load_file(args.attestation), key=lambda a: a.sequence)

@@ -79,7 +79,7 @@ def _scope(config: Config) -> Any:
 def run_init(args: argparse.Namespace) -> int:
     from sentinel.sources.fim.baseline import hold_lock
 
-    config = load_config(args.config)
+    config = load_config(args.config, secrets=False)
     if not config.fim.paths:
         return _fail("init", f"{config.source}: fim.paths is empty; nothing to watch")
     path = config.in_state(config.fim.baseline)
@@ -148,7 +148,7 @@ def run_verify(args: argparse.Namespace) -> int:
     from sentinel.sources.fim.keys import load_key
     from sentinel.sources.fim.scan import snapshot_all
 
-    config = load_config(args.config)
+    config = load_config(args.config, secrets=False)
     if not config.fim.paths:
         return _fail("verify", f"{config.source}: fim.paths is empty; nothing to verify")
     out = _Output(config, events=args.events)

@@ -45,15 +45,27 @@ def run(args: argparse.Namespace) -> int:
         rules = load_rules(config)
     except ProblemError as exc:
         return _fail(exc, args.format)
-    problems = rules.check_examples()
+    from sentinel.i18n import languages_in_use, local_iso, schedule_text
+
+    problems = rules.check_texts(languages_in_use(config)) + rules.check_examples()
     if problems:
         return _fail(ProblemError(problems), args.format)
+    for warning in config.warnings:  # suspect on this host, not invalid: exit stays 0
+        if args.format == "text":
+            print(warning, file=sys.stderr)
     examples = rules.example_count()
+    tz = config.display_zone()
     if args.format == "json":
         print(json.dumps({"ok": True, "config": str(config.source), "rules": len(rules),
                           "files": len(rules.files), "examples": examples,
-                          "digest": rules.digest()}))
+                          "digest": rules.digest(), "timezone": config.timezone,
+                          "schedules": {n: [{"start": local_iso(w.start.timestamp(), tz),
+                                             "end": local_iso(w.end.timestamp(), tz)}
+                                            for w in ws] for n, ws in config.schedules.items()},
+                          "warnings": [w.as_dict() for w in config.warnings]}))
     else:
         print(f"{config.source}: OK")
+        for name, ws in config.schedules.items():  # in the display zone, as the site plans
+            print(f"{name}: {schedule_text(ws, tz)}")
         print(f"{len(rules)} rules from {len(rules.files)} files OK, {examples} examples passed")
     return EXIT_OK

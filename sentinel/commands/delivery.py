@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from sentinel.commands import add_config_arg, subparser
@@ -21,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "  status  per target: alerts pending, the oldest one's age, and dead letters\n"
         "          (alerts a receiver refused for good: a 4xx other than 408/429).\n"
         "  retry   move dead letters back into the queue, e.g. after fixing a\n"
-        "          receiver's secret; a running daemon sends them within a second.",
+        "          receiver's secret; a running daemon sends them within a second.\n"
+        "Exit 0; status 1 when a spool is corrupt or unreadable; 2 on errors.",
         "sentinel delivery retry bawaslu -c /etc/sentinel/config.yaml",
     )
     actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=type(p))
@@ -54,51 +56,71 @@ def _usage(p: argparse.ArgumentParser) -> int:
     return 2
 
 
-def _lanes(args: argparse.Namespace) -> list[tuple[str, str, Any]]:
-    """(target, lane, spool path) of every configured URL."""
+def _lanes(args: argparse.Namespace, secrets: bool) -> list[tuple[str, str, Any]]:
+    """(target, lane, spool path) of every configured URL; ``secrets`` for what sends."""
     from sentinel.config import load_config
     from sentinel.sinks import lane_name, spool_path
 
-    config = load_config(args.config)
+    config = load_config(args.config, secrets=secrets)
     return [(hook.name, lane_name(hook, i), spool_path(config, hook, i))
             for hook in config.outputs.webhooks for i in range(len(hook.urls))]
 
 
-def status(args: argparse.Namespace) -> int:
-    from sentinel.sinks.spool import Spool
+def _open(path: Path) -> tuple[Any, str | None]:
+    """The spool at ``path``, or None and why it cannot be read."""
+    import sqlite3  # here, not at the top: `sentinel --help` must stay light
 
+    from sentinel.sinks.spool import Spool, SpoolCorrupt
+
+    try:
+        return Spool(path), None
+    except SpoolCorrupt as exc:
+        return None, (f"{exc}; the daemon moves it aside at its next start and sends again"
+                      " from the journal what it had not delivered")
+    except (OSError, sqlite3.Error) as exc:
+        return None, f"cannot read the spool {path}: {exc}"
+
+
+def status(args: argparse.Namespace) -> int:
+    """Exit 0, or 1 when a spool cannot be read (corrupt or unreadable)."""
     now = time.time()
     rows = []
-    for target, lane, path in _lanes(args):
+    for target, lane, path in _lanes(args, secrets=False):
         row: dict[str, Any] = {"target": target, "lane": lane, "pending": 0,
-                               "oldest_pending_seconds": None, "dead": []}
+                               "oldest_pending_seconds": None, "dead": [], "problem": None}
         if path.exists():
-            spool = Spool(path)
-            try:
-                oldest = spool.oldest()
-                row["pending"] = spool.depth
-                row["oldest_pending_seconds"] = None if oldest is None else round(now - oldest, 1)
-                row["dead"] = [{"id": i, "status": st, "reason": why}
-                               for i, st, why in spool.dead()]
-            finally:
-                spool.close()
+            spool, problem = _open(path)
+            row["problem"] = problem
+            if spool is not None:
+                try:
+                    oldest = spool.oldest()
+                    row["pending"] = spool.depth
+                    row["oldest_pending_seconds"] = (None if oldest is None
+                                                     else round(now - oldest, 1))
+                    row["dead"] = [{"id": i, "status": st, "reason": why}
+                                   for i, st, why in spool.dead()]
+                finally:
+                    spool.close()
         rows.append(row)
+    code = 1 if any(r["problem"] for r in rows) else 0
     if args.format == "json":
         print(json.dumps({"targets": rows}))
-        return 0
+        return code
     for r in rows:
+        if r["problem"]:
+            print(f"{r['lane']}: UNREADABLE: {r['problem']}")
+            continue
         age = r["oldest_pending_seconds"]
         since = f", oldest {age:.0f}s" if age is not None else ""
         print(f"{r['lane']}: {r['pending']} pending{since}, {len(r['dead'])} dead")
         for d in r["dead"]:
             print(f"  dead {d['id']}: {d['reason']}")
-    return 0
+    return code
 
 
 def retry(args: argparse.Namespace) -> int:
-    from sentinel.sinks.spool import Spool
-
-    lanes = _lanes(args)
+    """Exit 0, or 2 for an unknown target or a spool that cannot be read."""
+    lanes = _lanes(args, secrets=True)
     known = {t for t, _, _ in lanes}
     unknown = [t for t in args.targets if t not in known]
     if unknown:
@@ -106,10 +128,15 @@ def retry(args: argparse.Namespace) -> int:
               f" targets: {', '.join(sorted(known)) or 'none'}", file=sys.stderr)
         return 2
     total = 0
+    failed = False
     for target, lane, path in lanes:
         if (args.targets and target not in args.targets) or not path.exists():
             continue
-        spool = Spool(path)
+        spool, problem = _open(path)
+        if spool is None:
+            print(f"sentinel delivery retry: {lane}: {problem}", file=sys.stderr)
+            failed = True
+            continue
         try:
             n = spool.revive(args.ids)
         finally:
@@ -119,4 +146,4 @@ def retry(args: argparse.Namespace) -> int:
         total += n
     if not total:
         print("no dead letters to queue again")
-    return 0
+    return 2 if failed else 0

@@ -60,7 +60,7 @@ def verify(args: argparse.Namespace) -> int:
         if args.key_file is not None and path is not None:
             key = read_key_file(args.key_file)
         else:
-            config = load_config(args.config)
+            config = load_config(args.config, secrets=False)
             if path is None:
                 path = config.in_state(config.outputs.journal.path)
             key = (read_key_file(args.key_file) if args.key_file is not None

@@ -95,9 +95,9 @@ def run(args: argparse.Namespace) -> int:
     from sentinel.sources.net.pcapfile import CaptureFile, CaptureFileError
 
     if args.config is not None:
-        config = load_config(args.config)
+        config = load_config(args.config, secrets=args.deliver)
     elif DEFAULT_CONFIG.exists():
-        config = load_config(DEFAULT_CONFIG)
+        config = load_config(DEFAULT_CONFIG, secrets=args.deliver)
     else:
         config = empty_config()
     for path in args.pcaps:  # every file readable before any output
@@ -170,6 +170,9 @@ def run(args: argparse.Namespace) -> int:
         if engine is not None:
             run_batch()
             publish(engine.advance(last))
+            # the capture ends like the daemon stops: open suppression periods end now,
+            # so the alerts' counts add up to every matching event
+            publish(engine.flush(last))
         out.flush()
         if delivery is not None:
             for lane, n in delivery.drain(args.drain_timeout).items():

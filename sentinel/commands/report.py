@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from sentinel.attest.evidence import gather
     from sentinel.attest.report import render
 
-    config = load_config(args.config)
+    config = load_config(args.config, secrets=False)
     now = time.time()
     try:
         since = parse_when(args.since, now) if args.since else None
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         ev = gather(config, since, until, now, args.pubkey)
-        page = render(ev)
+        page = render(ev, config.language, config.display_zone())
         tmp = args.output.with_name(f".{args.output.name}.tmp")
         tmp.write_text(page, encoding="utf-8")
         os.replace(tmp, args.output)

@@ -175,11 +175,11 @@ class Engine:
         return mem.suppress.offer(skey, alert, group)
 
     def _alert(self, rule: Rule, ev: Event, count: int, extra: dict[str, Any]) -> Alert:
-        if rule.description is not None:
-            extra = {"description": rule.description.render(ev, count), **extra}
+        title, texts = rule.render(ev, count)  # the site language, every language in i18n
+        extra = {**texts, **extra}
         return Alert(
             rule=rule.id,
-            title=rule.title.render(ev, count),
+            title=title,
             severity=rule.severity_at(ev.time),
             time=ev.time,
             host=self.host,

@@ -10,14 +10,25 @@ problems, or returns a rule set ready for an :class:`~sentinel.engine.Engine`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import tzinfo
 from pathlib import Path
 
 from sentinel.config import Config, Window
 from sentinel.engine.conditions import ListDef
 from sentinel.engine.index import RuleIndex
 from sentinel.engine.rules import Rule, RuleReader
-from sentinel.located import Checker, Mark, Node, Problem, ProblemError, parse, type_name
+from sentinel.engine.texts import catalog_files, missing_texts, read_catalog
+from sentinel.located import (
+    Checker,
+    Mark,
+    Node,
+    Problem,
+    ProblemError,
+    parse,
+    read_bounded,
+    type_name,
+)
 
 FILE_KEYS = ("lists", "rules")
 
@@ -44,6 +55,10 @@ class RuleSet:
 
     def example_count(self) -> int:
         return sum(len(r.examples) for r in self.rules)
+
+    def check_texts(self, languages: Iterable[str]) -> list[Problem]:
+        """One problem per rule lacking a title in one of ``languages`` (English is its own)."""
+        return missing_texts(self.rules, languages)
 
     def check_examples(self) -> list[Problem]:
         """Run each rule's examples on a fresh engine holding only that rule.
@@ -97,7 +112,9 @@ def rule_files(paths: Sequence[Path], problems: list[Problem], origin: str) -> l
 def load_rules(config: Config) -> RuleSet:
     """Load and compile every rule file of ``config``; raise ProblemError with all problems."""
     return load_rule_files(rule_files_of(config), config.lists, config.list_marks,
-                           config.schedules, origin=str(config.source))
+                           config.schedules, origin=str(config.source),
+                           language=config.language, tz=config.display_zone(),
+                           catalogs=catalog_files(config.rules.paths))
 
 
 def rule_files_of(config: Config) -> list[Path]:
@@ -114,8 +131,15 @@ def load_rule_files(
     list_marks: dict[str, Mark] | None = None,
     schedules: dict[str, tuple[Window, ...]] | None = None,
     origin: str = "config",
+    language: str = "en",
+    tz: tzinfo | None = None,
+    catalogs: Sequence[Path] = (),
 ) -> RuleSet:
-    """Load ``files`` with config ``lists`` and ``schedules``; the core of :func:`load_rules`."""
+    """Load ``files`` with config ``lists`` and ``schedules``; the core of :func:`load_rules`.
+
+    Titles render in ``language`` (English when a rule has no text in it) with
+    ``{time}`` in ``tz``; ``catalogs`` are translation files (:mod:`.texts`).
+    """
     c = Checker()
     defs: dict[str, ListDef] = {}
     for name, items in (lists or {}).items():
@@ -136,7 +160,7 @@ def load_rule_files(
         if "lists" in top:
             _file_lists(c, top["lists"], defs)
         parsed.append((path, blob, top))
-    reader = RuleReader(c, defs, schedules or {})
+    reader = RuleReader(c, defs, schedules or {}, language, tz)
     rules: list[Rule] = []
     seen: dict[str, Mark] = {}
     for path, _, top in parsed:
@@ -160,22 +184,48 @@ def load_rule_files(
             if rule is not None:
                 rule.order = len(rules)
                 rules.append(rule)
+    cat_files = _catalogs(c, reader, catalogs, rules, seen)
     c.raise_if_any()
-    return RuleSet(rules, [p for p, _, _ in parsed], [b for _, b, _ in parsed])
+    # catalogs are part of the digest: what people read is part of what was loaded
+    return RuleSet(rules, [p for p, _, _ in parsed] + [p for p, _ in cat_files],
+                   [b for _, b, _ in parsed] + [b for _, b in cat_files])
 
 
-def _read(path: Path, c: Checker) -> tuple[bytes, Node] | None:
+def _catalogs(c: Checker, reader: RuleReader, paths: Sequence[Path], rules: list[Rule],
+              seen: dict[str, Mark]) -> list[tuple[Path, bytes]]:
+    by_id = {r.id: r for r in rules}
+    taken = {(r.id, lang): r.mark for r in rules for lang in r.i18n}
+    out: list[tuple[Path, bytes]] = []
+    for path in paths:
+        got = _read_text(path, c)
+        if got is not None:
+            read_catalog(c, reader, path, got[1], by_id, seen, taken)
+            out.append((path, got[0]))
+    return out
+
+
+def _read_text(path: Path, c: Checker) -> tuple[bytes, str] | None:
     file = str(path)
     try:
-        blob = path.read_bytes()
-    except OSError as exc:
-        c.error(Mark(file, 1, 1), f"cannot read the rule file: {exc.strerror}")
+        # regular files of bounded size only: /dev/zero or a FIFO must not hang a reload
+        blob = read_bounded(path)
+    except ProblemError as exc:
+        c.problems.extend(exc.problems)
         return None
     try:
         text = blob.decode("utf-8")
     except UnicodeDecodeError as exc:
         c.error(Mark(file, 1, 1), f"not UTF-8 text (byte {exc.start})")
         return None
+    return blob, text
+
+
+def _read(path: Path, c: Checker) -> tuple[bytes, Node] | None:
+    got = _read_text(path, c)
+    if got is None:
+        return None
+    blob, text = got
+    file = str(path)
     try:
         return blob, parse(text, file)
     except ProblemError as exc:

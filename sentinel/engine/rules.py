@@ -17,6 +17,7 @@ from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field as dc_field
+from datetime import tzinfo
 from typing import Any
 
 from sentinel.alert import SEVERITIES
@@ -36,10 +37,11 @@ from sentinel.engine.fields import (
 )
 from sentinel.engine.matchers import Hint, Match
 from sentinel.events import KIND_FIELDS, Event, visible
+from sentinel.i18n import LANGUAGES, human_time
 from sentinel.located import Checker, Mark, Node, type_name
 
 RULE_KEYS = ("id", "title", "description", "severity", "tags", "kind", "match", "threshold",
-             "change", "schedule", "severity_during", "suppress", "examples", "enabled")
+             "change", "schedule", "severity_during", "suppress", "examples", "enabled", "i18n")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -58,10 +60,19 @@ class Windows:
 
 @dataclass(frozen=True)
 class Template:
-    """A title with ``{field}`` and ``{field?text}`` placeholders; ``{count}`` too."""
+    """A title with ``{field}`` and ``{field?text}`` placeholders; ``{count}`` too.
+
+    ``{time}`` is shown in ``tz`` (the configured display zone) for people to read.
+    """
 
     parts: tuple[str | tuple[FieldRef | None, str | None], ...]
     text: str
+    tz: tzinfo | None = None
+
+    def placeholders(self) -> frozenset[str]:
+        """The field names it shows (``count`` included), for comparing translations."""
+        return frozenset("count" if p[0] is None else p[0].text
+                         for p in self.parts if not isinstance(p, str))
 
     def render(self, ev: Event, count: int = 1) -> str:
         out: list[str] = []
@@ -70,6 +81,10 @@ class Template:
                 out.append(p)
                 continue
             ref, cond_text = p
+            if ref is not None and ref.text == "time" and self.tz is not None \
+                    and cond_text is None:
+                out.append(human_time(ev.time, self.tz))
+                continue
             value: Any = count if ref is None else ref.get(ev)
             if cond_text is not None:
                 if value:
@@ -147,6 +162,30 @@ class Rule:
     mark: Mark
     file: str
     order: int = 0
+    #: the site language, which ``render`` shows as the alert's title and description
+    language: str = "en"
+    #: title and description per language other than English (the rule's own text)
+    i18n: dict[str, tuple[Template, Template | None]] = dc_field(default_factory=dict)
+
+    def render(self, ev: Event, count: int = 1) -> tuple[str, dict[str, Any]]:
+        """The title in the site language, and the alert fields of its texts:
+        ``description``, ``language`` and ``i18n`` (every language's title and description)."""
+        texts: dict[str, dict[str, str]] = {}
+        for lang, (title, desc) in (("en", (self.title, self.description)),
+                                    *self.i18n.items()):
+            t = {"title": title.render(ev, count)}
+            if desc is not None:
+                t["description"] = desc.render(ev, count)
+            texts[lang] = t
+        # a language with no text yet shows English rather than nothing
+        shown = texts.get(self.language, texts["en"])
+        extra: dict[str, Any] = {}
+        if "description" in shown:
+            extra["description"] = shown["description"]
+        if self.i18n:
+            extra["language"] = self.language
+            extra["i18n"] = texts
+        return shown["title"], extra
 
     def severity_at(self, t: float) -> str:
         for windows, sev in self.severity_during:
@@ -159,8 +198,11 @@ class RuleReader:
     """Reads rule mappings of every file against the lists and schedules in scope."""
 
     def __init__(self, checker: Checker, lists: dict[str, ListDef],
-                 schedules: dict[str, tuple[Window, ...]]) -> None:
+                 schedules: dict[str, tuple[Window, ...]], language: str = "en",
+                 tz: tzinfo | None = None) -> None:
         self.c = checker
+        self.language = language
+        self.tz = tz
         self.lists = lists
         self.schedules = schedules
         self._windows = {name: Windows(w) for name, w in schedules.items()}
@@ -211,6 +253,8 @@ class RuleReader:
             if "severity_during" in m else ()
         suppress = self._suppress(m["suppress"], known, shown) if "suppress" in m else None
         examples = read_examples(c, m["examples"]) if "examples" in m else ()
+        i18n = (self.inline_texts(m["i18n"], title, desc, known, shown)
+                if "i18n" in m and title is not None else {})
         if len(c.problems) > before or enabled is False:
             return None
         assert rule_id and title and severity and cond
@@ -224,7 +268,30 @@ class RuleReader:
             kinds=kinds, match=cond.fn, hints=cond.hints, threshold=threshold, change=change,
             active=active, severity_during=sev_during, suppress=suppress, examples=examples,
             fingerprint=hashlib.sha256(blob.encode()).hexdigest(), mark=node.mark, file=file,
+            language=self.language, i18n=i18n,
         )
+
+    def inline_texts(self, node: Node, title: Template, desc: Template | None,
+                     known: set[str], shown: str) -> dict[str, tuple[Template, Template | None]]:
+        """A rule's own ``i18n: {id: {title: ..., description: ...}}``."""
+        from sentinel.engine.texts import read_texts
+
+        c = self.c
+        if not isinstance(node.value, dict):
+            c.error(node.mark, "i18n maps a language to its title and description, e.g."
+                    " {id: {title: ..., description: ...}}")
+            return {}
+        out: dict[str, tuple[Template, Template | None]] = {}
+        for lang, item in node.value.items():
+            if lang not in LANGUAGES or lang == "en":
+                c.error(node.key_marks[lang], f"i18n: {lang!r} is not a language to translate"
+                        " into; valid: " + ", ".join(x for x in LANGUAGES if x != "en")
+                        + " (English is the rule's own title and description)")
+                continue
+            got = read_texts(self, item, f"i18n.{lang}", (title, desc), known, shown)
+            if got is not None:
+                out[lang] = got
+        return out
 
     def _kinds(self, node: Node) -> frozenset[str] | None:
         items = self.c.strings(node, "kind", allow_scalar=True)
@@ -290,7 +357,7 @@ class RuleReader:
                          " brace")
             return None
         parts.append(rest)
-        return Template(tuple(p for p in parts if p != ""), text)
+        return Template(tuple(p for p in parts if p != ""), text, self.tz)
 
     def _cap(self, m: dict[str, Node], key: str, where: str) -> int | None:
         return self.c.integer(m[key], f"{where}.{key}", 1) if key in m else None

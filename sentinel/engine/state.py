@@ -16,6 +16,7 @@ from typing import Any
 from sentinel.alert import Alert
 from sentinel.engine.rules import Change, Suppress, Threshold
 from sentinel.events import Event
+from sentinel.i18n import summary_texts
 
 Key = tuple[Any, ...]
 _MAX_SUM_ENTRIES = 4096
@@ -227,10 +228,10 @@ def summarize(fold: Fold, spec: Suppress, at: float | None = None) -> list[Alert
     first = fold.first
     if fold.total <= first.count:
         return []
-    period = _span(spec.period)
+    title, texts = summary_texts(first.extra, first.title, fold.total, spec.period)
     return [Alert(
         rule=first.rule,
-        title=f"{first.title} ({fold.total} times in {period})",
+        title=title,
         severity=first.severity,
         time=fold.end if at is None else at,
         host=first.host,
@@ -238,13 +239,7 @@ def summarize(fold: Fold, spec: Suppress, at: float | None = None) -> list[Alert
         tags=first.tags,
         event=first.event,
         count=fold.total,
-        extra={**first.extra, "summary": True, "first_alert": first.id, "group": fold.group,
-               "period_seconds": spec.period},
+        extra={**first.extra, **texts, "summary": True, "first_alert": first.id,
+               "group": fold.group, "period_seconds": spec.period},
     )]
 
-
-def _span(seconds: float) -> str:
-    for unit, size in (("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"

@@ -6,6 +6,8 @@ Each alert becomes one Alertmanager alert:
   ``site`` / ``region`` when ``host.site`` / ``host.region`` are configured;
 * annotations ``summary`` (the title), ``description`` (the rule's description,
   else a one-line digest of the event), ``alert_id`` and ``tags``;
+* annotations ``time_local`` and ``timezone``: the alert's time in the display zone;
+  summary and description in the target's ``language`` (else the site's);
 * ``startsAt`` the alert's time, ``endsAt`` ``resolve_after`` past its first
   delivery.
 
@@ -28,11 +30,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from datetime import UTC, tzinfo
 from typing import Any
 
 from sentinel.alert import Alert
 from sentinel.config import HostConfig, Secret
 from sentinel.events import format_time, visible
+from sentinel.i18n import local_iso, localize
+from sentinel.i18n import text as text_in
 from sentinel.metrics import Metrics
 from sentinel.sinks.http import Backoff, Outcome, Transport
 from sentinel.sinks.lane import Lane
@@ -48,37 +53,47 @@ def api_url(url: str) -> str:
     return url if base.endswith(API_PATH) else base + API_PATH
 
 
-def am_item(alert: Alert, host: HostConfig) -> dict[str, Any]:
-    """The Alertmanager alert for ``alert``, without ``endsAt`` (set when sent)."""
+def am_item(alert: Alert, host: HostConfig, language: str | None = None,
+            tz: tzinfo = UTC, tz_name: str = "UTC") -> dict[str, Any]:
+    """The Alertmanager alert for ``alert``, without ``endsAt`` (set when sent).
+
+    ``language`` picks the title and description among the alert's ``i18n`` (None:
+    the site's); ``tz`` is the zone of the ``time_local`` annotation.
+    """
     labels = {"alertname": alert.rule, "severity": alert.severity, "host": alert.host,
               "source": alert.source}
     if host.site:
         labels["site"] = host.site
     if host.region:
         labels["region"] = host.region
-    description = alert.extra.get("description")
+    shown = localize({"title": alert.title, "description": alert.extra.get("description"),
+                      "i18n": alert.extra.get("i18n")}, language, tz, tz_name)
+    lang = shown.get("language", alert.extra.get("language", "en"))
+    description = shown.get("description")
     if not isinstance(description, str) or not description:
-        description = _digest(alert)
+        description = _digest(alert, lang if isinstance(lang, str) else "en")
     return {
         "labels": labels,
         "annotations": {
-            "summary": alert.title,
+            "summary": shown["title"],
             "description": description,
             "alert_id": alert.id,
             "tags": ",".join(alert.tags),
+            "time_local": local_iso(alert.time, tz),
+            "timezone": tz_name,
         },
         "startsAt": format_time(alert.time),
     }
 
 
-def _digest(alert: Alert) -> str:
+def _digest(alert: Alert, lang: str = "en") -> str:
     ev = alert.event
     fields = ", ".join(f"{k}={v}" for k, v in ev.items()
                        if k not in ("kind", "time", "host", "source")
                        and isinstance(v, str | int | float | bool) and v != "")
     text = f"{ev.get('kind', alert.source)}: {fields}" if fields else str(ev.get("kind", ""))
     if alert.count > 1:
-        text = f"{alert.count} events; first: {text}"
+        text = f"{alert.count} {text_in(lang, 'events; first')}: {text}"
     # people read it: controls and bidi overrides in names are shown escaped
     return visible(text[:_DIGEST_MAX])
 
@@ -108,7 +123,7 @@ class AlertmanagerLane(Lane):
         self.resolve_after = resolve_after
 
     def encode(self, records: list[Record]) -> list[list[Record]]:
-        return [records]
+        return self.batches(records)
 
     def post(self, records: list[Record], now: float) -> Outcome:
         ends = format_time(now + self.resolve_after)

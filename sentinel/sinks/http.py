@@ -5,24 +5,39 @@ what to do. 2xx is delivered; 408, 429, 5xx and connection errors (refused,
 reset, timeout, TLS failure) are worth retrying; any other status is a
 permanent failure. Redirects are not followed: a signed alert goes only where
 it was configured to go.
+
+The target's ``timeout`` bounds the whole exchange, not each read: a
+receiver that drips its answer a byte at a time would otherwise hold the lane
+for as long as it likes. A timer shuts the request's socket down when the
+deadline passes (the pool is watched to know which connection is in use), and
+the attempt counts as a retriable failure.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
+import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import HTTPError
 
 from sentinel import __version__
 from sentinel.config import WebhookConfig
 
 _QUERY = re.compile(r"\?[^\s)'\"]*")
+#: Bytes of a receiver's answer body read (the status is what counts).
+_ANSWER_MAX = 65536
 #: A server asking for more than this is probably wrong; alerts must not park for days.
 RETRY_AFTER_CAP = 3600.0
 
@@ -66,15 +81,113 @@ def classify(status: int) -> str:
     return "fail"
 
 
+class _Watch:
+    """The connection a transport's one request is using right now."""
+
+    def __init__(self) -> None:
+        self.conn: Any = None
+
+
+def _watched(base: type[HTTPConnectionPool], watch: _Watch) -> type[HTTPConnectionPool]:
+    class Pool(base):  # type: ignore[valid-type,misc]
+        def _get_conn(self, timeout: float | None = None) -> Any:
+            conn = super()._get_conn(timeout)
+            watch.conn = conn
+            return conn
+    return Pool
+
+
+class _Adapter(HTTPAdapter):
+    """requests' adapter, with pools that report the connection each request takes."""
+
+    def __init__(self, watch: _Watch) -> None:
+        self._watch = watch  # before super().__init__, which builds the pool manager
+        super().__init__(max_retries=0)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _watched(HTTPConnectionPool, self._watch),
+            "https": _watched(HTTPSConnectionPool, self._watch),
+        }
+
+
+class _Deadline:
+    """Shuts down the watched request's socket when its deadline passes.
+
+    One thread per transport, started at the first request and parked between
+    requests: a thread per request would cost more than a fast POST.
+    """
+
+    #: How often to look again when the deadline finds the socket still connecting.
+    RECHECK = 0.05
+
+    def __init__(self, watch: _Watch) -> None:
+        self._watch = watch
+        self._cond = threading.Condition()
+        self._until: float | None = None
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self.expired = False
+
+    def arm(self, seconds: float) -> None:
+        with self._cond:
+            self._watch.conn = None
+            self.expired = False
+            self._until = time.monotonic() + seconds
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="delivery-deadline",
+                                                daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def disarm(self) -> None:
+        with self._cond:
+            self._until = None
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while not self._closed:
+                if self._until is None:
+                    self._cond.wait()
+                    continue
+                left = self._until - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                self.expired = True
+                sock = getattr(self._watch.conn, "sock", None)
+                if sock is None:
+                    # still connecting (bounded by the connect timeout): look again shortly
+                    self._cond.wait(self.RECHECK)
+                    continue
+                # OSError: already closed, the request is ending on its own
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                self._until = None
+
+
 class Transport:
-    """A keep-alive session to one URL with the target's TLS and headers."""
+    """A keep-alive session to one URL with the target's TLS and headers; each
+    request has ``timeout`` seconds in all."""
 
     def __init__(self, hook: WebhookConfig, url: str, clock: Callable[[], float] = time.time
                  ) -> None:
         self.url = url
         self.timeout = hook.timeout
         self._clock = clock
+        self._watch = _Watch()
+        self._deadline = _Deadline(self._watch)
         self._session = requests.Session()
+        adapter = _Adapter(self._watch)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
         self._session.trust_env = False  # no proxy from the environment sees our alerts
         if hook.ca_file is not None:
             self._session.verify = str(hook.ca_file)
@@ -89,15 +202,23 @@ class Transport:
         self._session.headers.update(dict(hook.headers))
 
     def post(self, body: bytes, headers: dict[str, str] | None = None) -> Outcome:
+        """One POST, answered or abandoned within ``timeout`` seconds overall."""
+        self._deadline.arm(self.timeout)
         try:
             resp = self._session.post(self.url, data=body, headers=headers,
-                                      timeout=self.timeout, allow_redirects=False)
-        except requests.exceptions.SSLError as exc:
-            return Outcome("retry", reason=f"TLS error: {_short(exc)}")
-        except requests.exceptions.Timeout:
-            return Outcome("retry", reason=f"no response within {self.timeout:g}s")
-        except requests.exceptions.RequestException as exc:
-            return Outcome("retry", reason=f"connection error: {_short(exc)}")
+                                      timeout=self.timeout, allow_redirects=False,
+                                      stream=True)
+            # a little of the answer, inside the deadline; a receiver that
+            # answers with gigabytes gets no more of our memory than this
+            resp.raw.read(_ANSWER_MAX, decode_content=False)
+        except (requests.exceptions.RequestException, HTTPError, OSError) as exc:
+            # reading the body raises urllib3's own errors, not requests'
+            if self._deadline.expired:
+                return Outcome("retry", reason=f"no complete answer within"
+                                               f" {self.timeout:g}s (the overall deadline)")
+            return self._failed(exc)
+        finally:
+            self._deadline.disarm()
         status = resp.status_code
         result = classify(status)
         retry_after = parse_retry_after(resp.headers.get("Retry-After"), self._clock())
@@ -107,7 +228,15 @@ class Transport:
         resp.close()
         return Outcome(result, status, retry_after if result == "retry" else None, reason)
 
+    def _failed(self, exc: Exception) -> Outcome:
+        if isinstance(exc, requests.exceptions.SSLError):
+            return Outcome("retry", reason=f"TLS error: {_short(exc)}")
+        if isinstance(exc, requests.exceptions.Timeout):
+            return Outcome("retry", reason=f"no response within {self.timeout:g}s")
+        return Outcome("retry", reason=f"connection error: {_short(exc)}")
+
     def close(self) -> None:
+        self._deadline.close()
         self._session.close()
 
 

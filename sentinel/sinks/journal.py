@@ -25,6 +25,8 @@ resumes the chain from the last complete record.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import hashlib
 import hmac
@@ -33,7 +35,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -98,6 +100,43 @@ def journal_files(path: Path) -> list[Path]:
     if path.exists():
         files.append(path)
     return files
+
+
+def records_after(path: Path, key: bytes, after: int
+                  ) -> Iterator[tuple[int, dict[str, Any], bytes]]:
+    """``(seq, alert, alert bytes)`` of every record past ``after`` whose MAC verifies,
+    in order; the bytes are the alert exactly as journaled (the ``json`` webhook body).
+
+    Files whose last record is at or before ``after`` are skipped unread, so a
+    start-up re-queue costs the tail of the journal, not its history. A record
+    that fails its MAC is not returned: it may have been planted.
+    """
+    for f in journal_files(path):
+        try:
+            with f.open("rb") as fh:
+                _, last, _ = _last_line(fh, f)
+                found = decode_record(key, last) if last else None
+                if found is not None and int(found[0]["seq"]) <= after:
+                    continue
+                fh.seek(0)
+                for raw in fh:
+                    line = raw.rstrip(b"\n")
+                    got = decode_record(key, line)
+                    if got is None or not got[1] or not isinstance(got[0]["alert"], dict):
+                        continue
+                    seq = int(got[0]["seq"])
+                    if seq > after:
+                        yield seq, got[0]["alert"], _alert_bytes(line)
+        except FileNotFoundError:
+            continue  # rotated away while we read
+
+
+def _alert_bytes(line: bytes) -> bytes:
+    """The ``alert`` member of a verified record line, byte for byte."""
+    start = line.index(b',"alert":') + len(b',"alert":')
+    end = _MAC_TAIL.search(line)
+    assert end is not None  # the line verified, so it has its MAC tail
+    return line[start:end.start()]
 
 
 _registry: dict[Path, Journal] = {}
@@ -172,6 +211,7 @@ class Journal:
         self._on_record = on_record
         self._lock = threading.Lock()
         self._dirty = False
+        self._sync_failing = False
         self._closed = threading.Event()
         self._refs = 1
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -213,7 +253,12 @@ class Journal:
     # -- public ----------------------------------------------------------
 
     def append(self, alert_bytes: bytes) -> int:
-        """Append one alert (its JSON bytes); returns the record's ``seq``."""
+        """Append one alert (its JSON bytes); returns the record's ``seq``.
+
+        The return is the promise: the record is in the file, durable per the
+        ``fsync`` policy. On ``JournalError`` nothing was added (a partial
+        line is cut off again) and the caller still owns the alert.
+        """
         with self._lock:
             if self._closed.is_set():
                 msg = f"journal {self.path} is closed"
@@ -224,16 +269,19 @@ class Journal:
             try:
                 written = os.write(self._fd, line)
                 if written != len(line):
-                    # a short write (disk full) must not leave half a record in the chain
-                    os.ftruncate(self._fd, self._size)
-                    msg = f"journal {self.path}: short write ({written} of {len(line)} bytes)"
-                    raise JournalError(msg)
+                    msg = f"short write ({written} of {len(line)} bytes)"
+                    raise OSError(errno.ENOSPC, msg)
                 if self._fsync == "record":
                     os.fdatasync(self._fd)
                 else:
                     self._dirty = True
             except OSError as exc:
-                msg = f"journal {self.path}: cannot write: {exc.strerror}"
+                # nothing of a failed append may stay: half a record would break the
+                # chain, and a whole one whose fsync failed would be written again
+                # under the same seq by the caller's retry
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, self._size)
+                msg = f"journal {self.path}: cannot write: {exc.strerror or exc}"
                 raise JournalError(msg) from exc
             seq = self._seq
             self._size += len(line)
@@ -282,8 +330,15 @@ class Journal:
                         os.fdatasync(self._fd)
                         self._dirty = False
                     except OSError as exc:
-                        _log().error("journal fsync failed", path=str(self.path),
-                                   error=exc.strerror)
+                        # once per failing spell, not once per interval
+                        if not self._sync_failing:
+                            _log().error("journal fsync failed", path=str(self.path),
+                                         error=exc.strerror)
+                        self._sync_failing = True
+                        continue
+                    if self._sync_failing:
+                        _log().info("journal fsync works again", path=str(self.path))
+                    self._sync_failing = False
 
     def _rotate(self) -> None:
         rotated = journal_files(self.path)[:-1]

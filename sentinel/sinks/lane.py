@@ -5,10 +5,19 @@ ever delays its own alerts. The worker sends the spool oldest first; on a
 retriable outcome the whole lane backs off (the endpoint is down, trying the
 next alert would not help), on a permanent one the alert is dead-lettered and
 the next one goes at once. Subclasses say how records become requests.
+
+A poison alert, one the endpoint answers with a retriable status every time
+while it takes the others, must not block the lane: a batch refused with an
+answer is halved on each try until the alert is alone, and an alert refused
+:data:`REQUEUE_AFTER` times goes behind the others and is parked with a
+backoff of its own, while the rest are sent at once. A 429 or a Retry-After
+still backs the whole lane off: that endpoint asked us to slow down.
 """
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +30,9 @@ from sentinel.sinks.spool import Record, Spool
 
 #: Failed attempts (with an HTTP answer) after which an alert is retried behind the others.
 REQUEUE_AFTER = 3
-#: Longest sleep between two looks at the spool; bounds how stale the gauges get.
+#: Poison alerts remembered with their own retry time at most.
+_PARKED_MAX = 10_000
+#: Longest sleep between two looks at the spool (a reload overlap may add rows to it).
 IDLE_WAIT = 1.0
 
 
@@ -54,9 +65,12 @@ class Lane:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._blocked_until = 0.0
+        self._batch = self.page_size  # halved while the endpoint refuses whole batches
+        self._parked: dict[str, float] = {}  # alert id -> not before (poison alerts)
         self._up = metrics.component_up.labels(f"delivery:{name}")
         self._depth = metrics.delivery_queue_depth.labels(name)
         self._oldest = metrics.delivery_oldest_pending.labels(name)
+        self._last_oldest = 0.0
         self._thread = threading.Thread(target=self._run, name=f"delivery-{name}", daemon=True)
 
     # -- what a format provides ------------------------------------------
@@ -79,12 +93,23 @@ class Lane:
     # -- lifecycle -------------------------------------------------------
 
     def start(self) -> None:
-        self._gauges(self.clock())
+        # read at scrape time, so they stay true while a request is in flight (a
+        # receiver that takes its time must not look like an empty queue)
+        self._depth.set_function(lambda: self.spool.depth)
+        self._oldest.set_function(self._oldest_age)
         self._thread.start()
 
+    def _oldest_age(self) -> float:
+        try:
+            oldest = self.spool.oldest()
+        except Exception:
+            # a spool closed by a reload, or a failing disk: the last known age
+            return self._last_oldest
+        self._last_oldest = 0.0 if oldest is None else max(0.0, self.clock() - oldest)
+        return self._last_oldest
+
     def wake(self) -> None:
-        """Something was spooled: update the depth gauge and look at the spool now."""
-        self._depth.set(self.spool.depth)
+        """Something was spooled: look at the spool now."""
         self._wake.set()
 
     def stop(self) -> None:
@@ -109,12 +134,17 @@ class Lane:
                 now = self.clock()
                 try:
                     wait = self._step(now)
-                    self._gauges(self.clock())
+                    self._keep_floor()
                     errors = 0
-                except Exception:
+                except Exception as exc:
                     # a spool or encoding fault must not end the lane: count, log once, go on
                     self.metrics.deliveries.labels(self.name, "error").inc()
-                    if errors == 0:
+                    if errors == 0 and isinstance(exc, sqlite3.OperationalError):
+                        # disk full, I/O error: the condition, not our code, is the news
+                        _log().error("delivery loop error; retrying", target=self.name,
+                                     url=self._url, error=str(exc),
+                                     spool=str(self.spool.path))
+                    elif errors == 0:
                         _log().exception("delivery loop error; retrying", target=self.name,
                                        url=self._url)
                     errors += 1
@@ -126,10 +156,11 @@ class Lane:
             self._up.set(0)
             self.transport.close()
 
-    def _gauges(self, now: float) -> None:
-        self._depth.set(self.spool.depth)
-        oldest = self.spool.oldest() if self.spool.depth else None
-        self._oldest.set(0 if oldest is None else max(0.0, now - oldest))
+    def _keep_floor(self) -> None:
+        # the floor only guides the re-queue after a corrupt spool: a full disk
+        # that keeps it from being written must not stop delivery
+        with contextlib.suppress(OSError, sqlite3.Error):
+            self.spool.write_floor()
 
     def _step(self, now: float) -> float:
         if now < self._blocked_until:
@@ -139,15 +170,26 @@ class Lane:
             return self._blocked_until - now
         # always look: another Delivery on this spool (a reload overlap) may have added rows
         if records := self.spool.page(self.page_size):
-            self._send_page(records, now)
+            ready = [r for r in records if self._parked.get(r.id, 0.0) <= now]
+            if not ready:  # only parked poison: wait for the first to be due
+                return min(self._parked[r.id] for r in records) - now
+            self._send_page(ready, now)
             return 0.0
         return IDLE_WAIT if due is None else max(0.0, due)
 
     def _send_page(self, records: list[Record], now: float) -> None:
-        for group in self.encode(records):
-            if self._stop.is_set() or not self.attempt(group, now):
+        while records and not self._stop.is_set():
+            # split again after each request: the batch size changes with the answers
+            group = self.encode(records)[0]
+            if not self.attempt(group, now):
                 return
+            records = records[len(group):]
             now = self.clock()
+
+    def batches(self, records: list[Record]) -> list[list[Record]]:
+        """``records`` in requests of the lane's current batch size (for batching formats)."""
+        n = self._batch
+        return [records[i:i + n] for i in range(0, len(records), n)]
 
     def attempt(self, group: list[Record], now: float) -> bool:
         """Post one request and act on the outcome; False when the lane must back off."""
@@ -157,27 +199,51 @@ class Lane:
             self.metrics.deliveries.labels(self.name, "success").inc(len(group))
             self.delivered(group, now)
             self.succeeded()
+            for r in group:
+                self._parked.pop(r.id, None)
+            self._batch = min(self.page_size, self._batch * 2)
             return True
         if out.result == "fail":
             if len(group) > 1:
                 # one bad alert must not take its batch with it: find it
                 return all(self.attempt([r], self.clock()) for r in group)
             rec = group[0]
+            self._parked.pop(rec.id, None)
             self.spool.kill(rec, self.clock(), out.status, out.reason)
             self.metrics.deliveries.labels(self.name, "failed").inc()
             _log().error("delivery refused; alert kept in the dead-letter table",
                        target=self.name, url=self._url, alert_id=rec.id, reason=out.reason,
                        spool=str(self.spool.path))
             return True
-        if len(group) == 1 and out.status is not None and group[0].attempts + 1 >= REQUEUE_AFTER:
-            # the endpoint answers but keeps refusing this one alert: retry it behind the
-            # others, so that one alert it cannot take never holds back the rest
-            self.spool.requeue(group[0])
+        self.metrics.deliveries.labels(self.name, "retry").inc(len(group))
+        answered = out.status is not None
+        if len(group) > 1 and answered:
+            # the endpoint answers but refuses the batch: one alert in it may be what it
+            # chokes on. Halve the batches until it is alone, so the others get through
+            self._batch = max(1, len(group) // 2)
+        if len(group) == 1 and answered and group[0].attempts + 1 >= REQUEUE_AFTER:
+            # the endpoint keeps refusing this one alert: retry it behind the others
+            rec = group[0]
+            self.spool.requeue(rec)
+            throttled = out.status == 429 or out.retry_after is not None
+            if not throttled:
+                # a poison alert, not an endpoint that is down or asks us to slow down:
+                # park it with its own backoff and let the rest go on now
+                self._park(rec)
+                return True
         else:
             self.spool.bump([r.seq for r in group])
-        self.metrics.deliveries.labels(self.name, "retry").inc(len(group))
         self.failed(out)
         return False
+
+    def _park(self, rec: Record) -> None:
+        if len(self._parked) >= _PARKED_MAX:
+            self._parked.clear()  # only a delay is lost: they are still spooled
+        tries = rec.attempts + 1 - REQUEUE_AFTER
+        delay = min(self.backoff.maximum, self.backoff.initial * 2 ** min(tries, 30))
+        self._parked[rec.id] = self.clock() + delay
+        _log().debug("alert refused again; retried after the others", target=self.name,
+                     alert_id=rec.id, retry_in=round(delay, 3))
 
     def succeeded(self) -> None:
         if self.backoff.failures:

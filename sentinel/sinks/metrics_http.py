@@ -14,24 +14,28 @@ per-process random key (the cache holds no password, nor a fast hash of one an
 attacker could brute-force from a memory dump). Failures are never cached:
 every wrong guess costs a full bcrypt round.
 
-Each connection gets its own named thread, at most :data:`MAX_CONNECTIONS` at
-once; the TLS handshake runs in that thread, so a client that stalls its
-handshake holds up nobody else. A renewed certificate (the files change on
-disk) is used from the next connection on, without a restart.
+Connections are accepted, TLS-handshaken and read up to the end of their
+request head by one thread that multiplexes them all, with a deadline for the
+whole head (:mod:`sentinel.sinks.http_front`): clients that trickle bytes or
+stall a handshake hold up nobody, and a scrape is answered beside hundreds of
+them. A complete request is answered on its own named thread. A renewed
+certificate (the files change on disk) is used from the next connection on,
+without a restart.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import gzip
 import hashlib
 import hmac
+import io
 import itertools
 import json
 import secrets
 import socket
-import socketserver
 import ssl
 import threading
 import time
@@ -46,6 +50,7 @@ from prometheus_client.exposition import choose_encoder
 from sentinel import logs
 from sentinel.config import MetricsConfig, TLSServerConfig
 from sentinel.metrics import Metrics
+from sentinel.sinks.http_front import MAX_HANDLERS, Front
 
 log = logs.get("metrics")
 
@@ -56,9 +61,7 @@ Health = Callable[[], dict[str, bool]]
 AUTH_CACHE_TTL = 60.0
 #: Remembered credentials at most (a handful of scrapers is normal).
 AUTH_CACHE_MAX = 64
-#: Connections served at once; more are closed unanswered.
-MAX_CONNECTIONS = 16
-#: Seconds a client may take for the handshake and for each read.
+#: Seconds a client may take to read an answer.
 IO_TIMEOUT = 10.0
 
 
@@ -185,64 +188,28 @@ class TLSFiles:
             return self.context
 
 
-class _Server(socketserver.TCPServer):
-    """TCP server with a named thread per connection and TLS done in that thread."""
-
-    allow_reuse_address = True
-
-    def __init__(self, family: socket.AddressFamily, address: tuple[str, int],
-                 app: MetricsServer, tls: TLSFiles | None) -> None:
-        self.address_family = family
-        super().__init__(address, _Handler, bind_and_activate=False)
-        self.app = app
-        self._tls = tls
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        self._numbers = itertools.count(1)
-        self._refusing = False  # log a flood once, not once per connection
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            if not self._refusing:
-                self._refusing = True
-                log.warning("metrics_connections_refused", reason="too many at once",
-                            limit=MAX_CONNECTIONS, peer=client_address[0])
-            self.shutdown_request(request)
-            return
-        self._refusing = False
-        threading.Thread(
-            target=self._serve_one,
-            args=(request, client_address),
-            name=f"metrics-http-{next(self._numbers)}",
-            daemon=True,
-        ).start()
-
-    def _serve_one(self, request: socket.socket, client_address: Any) -> None:
-        conn = request
-        try:
-            request.settimeout(IO_TIMEOUT)
-            if self._tls is not None:
-                try:
-                    conn = self._tls.current().wrap_socket(request, server_side=True)
-                except (ssl.SSLError, OSError) as e:
-                    # a scanner or a client without the right certificate: not
-                    # an error of ours, and frequent enough to keep at debug
-                    log.debug("metrics_tls_handshake_failed", peer=client_address[0],
-                              error=str(e))
-                    return
-            self.finish_request(conn, client_address)
-        except Exception:
-            log.warning("metrics_request_failed", peer=client_address[0], exc_info=True)
-        finally:
-            self.shutdown_request(conn)
-            self._slots.release()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.warning("metrics_request_failed", peer=client_address[0], exc_info=True)
-
-
 class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    timeout = IO_TIMEOUT
+    """Answers one request whose head was already read; the answer is built in memory
+    and sent with a deadline, so a client that does not read holds a thread at most
+    :data:`IO_TIMEOUT` seconds."""
+
+    def __init__(self, sock: socket.socket, head: bytes, peer: Any, app: MetricsServer
+                 ) -> None:
+        self.app = app
+        self._head = head
+        super().__init__(sock, peer, None)  # type: ignore[arg-type]
+
+    def setup(self) -> None:
+        self.connection = self.request
+        self.rfile = io.BytesIO(self._head)
+        self.wfile = io.BytesIO()
+
+    def finish(self) -> None:
+        out = self.wfile.getvalue()  # type: ignore[attr-defined]
+        if out:
+            self.connection.setblocking(True)
+            self.connection.settimeout(IO_TIMEOUT)
+            self.connection.sendall(out)
 
     def version_string(self) -> str:
         return "sentinel"  # no library or Python versions for a prober to read
@@ -254,7 +221,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(head=True)
 
     def _answer(self, head: bool) -> None:
-        app = self.server.app
+        app = self.app
         if app.auth is not None and not app.auth.check(self.headers.get("Authorization")):
             self._send(401, "text/plain; charset=utf-8", b"Unauthorized\n", head,
                        {"WWW-Authenticate": 'Basic realm="sentinel", charset="UTF-8"'})
@@ -316,61 +283,82 @@ class MetricsServer:
         self.metrics = metrics
         self.health = health
         self.auth = BasicAuth(config.basic_auth, clock) if config.basic_auth else None
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._front: Front | None = None
+        self._address: tuple[str, int] | None = None
+        self._slots = threading.BoundedSemaphore(MAX_HANDLERS)
+        self._numbers = itertools.count(1)
+        self._refusing = False  # log a flood once, not once per connection
 
     def start(self) -> None:
         """Bind and serve on a thread of its own; OSError says what could not be bound."""
-        if self._server is not None:
+        if self._front is not None:
             msg = "the metrics server is already running"
             raise RuntimeError(msg)
         host, port = self.config.listen
         where = _show(host, port)
         tls = TLSFiles(self.config.tls) if self.config.tls is not None else None
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        server = _Server(family, (host, port), self, tls)
+        listener = socket.socket(family, socket.SOCK_STREAM)
         try:
-            server.server_bind()
-            server.server_activate()
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((host, port))
+            listener.listen(512)
         except OSError as e:
-            server.server_close()
+            listener.close()
             msg = (f"metrics endpoint cannot listen on {where} (outputs.metrics.listen):"
                    f" {e.strerror or e}")
             raise OSError(e.errno, msg) from e
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.1},
-            name="metrics-http", daemon=True,
-        )
-        self._thread.start()
+        self._address = (str(listener.getsockname()[0]), int(listener.getsockname()[1]))
+        self._front = Front(listener, tls.current if tls is not None else None, self._dispatch)
+        self._front.start()
         log.info("metrics_listening", address=_show(*self.address), tls=tls is not None,
                  client_certs=tls is not None and self.config.tls is not None
                  and self.config.tls.client_ca_file is not None,
                  basic_auth=self.auth is not None)
 
+    def _dispatch(self, sock: socket.socket, head: bytes, peer: Any) -> None:
+        """A complete request head: answer it on a handler thread, if one is free."""
+        if not self._slots.acquire(blocking=False):
+            if not self._refusing:
+                self._refusing = True
+                log.warning("metrics_connections_refused", reason="too many at once",
+                            limit=MAX_HANDLERS, peer=peer[0])
+            sock.close()
+            return
+        self._refusing = False
+        threading.Thread(target=self._serve_one, args=(sock, head, peer),
+                         name=f"metrics-http-{next(self._numbers)}", daemon=True).start()
+
+    def _serve_one(self, sock: socket.socket, head: bytes, peer: Any) -> None:
+        try:
+            _Handler(sock, head, peer, self)
+        except OSError as e:
+            log.debug("metrics_client_gone", peer=peer[0], error=str(e))
+        except Exception:
+            log.warning("metrics_request_failed", peer=peer[0], exc_info=True)
+        finally:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+            self._slots.release()
+
     def stop(self) -> None:
         """Stop accepting and close the socket; requests in flight finish on their own."""
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5.0)
+        front, self._front = self._front, None
+        if front is not None:
+            front.stop()
 
     def alive(self) -> bool:
         """True while the accept loop runs."""
-        return self._thread is not None and self._thread.is_alive()
+        return self._front is not None and self._front.thread.is_alive()
 
     @property
     def address(self) -> tuple[str, int]:
         """The bound address (port 0 in the config becomes the port the kernel chose)."""
-        if self._server is None:
+        if self._front is None or self._address is None:
             msg = "the metrics server is not running"
             raise RuntimeError(msg)
-        host, port = self._server.server_address[:2]
-        return (str(host), int(port))
+        return self._address
 
     def health_report(self) -> tuple[int, dict[str, Any]]:
         """HTTP status and JSON body for ``/healthz``."""

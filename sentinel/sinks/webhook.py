@@ -4,7 +4,9 @@ Headers on every attempt: ``webhook-id`` (the alert id, the same on every
 retry, so receivers can deduplicate), ``webhook-timestamp`` (seconds, fresh per
 attempt) and, with a secret, ``webhook-signature: v1,<base64 HMAC-SHA256 of
 "id.timestamp.body">`` keyed with the base64 part of the ``whsec_`` secret.
-The body is the alert's bytes exactly as journaled.
+The body is the alert as journaled; with a ``timezone`` configured it adds
+``time_local`` and ``timezone`` (``time`` stays UTC), and a target with its own
+``language`` gets that language's title and description (and ``language``).
 """
 
 from __future__ import annotations
@@ -12,14 +14,29 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import time
 from collections.abc import Callable
+from datetime import tzinfo
 
+from sentinel.alert import Alert
 from sentinel.config import Secret
+from sentinel.i18n import DEFAULT_TIMEZONE, localize
 from sentinel.metrics import Metrics
 from sentinel.sinks.http import Backoff, Outcome, Transport
 from sentinel.sinks.lane import Lane
 from sentinel.sinks.spool import Record, Spool
+
+
+def json_payload(language: str | None, tz: tzinfo, tz_name: str,
+                 ) -> Callable[[Alert, bytes], bytes]:
+    """The body of a ``json`` target: the alert in ``language`` (None: the site's), local time."""
+    def payload(alert: Alert, body: bytes) -> bytes:
+        if language is None and tz_name == DEFAULT_TIMEZONE:
+            return body  # nothing to add: the journal's own bytes
+        shown = localize(alert.to_dict(), language, tz, tz_name)
+        return json.dumps(shown, separators=(",", ":"), ensure_ascii=False).encode()
+    return payload
 
 
 def signing_key(secret: Secret) -> bytes:

@@ -127,6 +127,31 @@ def test_an_edited_journal_record_is_reported(incident: Incident, tmp_path: Path
     assert "record fails its MAC" in page
 
 
+@pytest.mark.parametrize("bad_time", ["0001-01-01T00:00:00.000Z", "0001-01-01T00:00:00+01:00",
+                                      "9999-12-31T23:59:59-10:00", "not a time"])
+def test_a_record_with_a_year_1_time_is_rendered_and_flagged(incident: Incident,
+                                                             tmp_path: Path,
+                                                             bad_time: str) -> None:
+    """A `time` tampered to year 1 once crashed the chart; it (and a time past year
+    9999 in UTC, or no time at all) is shown, flagged, and the other alerts and the
+    timeline are still there."""
+    path = incident.config.in_state(incident.config.outputs.journal.path)
+    lines = path.read_text().splitlines(keepends=True)
+    victim = json.loads(lines[0])["alert"]
+    lines[0] = lines[0].replace(f'"time":"{victim["time"]}"', f'"time":"{bad_time}"')
+    path.write_text("".join(lines))
+    page = _report(incident, tmp_path / "y1.html")
+    row = _row(page, victim["id"])
+    assert html.escape(bad_time).split("T")[0] in row
+    assert "time implausible" in row
+    assert "record fails its MAC" in row
+    assert "1 alert with an implausible time" in page
+    assert page.count('<tr id="alert-') == len(incident.alerts)
+    assert '<svg xmlns="http://www.w3.org/2000/svg" class="timeline"' in page
+    others = [a for a in incident.alerts if a.id != victim["id"]]
+    assert all("time implausible" not in _row(page, a.id) for a in others)
+
+
 def test_a_cut_journal_tail_is_caught_by_the_attestation(incident: Incident,
                                                           tmp_path: Path) -> None:
     """Dropping the last records leaves a chain that verifies on its own; the attested

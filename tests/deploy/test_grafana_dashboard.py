@@ -35,6 +35,8 @@ MUST_SHOW = {
     "FIM rescans by reason": "sentinel_fim_rescans_total",
     "FIM baseline valid": "sentinel_fim_baseline_valid",
     "reloads": "sentinel_config_reloads_total",
+    "attestation freshness": "sentinel_attestation_last_timestamp_seconds",
+    "rule-state evictions": "sentinel_rule_state_evictions_total",
 }
 
 
@@ -107,6 +109,19 @@ def test_the_dashboard_shows_what_operators_need() -> None:
     assert not missing, missing
 
 
+def test_fleet_variables_narrow_region_then_site_then_instance() -> None:
+    """A SOC picks a region, then a site in it, then hosts at that site."""
+    variables = {v["name"]: v["query"]["query"] for v in dashboard()["templating"]["list"]}
+    assert list(variables) == ["region", "site", "instance"]
+    assert variables["region"] == "label_values(sentinel_host_info, region)"
+    assert 'region=~"$region"' in variables["site"]
+    assert 'region=~"$region"' in variables["instance"]
+    assert 'site=~"$site"' in variables["instance"]
+    for query in variables.values():
+        series = re.match(r"label_values\((\w+)", query)
+        assert series is not None and series.group(1) in exported(), query
+
+
 def grafana_to_promql(expr: str) -> str:
     """Substitute Grafana's variables as Grafana would for a short window."""
     return (expr.replace("$__rate_interval", "10s").replace("$__range", "1m")
@@ -131,6 +146,8 @@ def test_every_query_answers_from_a_real_prometheus_scraping_sentinel(tmp_path: 
         host, port = server.address
         with Prometheus(tmp_path, [f"{host}:{port}"]) as prom:
             pending = {grafana_to_promql(e): t for t, e in queries()}
+            # the variables' series: host info with its site and region labels
+            pending['sentinel_host_info{region="jawa-barat", site="kota-contoh"}'] = "variables"
 
             def all_answer() -> bool:
                 for q in list(pending):

@@ -34,7 +34,7 @@ BAD: list[tuple[str, str, str]] = [
      HEAD + '    match: {dst_port: 22}\n    severty: high\n',
      "F:7:5: rule 'r': unknown key 'severty' in a rule; valid keys: id, title, description, "
      'severity, tags, kind, match, threshold, change, schedule, severity_during, suppress, '
-     'examples, enabled'),
+     'examples, enabled, i18n'),
     ('missing match',
      HEAD,
      "F:2:5: rule 'r': a rule is missing required key 'match'"),

@@ -72,17 +72,45 @@ def test_removed_rule_state_is_gone(tmp_path: Path) -> None:
     assert fired(eng, conn(2, dst_port=5432)) == []
 
 
-def test_bad_reload_keeps_the_running_rules(tmp_path: Path) -> None:
-    """load_rules fails before swap is reached: the engine still runs the old set."""
+def test_bad_rule_file_never_reaches_the_engine(tmp_path: Path) -> None:
+    """A bad file fails in load_rules, before any swap: there is no rule set to swap in."""
+    with pytest.raises(ProblemError):
+        load(tmp_path, "rules:" + SCAN.replace("dst_port", "dst_prt"))
+
+
+def test_failure_during_the_swap_keeps_the_running_rules_and_their_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A swap that fails half-way leaves the old set, its state and the metric in place.
+
+    No valid input makes the swap itself fail (every fault of a file is found while
+    loading), so the failure is injected: building the second new rule's memory raises."""
     reg = CollectorRegistry()
     eng = Engine(load(tmp_path, "rules:" + SCAN), metrics=Metrics(reg))
     before = eng.rules
-    with pytest.raises(ProblemError):
-        eng.swap(load(tmp_path, "rules:" + SCAN.replace("dst_port", "dst_prt")))
+    fired(eng, conn(0, dst_port=22), conn(1, dst_port=22))
+    new = load(tmp_path, "rules:" + SCAN.replace("window: 1m", "window: 2m") + SUPPRESSED,
+               name="new.yaml")
+    built: list[str] = []
+    real = Engine._memory
+
+    def failing(self: Engine, rule: object) -> object:
+        built.append(getattr(rule, "id", "?"))
+        if len(built) == 2:
+            msg = "injected failure while building the new rules' state"
+            raise MemoryError(msg)
+        return real(self, rule)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Engine, "_memory", failing)
+    with pytest.raises(MemoryError):
+        eng.swap(new)
+    monkeypatch.undo()
+    assert built == ["ssh-burst", "db"], "the failure came during the swap, not before it"
     assert eng.rules is before
     assert reg.get_sample_value("sentinel_rules_loaded") == 1
-    fired(eng, conn(0, dst_port=22), conn(1, dst_port=22))
+    # the old threshold state survived: the third attempt within 1m fires
     assert fired(eng, conn(2, dst_port=22)) == ["ssh-burst"]
+    assert fired(eng, conn(3, dst_port=5432)) == []
 
 
 def test_rules_loaded_metric_follows_swap(tmp_path: Path) -> None:

@@ -6,12 +6,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from sentinel.events import parse_time
 from sentinel.metrics import Metrics
 from sentinel.sinks.spool import Spool
 from tests.sinks.am import Alertmanager
 from tests.sinks.conftest import hook, make_alert, make_config, metric
-from tests.sinks.receiver import Receiver, free_port, wait_for
+from tests.sinks.receiver import Answer, Receiver, Request, free_port, wait_for
 
 
 def test_alert_reaches_alertmanager_with_labels_annotations_and_times(
@@ -116,3 +118,41 @@ def test_folded_alerts_resolve_at_the_latest_end(tmp_path: Path, start: Any) -> 
                 end = parse_time(item["endsAt"])
                 if end <= wall:
                     assert end >= t2 + 1.0 - 0.01, (wall, item)
+
+
+@pytest.mark.parametrize("status", [500, 503, 408])
+def test_a_poison_alert_in_a_batch_does_not_block_the_others(
+        tmp_path: Path, start: Any, status: int) -> None:
+    """The endpoint answers `status` to any batch holding one alert and takes every
+    other: the others all arrive, in few requests, and the poison alert stays queued
+    (never dropped) and goes out once the endpoint takes it."""
+    poison = make_alert(severity="critical")
+    others = [make_alert(severity="critical") for _ in range(40)]
+    cured = {"yes": False}
+
+    def respond(n: int, req: Request) -> Answer:
+        ids = {item["annotations"]["alert_id"] for item in req.json()}
+        return Answer(200 if cured["yes"] or poison.id not in ids else status)
+
+    port = free_port()
+    d = start(make_config(tmp_path, hook("am", f"http://127.0.0.1:{port}", format="alertmanager",
+                                         resend_interval=3600.0)))
+    # nothing listens yet: most or all is spooled before the first request
+    for a in [poison, *others]:
+        d.submit(a)
+    with Receiver(respond=respond, port=port) as r:
+        def delivered() -> set[str]:
+            return {item["annotations"]["alert_id"] for req in r.delivered()
+                    for item in req.json()}
+
+        wait_for(lambda: delivered() >= {a.id for a in others}, timeout=30,
+                 what="every other alert past the poison one")
+        # halving finds it in about log2(41) refused batches, then a few alone
+        assert r.count() < 40, f"{r.count()} requests to get 40 alerts past one poison alert"
+        assert poison.id not in delivered()
+        # still batches, not one request per alert from then on
+        assert max(len(q.json()) for q in r.delivered()) > 1
+        # the receiver counts a request before the lane deletes what it carried
+        wait_for(lambda: d.lanes()[0].spool.depth == 1, what="only the poison alert queued")
+        cured["yes"] = True
+        wait_for(lambda: poison.id in delivered(), timeout=30, what="the poison alert, cured")

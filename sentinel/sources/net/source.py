@@ -1,14 +1,19 @@
 """The live network source: one named capture thread per configured interface.
 
 Each thread owns its decoder and flow table. A capture that fails (interface
-missing or gone down, socket error) is logged, counted in
-``sentinel_capture_errors_total{iface}`` and reopened with exponential backoff,
-while the other interfaces go on; the flow table survives the reopen.
+missing or gone down, socket error) is counted in
+``sentinel_capture_errors_total{iface}`` and reopened with exponential backoff
+(an absent interface: every ``retry_initial``, to catch it as soon as it is
+created), while the other interfaces go on; the flow table survives the reopen.
+While any configured capture is not open the source is not alive (the
+``network`` component is down, ``sentinel_capture_up{iface}`` is 0): one log
+line when a capture goes down, one when it recovers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import threading
 import time
 from collections.abc import Callable
@@ -45,12 +50,16 @@ class NetworkSource:
         self.retry_max = retry_max
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        # per interface: is its capture open and reading? (False until the first open)
+        self._up: dict[str, bool] = {}
 
     def start(self, emit: Callable[[Event], None]) -> None:
         """Start one thread per interface; ``emit`` may block (back-pressure)."""
         self._stop.clear()
         tried = []
         for iface in self.config.network.interfaces:
+            self._up[iface] = False
+            self.metrics.capture_up.labels(iface).set(0)
             first = threading.Event()
             t = threading.Thread(target=self._capture, args=(iface, emit, first),
                                  name=f"capture-{iface}", daemon=True)
@@ -71,8 +80,20 @@ class NetworkSource:
         self._threads = []
 
     def alive(self) -> bool:
-        """True while every capture thread runs (a failing capture's thread keeps retrying)."""
-        return bool(self._threads) and all(t.is_alive() for t in self._threads)
+        """True while every configured interface is captured: each thread runs and has its
+        capture open. A capture that failed (absent interface, socket error) makes the
+        source down until its retry succeeds: never healthy while blind."""
+        return (bool(self._threads) and all(t.is_alive() for t in self._threads)
+                and all(self._up.values()))
+
+    def components(self) -> dict[str, bool]:
+        """Each interface's capture, named ``network:IFACE``, for /healthz."""
+        return {f"network:{iface}": up for iface, up in self._up.items()}
+
+    def _set_up(self, iface: str, up: bool) -> None:
+        """Record a capture's state for alive(), /healthz and sentinel_capture_up."""
+        self._up[iface] = up
+        self.metrics.capture_up.labels(iface).set(1 if up else 0)
 
     def _capture(self, iface: str, emit: Callable[[Event], None],
                  first: threading.Event | None = None) -> None:
@@ -84,13 +105,19 @@ class NetworkSource:
         handle = Decoder(flows, maker, m).network_handler()
         errors = m.capture_errors.labels(iface)
         delay = self.retry_initial
+        failed_before = False
         while not self._stop.is_set():
             opened = time.monotonic()
             stage = "open"
+            absent = False
             try:
                 cap = RingCapture(iface, net.snaplen, net.buffer_size)
                 try:
                     log.info("capture_started", iface=iface, ring_blocks=cap.block_nr)
+                    self._set_up(iface, True)
+                    if failed_before:
+                        log.warning("capture_recovered", iface=iface)
+                        failed_before = False
                     if first is not None:
                         first.set()
                     stage = "read"
@@ -99,15 +126,29 @@ class NetworkSource:
                     cap.close()
             except Exception as exc:  # the capture loop must not die: count, log, retry
                 errors.inc()
-                log.warning("capture_failed", iface=iface, stage=stage, error=str(exc),
-                            error_type=type(exc).__name__, retry_in=round(delay, 1))
+                absent = isinstance(exc, OSError) and exc.errno in (errno.ENODEV, errno.ENXIO)
+                self._set_up(iface, False)
+                if not failed_before:  # one line per change of state, not one per retry
+                    log.error("capture_down", iface=iface, stage=stage, error=str(exc),
+                              error_type=type(exc).__name__,
+                              detail="no packets are seen on this interface until it"
+                                     " recovers; retried")
+                failed_before = True
+                log.debug("capture_failed", iface=iface, stage=stage, error=str(exc),
+                          retry_in=round(delay, 1))
+            else:
+                self._set_up(iface, False)  # stopping
             if first is not None:
                 first.set()  # a failed first attempt also lets start() return
             if time.monotonic() - opened >= STABLE_AFTER:
                 delay = self.retry_initial
-            if self._stop.is_set() or self._stop.wait(delay):
+            # an absent interface is looked for at the first interval, not backed off:
+            # it may be created (a VLAN, a veth, a renamed NIC) and must be captured at once
+            wait = self.retry_initial if absent else delay
+            if self._stop.is_set() or self._stop.wait(wait):
                 break
-            delay = min(delay * 2, self.retry_max)
+            if not absent:
+                delay = min(delay * 2, self.retry_max)
         flows.flush(time.time())
 
     def _read(self, cap: RingCapture, iface: str, handle: NetworkHandler, flows: FlowTable,

@@ -27,8 +27,8 @@ from netkit import (
     wait_for,
 )
 from scapy.layers.dns import DNS, DNSQR
-from scapy.layers.inet import ICMP, IP, UDP
-from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6, IPv6ExtHdrHopByHop
 from scapy.layers.l2 import ARP, Ether
 
 from sentinel.events import Event
@@ -276,7 +276,12 @@ def test_a_failing_interface_is_counted_and_retried_while_others_capture(
             "sentinel_capture_errors_total", {"iface": late}) or 0
         wait_for(lambda: errors() >= 2, what="retries of the missing interface")
         _ready(pair, got)  # the good interface captures meanwhile
-        assert src.alive()
+        # but the source is not healthy while one configured interface is not captured
+        assert not src.alive()
+        assert src.components() == {f"network:{pair.va}": True, f"network:{late}": False}
+        up = lambda name: metrics.registry.get_sample_value(  # noqa: E731
+            "sentinel_capture_up", {"iface": name})
+        assert (up(pair.va), up(late)) == (1.0, 0.0)
         peer = f"{late}p"[:15]
         ip("-n", pair.a, "link", "add", late, "type", "veth", "peer", "name", peer)
         ip("-n", pair.a, "addr", "add", "10.98.0.1/24", "dev", late)
@@ -295,6 +300,8 @@ def test_a_failing_interface_is_counted_and_retried_while_others_capture(
             return bool(got.find("net.connection", src_port=40404, iface=late))
 
         wait_for(seen, what="capture on the interface once it exists")
+        assert src.alive()
+        assert up(late) == 1.0
     finally:
         src.stop()
 
@@ -360,9 +367,12 @@ def test_kernel_filter_cuts_frames_keeps_dns_whole_and_drops_other_protocols(
             bytes(eth / ip4 / UDP(sport=7, dport=53)
                   / DNS(qd=DNSQR(qname=".".join(["a" * 60] * 6) + ".kpu.go.id"))),
             bytes(eth / IPv6(src=pair.B6, dst=pair.A6) / UDP(sport=53, dport=7) / (b"d" * 800)),
+            bytes(eth / ip4 / TCP(sport=4053, dport=53, flags="PA") / (b"t" * 700)),
+            bytes(eth / IPv6(src=pair.B6, dst=pair.A6) / IPv6ExtHdrHopByHop()
+                  / UDP(sport=4000, dport=53) / (b"h" * 900)),
         ]
         send_frames(pair.b, pair.vb, frames)
-        wait_for(lambda: len(seen) >= 3, what="the captured frames")
+        wait_for(lambda: len(seen) >= 5, what="the captured frames")
     finally:
         stop.set()
         reader.join()
@@ -375,4 +385,6 @@ def test_kernel_filter_cuts_frames_keeps_dns_whole_and_drops_other_protocols(
         (0x0800, 200 - net, len(frames[1])),  # cut to snaplen; the wire length stays
         (0x0800, len(frames[2]) - net, len(frames[2])),  # DNS: whole
         (0x86DD, len(frames[3]) - net, len(frames[3])),  # DNS over IPv6: whole
+        (0x0800, len(frames[4]) - net, len(frames[4])),  # DNS over TCP: whole
+        (0x86DD, len(frames[5]) - net, len(frames[5])),  # behind a hop-by-hop header: whole
     ]  # and the LLDP frame not at all

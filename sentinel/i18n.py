@@ -1,0 +1,178 @@
+"""Languages and the display time zone: what people read, never what is signed.
+
+Two languages are shipped: English (``en``, the rule files' own text) and
+Bahasa Indonesia (``id``, from ``rules/i18n/*.yaml`` or a rule's ``i18n`` key).
+Alerts carry every language's title and description under ``i18n``, so a
+webhook in another language than the site's picks its text without rendering
+the rule again. Times shown to people use the configured IANA zone (WIB, WITA,
+WIT in Indonesia); the journal, attestations and the alert's ``time`` stay UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, tzinfo
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+if TYPE_CHECKING:
+    from sentinel.config import Config, Window
+
+#: Every language sentinel can show; English is the rule files' own text.
+LANGUAGES: tuple[str, ...] = ("en", "id")
+DEFAULT_LANGUAGE = "en"
+DEFAULT_TIMEZONE = "UTC"
+EN_DASH = "\u2013"  # between the ends of a time window
+
+#: Fixed texts in Indonesian, keyed by the English text (the English is the key itself).
+#: Formal register, as Indonesian government agencies write.
+_ID: dict[str, str] = {
+    # suppression summaries and the Alertmanager digest
+    "times in": "kali dalam",
+    "events; first": "kejadian; yang pertama",
+    # the incident report
+    "Incident report": "Laporan insiden",
+    "Host": "Host",
+    "generated": "dibuat",
+    "by sentinel": "oleh sentinel",
+    "alerts": "peringatan",
+    "most severe": "paling berat",
+    "Timeline": "Linimasa",
+    "Alerts": "Peringatan",
+    "Delivery per recipient": "Pengiriman per penerima",
+    "Journal": "Jurnal",
+    "Attestations": "Atestasi",
+    "Time (UTC)": "Waktu (UTC)",
+    "Local time": "Waktu setempat",
+    "Severity": "Tingkat",
+    "Rule": "Aturan",
+    "Title": "Judul",
+    "What": "Kejadian",
+    "Count": "Jumlah",
+    "Delivery": "Pengiriman",
+    "Event": "Peristiwa",
+    "none": "tidak ada",
+    "No alerts in this window.": "Tidak ada peringatan dalam rentang waktu ini.",
+    "every journaled alert": "semua peringatan dalam jurnal",
+    "alerts from": "peringatan dari",
+    "until": "sampai",
+    "the first": "yang pertama",
+    "now": "sekarang",
+    "Times are UTC, with local time beside them.":
+        "Waktu dalam UTC, dengan waktu setempat di sebelahnya.",
+    "This page has no scripts and loads nothing from the network.":
+        "Halaman ini tidak memuat skrip dan tidak mengambil apa pun dari jaringan.",
+    "Generated": "Dibuat",
+    "on": "di",
+    # severities, as people read them
+    "critical": "kritis",
+    "high": "tinggi",
+    "medium": "sedang",
+    "low": "rendah",
+    "info": "info",
+}
+
+_CATALOGS: dict[str, dict[str, str]] = {"id": _ID}
+
+
+def text(lang: str, english: str) -> str:
+    """``english`` in ``lang``; the English itself when there is no translation."""
+    return _CATALOGS.get(lang, {}).get(english, english)
+
+
+def zone(name: str) -> tzinfo:
+    """The time zone of an IANA name; raises ``ValueError`` saying what is valid."""
+    if name in ("UTC", "Z", "Etc/UTC"):
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        msg = (f"{name!r} is not a known IANA time zone; valid: e.g. Asia/Jakarta (WIB),"
+               " Asia/Makassar (WITA), Asia/Jayapura (WIT) or UTC")
+        raise ValueError(msg) from None
+
+
+def local_iso(ts: float, tz: tzinfo) -> str:
+    """RFC 3339 in ``tz`` with milliseconds: ``2024-02-14T13:05:00.123+07:00``."""
+    dt = datetime.fromtimestamp(ts, tz)
+    off = dt.strftime("%z")
+    offset = "Z" if tz is UTC else f"{off[:3]}:{off[3:]}"
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}" + offset
+
+
+def human_time(ts: float, tz: tzinfo, seconds: bool = True) -> str:
+    """A time for people: ``2024-02-14 13:05:00 WIB`` (the zone's own abbreviation)."""
+    dt = datetime.fromtimestamp(ts, tz)
+    abbr = dt.tzname() or dt.strftime("%z")
+    # zones without a letter abbreviation give "+07"; show the full offset then
+    if abbr[:1] in "+-":
+        abbr = "UTC" + dt.strftime("%z")[:3] + ":" + dt.strftime("%z")[3:]
+    return dt.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M") + " " + abbr
+
+
+def span(lang: str, seconds: float) -> str:
+    """A period for a summary title: ``10m`` in English, ``10 menit`` in Indonesian."""
+    units = (("h", "jam", 3600), ("m", "menit", 60))
+    for short, word, size in units:
+        if seconds >= size and seconds % size == 0:
+            n = int(seconds // size)
+            return f"{n} {word}" if lang == "id" else f"{n}{short}"
+    return f"{seconds:g} detik" if lang == "id" else f"{seconds:g}s"
+
+
+def summary_title(title: str, lang: str, total: int, seconds: float) -> str:
+    """The title of a suppression summary: ``TITLE (N times in 10m)``."""
+    return f"{title} ({total} {text(lang, 'times in')} {span(lang, seconds)})"
+
+
+def summary_texts(extra: dict[str, Any], title: str, total: int, seconds: float,
+                  ) -> tuple[str, dict[str, Any]]:
+    """Title and ``i18n`` of a suppression summary of an alert with ``title`` and ``extra``.
+
+    The site language is the alert's ``language`` (English when absent).
+    """
+    lang = extra.get("language", DEFAULT_LANGUAGE)
+    shown = summary_title(title, lang if isinstance(lang, str) else DEFAULT_LANGUAGE,
+                          total, seconds)
+    texts = extra.get("i18n")
+    if not isinstance(texts, dict):
+        return shown, {}
+    out = {code: {**t, "title": summary_title(str(t.get("title", "")), code, total, seconds)}
+           for code, t in texts.items() if isinstance(t, dict)}
+    return shown, {"i18n": out}
+
+
+def localize(alert: dict[str, Any], lang: str | None, tz: tzinfo, tz_name: str
+             ) -> dict[str, Any]:
+    """The alert as one recipient reads it: its language's title and description, plus
+    ``time_local`` and ``timezone``. ``time`` stays UTC; ``lang`` None keeps the site's."""
+    out = dict(alert)
+    texts = alert.get("i18n")
+    if lang is not None and isinstance(texts, dict) and isinstance(texts.get(lang), dict):
+        chosen = texts[lang]
+        if isinstance(chosen.get("title"), str):
+            out["title"] = chosen["title"]
+        if isinstance(chosen.get("description"), str):
+            out["description"] = chosen["description"]
+        out["language"] = lang
+    t = alert.get("time")
+    if isinstance(t, str):
+        from sentinel.events import parse_time
+
+        try:
+            out["time_local"] = local_iso(parse_time(t), tz)
+            out["timezone"] = tz_name
+        except ValueError:
+            pass  # a record whose time does not parse keeps just that time
+    return out
+
+
+def languages_in_use(config: Config) -> set[str]:
+    """The site's language and every webhook's own: what rules must be translated into."""
+    return {config.language} | {w.language for w in config.outputs.webhooks if w.language}
+
+
+def schedule_text(windows: tuple[Window, ...], tz: tzinfo) -> str:
+    """A schedule as people read it: ``2024-02-14 13:00 WIB \u2013 2024-02-15 23:59 WIB``."""
+    return ", ".join(f"{human_time(w.start.timestamp(), tz, seconds=False)} {EN_DASH}"
+                     f" {human_time(w.end.timestamp(), tz, seconds=False)}"
+                     for w in windows) or "(no windows)"
