@@ -161,7 +161,9 @@ class Daemon:
                 assert self._parts is not None
                 sink = self._parts.sink
                 try:
-                    sink.submit(alert)
+                    # in the journal now, or later from the sink's retry thread when the
+                    # journal cannot be written (a full disk): the ack waits for that
+                    sink.submit(alert, on_journaled=lambda _seq: waiting.one_done())
                 except Exception as exc:
                     waiting.failed()
                     if not self._submit_failing:
@@ -170,7 +172,6 @@ class Daemon:
                                   error=str(exc))
                     self._submit_failing = True
                     continue
-            waiting.one_done()
             if self._submit_failing:
                 self._submit_failing = False
                 log.info("alert_submit_recovered")

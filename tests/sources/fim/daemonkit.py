@@ -40,7 +40,7 @@ class Daemon:
 
     def __init__(self, tmp: Path, webhook_url: str | None = None,
                  exclude: str = '["*.swp"]', state: Path | None = None,
-                 alertmanager_url: str | None = None) -> None:
+                 alertmanager_url: str | None = None, baseline: Path | None = None) -> None:
         self.tmp = tmp
         self.w = tmp / "w"
         self.w.mkdir(exist_ok=True)
@@ -66,7 +66,8 @@ class Daemon:
             f"  paths: [{{path: {self.w}, tags: [w]}}]\n"
             f"  exclude: {exclude}\n"
             f"  key_file: {tmp / 'baseline.key'}\n"
-            "outputs:\n"
+            + (f"  baseline: {baseline}\n" if baseline is not None else "")
+            + "outputs:\n"
             "  metrics: {enabled: false}\n" + hooks)
         self.proc: subprocess.Popen[str] | None = None
         self._notify: socket.socket | None = None

@@ -133,3 +133,27 @@ def test_baseline_commit_on_a_full_disk_backs_off_and_catches_up(
         assert site.start() == []
     finally:
         site.stop()
+
+
+def test_kill_9_while_the_journal_is_full_loses_no_change(tmp_path: Path, tmpfs: Path) -> None:
+    """The journal's disk is full, the baseline's is not: the alerts wait in memory, so
+    the baseline must not take the changes in. kill -9 then, free the space, restart:
+    every change is reported (offline) and journaled."""
+    d = Daemon(tmp_path, state=tmpfs, baseline=tmp_path / "baseline.db")
+    d.start()
+    try:
+        filler = _fill(tmpfs)
+        w = os.fsencode(d.w)
+        want = set()
+        for i in range(20):
+            (d.w / f"while-full-{i:02d}").write_bytes(b"x\n")
+            want.add(w + b"/while-full-%02d" % i)
+        time.sleep(2.0)  # settled, evaluated, held; a wrongly early commit would be done
+        assert not want & d.alerted_paths(), "the journal took them: the test proves nothing"
+        d.kill9()
+        filler.unlink()
+        d.start()
+        d.wait_alerted(want, timeout=60)
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            d.stop()
