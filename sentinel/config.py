@@ -63,6 +63,8 @@ class NetworkConfig:
     flow_timeout: float = 60.0
     flow_interval: float = 300.0
     max_flows: int = 100_000
+    #: An interface that saw packets and then none for this long is "quiet" (an alert).
+    quiet_after: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,14 @@ class WebhookConfig:
     resolve_after: float = 300.0
     #: the language of this recipient's titles and descriptions; None: the site's
     language: str | None = None
+    #: Send a heartbeat this often; None: the format's default (alertmanager 1m, json
+    #: never), 0: never. See sentinel.selfwatch.heartbeat.
+    heartbeat: float | None = None
+    #: An HTTP(S) proxy every request of this target goes through (http://HOST:PORT);
+    #: None: straight to the receiver. Environment proxies are never used.
+    proxy: str | None = None
+    #: "user:password" for the proxy's basic authentication, from proxy_auth_env
+    proxy_auth: Secret | None = None
 
 
 @dataclass(frozen=True)

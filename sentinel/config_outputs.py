@@ -183,11 +183,48 @@ class OutputsReader:
             return None
         return s
 
+    def _proxy(self, node: Node, where: str) -> str | None:
+        s = self.c.string(node, where)
+        if s is None:
+            return None
+        parts = urlsplit(s)
+        try:
+            port_ok = parts.port is not None and 1 <= parts.port <= 65535
+        except ValueError:
+            port_ok = False
+        if (parts.scheme not in ("http", "https") or not parts.hostname or not port_ok
+                or parts.path not in ("", "/") or parts.query or parts.fragment):
+            self.c.error(node.mark, f"{where}: {s!r} is not a proxy address; valid:"
+                         " http://HOST:PORT (or https://HOST:PORT for a TLS proxy)")
+            return None
+        if parts.username or parts.password:
+            self.c.error(node.mark, f"{where}: credentials in the proxy URL are not allowed;"
+                         " put user:password in the variable proxy_auth_env names")
+            return None
+        return s.rstrip("/")
+
+    def _proxy_auth(self, m: dict[str, Node], where: str) -> Secret | None:
+        c = self.c
+        node = m["proxy_auth_env"]
+        var = c.string(node, f"{where}.proxy_auth_env")
+        if "proxy" not in m:
+            c.error(node.mark, f"{where}.proxy_auth_env goes with proxy")
+            return None
+        if var is None or not self.secrets:
+            return None
+        value = os.environ.get(var, "").strip()
+        if ":" not in value:
+            c.error(node.mark, f"{where}.proxy_auth_env: environment variable {var} must hold"
+                    " user:password" + ("" if value else " (it is not set)"))
+            return None
+        return Secret(value, f"env {var}")
+
     def _webhook(self, node: Node, where: str) -> WebhookConfig | None:
         c = self.c
         keys = ("name", "url", "format", "min_severity", "include_tags", "exclude_tags",
                 "include_rules", "exclude_rules", "secret_env", "secret_file", "headers",
-                "timeout", "tls", "retry", "resend_interval", "resolve_after", "language")
+                "timeout", "tls", "retry", "resend_interval", "resolve_after", "language",
+                "heartbeat", "proxy", "proxy_auth_env")
         m = c.mapping(node, where, keys, required=("name", "url"))
         if m is None or "name" not in m or "url" not in m:
             return None
@@ -230,9 +267,10 @@ class OutputsReader:
                 kw["headers"] = tuple(hs)
         if "timeout" in m:
             kw["timeout"] = c.duration(m["timeout"], f"{where}.timeout")
-        for k in ("resend_interval", "resolve_after"):
+        for k in ("resend_interval", "resolve_after", "heartbeat"):
             if k in m:
-                kw[k] = c.duration(m[k], f"{where}.{k}")
+                # heartbeat: 0s switches off the alertmanager format's default one
+                kw[k] = c.duration(m[k], f"{where}.{k}", positive=k != "heartbeat")
         if "tls" in m:
             tm = c.mapping(m["tls"], f"{where}.tls", ("verify", "ca_file", "cert_file", "key_file"))
             if tm is not None:
@@ -250,6 +288,10 @@ class OutputsReader:
             from sentinel.i18n import LANGUAGES
 
             kw["language"] = c.choice(m["language"], f"{where}.language", LANGUAGES)
+        if "proxy" in m:
+            kw["proxy"] = self._proxy(m["proxy"], f"{where}.proxy")
+        if "proxy_auth_env" in m:
+            kw["proxy_auth"] = self._proxy_auth(m, where)
         if "retry" in m:
             rm = c.mapping(m["retry"], f"{where}.retry", ("initial", "max"))
             if rm is not None:

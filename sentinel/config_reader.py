@@ -176,7 +176,7 @@ class ConfigReader:
     def _network(self, node: Node) -> NetworkConfig:
         c = self.c
         keys = ("interfaces", "home_nets", "snaplen", "buffer_size", "flow_timeout",
-                "flow_interval", "max_flows")
+                "flow_interval", "max_flows", "quiet_after")
         m = c.mapping(node, "network", keys)
         if m is None:
             return NetworkConfig()
@@ -199,7 +199,7 @@ class ConfigReader:
             kw["snaplen"] = c.integer(m["snaplen"], "network.snaplen", 64, 65535)
         if "buffer_size" in m:
             kw["buffer_size"] = c.size(m["buffer_size"], "network.buffer_size")
-        for k in ("flow_timeout", "flow_interval"):
+        for k in ("flow_timeout", "flow_interval", "quiet_after"):
             if k in m:
                 kw[k] = c.duration(m[k], f"network.{k}")
         if "max_flows" in m:

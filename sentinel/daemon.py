@@ -27,6 +27,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from sentinel import __version__, logs
+from sentinel.alert import Alert
 from sentinel.attest import Attestor
 from sentinel.config import Config, load_config
 from sentinel.engine import Engine, RuleSet, load_rules
@@ -35,6 +36,8 @@ from sentinel.located import ProblemError
 from sentinel.metrics import Metrics
 from sentinel.notify import Notifier
 from sentinel.parts import Parts, Rebuild, build_parts, parts_differ
+from sentinel.selfwatch import SelfGuard
+from sentinel.selfwatch.own_files import with_own_files
 from sentinel.sinks import JournalError, JournalKeyError
 from sentinel.sources.fim import BaselineError
 from sentinel.watchfiles import FileWatch
@@ -51,7 +54,8 @@ ENGINE_STALL = 30.0
 
 def load_all(path: Path) -> tuple[Config, RuleSet]:
     """Config and compiled rules, or ProblemError with every problem found."""
-    config = load_config(path)
+    # sentinel's own files (config, rules, keys, unit, package) are always watched
+    config = with_own_files(load_config(path))
     rules = load_rules(config)
     problems = rules.check_examples()
     if problems:
@@ -88,6 +92,8 @@ class Daemon:
         )
         self._parts: Parts | None = None
         self._watch: FileWatch | None = None
+        # sentinel's alerts about itself (reload changes, a cut journal, a deleted baseline)
+        self.guard = SelfGuard(config, self.metrics, self._submit_self, clock)
         self.attestor = Attestor(
             config, self.metrics, clock,
             rules_digest=self._rules_digest,
@@ -166,15 +172,30 @@ class Daemon:
                     sink.submit(alert, on_journaled=lambda _seq: waiting.one_done())
                 except Exception as exc:
                     waiting.failed()
+                    self.guard.submit_failed()
                     if not self._submit_failing:
                         # one line when submitting starts to fail, one when it works again
                         log.error("alert_submit_failed", alert_id=alert.id, rule=alert.rule,
                                   error=str(exc))
                     self._submit_failing = True
-                    continue
-            if self._submit_failing:
-                self._submit_failing = False
-                log.info("alert_submit_recovered")
+                else:
+                    if self._submit_failing:
+                        self._submit_failing = False
+                        log.info("alert_submit_recovered")
+                self.guard.journaled(sink)
+
+    def _submit_self(self, alert: Alert) -> None:
+        """Deliver an alert sentinel raises about itself (not from a rule)."""
+        self.metrics.alerts.labels(alert.rule, alert.severity).inc()
+        with self._sink_lock:
+            assert self._parts is not None
+            sink = self._parts.sink
+            try:
+                sink.submit(alert)
+            except Exception:
+                log.exception("alert_submit_failed", alert_id=alert.id, rule=alert.rule)
+                self.guard.submit_failed()
+            self.guard.journaled(sink)
 
     # -- components ----------------------------------------------------------
 
@@ -188,6 +209,7 @@ class Daemon:
                 # a source with several workers names each (network:eth0), for /healthz
                 out.update(getattr(src, "components", dict)())
             out.update(parts.sink.health())  # journal, each spool, the delivery workers
+        out.update(self.guard.health())
         for name, up in out.items():
             self.metrics.component_up.labels(name).set(1 if up else 0)
         return out
@@ -207,12 +229,15 @@ class Daemon:
         self._zero_alert_series(self.engine.rules)
         self._install_signals()
         self._parts = build_parts(self.config, self.metrics, self.health)
+        # before FIM makes a new baseline and before anything else is journaled
+        self.guard.at_start(self._parts.sink)
         if self._parts.server is not None:
             self._parts.server.start()
         self._engine_thread.start()
         # FIM reconciles offline changes inside start(), before READY
         for src in self._parts.sources:
             src.start(self.emit)
+        self.guard.start_mounts(lambda: self._parts.sources if self._parts else [])
         self._watch = FileWatch(self._watched_files(), self.config.rules.reload_debounce,
                                 self._reload.set)
         self._watch.start()
@@ -260,6 +285,8 @@ class Daemon:
                 self.notifier.watchdog()
                 last_ping = now
             self.health()
+            if self._parts is not None:
+                self.guard.tick(self._parts.sink, len(self.engine.rules))
             # on start, at schedule boundaries and every attest.interval (once a key exists)
             self.attestor.maybe_attest()
 
@@ -276,6 +303,7 @@ class Daemon:
             # whatever a hostile file still finds must not end the daemon: refuse it
             log.exception("reload_rejected", error=str(exc)[:500], error_type=type(exc).__name__)
             return self._refuse(type(exc).__name__)
+        old_config, old_rules = self.config, self.engine.rules
         try:
             if parts_differ(self.config, config):
                 self._rebuild(config)
@@ -288,6 +316,9 @@ class Daemon:
                           error_type=type(exc).__name__)
             return self._refuse(f"cannot apply: {type(exc).__name__}")
         self._zero_alert_series(rules)
+        change = self.guard.reloaded(old_config, config, old_rules, rules)
+        if change is not None:
+            self.attestor.note_change(change)
         self.attestor.reconfigure(config)
         assert self._watch is not None
         self._watch.set_paths(self._watched_files())
@@ -330,6 +361,7 @@ class Daemon:
         assert parts is not None
         if self._watch is not None:
             self._watch.stop()
+        self.guard.stop()
         for src in parts.sources:
             try:
                 src.stop()
@@ -344,6 +376,7 @@ class Daemon:
             self._handle(self.engine.flush, self.clock())
         with self._sink_lock:
             parts.sink.close(max(0.1, deadline - time.monotonic()))
+            self.guard.flush(parts.sink, force=True)  # sign the final head
         if parts.server is not None:
             parts.server.stop()
         log.info("stopped")

@@ -74,6 +74,18 @@ _ID: dict[str, str] = {
 _CATALOGS: dict[str, dict[str, str]] = {"id": _ID}
 
 
+def alert_texts(language: str, texts: dict[str, tuple[str, str]]) -> tuple[str, dict[str, Any]]:
+    """Title in ``language`` and the alert fields of an alert built outside the rules.
+
+    ``texts`` maps a language to (title, description) and must hold ``en``; the
+    shape of the returned ``description``, ``language`` and ``i18n`` is the one
+    the engine gives rule alerts, so webhooks pick a recipient's language alike.
+    """
+    shown = texts.get(language, texts["en"])
+    i18n = {lang: {"title": t, "description": d} for lang, (t, d) in texts.items()}
+    return shown[0], {"description": shown[1], "language": language, "i18n": i18n}
+
+
 def text(lang: str, english: str) -> str:
     """``english`` in ``lang``; the English itself when there is no translation."""
     return _CATALOGS.get(lang, {}).get(english, english)

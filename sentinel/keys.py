@@ -1,9 +1,13 @@
-"""HMAC keys (the baseline's, the journal's): from an env var, or a file made on first use.
+"""Every key sentinel holds: HMAC keys (the baseline's, the journal's) and the file checks.
+
+HMAC keys come from an env var, or a file made on first use.
 
 A key is the text of its file or env var, stripped: a generated one is 64 hex
 digits (32 random bytes), mode 0600, in a folder made 0700. A key file must be
 a regular file (never a symbolic link) that neither group nor others can read,
 owned by the user running sentinel or by root, as ssh requires of its keys.
+The attestation private key (:mod:`sentinel.attest.keys`) is read through the
+same :func:`read_private_file`, so all keys get the same checks.
 """
 
 from __future__ import annotations
@@ -58,8 +62,20 @@ def load_key(source: KeySource, state_dir: Path, *, create: bool, what: str) -> 
 
 def read_key_file(path: Path, what: str = "the") -> bytes:
     """An existing key file's key; FileNotFoundError when there is none."""
+    return _checked(read_private_file(path, what).strip(), f"{what} key file {path}")
+
+
+def read_private_file(path: Path, what: str) -> bytes:
+    """The bytes of a private key file, after the checks every key gets.
+
+    The one loader for every key sentinel holds (baseline, journal,
+    attestation): a regular file, not a symbolic link (a link lets whoever
+    controls its folder swap the key), readable by its owner only, owned by
+    the user running sentinel or by root. FileNotFoundError when absent;
+    KeyUnavailable, saying which key and how to fix it, otherwise.
+    """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         raise
     except OSError as exc:
@@ -69,7 +85,7 @@ def read_key_file(path: Path, what: str = "the") -> bytes:
     with os.fdopen(fd, "rb") as fh:
         st = os.fstat(fh.fileno())
         if not stat.S_ISREG(st.st_mode):
-            msg = f"{what} key file {path} is not a regular file"
+            msg = f"{what} key file {path} is not a regular file; give a regular file of mode 0600"
             raise KeyUnavailable(msg)
         euid = os.geteuid()
         if st.st_mode & 0o077 or (st.st_uid not in (euid, 0) and euid != 0):
@@ -77,7 +93,7 @@ def read_key_file(path: Path, what: str = "the") -> bytes:
                    f" {st.st_uid}; it must be owned by uid {euid} with mode 0600"
                    f" (chown {euid} {path}; chmod 600 {path})")
             raise KeyUnavailable(msg)
-        return _checked(fh.read().strip(), f"{what} key file {path}")
+        return fh.read()
 
 
 def make_private_dirs(path: Path) -> None:

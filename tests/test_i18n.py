@@ -324,3 +324,31 @@ def test_a_malformed_catalog_is_reported_at_its_position(
     where = f"{tmp_path / 'rules' / 'i18n' / 'id.yaml'}:{line}:{col}: "
     assert any(x.startswith(where) and message in x for x in proc.stderr.splitlines()), \
         proc.stderr
+
+
+# -- sentinel's alerts about itself --------------------------------------------------
+
+
+def test_sentinels_own_alerts_read_in_the_site_language_and_carry_both(
+        example_secrets: dict[str, str]) -> None:
+    """A reload that disables a rule, and a corrupt spool, as a Bawaslu responder reads them."""
+    from sentinel.selfwatch.reload_diff import reload_alert
+    from sentinel.sinks.build import corrupt_spool_alert
+
+    summary = {"rules_added": [], "rules_removed": [], "rules_disabled": ["tally-binary-tampered"],
+               "rules_changed": [], "config_keys_changed": []}
+    for config in (example("id"), example("en")):
+        alerts = [reload_alert(config, summary, T).to_dict(),
+                  corrupt_spool_alert(config, "bawaslu", Path("spool.db.corrupt"), "x", T)
+                  .to_dict()]
+        for a in alerts:
+            texts = a["i18n"]
+            assert isinstance(texts, dict) and set(texts) == {"en", "id"}
+            assert a["language"] == config.language
+            assert a["title"] == texts[config.language]["title"]
+            assert a["description"] == texts[config.language]["description"]
+        reload_texts = alerts[0]["i18n"]
+        assert isinstance(reload_texts, dict)
+        assert reload_texts["id"]["title"].startswith("Aturan atau konfigurasi sentinel berubah")
+        assert "Tidak lagi mendeteksi: tally-binary-tampered" in reload_texts["id"]["description"]
+        assert reload_texts["en"]["title"].startswith("sentinel's rules or config changed")

@@ -105,10 +105,15 @@ def read_journal_head(config: Config) -> tuple[int, str]:
 
 def build_statement(config: Config, now: float, sequence: int, previous: str,
                     rules_digest: str, journal_head: tuple[int, str],
-                    baseline: dict[str, Any], reason: str) -> dict[str, Any]:
-    """The statement to sign (no floats, so every reader gets the same bytes)."""
+                    baseline: dict[str, Any], reason: str,
+                    changes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The statement to sign (no floats, so every reader gets the same bytes).
+
+    ``changes`` are the reloads that changed the rules or config since the last
+    attestation (:mod:`sentinel.selfwatch.reload_diff`); the key is present only then.
+    """
     records, head = journal_head
-    return {
+    out: dict[str, Any] = {
         "format": FORMAT,
         "sequence": sequence,
         "previous": previous,
@@ -121,6 +126,9 @@ def build_statement(config: Config, now: float, sequence: int, previous: str,
         "journal": {"records": records, "head": head},
         "schedules": schedules_summary(config, now),
     }
+    if changes:
+        out["changes"] = changes
+    return out
 
 
 class Attestor:
@@ -153,6 +161,14 @@ class Attestor:
         self._last_error: str | None = None
         #: The attestation :meth:`write` made last.
         self.last_written: Attestation | None = None
+        self._changes: list[dict[str, Any]] = []
+
+    def note_change(self, change: dict[str, Any]) -> None:
+        """A reload changed rules or config: the next attestation (made soon) lists it."""
+        # bounded: without a key nothing is written, and reloads must not grow memory
+        self._changes = [*self._changes[-99:], change]
+        if self._due is None:
+            self._due = "reload"
 
     def reconfigure(self, config: Config) -> None:
         """Take a reloaded config (schedules, interval, key, folder) without a new start."""
@@ -210,14 +226,17 @@ class Attestor:
         head = self.journal_head()
         baseline = baseline_summary(self.config)
 
+        changes = list(self._changes)
+
         def make(sequence: int, previous: str) -> dict[str, Any]:
             return build_statement(self.config, now, sequence, previous, digest, head,
-                                   baseline, reason)
+                                   baseline, reason, changes)
 
         try:
             path, att = self.store.append(make, private)
         except AttestationError as exc:
             raise AttestError(str(exc)) from exc
+        del self._changes[:len(changes)]
         self.metrics.attestations.labels("success").inc()
         self.metrics.attestation_last_time.set(now)
         self.last_written = att

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 from pathlib import Path
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -19,6 +18,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
+
+from sentinel import keys
 
 PRIVATE_NAME = "attest.key"
 PUBLIC_NAME = "attest.pub"
@@ -78,17 +79,14 @@ def generate_keypair(private_path: Path, public_path: Path | None = None) -> tup
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
-    """Read the signing key; refuse one that others can read."""
+    """Read the signing key with the checks every key gets (`keys.read_private_file`)."""
     try:
-        st = path.stat()
-        data = path.read_bytes()
-    except OSError as exc:
-        msg = f"attestation key {path}: cannot read: {exc.strerror}"
-        raise AttestKeyError(msg) from exc
-    if stat.S_IMODE(st.st_mode) & 0o077:
-        msg = (f"attestation key {path}: mode {stat.S_IMODE(st.st_mode):04o} lets others read"
-               f" it; chmod 600 {path}")
-        raise AttestKeyError(msg)
+        data = keys.read_private_file(path, "attestation")
+    except FileNotFoundError:
+        msg = f"attestation key {path}: cannot read: it does not exist"
+        raise AttestKeyError(msg) from None
+    except keys.KeyUnavailable as exc:
+        raise AttestKeyError(str(exc)) from None
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:

@@ -6,17 +6,23 @@ rebuild a root or check a proof with a few lines in any language:
 * **Leaves**, one per baseline record, in the baseline's order (sorted by
   path)::
 
-      leaf = SHA-256(0x00 || canonical_json({"gid", "mode", "path", "sha256", "uid"}))
+      leaf = SHA-256(0x00 || canonical_json({"gid", "mode", "path", "sha256", "target",
+                                             "type", "uid"}))
 
   ``canonical_json`` is :func:`canonical_json`: keys sorted, no whitespace,
   every non-ASCII character written as a ``\\uXXXX`` escape (so the bytes are
   pure ASCII), integers in decimal. ``mode`` is the permission bits as an
   integer (493 for 0755; 2541 for 04755), ``uid``/``gid`` numeric, ``sha256``
   the content's lower-case hex digest, or ``null`` for what has no content
-  hash (a directory, a symlink, an unreadable file). ``path`` is the file
-  name's bytes as UTF-8 text with each backslash written ``\\\\`` and each byte
-  that is not valid UTF-8 written ``\\xHH`` (:func:`sentinel.events.escaped_name`):
-  one text per name, so two files never share a leaf path.
+  hash (a directory, a symlink, an unreadable file). ``type`` is ``file``,
+  ``dir``, ``symlink``, ``fifo``, ``socket``, ``char`` or ``block``;
+  ``target`` a symlink's target as stored (never followed), else ``null`` —
+  without them, re-pointing a watched link at another binary, or swapping a
+  file for a link, would leave the root unchanged. ``path`` and ``target``
+  are the name's bytes as UTF-8 text with each backslash written ``\\\\`` and
+  each byte that is not valid UTF-8 written ``\\xHH``
+  (:func:`sentinel.events.escaped_name`): one text per name, so two files
+  never share a leaf path.
 * **Nodes**: ``SHA-256(0x01 || left || right)`` over the two 32-byte children.
 * **Odd counts** the RFC 6962 way: a tree of n > 1 leaves is split at the
   largest power of two k < n; the left k leaves form a complete subtree. Built
@@ -48,7 +54,7 @@ from sentinel.events import escaped_name
 LEAF_PREFIX = b"\x00"
 NODE_PREFIX = b"\x01"
 EMPTY_ROOT = hashlib.sha256(b"").digest()
-LEAF_FIELDS = ("gid", "mode", "path", "sha256", "uid")
+LEAF_FIELDS = ("gid", "mode", "path", "sha256", "target", "type", "uid")
 
 
 class ProofError(Exception):
@@ -68,6 +74,10 @@ class FileRecord(Protocol):
     def uid(self) -> Any: ...
     @property
     def gid(self) -> Any: ...
+    @property
+    def type(self) -> Any: ...
+    @property
+    def target(self) -> Any: ...
 
 
 def canonical_json(value: Any) -> bytes:
@@ -85,6 +95,8 @@ def leaf_fields(record: FileRecord) -> dict[str, Any]:
         "mode": int(record.mode),
         "uid": int(record.uid),
         "gid": int(record.gid),
+        "type": str(record.type),
+        "target": None if record.target is None else escaped_name(record.target),
     }
 
 
@@ -93,8 +105,10 @@ def check_leaf(fields: Any) -> dict[str, Any]:
     if not isinstance(fields, dict) or set(fields) != set(LEAF_FIELDS):
         msg = f"a leaf has exactly the fields {', '.join(LEAF_FIELDS)}"
         raise ProofError(msg)
-    if not isinstance(fields["path"], str) or not isinstance(fields["sha256"], str | None):
-        msg = "a leaf's path is a string and its sha256 a string or null"
+    if (not isinstance(fields["path"], str) or not isinstance(fields["type"], str)
+            or not isinstance(fields["sha256"], str | None)
+            or not isinstance(fields["target"], str | None)):
+        msg = "a leaf's path and type are strings, its sha256 and target a string or null"
         raise ProofError(msg)
     for k in ("mode", "uid", "gid"):
         if isinstance(fields[k], bool) or not isinstance(fields[k], int):

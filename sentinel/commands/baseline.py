@@ -77,9 +77,10 @@ def _scope(config: Config) -> Any:
 
 
 def run_init(args: argparse.Namespace) -> int:
+    from sentinel.selfwatch.own_files import with_own_files
     from sentinel.sources.fim.baseline import hold_lock
 
-    config = load_config(args.config, secrets=False)
+    config = with_own_files(load_config(args.config, secrets=False))
     if not config.fim.paths:
         return _fail("init", f"{config.source}: fim.paths is empty; nothing to watch")
     path = config.in_state(config.fim.baseline)
@@ -104,7 +105,8 @@ def _init(config: Config, path: Path) -> int:
     except (BaselineError, OSError) as exc:
         return _fail("init", exc)
     started = time.perf_counter()
-    items = list(_scope(config).walk())
+    scope = _scope(config)
+    items = list(scope.walk())
     total = sum(st.st_size for _, st in items if stat.S_ISREG(st.st_mode))
     bar, progress = _progress(total)
     try:
@@ -118,11 +120,20 @@ def _init(config: Config, path: Path) -> int:
         Baseline.create(path, key, scan.records.values()).close()
     except OSError as exc:
         return _fail("init", f"cannot write {path}: {exc.strerror}")
-    files = sum(1 for r in scan.records.values() if r.type == "file")
+    own = _own(scope, scan.records)
+    files = sum(1 for p, r in scan.records.items() if r.type == "file" and p not in own)
     elapsed = time.perf_counter() - started
-    print(f"baseline: {len(scan.records)} paths ({files} files, {scan.bytes_hashed / 2**20:,.1f}"
-          f" MiB hashed) in {elapsed:.2f} s -> {path}", file=sys.stderr)
+    print(f"baseline: {len(scan.records) - len(own)} paths ({files} files,"
+          f" {scan.bytes_hashed / 2**20:,.1f} MiB hashed) and {len(own)} of sentinel's own"
+          f" (tag sentinel-self) in {elapsed:.2f} s -> {path}", file=sys.stderr)
     return EXIT_OK
+
+
+def _own(scope: Any, paths: Any) -> set[str]:
+    """The paths that are sentinel's own files, counted apart from the operator's."""
+    from sentinel.selfwatch.alerts import TAG
+
+    return {p for p in paths if scope.tags(p) == (TAG,)}
 
 
 def _progress(total: int) -> tuple[Any, Callable[[int], None] | None]:
@@ -143,12 +154,13 @@ def _progress(total: int) -> tuple[Any, Callable[[int], None] | None]:
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    from sentinel.selfwatch.own_files import with_own_files
     from sentinel.sources.fim.baseline import Baseline, BaselineError, BaselineInvalid
     from sentinel.sources.fim.changes import diff, make_event
     from sentinel.sources.fim.keys import load_key
     from sentinel.sources.fim.scan import snapshot_all
 
-    config = load_config(args.config, secrets=False)
+    config = with_own_files(load_config(args.config, secrets=False))
     if not config.fim.paths:
         return _fail("verify", f"{config.source}: fim.paths is empty; nothing to verify")
     out = _Output(config, events=args.events)
@@ -181,8 +193,10 @@ def run_verify(args: argparse.Namespace) -> int:
     out.finish()
     for problem in scan.problems:
         print(f"warning: {problem}", file=sys.stderr)
-    print(f"verify: {len(scan.records)} paths checked in {time.perf_counter() - started:.2f} s;"
-          f" {len(changes)} changed; {out.alerts} alerts", file=sys.stderr)
+    own = len(_own(scope, scan.records))
+    print(f"verify: {len(scan.records) - own} paths checked (and {own} of sentinel's own) in"
+          f" {time.perf_counter() - started:.2f} s; {len(changes)} changed; {out.alerts} alerts",
+          file=sys.stderr)
     return EXIT_DRIFT if changes else EXIT_OK
 
 

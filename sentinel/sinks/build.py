@@ -19,6 +19,7 @@ from typing import Any
 from sentinel import logs
 from sentinel.alert import Alert
 from sentinel.config import Config, WebhookConfig
+from sentinel.i18n import alert_texts
 from sentinel.metrics import Metrics
 from sentinel.sinks.alertmanager import AlertmanagerLane, am_item, api_url
 from sentinel.sinks.delivery import Delivery, Target
@@ -142,9 +143,19 @@ def _settle(delivery: Delivery, journal: Journal, opened: _Opened) -> None:
 def corrupt_spool_alert(config: Config, lane: str, aside: Path, error: str, now: float
                         ) -> Alert:
     """The alert that says a lane's spool was corrupt and moved aside."""
+    title, extra = alert_texts(config.language, {
+        "en": (f"Delivery spool of {lane} was corrupt and was replaced",
+               "The spool could not be read as a database. It was moved aside for"
+               " inspection; alerts it held that were not delivered are queued again from"
+               " the journal (some may arrive twice)."),
+        "id": (f"Spool pengiriman {lane} rusak dan telah diganti",
+               "Spool tidak dapat dibaca sebagai basis data. Spool dipindahkan untuk"
+               " diperiksa; peringatan di dalamnya yang belum terkirim diantrekan lagi dari"
+               " jurnal (sebagian mungkin tiba dua kali)."),
+    })
     return Alert(
         rule=SPOOL_CORRUPT_RULE,
-        title=f"Delivery spool of {lane} was corrupt and was replaced",
+        title=title,
         severity="high",
         time=now,
         host=config.host.name,
@@ -152,9 +163,7 @@ def corrupt_spool_alert(config: Config, lane: str, aside: Path, error: str, now:
         tags=("sentinel", "delivery"),
         event={"kind": "sentinel.spool_corrupt", "target": lane, "moved_to": str(aside),
                "error": error[:300]},
-        extra={"description": "The spool could not be read as a database. It was moved"
-               " aside for inspection; alerts it held that were not delivered are queued"
-               " again from the journal (some may arrive twice)."},
+        extra=extra,
     )
 
 

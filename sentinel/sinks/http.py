@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -53,9 +53,23 @@ class Outcome:
 
 
 def safe_url(url: str) -> str:
-    """The URL for logs and errors: no query string or fragment (they may carry tokens)."""
+    """The URL for logs, errors and the report: scheme, host and port only.
+
+    Receivers put tokens in the path (``/hooks/T0/B1/SECRET``) as often as in the
+    query string, so the path is shown as ``/…`` and the query, fragment and any
+    credentials not at all; the target's name says which receiver it is.
+    """
     p = urlsplit(url)
-    return urlunsplit((p.scheme, p.netloc, p.path, "", ""))
+    host = p.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = p.port
+    except ValueError:
+        port = None
+    netloc = f"{host}:{port}" if port is not None else host
+    return urlunsplit((p.scheme, netloc, "/\u2026" if p.path not in ("", "/") else p.path,
+                       "", ""))
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -74,9 +88,15 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
 
 
 def classify(status: int) -> str:
+    """ok, retry or fail for an answer's status.
+
+    407 comes from a proxy on the way, not from the receiver, which never saw the
+    alert: it is retried (and the stalled backlog alerts) until the proxy's
+    credentials are fixed, like a connection error.
+    """
     if 200 <= status < 300:
         return "ok"
-    if status in (408, 429) or status >= 500:
+    if status in (407, 408, 429) or status >= 500:
         return "retry"
     return "fail"
 
@@ -106,10 +126,31 @@ class _Adapter(HTTPAdapter):
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {
+        self.poolmanager.pool_classes_by_scheme = self._pools()
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        # through a proxy the requests go by the proxy's own pools: watch those too,
+        # or the overall deadline would not hold behind a proxy
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager.pool_classes_by_scheme = self._pools()
+        return manager
+
+    def _pools(self) -> dict[str, Any]:
+        return {
             "http": _watched(HTTPConnectionPool, self._watch),
             "https": _watched(HTTPSConnectionPool, self._watch),
         }
+
+
+def _proxy_url(hook: WebhookConfig) -> str:
+    """The proxy URL with its credentials (from the environment), for requests only."""
+    assert hook.proxy is not None
+    if hook.proxy_auth is None:
+        return hook.proxy
+    user, _, password = hook.proxy_auth.reveal().partition(":")
+    p = urlsplit(hook.proxy)
+    return urlunsplit((p.scheme, f"{quote(user, safe='')}:{quote(password, safe='')}@{p.netloc}",
+                       "", "", ""))
 
 
 class _Deadline:
@@ -189,6 +230,8 @@ class Transport:
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._session.trust_env = False  # no proxy from the environment sees our alerts
+        if hook.proxy is not None:
+            self._session.proxies = {"http": _proxy_url(hook), "https": _proxy_url(hook)}
         if hook.ca_file is not None:
             self._session.verify = str(hook.ca_file)
         else:

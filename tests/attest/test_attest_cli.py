@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from attest_helpers import make_files
 
+from sentinel.attest import load_tree
 from sentinel.cli import main
 from sentinel.config import Config
 
@@ -118,8 +119,9 @@ def test_verify_fails_on_a_changed_byte_and_a_wrong_key(server: Config, tmp_path
     assert code == 1
     assert "INVALID" in out
     text = path.read_text()
-    assert '"leaf_count":8' in text
-    path.write_text(text.replace('"leaf_count":8', '"leaf_count":9'))
+    n = len(load_tree(server))
+    assert f'"leaf_count":{n}' in text
+    path.write_text(text.replace(f'"leaf_count":{n}', f'"leaf_count":{n + 1}'))
     code, out, _ = _run(capsys, "attest", "verify", str(path), "--pubkey", str(pub))
     assert code == 1
     assert "signature does not verify" in out
@@ -166,7 +168,10 @@ def test_attest_to_stdout_is_only_the_attestation(server: Config,
     assert code == 0
     env = json.loads(out)
     assert env["statement"]["reason"] == "manual"
-    assert env["statement"]["baseline"]["leaf_count"] == 8  # 7 files and their folder
+    # 7 files and their folder, and sentinel's own files (config, rules, package)
+    tree = load_tree(server)
+    assert env["statement"]["baseline"]["leaf_count"] == len(tree)
+    assert str(server.source) in {leaf["path"] for leaf in tree.leaves}
 
 
 def test_unreadable_inputs_are_errors_not_tracebacks(tmp_path: Path,
@@ -183,3 +188,16 @@ def test_unreadable_inputs_are_errors_not_tracebacks(tmp_path: Path,
                         str(tmp_path / "attest.pub"))
     assert code == 2
     assert "an attestation is an object" in err
+
+
+def test_attest_refuses_a_private_key_that_is_a_symbolic_link(
+        server: Config, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The attestation key gets the checks of every key: a link to it is refused."""
+    key = server.in_state(server.attest.key_file)
+    real = tmp_path / "elsewhere" / "attest.key"
+    real.parent.mkdir()
+    key.rename(real)
+    key.symlink_to(real)
+    code, _, err = _run(capsys, "attest", "-c", str(server.source))
+    assert code == 2
+    assert "symbolic link" in err

@@ -24,7 +24,7 @@ COUNTS = (1, 2, 3, 5, 7, 100)
 
 def _leaf(i: int) -> dict[str, object]:
     return {"path": f"/opt/tally/bin/f{i:03d}", "sha256": hashlib.sha256(b"%d" % i).hexdigest(),
-            "mode": 0o755, "uid": 0, "gid": 0}
+            "mode": 0o755, "uid": 0, "gid": 0, "type": "file", "target": None}
 
 
 # An independent transcription of RFC 6962 §2.1 (MTH) and §2.1.1 (PATH), recursive
@@ -56,9 +56,9 @@ def _rfc_path(m: int, leaves: list[bytes]) -> list[bytes]:
 def test_leaf_bytes_are_sorted_compact_ascii_json() -> None:
     """The hashed leaf is exactly the documented canonical JSON behind a 0x00 byte."""
     fields = {"uid": 0, "sha256": "ab" * 32, "path": "/opt/tally/bin/tally", "gid": 0,
-              "mode": 0o755}
+              "mode": 0o755, "type": "file", "target": None}
     want = ('{"gid":0,"mode":493,"path":"/opt/tally/bin/tally","sha256":"' + "ab" * 32
-            + '","uid":0}').encode()
+            + '","target":null,"type":"file","uid":0}').encode()
     assert canonical_json(fields) == want
     assert leaf_hash(fields) == hashlib.sha256(b"\x00" + want).digest()
     assert canonical_json({"path": "/opt/hasil-é"}) == b'{"path":"/opt/hasil-\\u00e9"}'
@@ -155,3 +155,42 @@ def test_proof_with_wrong_shape_is_refused() -> None:
                 {**proof.to_json(), "leaf": {"path": "/x"}}, []):
         with pytest.raises(ProofError):
             InclusionProof.from_json(bad)
+
+
+def test_repointing_a_watched_symlink_changes_the_root(tmp_path: Path) -> None:
+    """A link's target and a file's type are in its leaf: re-pointing a link changes the root."""
+    from sentinel.sources.fim.scan import snapshot
+
+    (tmp_path / "tally-1.0").write_bytes(b"the real tally\n")
+    (tmp_path / "evil").write_bytes(b"the attacker's tally\n")
+    link = tmp_path / "tally"
+    link.symlink_to("tally-1.0")
+
+    def root() -> tuple[bytes, dict[str, object]]:
+        record = snapshot(str(link))
+        assert record is not None
+        tree = MerkleTree.from_records([record])
+        return tree.root, tree.leaves[0]
+
+    before, leaf = root()
+    assert leaf["type"] == "symlink" and leaf["target"] == "tally-1.0"
+    link.unlink()
+    link.symlink_to("evil")
+    after, leaf = root()
+    assert leaf["target"] == "evil"
+    assert after != before
+    link.unlink()
+    link.symlink_to("tally-1.0")
+    assert root()[0] == before
+
+
+def test_a_leaf_without_type_or_target_is_malformed() -> None:
+    """Proofs in the old five-field form are refused, not checked against a weaker leaf."""
+    from sentinel.attest.merkle import ProofError, check_leaf
+
+    for missing in ("type", "target"):
+        leaf = {k: v for k, v in _leaf(0).items() if k != missing}
+        with pytest.raises(ProofError, match="exactly the fields"):
+            check_leaf(leaf)
+    with pytest.raises(ProofError, match="target a string or null"):
+        check_leaf({**_leaf(0), "target": 7})

@@ -145,8 +145,9 @@ def test_example_config_in_a_real_alertmanager_routes_groups_and_inhibits(
 def test_promtool_check_config_passes_with_rules_and_targets() -> None:
     p = promtool(PROM_CONFIG)
     assert p.returncode == 0, p.stdout + p.stderr
-    assert "SUCCESS: 1 rule files found" in p.stdout
+    assert "SUCCESS: 2 rule files found" in p.stdout
     assert "sentinel-rules.yml" in p.stdout
+    assert "sentinel-self-rules.yml" in p.stdout
 
 
 def test_promtool_check_config_reads_the_target_files(tmp_path: Path) -> None:
@@ -165,7 +166,7 @@ def test_prometheus_example_scrapes_job_sentinel_from_target_files() -> None:
     (job,) = doc["scrape_configs"]
     assert job["job_name"] == "sentinel"  # what the rules and the dashboard select on
     assert job["file_sd_configs"][0]["files"] == ["targets/*.yml"]
-    assert doc["rule_files"] == ["sentinel-rules.yml"]
+    assert doc["rule_files"] == ["sentinel-rules.yml", "sentinel-self-rules.yml"]
     # every Alertmanager node listed on its own: no load balancer in between
     assert len(doc["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]) == 3
 

@@ -12,6 +12,7 @@ delivered, nor stop what comes after.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -246,3 +247,98 @@ def test_replay_deliver_has_sent_every_alert_when_it_exits(tmp_path: Path) -> No
         raised = replay([site])
         assert len(raised) == len(ATTACKS)
         assert held(node) == raised
+
+
+# -- the heartbeat: the central side sees a sentinel go ------------------------
+
+HEARTBEAT_AM_CONFIG = """\
+route:
+  receiver: soc
+  group_by: [site, alertname]
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 1h
+  routes:
+    # docs/fleet.md: each host's always-firing heartbeat goes to the dead man's
+    # switch; its resolve means the host's sentinel stopped talking
+    - matchers: ['alertname="sentinel-heartbeat"']
+      receiver: deadman
+      group_by: [host]
+      group_wait: 0s
+      group_interval: 1s
+      repeat_interval: 1h
+receivers:
+  - name: soc
+  - name: deadman
+    webhook_configs:
+      - url: RECEIVER/deadman
+        send_resolved: true
+"""
+
+
+def _sentinel(root: Path, host: str, urls: list[str]) -> subprocess.Popen[str]:
+    """A real `sentinel run` that only delivers: its heartbeat every second."""
+    from tests.test_daemon import NotifySocket
+
+    home = root / host
+    home.mkdir()
+    (home / "rules").mkdir()
+    cfg = home / "config.yaml"
+    cfg.write_text(
+        f"host: {{name: {host}, addresses: [{TALLY}], site: {host}}}\n"
+        f"state_dir: {home / 'state'}\n"
+        f"rules: {{paths: [{home / 'rules'}]}}\n"
+        "outputs:\n"
+        "  metrics: {enabled: false}\n"
+        "  webhooks:\n"
+        f"    - {{name: am-cluster, format: alertmanager, url: {json.dumps(urls)},"
+        " heartbeat: 1s, resend_interval: 1s, resolve_after: 4s,"
+        " timeout: 2s, retry: {initial: 100ms, max: 1s}}\n")
+    notify = NotifySocket(home / "notify.sock")
+    try:
+        env = {**os.environ, "NOTIFY_SOCKET": str(notify.path)}
+        proc = subprocess.Popen([sys.executable, "-m", "sentinel", "run", "-c", str(cfg)],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True)
+        notify.wait_for("READY=1")
+    finally:
+        notify.close()
+    return proc
+
+
+def _heartbeats(rx: WebhookReceiver, status: str) -> set[str]:
+    return {a["labels"]["host"] for p, n in rx.received() if p == "/deadman"
+            for a in n["alerts"] if a["status"] == status
+            and a["labels"]["alertname"] == "sentinel-heartbeat"}
+
+
+def test_the_central_side_sees_a_dead_sentinel_go_by_its_heartbeat(tmp_path: Path) -> None:
+    """Two sentinels heartbeat to a three-node cluster; one is killed (no goodbye): the
+    dead man's switch receiver gets its heartbeat resolved, the other's stays firing."""
+    with WebhookReceiver() as rx, \
+            Cluster(tmp_path / "am", HEARTBEAT_AM_CONFIG.replace("RECEIVER", rx.url)) as nodes:
+        urls = [n.url for n in nodes]
+        procs = {h: _sentinel(tmp_path, h, urls) for h in ("tally-a", "tally-b")}
+        try:
+            wait_for("both heartbeats firing at the dead man's switch",
+                     lambda: _heartbeats(rx, "firing") == {"tally-a", "tally-b"})
+            for n in nodes:  # every node holds both: any one of them can tell
+                wait_for(f"node {n.url} to hold both heartbeats", lambda n=n: {
+                    a["labels"]["host"] for a in n.alerts()
+                    if a["labels"]["alertname"] == "sentinel-heartbeat"
+                    and a["status"]["state"] == "active"} == {"tally-a", "tally-b"})
+            assert _heartbeats(rx, "resolved") == set()
+            procs["tally-a"].kill()  # a crash, a pulled plug: nothing is sent on the way out
+            procs["tally-a"].wait(timeout=10)
+            wait_for("tally-a's heartbeat resolved at the dead man's switch",
+                     lambda: _heartbeats(rx, "resolved") == {"tally-a"}, timeout=40)
+            still = {a["labels"]["host"] for a in nodes[0].alerts()
+                     if a["labels"]["alertname"] == "sentinel-heartbeat"
+                     and a["status"]["state"] == "active"}
+            assert still == {"tally-b"}
+        finally:
+            for p in procs.values():
+                if p.poll() is None:
+                    p.terminate()
+                    p.wait(timeout=20)
+                p.communicate()

@@ -208,16 +208,18 @@ def test_undelivered_alerts_survive_close_and_go_on_restart(tmp_path: Path, star
 
 
 def test_no_secret_in_logs_or_spool_names(tmp_path: Path, start: Any, capsys: Any) -> None:
-    """Logs name the target and the URL without its query string, never the secret."""
+    """Logs name the target and the URL's host, never a token in its path or query, nor
+    the secret."""
     port = free_port()
-    d = start(make_config(tmp_path, hook("soc", f"http://127.0.0.1:{port}/hook?token=abc123")))
+    d = start(make_config(tmp_path, hook("soc", f"http://127.0.0.1:{port}/hook/T0K3N?token=abc123")))
     d.submit(make_alert())
     d.close(5)
     out = capsys.readouterr()
     text = out.out + out.err
     assert "abc123" not in text
+    assert "T0K3N" not in text
     assert SECRET[6:] not in text
-    assert f"127.0.0.1:{port}/hook" in text
+    assert f"127.0.0.1:{port}/\u2026" in text
     journal = (tmp_path / "alerts.jsonl").read_text()
     assert json.loads(journal.splitlines()[0])["seq"] == 0
 

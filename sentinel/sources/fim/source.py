@@ -234,6 +234,10 @@ class FimSource:
 
     # -- triggers from the reader thread -----------------------------------
 
+    def request_rescan(self, reason: str, under: str | None = None) -> None:
+        """Rescan ``under`` (None: everything) soon, e.g. after the mount table changed."""
+        self._q.put(("rescan", reason, under))
+
     def _overflowed(self) -> None:
         _log.warning("fim_inotify_overflow", hint="events were lost; rescanning everything")
         self._q.put(("rescan", "overflow", None))
