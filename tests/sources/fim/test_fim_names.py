@@ -167,6 +167,11 @@ def test_attestation_leaves_name_every_file_apart(site: Site) -> None:
     tree = MerkleTree.from_records(r for r in records if r is not None)
     found = {tree.index_of(os.fsdecode(n)) for n in names}
     assert found == {0, 1, 2}
+    os.symlink(b"/opt/\xfe", w + b"/link")  # a target is a name too
+    link = snapshot(os.fsdecode(w + b"/link"))
+    assert link is not None
+    assert leaf_fields(link)["target"] == "/opt/\\xfe"
+    canonical_json(leaf_fields(link)).decode("ascii")
 
 
 def test_baseline_verify_reports_undecodable_names_and_exits_1(tmp_path: Path) -> None:
