@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# Install sentinel from this checkout on a Debian server, as root.
+# Install or upgrade sentinel from this checkout on a Debian server, as root.
 #
 #   deploy/install.sh              install into / and start it under systemd
+#   deploy/install.sh --upgrade    upgrade an installed sentinel to this checkout:
+#                                  new package, unit files and rule pack (the old
+#                                  pack kept as a backup, the difference shown),
+#                                  config and secrets kept, `sentinel check`
+#                                  before the restart (a failing check restores
+#                                  the old pack and restarts nothing)
 #   deploy/install.sh --root DIR   stage the unit, users, dirs and config under
-#                                  DIR (image builds, tests); no venv, no systemctl
+#                                  DIR (image builds, tests); no venv, no systemctl;
+#                                  the check uses $SENTINEL_BIN when set
 #   deploy/install.sh --venv DIR   put the venv at DIR (default /opt/sentinel);
 #                                  with --root, build it there too
 #
@@ -16,22 +23,33 @@
 #      /etc/tmpfiles.d; then systemd-sysusers and systemd-tmpfiles --create
 #   3. /etc/sentinel/config.yaml and /etc/sentinel/rules/ from the examples,
 #      and an empty /etc/sentinel/secrets.env, only where absent: an existing
-#      config, rule set or secrets file is never overwritten
+#      config, rule set or secrets file is never overwritten (--upgrade
+#      replaces the rule pack, never the config or the secrets)
 #   4. with systemd as PID 1: daemon-reload, `sentinel check`, and when the
-#      config is valid, enable --now; otherwise how to run it in the foreground
+#      config is valid, enable --now (--upgrade: restart); otherwise how to run
+#      it in the foreground
 set -euo pipefail
 
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ROOT=/
 VENV=""
+UPGRADE=0
+
+usage() {
+  # the comment block at the top of this file, up to its first command
+  awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"
+}
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --root) ROOT="${2:?--root needs a directory}"; shift 2 ;;
     --root=*) ROOT="${1#--root=}"; shift ;;
     --venv) VENV="${2:?--venv needs a directory}"; shift 2 ;;
-    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
-    *) echo "install.sh: unknown argument '$1'; valid: --root DIR, --venv DIR" >&2; exit 2 ;;
+    --upgrade) UPGRADE=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "install.sh: unknown argument '$1'; valid: --upgrade, --root DIR, --venv DIR," \
+         "--help" >&2
+       exit 2 ;;
   esac
 done
 
@@ -54,7 +72,7 @@ if [[ -z "$R" || -n "$VENV" ]]; then
   else
     say "venv $VENV from $SRC"
     "$VENV/bin/pip" install --quiet --upgrade pip
-    "$VENV/bin/pip" install --quiet "$SRC"
+    "$VENV/bin/pip" install --quiet --upgrade "$SRC"
   fi
   say "man page sentinel(1) and bash completion"
   mkdir -p "$R/usr/local/share/man/man1" "$R/usr/share/bash-completion/completions"
@@ -85,14 +103,41 @@ else
   say "config /etc/sentinel/config.yaml from config.example.yaml: edit the EDIT lines"
   install -m 0640 -o 0 -g "$GID" "$SRC/config.example.yaml" "$R/etc/sentinel/config.yaml"
 fi
-if [[ -e "$R/etc/sentinel/rules" ]]; then
-  say "keeping the existing /etc/sentinel/rules (the new pack is in $SRC/rules: diff -r)"
-else
+RULES="$R/etc/sentinel/rules"
+BACKUP=""
+# The pack is copied whole beside the installed one (rules.new), then switched
+# in by rename: never a half-copied pack, never rules/rules/ nesting.
+stage_pack() {
+  rm -rf "$RULES.new"
+  mkdir "$RULES.new"
+  cp -R "$SRC/rules/." "$RULES.new/"
+  chown -R "0:$GID" "$RULES.new"
+  find "$RULES.new" -type d -exec chmod 0750 {} +
+  find "$RULES.new" -type f -exec chmod 0640 {} +
+}
+if [[ ! -e "$RULES" ]]; then
   say "rules /etc/sentinel/rules from the default rule pack"
-  cp -R "$SRC/rules" "$R/etc/sentinel/rules"
-  chown -R "0:$GID" "$R/etc/sentinel/rules"
-  find "$R/etc/sentinel/rules" -type d -exec chmod 0750 {} +
-  find "$R/etc/sentinel/rules" -type f -exec chmod 0640 {} +
+  stage_pack
+  mv "$RULES.new" "$RULES"
+elif [[ $UPGRADE -eq 1 ]]; then
+  BACKUP="$RULES.bak-$(date -u +%Y%m%dT%H%M%SZ)"
+  while [[ -e "$BACKUP" ]]; do BACKUP="$BACKUP.1"; done
+  stage_pack
+  say "rule pack: what changes (diff -ru /etc/sentinel/rules <new pack>)"
+  diff -ru "$RULES" "$RULES.new" || true
+  extra="$(cd "$RULES" && find . -type f | sort | while read -r f; do
+             [[ -e "$RULES.new/$f" ]] || echo "${f#./}"; done)"
+  if [[ -n "$extra" ]]; then
+    say "WARNING: not in the new pack, so no longer loaded (kept in the backup):"
+    printf '%s\n' "$extra" | sed 's/^/      /'
+    say "your own rules belong in a folder of their own, added to rules.paths (deploy/README.md)"
+  fi
+  mv "$RULES" "$BACKUP"
+  mv "$RULES.new" "$RULES"
+  say "rule pack replaced; the old one is ${BACKUP#"$R"}"
+else
+  say "keeping the existing /etc/sentinel/rules; to replace it with this version's pack:"
+  say "  deploy/install.sh --upgrade   (backs the old one up and shows the difference)"
 fi
 if [[ -e "$R/etc/sentinel/secrets.env" ]]; then
   say "keeping the existing /etc/sentinel/secrets.env"
@@ -110,7 +155,7 @@ EOF
   chown 0:0 "$R/etc/sentinel/secrets.env"
 fi
 
-# 4. start ---------------------------------------------------------------------
+# 4. check, start ------------------------------------------------------------------
 FOREGROUND="set -a; . /etc/sentinel/secrets.env; set +a
   setpriv --reuid=sentinel --regid=sentinel --init-groups \\
     --bounding-set=-all,+net_raw,+net_admin,+dac_read_search \\
@@ -118,11 +163,46 @@ FOREGROUND="set -a; . /etc/sentinel/secrets.env; set +a
     --ambient-caps=-all,+net_raw,+net_admin,+dac_read_search \\
     /opt/sentinel/bin/sentinel run -c /etc/sentinel/config.yaml"
 
+SENTINEL="${SENTINEL_BIN:-}"
+if [[ -z "$SENTINEL" && -n "$VENV" ]]; then SENTINEL="$VENV/bin/sentinel"; fi
+
+# `sentinel check` of the installed config and rules, with the secrets loaded as
+# the unit will have them; 0 when valid
+check() {
+  (set -a && . "$R/etc/sentinel/secrets.env" && set +a &&
+   "$SENTINEL" check -c "$R/etc/sentinel/config.yaml")
+}
+
+if [[ $UPGRADE -eq 1 ]]; then
+  if [[ -z "$SENTINEL" ]]; then
+    say "--root without SENTINEL_BIN: no sentinel to check the staged config with"
+  elif check; then
+    say "sentinel check: the kept config and the new rule pack are valid"
+  else
+    say "the kept config fails with this version (above); nothing restarted"
+    if [[ -n "$BACKUP" ]]; then
+      rm -rf "$RULES.failed"
+      mv "$RULES" "$RULES.failed"
+      mv "$BACKUP" "$RULES"
+      say "the previous rule pack is back in /etc/sentinel/rules; the new one is in"
+      say "  /etc/sentinel/rules.failed. Fix the config (deploy/README.md, another site),"
+      say "  then run deploy/install.sh --upgrade again."
+    fi
+    exit 1
+  fi
+  if [[ -z "$R" && -d /run/systemd/system ]]; then
+    systemctl daemon-reload
+    systemctl restart sentinel.service
+    say "restarted: systemctl status sentinel"
+  else
+    say "upgraded. systemd is not PID 1 here, so nothing was restarted."
+  fi
+  exit 0
+fi
+
 if [[ -z "$R" && -d /run/systemd/system ]]; then
   systemctl daemon-reload
-  # with the secrets loaded, as the unit will have them
-  if (set -a && . /etc/sentinel/secrets.env && set +a &&
-      /opt/sentinel/bin/sentinel check -c /etc/sentinel/config.yaml); then
+  if check; then
     systemctl enable --now sentinel.service
     say "running: systemctl status sentinel; metrics on the listen address in the config"
   else

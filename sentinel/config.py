@@ -92,9 +92,27 @@ class FimConfig:
 
 
 @dataclass(frozen=True)
+class StormConfig:
+    """Storm control: past ``max_alerts`` alerts of one rule in ``period`` seconds, the
+    rest fold into one summary per period (true count, a sample of keys).
+
+    Suppression keyed by source cannot hold back spoofed sources; this can, since
+    it counts a rule's alerts whatever their keys. ``sources`` are the event
+    sources it applies to: by default only network, whose volume an attacker on
+    the wire sets at no cost; every file change keeps its own alert.
+    """
+
+    max_alerts: int = 100
+    period: float = 60.0
+    sample: int = 10
+    sources: frozenset[str] = frozenset({"network"})
+
+
+@dataclass(frozen=True)
 class RulesConfig:
     paths: tuple[Path, ...] = ()
     reload_debounce: float = 1.0
+    storm: StormConfig = StormConfig()
 
 
 @dataclass(frozen=True)
@@ -191,6 +209,8 @@ class Config:
     rules: RulesConfig = RulesConfig()
     lists: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     list_marks: dict[str, Mark] = field(default_factory=dict)
+    #: where each item of each list stands, so a bad entry is reported at itself
+    list_item_marks: dict[str, tuple[Mark, ...]] = field(default_factory=dict)
     schedules: dict[str, tuple[Window, ...]] = field(default_factory=dict)
     outputs: OutputsConfig = OutputsConfig()
     attest: AttestConfig = AttestConfig()

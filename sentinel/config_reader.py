@@ -26,6 +26,7 @@ from sentinel.config import (
     NetworkConfig,
     OutputsConfig,
     RulesConfig,
+    StormConfig,
     Window,
 )
 from sentinel.config_outputs import NAME, OutputsReader
@@ -45,6 +46,7 @@ class ConfigReader:
         self.base = path.resolve().parent
         self.c = Checker()
         self.warnings: list[Problem] = []
+        self.list_item_marks: dict[str, tuple[Mark, ...]] = {}
 
     def read(self, root: Node) -> Config:
         c = self.c
@@ -65,6 +67,7 @@ class ConfigReader:
         fim = self._fim(top["fim"]) if "fim" in top else FimConfig()
         rules = self._rules(top["rules"]) if "rules" in top else RulesConfig()
         lists, list_marks = self._lists(top["lists"]) if "lists" in top else ({}, {})
+        item_marks = self.list_item_marks
         schedules = self._schedules(top["schedules"]) if "schedules" in top else {}
         outputs = (OutputsReader(c, self._path, self._key_source, self.secrets).read(top["outputs"])
                    if "outputs" in top else OutputsConfig())
@@ -80,6 +83,7 @@ class ConfigReader:
             rules=rules,
             lists=lists,
             list_marks=list_marks,
+            list_item_marks=item_marks,
             schedules=schedules,
             outputs=outputs,
             attest=attest,
@@ -124,9 +128,17 @@ class ConfigReader:
     def _cidr(self, node: Node, where: str) -> IPNetwork | None:
         if isinstance(node.value, str):
             try:
-                return ipaddress.ip_network(node.value, strict=False)
+                net = ipaddress.ip_network(node.value, strict=False)
             except ValueError:
                 pass
+            else:
+                host = node.value.strip().partition("/")[0]
+                if net.network_address != ipaddress.ip_address(host):
+                    # refused, not normalised: the network and the host differ widely
+                    self.c.error(node.mark, f"{where}: {node.value!r} has host bits set; write"
+                                 f" the network {net} or the single address {host}")
+                    return None
+                return net
         shown = repr(node.value) if isinstance(node.value, str) else type_name(node.value)
         self.c.error(node.mark, f"{where}: {shown} is not a network in CIDR notation; valid:"
                      " e.g. 10.20.0.0/16 or 2001:db8::/32")
@@ -251,7 +263,7 @@ class ConfigReader:
 
     def _rules(self, node: Node) -> RulesConfig:
         c = self.c
-        m = c.mapping(node, "rules", ("paths", "reload_debounce"))
+        m = c.mapping(node, "rules", ("paths", "reload_debounce", "storm"))
         if m is None:
             return RulesConfig()
         paths: tuple[Path, ...] = ()
@@ -270,7 +282,27 @@ class ConfigReader:
         debounce = 1.0
         if "reload_debounce" in m:
             debounce = c.duration(m["reload_debounce"], "rules.reload_debounce") or 1.0
-        return RulesConfig(paths, debounce)
+        storm = self._storm(m["storm"]) if "storm" in m else StormConfig()
+        return RulesConfig(paths, debounce, storm)
+
+    def _storm(self, node: Node) -> StormConfig:
+        c = self.c
+        m = c.mapping(node, "rules.storm", ("max_alerts", "period", "sample", "sources"))
+        d = StormConfig()
+        if m is None:
+            return d
+        top = c.integer(m["max_alerts"], "rules.storm.max_alerts", 1) if "max_alerts" in m else None
+        period = c.duration(m["period"], "rules.storm.period") if "period" in m else None
+        sample = c.integer(m["sample"], "rules.storm.sample", 0, 100) if "sample" in m else None
+        sources = d.sources
+        if "sources" in m and (items := c.strings(m["sources"], "rules.storm.sources")) is not None:
+            for i, name in enumerate(items):
+                if name not in ("network", "fim"):
+                    c.error(m["sources"].value[i].mark, f"rules.storm.sources[{i}]: {name!r}"
+                            " is not an event source; valid: network, fim")
+            sources = frozenset(items)
+        return StormConfig(top or d.max_alerts, period or d.period,
+                           d.sample if sample is None else sample, sources)
 
     def _lists(self, node: Node) -> tuple[dict[str, tuple[Any, ...]], dict[str, Mark]]:
         c = self.c
@@ -287,12 +319,15 @@ class ConfigReader:
             if items is None:
                 continue
             vals = []
+            marks = []
             for i, v in enumerate(items):
                 if isinstance(v.value, dict | list) or v.value is None:
                     c.error(v.mark, f"lists.{name}[{i}] must be a string or number")
                 else:
                     vals.append(v.value)
+                    marks.append(v.mark)
             out[name] = tuple(vals)
+            self.list_item_marks[name] = tuple(marks)
         return out, dict(node.key_marks)
 
     def _schedules(self, node: Node) -> dict[str, tuple[Window, ...]]:

@@ -13,6 +13,7 @@ the failure counted, and the running set stays.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import gc
 import queue
@@ -80,8 +81,12 @@ class Daemon:
         self.metrics = metrics or Metrics(CollectorRegistry())
         self.notifier = notifier or Notifier()
         self.clock = clock
-        self.engine = Engine(rules, host=config.host.name, metrics=self.metrics)
+        self.engine = Engine(rules, host=config.host.name, metrics=self.metrics,
+                             storm=config.rules.storm)
         self.queue: queue.Queue[Event | None] = queue.Queue(QUEUE_SIZE)
+        # file events go ahead of the network queue: a packet flood (up to QUEUE_SIZE
+        # events waiting) must not hold back the alert of a changed file
+        self.files: collections.deque[Event] = collections.deque()
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._sink_lock = threading.Lock()
@@ -119,6 +124,13 @@ class Daemon:
 
     def emit(self, event: Event) -> None:
         """Called by sources; blocks while the engine is behind, never raises."""
+        if event.source == "fim":
+            while len(self.files) >= QUEUE_SIZE and not self._stop.is_set():
+                time.sleep(0.01)
+            self.files.append(event)
+            with contextlib.suppress(queue.Full):  # wakes the engine; a full queue needs no wake
+                self.queue.put_nowait(None)
+            return
         while not self._stop.is_set():
             try:
                 self.queue.put(event, timeout=0.5)
@@ -133,11 +145,14 @@ class Daemon:
         last_tick = 0.0
         while True:
             self._engine_beat = time.monotonic()
+            while self.files:
+                ev = self.files.popleft()
+                self._handle(self.engine.process, ev, ev.ack)
             try:
                 item = self.queue.get(timeout=0.5)
             except queue.Empty:
                 item = None
-                if self._stop.is_set():
+                if self._stop.is_set() and not self.files:
                     break
             if item is not None:
                 self._handle(self.engine.process, item, item.ack)

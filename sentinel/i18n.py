@@ -10,6 +10,7 @@ WIT in Indonesia); the journal, attestations and the alert's ``time`` stay UTC.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -136,21 +137,43 @@ def summary_title(title: str, lang: str, total: int, seconds: float) -> str:
     return f"{title} ({total} {text(lang, 'times in')} {span(lang, seconds)})"
 
 
-def summary_texts(extra: dict[str, Any], title: str, total: int, seconds: float,
-                  ) -> tuple[str, dict[str, Any]]:
-    """Title and ``i18n`` of a suppression summary of an alert with ``title`` and ``extra``.
+def retitled(extra: dict[str, Any], title: str, make: Callable[[str, str], str],
+             ) -> tuple[str, dict[str, Any]]:
+    """Title (site language) and ``i18n`` of an alert derived from one with ``title`` and
+    ``extra``: ``make(title, language)`` words each language's title.
 
     The site language is the alert's ``language`` (English when absent).
     """
     lang = extra.get("language", DEFAULT_LANGUAGE)
-    shown = summary_title(title, lang if isinstance(lang, str) else DEFAULT_LANGUAGE,
-                          total, seconds)
+    shown = make(title, lang if isinstance(lang, str) else DEFAULT_LANGUAGE)
     texts = extra.get("i18n")
     if not isinstance(texts, dict):
         return shown, {}
-    out = {code: {**t, "title": summary_title(str(t.get("title", "")), code, total, seconds)}
+    out = {code: {**t, "title": make(str(t.get("title", "")), code)}
            for code, t in texts.items() if isinstance(t, dict)}
     return shown, {"i18n": out}
+
+
+def summary_texts(extra: dict[str, Any], title: str, total: int, seconds: float,
+                  ) -> tuple[str, dict[str, Any]]:
+    """Title and ``i18n`` of a suppression summary of an alert with ``title`` and ``extra``."""
+    return retitled(extra, title, lambda t, lang: summary_title(t, lang, total, seconds))
+
+
+def storm_title(title: str, lang: str, folded: int, limit: int, seconds: float) -> str:
+    """The title of a storm summary: how many alerts were folded past which rate."""
+    if lang == "id":
+        return (f"{title} (badai peringatan: {folded} peringatan lain dari aturan ini"
+                f" digabungkan, melewati {limit} dalam {span(lang, seconds)})")
+    return (f"{title} (alert storm: {folded} more alerts of this rule folded, past {limit}"
+            f" in {span(lang, seconds)})")
+
+
+def storm_texts(extra: dict[str, Any], title: str, folded: int, limit: int, seconds: float,
+                ) -> tuple[str, dict[str, Any]]:
+    """Title and ``i18n`` of a storm summary whose first folded alert has ``title``."""
+    return retitled(extra, title,
+                    lambda t, lang: storm_title(t, lang, folded, limit, seconds))
 
 
 def localize(alert: dict[str, Any], lang: str | None, tz: tzinfo, tz_name: str

@@ -112,6 +112,18 @@ class Metrics:
             buckets=(1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 0.1),
             registry=r,
         )
+        self.alerts_storm_folded = Counter(
+            "sentinel_alerts_storm_folded",
+            "Alerts folded into storm summaries (past a rule's storm limit), by rule",
+            ["rule"],
+            registry=r,
+        )
+        self.alert_storm = Gauge(
+            "sentinel_alert_storm",
+            "1 while a rule's alerts fold into storm summaries, 0 when it has ended",
+            ["rule"],
+            registry=r,
+        )
         self.rule_state_evictions = Counter(
             "sentinel_rule_state_evictions",
             "Threshold/change/suppression groups evicted at the per-rule cap",

@@ -29,6 +29,7 @@ def _log_three(path: Path, monkeypatch: pytest.MonkeyPatch, journal: bool) -> li
         log.info("info_line")
         log.warning("warning_line")
         log.error("error_line")
+        logs.configure()  # back to stdout before the file closes: later tests log too
     return path.read_text().splitlines()
 
 

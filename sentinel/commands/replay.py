@@ -116,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.events:
         from sentinel.engine import Engine, load_rules
 
-        engine = Engine(load_rules(config), host=config.host.name, metrics=metrics)
+        engine = Engine(load_rules(config), host=config.host.name, metrics=metrics,
+                        storm=config.rules.storm)
     if args.deliver:
         from sentinel.sinks import JournalError, JournalKeyError, build_delivery
 
@@ -170,9 +171,7 @@ def run(args: argparse.Namespace) -> int:
         if engine is not None:
             run_batch()
             publish(engine.advance(last))
-            # the capture ends like the daemon stops: open suppression periods end now,
-            # so the alerts' counts add up to every matching event
-            publish(engine.flush(last))
+            publish(engine.flush(last))  # open suppression and storm folds: their counts
         out.flush()
         if delivery is not None:
             for lane, n in delivery.drain(args.drain_timeout).items():

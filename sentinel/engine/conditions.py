@@ -30,7 +30,20 @@ from sentinel.engine.fields import (
     parse_ref,
     typ_name,
 )
-from sentinel.engine.lists import ValueSet, build_value_set, domain_matcher, parse_net
+from sentinel.engine.lists import (
+    LIST_NAME,
+    NUMBER,
+    SHAPE_VALID,
+    TEXT,
+    TRUTH,
+    WHOLE,
+    ValueSet,
+    build_value_set,
+    domain_matcher,
+    item_problem,
+    normalize_domain,
+    shape_of,
+)
 from sentinel.engine.matchers import Cond, Hint, Test, all_, any_, field_fn
 from sentinel.located import Checker, Mark, Node, type_name
 
@@ -50,6 +63,11 @@ class ListDef:
     name: str
     items: tuple[Any, ...]
     mark: Mark
+    #: where each item stands (empty: report at ``mark``)
+    item_marks: tuple[Mark, ...] = ()
+
+    def item_mark(self, i: int) -> Mark:
+        return self.item_marks[i] if i < len(self.item_marks) else self.mark
 
 
 def _suggest(word: str, valid: Sequence[str]) -> str:
@@ -168,6 +186,7 @@ class ConditionCompiler:
         elem = STR if ref.type == LIST else ref.type
         test: Test | None
         vs: ValueSet | None = None
+        domains: tuple[Test, frozenset[str]] | None = None
         if positive in ("equals", "in"):
             vs = self._values(ref, op, arg, elem, named_only=positive == "in")
             test = vs.has if vs else None
@@ -175,7 +194,8 @@ class ConditionCompiler:
             vs = self._cidr(ref, op, arg)
             test = vs.has if vs else None
         elif positive == "domain_in":
-            test = self._domains(ref, op, arg)
+            domains = self._domains(ref, op, arg)
+            test = domains[0] if domains else None
         elif op in TEXT_OPS:
             test = self._text(ref, op, arg)
         else:
@@ -183,12 +203,19 @@ class ConditionCompiler:
         if test is None:
             return None
         cond = Cond(field_fn(ref.get, test, negate, ref.type == LIST))
-        if vs is not None and not negate and ref.plain and vs.indexable:
+        if negate:
+            return cond
+        # a transformed or joined reference is indexed by its text, read by its getter
+        key = ref.plain or ref.text
+        reader = None if ref.plain else ref.get
+        if vs is not None and vs.indexable:
             low = ref.plain in LOW_CARDINALITY
             if vs.nets:
-                cond.hints.append(Hint(ref.plain, frozenset(), vs.nets, 2))
+                cond.hints.append(Hint(key, frozenset(), vs.nets, 2, get=reader))
             elif vs.exact:
-                cond.hints.append(Hint(ref.plain, vs.exact, (), 1 if low else 3))
+                cond.hints.append(Hint(key, vs.exact, (), 1 if low else 3, get=reader))
+        elif positive == "domain_in" and domains:
+            cond.hints.append(Hint(key, frozenset(), (), 3, domains[1], get=reader))
         return cond
 
     def _items(self, op: str, ref: FieldRef, arg: Node, *, bare_name: bool,
@@ -212,12 +239,47 @@ class ConditionCompiler:
                              f"{_suggest(name, sorted(self.lists))}; valid lists: {valid}")
                 return None
             self.used_lists.add(name)
+            if not self._check_named(ref, op, ld):
+                return None
             return list(ld.items), None, name
         if isinstance(v, dict) or v is None:
             self.c.error(arg.mark, f"{ref.text}: {op} takes a value, a list of values or a"
                          f" named list ($name), got {type_name(v)}")
             return None
         return [v], [arg], None
+
+    def _check_named(self, ref: FieldRef, op: str, ld: ListDef) -> bool:
+        """Report, at the item, every entry of ``ld`` that does not fit this use.
+
+        The same entry used the same way by several rules is reported once.
+        """
+        if NEGATED.get(op, op) not in ("equals", "in", "cidr", "domain_in"):
+            return True  # text and number tests take any text
+        shape = shape_of(ref, NEGATED.get(op, op))
+        if shape == TEXT:
+            return True  # text fields take any text; a number there is reported by _values
+        ok = True
+        for i, item in enumerate(ld.items):
+            why = item_problem(shape, item)
+            if why is None:
+                continue
+            ok = False
+            msg = (f"lists.{ld.name}[{i}]: {why}; the list is used as {ref.text}: {op}, which"
+                   f" takes {SHAPE_VALID[shape]}")
+            mark = ld.item_mark(i)
+            if not any(p.mark == mark and p.message == msg for p in self.c.problems):
+                self.c.error(mark, msg)
+        return ok
+
+    def _check_inline(self, ref: FieldRef, op: str, nodes: list[Node]) -> bool:
+        shape = shape_of(ref, NEGATED.get(op, op))
+        ok = True
+        for n in nodes:
+            why = item_problem(shape, n.value)
+            if why is not None and shape not in (TEXT, WHOLE, NUMBER, TRUTH):
+                self.c.error(n.mark, f"{ref.text}: {op}: {why}; valid: {SHAPE_VALID[shape]}")
+                ok = False
+        return ok
 
     def _values(self, ref: FieldRef, op: str, arg: Node, elem: str,
                 named_only: bool) -> ValueSet | None:
@@ -233,7 +295,15 @@ class ConditionCompiler:
         if nodes is not None:
             for i in bad:
                 self.c.error(nodes[i].mark, _mismatch(ref, elem, nodes[i].value))
-            return None if bad else vs
+            if bad:
+                return None
+            return vs if self._check_inline(ref, op, nodes) else None
+        if bad and shape_of(ref, NEGATED.get(op, op)) == TEXT and name is not None:
+            ld = self.lists[name]
+            for i in bad:
+                msg = f"lists.{name}[{i}]: {_mismatch(ref, elem, items[i])}"
+                if not any(p.message == msg for p in self.c.problems):
+                    self.c.error(ld.item_mark(i), msg)
         if vs.size == 0:
             self.c.error(arg.mark, f"{ref.text}: {op}: list {name!r} has no items that fit"
                          f" {ref.text} ({_expect(elem)})")
@@ -245,18 +315,16 @@ class ConditionCompiler:
             self.c.error(arg.mark, f"{ref.text}: {op} needs an address field (src_ip, dst_ip,"
                          f" sender_ip, target_ip); {ref.text} is {typ_name(ref.type)}")
             return None
-        literal = isinstance(arg.value, str) and parse_net(arg.value) is not None
+        # a text that cannot be a list name is a network written in place, so that
+        # "10.0.0.0/33" is reported as a bad network, not as an unknown list
+        literal = isinstance(arg.value, str) and not LIST_NAME.match(arg.value)
         got = self._items(op, ref, arg, bare_name=not literal)
         if got is None:
             return None
         items, nodes, name = got
-        vs, bad = build_value_set(items, IP)
+        vs, _ = build_value_set(items, IP)
         if nodes is not None:
-            for i in bad:
-                self.c.error(nodes[i].mark, f"{ref.text}: {op}: {nodes[i].value!r} is not an"
-                             " address or network; valid: e.g. 10.20.0.0/24, 10.20.0.10,"
-                             " 2001:db8::/32")
-            if bad:
+            if not self._check_inline(ref, op, nodes):
                 return None
         elif vs.size == 0:
             self.c.error(arg.mark, f"{ref.text}: {op}: list {name!r} holds no addresses or"
@@ -264,7 +332,9 @@ class ConditionCompiler:
             return None
         return vs
 
-    def _domains(self, ref: FieldRef, op: str, arg: Node) -> Test | None:
+    def _domains(self, ref: FieldRef, op: str, arg: Node,
+                 ) -> tuple[Test, frozenset[str]] | None:
+        """The test, and the names as the index files them."""
         if ref.type not in (STR, LIST):
             self.c.error(arg.mark, f"{ref.text}: {op} needs a text field such as qname;"
                          f" {ref.text} is {typ_name(ref.type)}")
@@ -275,15 +345,12 @@ class ConditionCompiler:
         items, nodes, name = got
         names = [i for i in items if isinstance(i, str) and i.strip(".* ")]
         if nodes is not None:
-            for n in nodes:
-                if not (isinstance(n.value, str) and n.value.strip(".* ")):
-                    self.c.error(n.mark, f"{ref.text}: {op}: {n.value!r} is not a domain name;"
-                                 " valid: e.g. kpu.go.id")
-                    return None
+            if not self._check_inline(ref, op, nodes):
+                return None
         elif not names:
             self.c.error(arg.mark, f"{ref.text}: {op}: list {name!r} holds no domain names")
             return None
-        return domain_matcher(names)
+        return domain_matcher(names), frozenset(normalize_domain(n) for n in names)
 
     def _text(self, ref: FieldRef, op: str, arg: Node) -> Test | None:
         if ref.type not in (STR, IP, LIST):

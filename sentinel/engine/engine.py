@@ -1,10 +1,18 @@
 """The Engine: events in, alerts out. No I/O, one calling thread.
 
-``process`` tests an event against the candidate rules the index gives, then
-runs each matching rule's threshold or change logic and its suppression.
-``advance`` moves time when no event comes (suppression summaries, window
-expiry). ``swap`` installs a new :class:`RuleSet` in one attribute assignment;
-the state of every rule whose fingerprint is unchanged carries over.
+``process`` tests an event against the candidate groups the index gives, then
+runs each matching group's threshold or change logic once, and each member
+rule's suppression and storm control. A *group* is the rules that decide alike
+(same kinds, condition, schedule, threshold or change — see
+``Rule.behaviour``) and carry the same state: a site that copies a rule for
+each of its servers pays for one test per event, not one per copy. Alerts come
+in rule order whatever the grouping. ``advance`` moves time when no event
+comes (suppression and storm summaries, window expiry). ``swap`` installs a
+new :class:`RuleSet` in one attribute assignment; the state of every rule
+whose fingerprint is unchanged carries over.
+
+``Engine(..., indexed=False)`` is the reference: every rule of the event's
+kind tested on its own, in a plain loop. Tests hold the indexed engine to it.
 """
 
 from __future__ import annotations
@@ -13,14 +21,23 @@ import logging
 import socket
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sentinel.alert import Alert, new_alert_id
+from sentinel.config import StormConfig
+from sentinel.engine.groups import Group, PlainIndex, RuleMemory
+from sentinel.engine.index import RuleIndex
 from sentinel.engine.loader import RuleSet
 from sentinel.engine.rules import Rule
-from sentinel.engine.state import ChangeState, SuppressState, ThresholdState
-from sentinel.events import Event
+from sentinel.engine.state import (
+    ChangeState,
+    StormState,
+    SuppressState,
+    ThresholdState,
+)
+from sentinel.events import SOURCES, Event
 from sentinel.metrics import Metrics
 
 # stdlib logging, which sentinel.logs renders like the rest: a replay that never
@@ -29,33 +46,38 @@ log = logging.getLogger("sentinel.engine")
 
 #: 1 event in this many has its evaluation time observed (timing costs more than matching)
 TIMING_SAMPLE = 16
-
-
-@dataclass
-class RuleMemory:
-    """The state one rule carries between events."""
-
-    threshold: ThresholdState | None = None
-    change: ChangeState | None = None
-    suppress: SuppressState | None = None
+DEFAULT_STORM = StormConfig()
+#: Fields that name what a storm's folded alerts were about, when the rule has no key.
+_SAMPLE_FIELDS = ("src_ip", "dst_ip", "dst_port", "qname", "sender_ip", "sender_mac", "path")
 
 
 @dataclass
 class _Active:
     rules: RuleSet
     memory: dict[str, RuleMemory] = field(default_factory=dict)
+    groups: tuple[Group, ...] = ()
+    index: Any = None
+    order: dict[str, int] = field(default_factory=dict)  # rule id -> position
+    #: what advance() looks at: suppression and storm states, threshold states
+    timed: tuple[tuple[SuppressState | None, StormState | None], ...] = ()
+    windows: tuple[ThresholdState, ...] = ()
 
 
 class Engine:
     """Matches events against a rule set; see the module docstring."""
 
     def __init__(self, rules: RuleSet, host: str | None = None, metrics: Metrics | None = None,
-                 max_groups: int = 10000) -> None:
+                 max_groups: int = 10000, storm: StormConfig | None = DEFAULT_STORM,
+                 indexed: bool = True) -> None:
         self.host = host or socket.gethostname()
         self.metrics = metrics
         self.max_groups = max_groups
+        self.storm = storm
+        self.indexed = indexed
         self._seen = 0
         self._failed: set[str] = set()
+        self._now = 0.0  # the latest event or advance time: when a reload closes periods
+        self._retired: list[RuleMemory] = []  # of rules a reload removed or changed
         self._alert_counters: dict[tuple[str, str], Any] = {}  # (rule, severity) -> child
         self._active = self._build(rules, {})
 
@@ -64,40 +86,118 @@ class Engine:
         return self._active.rules
 
     def swap(self, rules: RuleSet) -> None:
-        """Replace the rule set; unchanged rules keep their state."""
+        """Replace the rule set; unchanged rules keep their state.
+
+        A rule removed or changed has its open suppression and storm periods closed
+        by the next ``advance`` (or ``flush``), which returns their summaries: a
+        reload never loses a folded count. The closing is left to those calls
+        because ``swap`` may run on another thread than ``process``, which may
+        still be using the old states; everything else here is one assignment.
+        """
         old = self._active
-        carried = {r.id: old.memory[r.id] for r in old.rules.rules
-                   if r.id in old.memory}
         fingerprints = {r.id: r.fingerprint for r in old.rules.rules}
-        keep = {r.id: carried[r.id] for r in rules.rules
-                if fingerprints.get(r.id) == r.fingerprint and r.id in carried}
+        keep = {r.id: old.memory[r.id] for r in rules.rules
+                if fingerprints.get(r.id) == r.fingerprint and r.id in old.memory}
+        retired = [mem for rid, mem in old.memory.items() if rid not in keep]
         self._active = self._build(rules, keep)
+        self._retired.extend(retired)
+
+    def _closing(self, now: float) -> list[Alert]:
+        out: list[Alert] = []
+        while self._retired:
+            out.extend(self._close(self._retired.pop(0), now))
+        return out
+
+    def _close(self, mem: RuleMemory, now: float) -> list[Alert]:
+        """End a rule's open suppression and storm periods as of ``now``: their summaries."""
+        out: list[Alert] = []
+        if mem.suppress is not None:
+            ended = mem.suppress.flush(now)
+            out.extend(self._storm_pass(mem.storm, ended, None)
+                       if mem.storm is not None and ended else ended)
+        if mem.storm is not None:
+            out.extend(mem.storm.flush(now))
+            if mem.storm.storming:
+                mem.storm.storming = False
+                mem.storm.on_change(False)
+        return out
 
     def _build(self, rules: RuleSet, keep: dict[str, RuleMemory]) -> _Active:
         memory: dict[str, RuleMemory] = {}
+        groups: dict[tuple[Any, ...], Group] = {}
         for r in rules.rules:
-            if r.id in keep:
-                memory[r.id] = keep[r.id]
-            elif r.threshold or r.change or r.suppress:
-                memory[r.id] = self._memory(r)
+            kept = keep.get(r.id)
+            carried = (kept.threshold or kept.change) if kept is not None else None
+            # a carried state joins only the rules that carried the same one: rules
+            # alike but with other histories would decide differently
+            gkey = (r.behaviour, id(carried)) if self.indexed else (r.id,)
+            g = groups.get(gkey)
+            if g is None:
+                if kept is not None:
+                    shared = RuleMemory(kept.threshold, kept.change)
+                else:
+                    shared = self._shared(r)
+                g = groups[gkey] = Group(r, shared)
+            else:
+                g.rules.append(r)
+            memory[r.id] = RuleMemory(
+                g.threshold, g.change,
+                kept.suppress if kept is not None else self._suppress(r),
+                kept.storm if kept is not None and kept.storm is not None else self._storm(r))
+        for g in groups.values():
+            evict = self._evictor([r.id for r in g.rules])
+            for st in (g.threshold, g.change):
+                if st is not None:
+                    st.on_evict = evict
+        ordered = tuple(sorted(groups.values(), key=lambda g: g.order))
         if self.metrics is not None:
             self.metrics.rules_loaded.set(len(rules))
-        return _Active(rules, memory)
+        index = RuleIndex(ordered) if self.indexed else PlainIndex(ordered)
+        timed = tuple((m.suppress, m.storm) for m in memory.values()
+                      if m.suppress is not None or m.storm is not None)
+        windows = tuple(g.threshold for g in ordered if g.threshold is not None)
+        return _Active(rules, memory, ordered, index,
+                       {r.id: i for i, r in enumerate(rules.rules)}, timed, windows)
 
-    def _memory(self, r: Rule) -> RuleMemory:
-        evict = self._evictor(r.id)
+    def _shared(self, r: Rule) -> RuleMemory:
+        noop: Callable[[], None] = _noop
         return RuleMemory(
-            ThresholdState(r.threshold, self.max_groups, evict) if r.threshold else None,
-            ChangeState(r.change, self.max_groups, evict) if r.change else None,
-            SuppressState(r.suppress, self.max_groups, evict) if r.suppress else None,
-        )
+            ThresholdState(r.threshold, self.max_groups, noop) if r.threshold else None,
+            ChangeState(r.change, self.max_groups, noop) if r.change else None)
 
-    def _evictor(self, rule_id: str) -> Any:
+    def _suppress(self, r: Rule) -> SuppressState | None:
+        if r.suppress is None:
+            return None
+        return SuppressState(r.suppress, self.max_groups, self._evictor([r.id]))
+
+    def _storm(self, r: Rule) -> StormState | None:
+        limit = self.storm
+        if limit is None or not any(_source(k) in limit.sources for k in r.kinds):
+            return None
+        rid = r.id
+        metrics = self.metrics
+
+        def on_change(storming: bool) -> None:
+            # one line per change of state; the gauge says which rules fold now
+            log.warning("alert_storm_started" if storming else "alert_storm_ended",
+                        extra={"component": "engine", "rule": rid,
+                               "max_alerts": limit.max_alerts, "period": limit.period})
+            if metrics is not None:
+                metrics.alert_storm.labels(rid).set(1 if storming else 0)
+        return StormState(limit, on_change)
+
+    def _evictor(self, rule_ids: list[str]) -> Callable[[], None]:
         metrics = self.metrics
         if metrics is None:
-            return lambda: None
-        counter = metrics.rule_state_evictions.labels(rule_id)
-        return counter.inc
+            return _noop
+        counters = [metrics.rule_state_evictions.labels(rid) for rid in rule_ids]
+        if len(counters) == 1:
+            return counters[0].inc
+
+        def each() -> None:
+            for c in counters:
+                c.inc()
+        return each
 
     # -- events ----------------------------------------------------------
 
@@ -108,29 +208,45 @@ class Engine:
         timed = self.metrics is not None and self._seen % TIMING_SAMPLE == 0
         started = time.perf_counter() if timed else 0.0
         out: list[Alert] = []
+        hit_groups = 0
         t = event.time
-        for rule in active.rules.index.candidates(event):
+        if t > self._now:  # noqa: PLR1730 (max() costs a call per event)
+            self._now = t
+        for g in active.index.candidates(event):
             try:
-                if rule.active is not None and not rule.active(t):
+                if g.active is not None and not g.active(t):
                     continue
-                if not rule.match(event):
+                if not g.match(event):
                     continue
-                mem = active.memory.get(rule.id)
-                if mem is None:
-                    out.append(self._alert(rule, event, 1, {}))
-                else:
-                    out.extend(self._stateful(rule, mem, event))
+                decided = g.decide(event)
             except Exception:  # a rule must never stop the others
-                if rule.id not in self._failed:
-                    self._failed.add(rule.id)
-                    log.error("rule_failed", extra={"component": "engine", "rule": rule.id,
-                                                    "kind": event.kind,
-                                                    "exception": traceback.format_exc()})
+                for r in g.rules:
+                    self._fail(r, event)
+                continue
+            if decided is None:
+                continue
+            hit_groups += 1
+            count, extra = decided
+            for r in g.rules:
+                try:
+                    out.extend(self._emit(r, active.memory.get(r.id), event, count, extra))
+                except Exception:
+                    self._fail(r, event)
+        if hit_groups > 1:  # groups interleave in rule order; alerts must too
+            order = active.order
+            out.sort(key=lambda a: order[a.rule])
         if timed and self.metrics is not None:
             self.metrics.rule_eval_seconds.observe(time.perf_counter() - started)
         if out:
             self._count(out)
         return out
+
+    def _fail(self, rule: Rule, event: Event) -> None:
+        if rule.id not in self._failed:
+            self._failed.add(rule.id)
+            log.error("rule_failed", extra={"component": "engine", "rule": rule.id,
+                                            "kind": event.kind,
+                                            "exception": traceback.format_exc()})
 
     def _count(self, alerts: list[Alert]) -> None:
         if self.metrics is None:
@@ -143,36 +259,36 @@ class Engine:
                                                                                   a.severity)
             child.inc()
 
-    def _stateful(self, rule: Rule, mem: RuleMemory, ev: Event) -> list[Alert]:
-        extra: dict[str, Any] = {}
-        count = 1
-        if rule.threshold is not None and mem.threshold is not None:
-            spec = rule.threshold
-            crossed = mem.threshold.see(ev)
-            if crossed is None:
-                return []
-            key, measured, count = crossed
-            extra["group"] = {ref.text: v for ref, v in zip(spec.group_by, key, strict=True)}
-            extra["threshold"] = {"measure": spec.measure, "field": spec.field.text
-                                  if spec.field else None, "value": _num(measured),
-                                  "at_least": _num(spec.at_least), "window_seconds": spec.window}
-        elif rule.change is not None and mem.change is not None:
-            key = rule.change.key_of(ev)
-            value = rule.change.value.get(ev)
-            if value is None or None in key:
-                return []
-            changed, previous = mem.change.see(key, _hashable(value))
-            if not changed:
-                return []
-            extra["key"] = {ref.text: v for ref, v in zip(rule.change.key, key, strict=True)}
-            extra["previous"] = previous
-            extra["current"] = value
-        alert = self._alert(rule, ev, count, extra)
-        if rule.suppress is None or mem.suppress is None:
+    def _emit(self, rule: Rule, mem: RuleMemory | None, ev: Event, count: int,
+              extra: dict[str, Any]) -> list[Alert]:
+        alert = self._alert(rule, ev, count, dict(extra))
+        if mem is None:
             return [alert]
-        skey = rule.suppress.key_of(ev)
-        group = {ref.text: v for ref, v in zip(rule.suppress.key, skey, strict=True)}
-        return mem.suppress.offer(skey, alert, group)
+        key: dict[str, Any] | None = None
+        if rule.suppress is not None and mem.suppress is not None:
+            skey = rule.suppress.key_of(ev)
+            key = {ref.text: v for ref, v in zip(rule.suppress.key, skey, strict=True)}
+            alerts = mem.suppress.offer(skey, alert, key)
+        else:
+            alerts = [alert]
+        if mem.storm is None:
+            return alerts
+        if key is None:
+            key = extra.get("group") or extra.get("key") or {
+                f: ev.fields[f] for f in _SAMPLE_FIELDS if f in ev.fields}
+        return self._storm_pass(mem.storm, alerts, key)
+
+    def _storm_pass(self, storm: StormState, alerts: list[Alert],
+                    key: dict[str, Any] | None) -> list[Alert]:
+        out: list[Alert] = []
+        for a in alerts:
+            k = key if key is not None else a.extra.get("group") or {}
+            out.extend(storm.offer(a, k))
+        folded = storm.folded_total
+        if folded and self.metrics is not None:
+            storm.folded_total = 0
+            self.metrics.alerts_storm_folded.labels(alerts[0].rule).inc(folded)
+        return out
 
     def _alert(self, rule: Rule, ev: Event, count: int, extra: dict[str, Any]) -> Alert:
         title, texts = rule.render(ev, count)  # the site language, every language in i18n
@@ -192,32 +308,43 @@ class Engine:
         )
 
     def advance(self, now: float) -> list[Alert]:
-        """Let time pass: summaries of suppression periods ended by ``now``; expire windows."""
-        out: list[Alert] = []
-        for mem in self._active.memory.values():
-            if mem.suppress is not None:
-                out.extend(mem.suppress.expire(now))
-            if mem.threshold is not None:
-                mem.threshold.expire(now)
+        """Let time pass: summaries of suppression and storm periods ended by ``now``."""
+        out: list[Alert] = self._closing(self._now) if self._retired else []
+        self._now = max(self._now, now)
+        active = self._active
+        # called every second over every rule: test the cheap "anything due?" first
+        for sup, storm in active.timed:
+            if sup is not None and sup.folds:
+                ended = sup.expire(now)
+                out.extend(self._storm_pass(storm, ended, None)
+                           if storm is not None and ended else ended)
+            if storm is not None and storm.window_end <= now:
+                out.extend(storm.expire(now))
+        for th in active.windows:
+            if th.groups:
+                th.expire(now)
         if out:
             self._count(out)
         return out
 
     def flush(self, now: float) -> list[Alert]:
-        """At shutdown: end every open suppression period now, so no folded count is lost."""
-        out: list[Alert] = []
+        """At shutdown: end every open suppression and storm period now, so no count is lost."""
+        out: list[Alert] = self._closing(now) if self._retired else []
         for mem in self._active.memory.values():
             if mem.suppress is not None:
-                out.extend(mem.suppress.flush(now))
+                ended = mem.suppress.flush(now)
+                out.extend(self._storm_pass(mem.storm, ended, None)
+                           if mem.storm is not None and ended else ended)
+            if mem.storm is not None:
+                out.extend(mem.storm.flush(now))
         if out:
             self._count(out)
         return out
 
 
-def _hashable(v: Any) -> Any:
-    """A field value usable as a dict key (list fields become tuples)."""
-    return tuple(v) if type(v) is list else v
+def _noop() -> None:
+    return None
 
 
-def _num(v: float) -> float | int:
-    return int(v) if float(v).is_integer() else v
+def _source(kind: str) -> str:
+    return SOURCES.get(kind, "network")

@@ -1,152 +1,236 @@
 """The rule index: which rules could match an event, found without testing them all.
 
-Rules are split by event kind. Within a kind each rule is filed under its most
-selective required test, if it has one: an equality or ``in`` on a plain field
-(a hash lookup by the event's value), or an address test (``cidr``, ``in`` a
-list of networks, equality with an address) found by bisecting the elementary
-ranges of every filed network. Rules with no such test are always candidates.
-The index only narrows: each candidate is still tested in full.
+Rules are split by event kind. Within a kind, every hint of every rule counts
+(a hint is a promise from the condition: "this can only hold when dst_ip is in
+these ranges", "... when qname is under kpu.go.id"): one lookup per hinted
+field gives the set of rules that field allows, as a bit mask over the kind's
+rules, and the candidates are the rules every field allows. So a rule needs
+all of its indexed tests to hold before it is evaluated, not only its best
+one: a thousand rules that each name their own server cost a few mask
+operations, not a thousand evaluations. Lookups are a hash probe for values,
+a bisection of elementary address ranges for networks, a probe per dot-suffix
+for domains. The index only narrows: each candidate is still tested in full.
+
+Entries are anything with ``order``, ``kinds`` and ``hints`` — rules, or the
+engine's groups of identical rules.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from operator import attrgetter
-from typing import Any
+from typing import Any, Protocol
 
-from sentinel.engine.fields import ip_int
+from sentinel.engine.fields import LIST, field_type, ip_int
 from sentinel.engine.lists import Range
-from sentinel.engine.rules import Rule
-from sentinel.events import Event
+from sentinel.engine.matchers import Hint
+from sentinel.events import COMMON_FIELDS, Event
 
 _ORDER = attrgetter("order")
-#: Candidate lists remembered per combination of index hits (bounds memory).
-_UNION_CACHE = 4096
+#: Candidate tuples remembered per mask (bounds memory; the same few masks recur).
+_MASK_CACHE = 4096
+
+
+class Entry(Protocol):
+    """What the index files: a rule, or a group of rules that decide alike."""
+
+    @property
+    def order(self) -> int: ...
+    @property
+    def kinds(self) -> frozenset[str]: ...
+    @property
+    def hints(self) -> list[Hint]: ...
 
 
 class RangeIndex:
-    """Rules by address range: the rules whose ranges cover an address."""
+    """Bit masks by address range: the entries whose ranges cover an address."""
 
-    def __init__(self, entries: Iterable[tuple[Range, Rule]]) -> None:
+    def __init__(self, entries: Iterable[tuple[Range, int]], base: int) -> None:
         self._starts: dict[int, list[int]] = {4: [], 6: []}
-        self._rules: dict[int, list[tuple[Rule, ...]]] = {4: [], 6: []}
-        by_version: dict[int, list[tuple[int, int, Rule]]] = {4: [], 6: []}
-        for (v, lo, hi), rule in entries:
-            by_version[v].append((lo, hi, rule))
+        self._masks: dict[int, list[int]] = {4: [], 6: []}
+        self._base = base
+        by_version: dict[int, list[tuple[int, int, int]]] = {4: [], 6: []}
+        for (v, lo, hi), bit in entries:
+            by_version[v].append((lo, hi, bit))
         for v, items in by_version.items():
             # sweep: at each boundary the covering set changes; store it per segment
-            points = sorted({lo for lo, _, _ in items} | {hi + 1 for _, hi, _ in items})
-            opens: dict[int, list[Rule]] = {}
-            closes: dict[int, list[Rule]] = {}
-            for lo, hi, rule in items:
-                opens.setdefault(lo, []).append(rule)
-                closes.setdefault(hi + 1, []).append(rule)
-            active: dict[int, int] = {}
-            by_id: dict[int, Rule] = {}
-            for p in points:
-                for r in closes.get(p, ()):
-                    active[id(r)] -= 1
-                    if not active[id(r)]:
-                        del active[id(r)]
-                for r in opens.get(p, ()):
-                    active[id(r)] = active.get(id(r), 0) + 1
-                    by_id[id(r)] = r
+            opens: dict[int, list[int]] = {}
+            closes: dict[int, list[int]] = {}
+            for lo, hi, bit in items:
+                opens.setdefault(lo, []).append(bit)
+                closes.setdefault(hi + 1, []).append(bit)
+            active: dict[int, int] = {}  # bit -> how many of its ranges are open
+            mask = base
+            for p in sorted(opens.keys() | closes.keys()):
+                for bit in closes.get(p, ()):
+                    active[bit] -= 1
+                    if not active[bit]:
+                        del active[bit]
+                        mask &= ~bit
+                for bit in opens.get(p, ()):
+                    active[bit] = active.get(bit, 0) + 1
+                    mask |= bit
                 self._starts[v].append(p)
-                self._rules[v].append(tuple(sorted((by_id[i] for i in active),
-                                                   key=lambda r: r.order)))
+                self._masks[v].append(mask | base)
 
-    def lookup(self, text: Any) -> tuple[Rule, ...]:
+    def lookup(self, text: Any) -> int:
         if not isinstance(text, str):
-            return ()
+            return self._base
         parsed = ip_int(text)
         if parsed is None:
-            return ()
+            return self._base
         v, n = parsed
         i = bisect_right(self._starts[v], n) - 1
-        return self._rules[v][i] if i >= 0 else ()
+        return self._masks[v][i] if i >= 0 else self._base
+
+
+class FieldIndex:
+    """One hinted field: the mask of entries it allows for the event's value.
+
+    ``base`` is the entries with no hint on the field (the field does not
+    constrain them); a value adds the entries whose hint it satisfies.
+    """
+
+    def __init__(self, name: str, base: int, exact: dict[Any, int],
+                 nets: list[tuple[Range, int]], domains: dict[str, int],
+                 get: Callable[[Event], Any] | None) -> None:
+        self.name = name
+        self.base = base
+        self.is_list = get is None and field_type(name) == LIST
+        # the value with ``base`` folded in: a scalar lookup is one dict probe
+        self._exact = {v: m | base for v, m in exact.items()}
+        self._ranges = RangeIndex(nets, base) if nets else None
+        self._domains = domains
+        if get is not None:
+            self.get = get
+        elif name in COMMON_FIELDS:
+            self.get = lambda ev: ev.get(name)
+        else:
+            self.get = lambda ev: ev.fields.get(name)
+
+    def allows(self, ev: Event) -> int:
+        try:
+            v = self.get(ev)
+        except Exception:  # a transform that fails here fails in the rule, which
+            return -1  # reports it: let every entry through
+        if v is None:  # every indexed test is positive: a missing field fails it
+            return self.base
+        if self.is_list and isinstance(v, list | tuple):
+            mask = self.base
+            for x in v:
+                mask |= self._one(x)
+            return mask
+        return self._one(v)
+
+    def _one(self, v: Any) -> int:
+        try:
+            mask = self._exact.get(v, self.base)
+        except TypeError:  # an unhashable value equals no listed value
+            mask = self.base
+        if self._ranges is not None:
+            mask |= self._ranges.lookup(v)
+        if self._domains and isinstance(v, str):
+            mask |= self._domain_mask(v)
+        return mask
+
+    def _domain_mask(self, v: str) -> int:
+        # the same walk as lists.domain_matcher: the name, then each dot-suffix
+        name = v.lower().rstrip(".")
+        domains = self._domains
+        mask = domains.get(name, 0)
+        i = name.find(".")
+        while i != -1:
+            mask |= domains.get(name[i + 1:], 0)
+            i = name.find(".", i + 1)
+        return mask
 
 
 class KindIndex:
-    """The rules of one event kind, filed by field."""
+    """The entries of one event kind and their hinted fields."""
 
-    def __init__(self, rules: Sequence[Rule], kind: str | None = None) -> None:
-        self.always: tuple[Rule, ...] = ()
-        exact: dict[str, dict[Any, list[Rule]]] = {}
-        ranges: dict[str, list[tuple[Range, Rule]]] = {}
-        always: list[Rule] = []
-        for rule in rules:
-            hints = rule.hints
+    def __init__(self, entries: Sequence[Any], kind: str | None = None) -> None:
+        kept: list[tuple[Any, dict[str, Hint]]] = []
+        for entry in sorted(entries, key=_ORDER):
+            hints: list[Hint] = entry.hints
             if kind is not None:
                 # a test of ``kind`` is decided here, once: never per event
                 if any(h.field == "kind" and kind not in h.exact for h in hints):
                     continue  # it cannot hold for this kind
                 hints = [h for h in hints if h.field != "kind"]
-            if not hints:
-                always.append(rule)
-                continue
-            best = max(hints, key=lambda h: (h.score, -len(h.exact) - len(h.nets)))
-            if best.nets:
-                ranges.setdefault(best.field, []).extend((r, rule) for r in best.nets)
-            else:
-                slot = exact.setdefault(best.field, {})
-                for value in best.exact:
-                    slot.setdefault(value, []).append(rule)
-        self.always = tuple(always)
-        self.exact = {f: {v: tuple(rs) for v, rs in slot.items()} for f, slot in exact.items()}
-        self.ranges = {f: RangeIndex(es) for f, es in ranges.items()}
-        self._fields = tuple(self.exact.items())
-        self._range_fields = tuple(self.ranges.items())
-        # the rules of a combination of hits, in rule order: the same few recur
-        self._unions: dict[tuple[int, ...], tuple[Rule, ...]] = {}
+            by_field: dict[str, Hint] = {}
+            for h in hints:
+                # several hints on one field all hold; the narrowest is enough
+                old = by_field.get(h.field)
+                if old is None or _width(h) < _width(old):
+                    by_field[h.field] = h
+            kept.append((entry, by_field))
+        self.entries: tuple[Any, ...] = tuple(e for e, _ in kept)
+        self.all = (1 << len(kept)) - 1
+        names = sorted({f for _, fs in kept for f in fs})
+        fields = [self._field(name, kept) for name in names]
+        # the fields that rule out the most entries first: the mask empties soonest
+        fields.sort(key=lambda f: (f.base.bit_count(), f.name))
+        self.fields = tuple(fields)
+        self._by_mask: dict[int, tuple[Any, ...]] = {}
 
-    def candidates(self, ev: Event) -> Sequence[Rule]:
-        found: list[Sequence[Rule]] = [self.always] if self.always else []
-        fields = ev.fields
-        for name, slot in self._fields:
-            v = fields.get(name) if name in fields else ev.get(name)
-            if v is None:
+    @staticmethod
+    def _field(name: str, kept: list[tuple[Any, dict[str, Hint]]]) -> FieldIndex:
+        base = 0
+        exact: dict[Any, int] = {}
+        nets: list[tuple[Range, int]] = []
+        domains: dict[str, int] = {}
+        get = None
+        for i, (_, by_field) in enumerate(kept):
+            bit = 1 << i
+            h = by_field.get(name)
+            if h is None:
+                base |= bit
                 continue
-            if isinstance(v, list):
-                for x in v:
-                    if (rs := slot.get(x)) is not None:
-                        found.append(rs)
-            else:
-                try:
-                    rs = slot.get(v)
-                except TypeError:
-                    continue
-                if rs is not None:
-                    found.append(rs)
-        for name, ridx in self._range_fields:
-            rs2 = ridx.lookup(fields.get(name))
-            if rs2:
-                found.append(rs2)
-        if not found:
-            return ()
-        if len(found) == 1:
-            return found[0]
-        # the hit tuples live as long as the index, so their ids name the combination
-        combo = tuple(map(id, found))
-        union = self._unions.get(combo)
-        if union is None:
-            if len(self._unions) >= _UNION_CACHE:
-                self._unions.clear()
-            unique = {id(r): r for rs in found for r in rs}
-            union = self._unions[combo] = tuple(sorted(unique.values(), key=_ORDER))
-        return union
+            get = get or h.get
+            for v in h.exact:
+                exact[v] = exact.get(v, 0) | bit
+            nets.extend((r, bit) for r in h.nets)
+            for d in h.domains:
+                domains[d] = domains.get(d, 0) | bit
+        return FieldIndex(name, base, exact, nets, domains, get)
+
+    def candidates(self, ev: Event) -> Sequence[Any]:
+        mask = self.all
+        for f in self.fields:
+            mask &= f.allows(ev)
+            if not mask:
+                return ()
+        got = self._by_mask.get(mask)
+        if got is None:
+            if len(self._by_mask) >= _MASK_CACHE:
+                self._by_mask.clear()
+            entries = self.entries
+            picked = []
+            m = mask
+            while m:
+                low = m & -m
+                picked.append(entries[low.bit_length() - 1])
+                m ^= low
+            got = self._by_mask[mask] = tuple(picked)
+        return got
+
+
+def _width(h: Hint) -> int:
+    return len(h.exact) + len(h.nets) + len(h.domains)
 
 
 class RuleIndex:
-    """Candidate rules for an event: ``index.candidates(event)``."""
+    """Candidate entries for an event, in rule order: ``index.candidates(event)``."""
 
-    def __init__(self, rules: Sequence[Rule]) -> None:
-        by_kind: dict[str, list[Rule]] = {}
-        for rule in rules:
-            for kind in rule.kinds:
-                by_kind.setdefault(kind, []).append(rule)
-        self._kinds = {k: KindIndex(rs, k) for k, rs in by_kind.items()}
+    def __init__(self, entries: Sequence[Any]) -> None:
+        by_kind: dict[str, list[Any]] = {}
+        for entry in entries:
+            for kind in entry.kinds:
+                by_kind.setdefault(kind, []).append(entry)
+        self._kinds = {k: KindIndex(es, k) for k, es in by_kind.items()}
 
-    def candidates(self, ev: Event) -> Sequence[Rule]:
+    def candidates(self, ev: Event) -> Sequence[Any]:
         ki = self._kinds.get(ev.kind)
         return ki.candidates(ev) if ki is not None else ()
+

@@ -16,6 +16,15 @@ from pathlib import Path
 
 from sentinel.config import Config, Window
 from sentinel.engine.conditions import ListDef
+from sentinel.engine.example_site import (
+    AGAINST,
+    AGAINST_KEY,
+    SITE_KEY,
+    ExampleSite,
+    against_site,
+    example_lists,
+    read_example_site,
+)
 from sentinel.engine.index import RuleIndex
 from sentinel.engine.rules import Rule, RuleReader
 from sentinel.engine.texts import catalog_files, missing_texts, read_catalog
@@ -30,15 +39,19 @@ from sentinel.located import (
     type_name,
 )
 
-FILE_KEYS = ("lists", "rules")
+FILE_KEYS = ("lists", "rules", SITE_KEY, AGAINST_KEY)
 
 
 class RuleSet:
     """Compiled rules, indexed, with the files they came from. Immutable once built."""
 
     def __init__(self, rules: Sequence[Rule], files: Sequence[Path] = (),
-                 file_bytes: Sequence[bytes] = ()) -> None:
+                 file_bytes: Sequence[bytes] = (),
+                 example_rules: dict[str, tuple[Rule | None, str]] | None = None) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
+        #: rule id -> (the rule compiled with the facts its examples were written for, or
+        #: None for the rule as it runs; where those facts come from)
+        self.example_rules = dict(example_rules or {})
         self.files: tuple[Path, ...] = tuple(files)
         self._digest = _digest(self.files, file_bytes)
         self.index = RuleIndex(self.rules)
@@ -68,7 +81,9 @@ class RuleSet:
         from sentinel.engine.engine import Engine
 
         problems: list[Problem] = []
-        for rule in self.rules:
+        for live in self.rules:
+            compiled, facts = self.example_rules.get(live.id, (None, "the config's lists"))
+            rule = compiled or live
             alone = RuleSet([rule])
             for ex in rule.examples:
                 engine = Engine(alone, host="example")
@@ -79,9 +94,11 @@ class RuleSet:
                 what = "the event" if n == 1 else f"the {n} events"
                 if ex.expect:
                     msg = (f"{ex.label}: {what} should raise an alert but did not"
-                           " (check the kind, every field test, the schedule and any threshold)")
+                           " (check the kind, every field test, the schedule and any threshold;"
+                           f" examples run against {facts})")
                 else:
-                    msg = f"{ex.label}: {what} should not raise an alert but did: {alerts[0].title}"
+                    msg = (f"{ex.label}: {what} should not raise an alert but did:"
+                           f" {alerts[0].title} (examples run against {facts})")
                 problems.append(Problem(ex.mark, msg, rule.id))
         return problems
 
@@ -114,7 +131,8 @@ def load_rules(config: Config) -> RuleSet:
     return load_rule_files(rule_files_of(config), config.lists, config.list_marks,
                            config.schedules, origin=str(config.source),
                            language=config.language, tz=config.display_zone(),
-                           catalogs=catalog_files(config.rules.paths))
+                           catalogs=catalog_files(config.rules.paths),
+                           item_marks=config.list_item_marks)
 
 
 def rule_files_of(config: Config) -> list[Path]:
@@ -134,6 +152,7 @@ def load_rule_files(
     language: str = "en",
     tz: tzinfo | None = None,
     catalogs: Sequence[Path] = (),
+    item_marks: dict[str, tuple[Mark, ...]] | None = None,
 ) -> RuleSet:
     """Load ``files`` with config ``lists`` and ``schedules``; the core of :func:`load_rules`.
 
@@ -144,7 +163,10 @@ def load_rule_files(
     defs: dict[str, ListDef] = {}
     for name, items in (lists or {}).items():
         mark = (list_marks or {}).get(name, Mark(origin, 1, 1))
-        defs[name] = ListDef(name, tuple(items), mark)
+        defs[name] = ListDef(name, tuple(items), mark, (item_marks or {}).get(name, ()))
+    config_names = set(defs)
+    sites: dict[Path, ExampleSite] = {}
+    against: dict[Path, str] = {}
     parsed: list[tuple[Path, bytes, dict[str, Node]]] = []
     for path in files:
         got = _read(path, c)
@@ -159,6 +181,10 @@ def load_rule_files(
             continue
         if "lists" in top:
             _file_lists(c, top["lists"], defs)
+        if SITE_KEY in top:
+            _site(c, top[SITE_KEY], path, sites)
+        if AGAINST_KEY in top and (choice := c.choice(top[AGAINST_KEY], AGAINST_KEY, AGAINST)):
+            against[path] = choice
         parsed.append((path, blob, top))
     reader = RuleReader(c, defs, schedules or {}, language, tz)
     rules: list[Rule] = []
@@ -184,11 +210,55 @@ def load_rule_files(
             if rule is not None:
                 rule.order = len(rules)
                 rules.append(rule)
+    file_defs = {k: v for k, v in defs.items() if k not in config_names}
+    example_rules = _example_rules(c, parsed, sites, against, file_defs)
     cat_files = _catalogs(c, reader, catalogs, rules, seen)
     c.raise_if_any()
     # catalogs are part of the digest: what people read is part of what was loaded
     return RuleSet(rules, [p for p, _, _ in parsed] + [p for p, _ in cat_files],
-                   [b for _, b, _ in parsed] + [b for _, b in cat_files])
+                   [b for _, b, _ in parsed] + [b for _, b in cat_files], example_rules)
+
+
+def _site(c: Checker, node: Node, path: Path, sites: dict[Path, ExampleSite]) -> None:
+    site = read_example_site(c, node, path)
+    if site is None:
+        return
+    if path.parent in sites:
+        c.error(node.mark, f"a second example site in {path.parent}; the first is"
+                f" {sites[path.parent].file} (one per folder)")
+        return
+    sites[path.parent] = site
+
+
+def _example_rules(c: Checker, parsed: Sequence[tuple[Path, bytes, dict[str, Node]]],
+                   sites: dict[Path, ExampleSite], against: dict[Path, str],
+                   file_defs: dict[str, ListDef]) -> dict[str, tuple[Rule | None, str]]:
+    """Compile again, with its folder's example site, each rule whose examples use it."""
+    out: dict[str, tuple[Rule | None, str]] = {}
+    for path, _, top in parsed:
+        site = sites.get(path.parent)
+        if "rules" not in top:
+            continue
+        if site is None or against.get(path) == "site":
+            why = ("the file says examples_against: site" if site is not None
+                   else "its folder has no example site")
+            for node in top["rules"].value if isinstance(top["rules"].value, list) else ():
+                rid = node.value.get("id") if isinstance(node.value, dict) else None
+                if rid is not None and isinstance(rid.value, str):
+                    out[rid.value] = (None, f"the config's lists: {why}")
+            continue
+        # a separate checker: a fault of the rule itself is already reported once
+        ec = Checker()
+        reader = RuleReader(ec, example_lists(site, file_defs, ec), site.schedules)
+        for node in (ec.seq(top["rules"], "rules") or []):
+            rule = reader.read(node, str(path))
+            ec.rule_id = None
+            if rule is not None:
+                out[rule.id] = (rule, f"the example site {site.file}")
+        known = {(p.mark, p.message) for p in c.problems}
+        c.problems.extend(against_site(p, site) for p in ec.problems
+                          if (p.mark, p.message) not in known)
+    return out
 
 
 def _catalogs(c: Checker, reader: RuleReader, paths: Sequence[Path], rules: list[Rule],

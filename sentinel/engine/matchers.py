@@ -10,7 +10,8 @@ missing fields, list fields and negation.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from typing import Any
 
 from sentinel.engine.lists import Range
@@ -22,12 +23,19 @@ Match = Callable[[Event], bool]
 
 @dataclass(frozen=True)
 class Hint:
-    """A promise from a rule's condition: it can only hold when ``field`` is in these."""
+    """A promise from a rule's condition: it can only hold when ``field`` is in these.
+
+    The value must equal one of ``exact``, or (an address) fall in one of ``nets``,
+    or (a name) be one of ``domains`` or under one. ``field`` is a plain field
+    name, or the text of a transformed or joined reference whose ``get`` reads it.
+    """
 
     field: str
     exact: frozenset[Any]
     nets: tuple[Range, ...]
     score: int
+    domains: frozenset[str] = frozenset()
+    get: Callable[[Event], Any] | None = dc_field(default=None, compare=False)
 
 
 @dataclass
@@ -35,7 +43,7 @@ class Cond:
     """A compiled condition: ``fn(event)`` decides; ``hints`` are what the index may use."""
 
     fn: Match
-    hints: list[Hint] = field(default_factory=list)
+    hints: list[Hint] = dc_field(default_factory=list)
 
 
 def field_fn(get: Callable[[Event], Any], test: Test, negate: bool, is_list: bool) -> Match:
@@ -110,11 +118,10 @@ def _union_hints(parts: list[Cond]) -> list[Hint]:
         for p in parts:
             # within a branch every hint holds; the narrowest is enough
             mine = [h for h in p.hints if h.field == name]
-            picked.append(min(mine, key=lambda h: len(h.exact) + len(h.nets)))
-        if all(h.nets for h in picked):
-            nets = tuple(r for h in picked for r in h.nets)
-            out.append(Hint(name, frozenset(), nets, min(h.score for h in picked)))
-        elif not any(h.nets for h in picked):
-            exact = frozenset().union(*(h.exact for h in picked))
-            out.append(Hint(name, exact, (), min(h.score for h in picked)))
+            picked.append(min(mine, key=lambda h: len(h.exact) + len(h.nets) + len(h.domains)))
+        # any branch's promise may be the one that holds: the union of all of them
+        out.append(Hint(name, frozenset().union(*(h.exact for h in picked)),
+                        tuple(r for h in picked for r in h.nets),
+                        min(h.score for h in picked),
+                        frozenset().union(*(h.domains for h in picked)), picked[0].get))
     return out

@@ -162,6 +162,8 @@ class Rule:
     mark: Mark
     file: str
     order: int = 0
+    #: equal for rules that decide alike (kind, match, threshold or change, schedule)
+    behaviour: str = ""
     #: the site language, which ``render`` shows as the alert's title and description
     language: str = "en"
     #: title and description per language other than English (the rule's own text)
@@ -255,7 +257,8 @@ class RuleReader:
         examples = read_examples(c, m["examples"]) if "examples" in m else ()
         i18n = (self.inline_texts(m["i18n"], title, desc, known, shown)
                 if "i18n" in m and title is not None else {})
-        if len(c.problems) > before or enabled is False:
+        # a part may fail on a fault already reported (a list entry shared by rules)
+        if len(c.problems) > before or enabled is False or not (title and cond):
             return None
         assert rule_id and title and severity and cond
         used = {name: list(self.lists[name].items) for name in sorted(cc.used_lists)}
@@ -263,12 +266,19 @@ class RuleReader:
                   for n in sorted(self._used_schedules)}
         blob = json.dumps({"rule": node.plain(), "lists": used, "schedules": scheds},
                           sort_keys=True, default=str)
+        # what decides whether and when it alerts (not how the alert reads): rules
+        # alike in this are tested once per event for all of them
+        decides = {k: m[k].plain() for k in ("kind", "match", "threshold", "change",
+                                              "schedule") if k in m}
+        behaviour = json.dumps({"decides": decides, "lists": used, "schedules": scheds},
+                               sort_keys=True, default=str)
         return Rule(
             id=rule_id, title=title, description=desc, severity=severity, tags=tags,
             kinds=kinds, match=cond.fn, hints=cond.hints, threshold=threshold, change=change,
             active=active, severity_during=sev_during, suppress=suppress, examples=examples,
             fingerprint=hashlib.sha256(blob.encode()).hexdigest(), mark=node.mark, file=file,
             language=self.language, i18n=i18n,
+            behaviour=hashlib.sha256(behaviour.encode()).hexdigest(),
         )
 
     def inline_texts(self, node: Node, title: Template, desc: Template | None,

@@ -8,15 +8,17 @@ the wall clock, so replay behaves like live.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sentinel.alert import Alert
+from sentinel.config import StormConfig
 from sentinel.engine.rules import Change, Suppress, Threshold
-from sentinel.events import Event
-from sentinel.i18n import summary_texts
+from sentinel.events import Event, format_time
+from sentinel.i18n import storm_texts, summary_texts
 
 Key = tuple[Any, ...]
 _MAX_SUM_ENTRIES = 4096
@@ -201,8 +203,10 @@ class SuppressState:
             out.extend(summarize(fold, self.spec))
         if len(self.folds) >= self.cap:
             oldest = next(iter(self.folds))
-            # an evicted fold still reports what it folded, early rather than never
-            out.extend(summarize(self.folds.pop(oldest), self.spec))
+            # an evicted fold still reports what it folded, early rather than never,
+            # dated now: its period's end is still to come
+            evicted = self.folds.pop(oldest)
+            out.extend(summarize(evicted, self.spec, at=min(evicted.end, alert.time)))
             self.on_evict()
         self.folds[key] = Fold(alert, alert.time + self.spec.period, alert.count, group)
         out.append(alert)
@@ -239,7 +243,106 @@ def summarize(fold: Fold, spec: Suppress, at: float | None = None) -> list[Alert
         tags=first.tags,
         event=first.event,
         count=fold.total,
+        # repeats: the events beyond the first alert's, which that alert already counted
         extra={**first.extra, **texts, "summary": True, "first_alert": first.id,
-               "group": fold.group, "period_seconds": spec.period},
+               "group": fold.group, "period_seconds": spec.period,
+               "repeats": fold.total - first.count},
     )]
 
+
+@dataclass(slots=True)
+class StormFold:
+    first: Alert
+    total: int = 0  # the events the folded alerts stood for (their counts added)
+    alerts: int = 0
+    last: float = 0.0
+    sample: list[dict[str, Any]] = field(default_factory=list)
+
+
+class StormState:
+    """One rule's alert rate: fixed windows of ``period`` from its first alert.
+
+    ``on_change(True)`` / ``on_change(False)`` is called when a storm starts (the first alert
+    folded) and when it ends (a whole period with nothing to fold), so the
+    caller logs once per change of state.
+    """
+
+    def __init__(self, limit: StormConfig, on_change: Callable[[bool], None]) -> None:
+        self.limit = limit
+        self.on_change = on_change
+        self.window_end = math.inf
+        self.passed = 0
+        self.fold: StormFold | None = None
+        self.storming = False
+        self.folded_total = 0  # alerts folded since this state began (for tests, metrics)
+
+    def offer(self, alert: Alert, key: dict[str, Any]) -> list[Alert]:
+        """``[alert]`` while under the limit; past it, ``[]`` and the alert is folded."""
+        out = self.expire(alert.time) if alert.time >= self.window_end else []
+        if self.window_end == math.inf:
+            self.window_end = alert.time + self.limit.period
+            self.passed = 0
+        if self.passed < self.limit.max_alerts:
+            self.passed += 1
+            out.append(alert)
+            return out
+        fold = self.fold
+        if fold is None:
+            fold = self.fold = StormFold(alert)
+            if not self.storming:
+                self.storming = True
+                self.on_change(True)
+        # what the alert adds to the true count: a suppression summary's count includes
+        # its first alert, which was counted on its own (shown or folded)
+        fold.total += alert.extra["repeats"] if alert.extra.get("summary") else alert.count
+        fold.alerts += 1
+        fold.last = max(fold.last, alert.time)
+        self.folded_total += 1
+        if len(fold.sample) < self.limit.sample and key not in fold.sample:
+            fold.sample.append(key)
+        return out
+
+    def expire(self, now: float) -> list[Alert]:
+        """Close the window if it ended by ``now``: its summary, if it folded anything."""
+        if now < self.window_end:  # also while idle: no window is open (math.inf)
+            return []
+        out = self.flush(self.window_end)
+        if out:  # still storming: the next window follows on directly
+            self.window_end += self.limit.period
+            if now >= self.window_end:  # and it too is over, with nothing in it
+                self.window_end = math.inf
+        else:
+            self.window_end = math.inf
+        self.passed = 0
+        if self.window_end == math.inf and self.storming:
+            self.storming = False
+            self.on_change(False)
+        return out
+
+    def flush(self, at: float) -> list[Alert]:
+        """The summary of what the current window folded, dated ``at``; the fold is reset."""
+        fold, self.fold = self.fold, None
+        if fold is None:
+            return []
+        first = fold.first
+        title, texts = storm_texts(first.extra, first.title, fold.alerts,
+                                   self.limit.max_alerts, self.limit.period)
+        # the first alert's description and language, not its summary keys: a storm
+        # summary stands for its own count
+        kept: dict[str, Any] = {k: first.extra[k] for k in ("description", "language")
+                                if k in first.extra}
+        return [Alert(
+            rule=first.rule,
+            title=title,
+            severity=first.severity,
+            time=at,
+            host=first.host,
+            source=first.source,
+            tags=first.tags,
+            event=first.event,
+            count=fold.total,
+            extra={**kept, **texts, "storm": True, "folded_alerts": fold.alerts,
+                   "sample": fold.sample,
+                   "first_folded": format_time(first.time), "last_folded": format_time(fold.last),
+                   "max_alerts": self.limit.max_alerts, "period_seconds": self.limit.period},
+        )]

@@ -106,6 +106,8 @@ def build_delivery(config: Config, metrics: Metrics, clock: Callable[[], float] 
     key = load_key(jc.key, config.state_dir)
     journal = open_journal(config.in_state(jc.path), key, jc.fsync, jc.fsync_interval,
                            jc.rotate_size, on_record=metrics.journal_records.inc)
+    _log().info("journal_opened", path=str(journal.path), records=journal.head()[0],
+                fsync=jc.fsync)
     opened = _Opened()
     try:
         targets = _targets(config, metrics, clock, jc.fsync == "record", opened)

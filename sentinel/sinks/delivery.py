@@ -170,8 +170,14 @@ class Delivery:
         """Spool journal record ``seq`` for every lane that takes it (lock held)."""
         now = self.clock()
         woken = []
+        routed = [t.name for t in self.targets if t.route(alert)]
+        # one line per alert, so that whoever reads the log sees what was detected;
+        # high and critical at warning priority (journalctl -p warning)
+        emit = _log().warning if alert.severity in ("critical", "high") else _log().info
+        emit("alert", severity=alert.severity, rule=alert.rule, title=alert.title,
+             alert_id=alert.id, count=alert.count, journal_seq=seq, targets=routed)
         for target in self.targets:
-            if not target.route(alert):
+            if target.name not in routed:
                 continue
             payload = target.payload(alert, body)
             for lane in target.lanes:
@@ -404,12 +410,19 @@ class Delivery:
         # the retry thread writes into the spools: it ends before they close
         if self._retry.is_alive():
             self._retry.join(max(0.1, deadline - time.monotonic()))
+        joined = []
         for lane in lanes:
             if lane.join(max(0.0, deadline - time.monotonic())):
-                lane.spool.close()
+                joined.append(lane)
             else:
-                _log().warning("delivery worker still busy at shutdown; its alerts stay spooled",
-                               target=lane.name)
+                _log().warning("delivery_worker_busy_at_stop", target=lane.name,
+                               detail="its alerts stay spooled")
+        pending = {lane.name: lane.spool.depth for lane in joined if lane.spool.depth}
+        if pending:
+            _log().warning("undelivered_at_stop", pending=pending,
+                           detail="they stay spooled and are sent after the next start")
+        for lane in joined:
+            lane.spool.close()
         with self._lock:
             self.journal.close()
 

@@ -196,8 +196,10 @@ class Daemon:
 class Lab:
     """The site, its tree of watched files, receivers, Alertmanager, Prometheus, sentinel."""
 
-    def __init__(self, workdir: Path, extra_rules: Path | None = None) -> None:
+    def __init__(self, workdir: Path, extra_rules: Path | None = None,
+                 storm: dict[str, Any] | None = None) -> None:
         self.workdir = workdir
+        self.storm = storm  # rules.storm of the config, when not the default
         self.net = Network()
         self.tree = workdir / "root"
         self.state = workdir / "state"
@@ -342,7 +344,8 @@ class Lab:
             },
             "rules": {"paths": [str(REPO / "rules"),
                                 *([str(self.extra_rules)] if self.extra_rules else [])],
-                      "reload_debounce": "300ms"},
+                      "reload_debounce": "300ms",
+                      **({"storm": self.storm} if self.storm else {})},
             "lists": example["lists"],
             "schedules": example["schedules"],
             "outputs": {

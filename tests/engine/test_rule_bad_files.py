@@ -29,7 +29,8 @@ BAD: list[tuple[str, str, str]] = [
      'F:1:1: a rule file must be a mapping, got a list'),
     ('unknown top key',
      'rulez: []\n',
-     "F:1:1: unknown key 'rulez' in a rule file; valid keys: lists, rules"),
+     "F:1:1: unknown key 'rulez' in a rule file; valid keys: lists, rules, example_site,"
+     " examples_against"),
     ('unknown rule key',
      HEAD + '    match: {dst_port: 22}\n    severty: high\n',
      "F:7:5: rule 'r': unknown key 'severty' in a rule; valid keys: id, title, description, "
@@ -70,7 +71,7 @@ BAD: list[tuple[str, str, str]] = [
     ('bad cidr',
      HEAD + '    match:\n      src_ip: {cidr: [10.0.0.0/8, 10.300.0.0/16]}\n',
      "F:7:35: rule 'r': src_ip: cidr: '10.300.0.0/16' is not an address or network; valid: "
-     'e.g. 10.20.0.0/24, 10.20.0.10, 2001:db8::/32'),
+     'an address or a network, e.g. 10.20.0.10, 10.20.0.0/24, 2001:db8::/48'),
     ('bad window',
      HEAD + '    match: {dst_port: 22}\n    threshold: {at_least: 5, window: 5 minutes}\n',
      "F:7:38: rule 'r': threshold.window: bad duration '5 minutes'; valid: a number with a "
@@ -157,8 +158,8 @@ BAD: list[tuple[str, str, str]] = [
      'by the config and every rule file'),
     ('named list without fitting items',
      HEAD + '    match:\n      dst_port: {in: admin_net}\n',
-     "F:7:22: rule 'r': dst_port: in: list 'admin_net' has no items that fit dst_port "
-     '(numbers)'),
+     "config.yaml:9:3: rule 'r': lists.admin_net[0]: '10.20.1.0/28' is not a whole number;"
+     " the list is used as dst_port: in, which takes a port number 0-65535, e.g. 443"),
     ('suppress bad period',
      HEAD + '    match: {dst_port: 22}\n    suppress: {key: src_ip, period: -5m}\n',
      "F:7:37: rule 'r': suppress.period: bad duration '-5m'; valid: a number with a unit "

@@ -115,8 +115,10 @@ def test_examples_disagreeing_are_problems_at_the_example(tmp_path: Path) -> Non
     got = [(p.mark.line, p.mark.col, p.rule_id, p.message) for p in problems]
     assert got == [
         (10, 11, "db", "examples.match[1]: the event should raise an alert but did not (check"
-         " the kind, every field test, the schedule and any threshold)"),
-        (13, 11, "db", "examples.no_match[1]: the event should not raise an alert but did: t"),
+         " the kind, every field test, the schedule and any threshold; examples run against"
+         " the config's lists: its folder has no example site)"),
+        (13, 11, "db", "examples.no_match[1]: the event should not raise an alert but did: t"
+         " (examples run against the config's lists: its folder has no example site)"),
     ]
 
 

@@ -270,3 +270,103 @@ def test_loader_reports_problems_and_never_crashes(body: dict[str, Any]) -> None
     fields = {f: "10.0.0.1" for f in COMMON_FIELDS if f not in ("kind", "time")}
     eng.process(Event("net.connection", 0.0, "h", "network", {"src_ip": "10.0.0.1", **fields}))
     eng.advance(10_000)
+
+
+# -- the indexed engine raises exactly the alerts of the plain loop ----------------
+
+STATEFUL = [
+    {},
+    {"threshold": {"at_least": 2, "window": "10s", "group_by": "src_ip"}},
+    {"threshold": {"at_least": 2, "window": "5s", "distinct": "dst_port"}},
+    {"change": {"key": "src_ip", "value": "dst_port"}},
+    {"suppress": {"key": "src_ip", "period": "5s"}},
+    {"threshold": {"at_least": 2, "window": "10s"}, "suppress": {"period": "20s"}},
+]
+SITE_LISTS: dict[str, tuple[Any, ...]] = {
+    **LISTS,
+    "server_0": ("10.20.0.10",), "server_1": ("10.77.1.10",), "server_2": ("10.20.0.11",),
+    "outbound": ("203.0.113.50:443", "10.20.0.11:22"),
+    "macs": ("02:00:00:00:00:01", "02:00:00:00:00:10"),
+}
+CONN_TESTS = [
+    {"dst_ip": {"in": "server_{k}"}}, {"src_ip": {"in": "server_{k}"}},
+    {"dst_ip+dst_port": {"in": "outbound"}}, {"dst_ip+dst_port": {"not_in": "outbound"}},
+    {"dst_port": [22, 443]}, {"proto": "udp"}, {"src_ip": {"cidr": "10.20.0.0/16"}},
+    {"src_ip|lower": {"in": ["10.20.0.11"]}}, {"any_of": [{"dst_port": 22}, {"proto": "udp"}]},
+]
+DNS_TESTS = [
+    {"qname": {"domain_in": "domains"}}, {"qname": {"not_domain_in": "domains"}},
+    {"qname|parent": {"domain_in": ["go.id"]}}, {"src_ip": {"in": "server_{k}"}},
+    {"is_response": False},
+]
+ARP_TESTS = [{"sender_mac": {"in": "macs"}}, {"sender_ip": {"in": "server_{k}"}},
+             {"sender_mac": {"not_in": "macs"}}, {"op": "request"}]
+SHAPES = {"net.connection": CONN_TESTS, "net.dns": DNS_TESTS, "net.arp": ARP_TESTS}
+
+
+@st.composite
+def site_rules(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Rules of the pack's shape, some copied per server (ids and list names differ)."""
+    out: list[dict[str, Any]] = []
+    for i in range(draw(st.integers(1, 5))):
+        kind = draw(st.sampled_from(sorted(SHAPES)))
+        tests = draw(st.lists(st.sampled_from(SHAPES[kind]), min_size=1, max_size=3))
+        extra = dict(draw(st.sampled_from(STATEFUL))) if kind == "net.connection" else {}
+        for k in range(draw(st.integers(1, 3))):  # copies, as a site writes one per server
+            match: dict[str, Any] = {}
+            for t in tests:
+                match.update(yaml.safe_load(yaml.safe_dump(t).replace("{k}", str(k))))
+            out.append({"id": f"r{i}-{k}", "title": "t {kind}", "severity": "low",
+                        "kind": kind, "match": match, **extra})
+    return out
+
+
+@st.composite
+def site_events(draw: st.DrawFn) -> list[Event]:
+    ips = ["10.20.0.10", "10.77.1.10", "10.20.0.11", "203.0.113.50", "10.20.5.7"]
+    out = []
+    t = 0.0
+    for _ in range(draw(st.integers(1, 12))):
+        t += draw(st.sampled_from([0.0, 0.5, 3.0, 11.0]))
+        kind = draw(st.sampled_from(sorted(SHAPES)))
+        if kind == "net.connection":
+            fields: dict[str, Any] = {
+                "proto": draw(st.sampled_from(["tcp", "udp"])),
+                "src_ip": draw(st.sampled_from(ips)), "dst_ip": draw(st.sampled_from(ips)),
+                "dst_port": draw(st.sampled_from([22, 443, 5432])), "src_port": 40000}
+        elif kind == "net.dns":
+            fields = {"src_ip": draw(st.sampled_from(ips)), "is_response": draw(st.booleans()),
+                      "qname": draw(st.sampled_from(TEXT["qname"] + ["KPU.GO.ID.", "go.id"]))}
+        else:
+            fields = {"op": draw(st.sampled_from(["request", "reply"])),
+                      "sender_ip": draw(st.sampled_from(ips)),
+                      "sender_mac": draw(st.sampled_from(["02:00:00:00:00:01",
+                                                          "02:00:00:00:00:66"]))}
+        out.append(Event(kind, t, "h", "network", fields))
+    return out
+
+
+def _shape(a: Any) -> tuple[Any, ...]:
+    extra = {k: v for k, v in a.extra.items() if k != "first_alert"}
+    return (a.rule, a.title, a.severity, a.count, a.time, repr(sorted(extra.items())))
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(rules=site_rules(), events=site_events())
+def test_indexed_engine_raises_exactly_the_alerts_of_the_plain_loop(
+    rules: list[dict[str, Any]], events: list[Event]
+) -> None:
+    """Index, grouping of alike rules and shared state change nothing an alert says."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "rules.yaml"
+        path.write_text(yaml.safe_dump({"rules": rules}), encoding="utf-8")
+        rs = load_rule_files([path], SITE_LISTS)
+    fast, plain = Engine(rs, host="h"), Engine(rs, host="h", indexed=False)
+    for e in events:
+        got = [_shape(a) for a in fast.process(e)]
+        want = [_shape(a) for a in plain.process(e)]
+        assert got == want, (e.kind, e.fields)
+        assert [_shape(a) for a in fast.advance(e.time)] == [
+            _shape(a) for a in plain.advance(e.time)]
+    assert [_shape(a) for a in fast.flush(1e6)] == [_shape(a) for a in plain.flush(1e6)]

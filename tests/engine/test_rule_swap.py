@@ -64,11 +64,16 @@ def test_unchanged_rule_keeps_suppression_state(tmp_path: Path) -> None:
     assert [a.count for a in eng.advance(600)] == [3]
 
 
-def test_removed_rule_state_is_gone(tmp_path: Path) -> None:
+def test_removed_rule_state_is_gone_after_its_folded_count_is_reported(
+        tmp_path: Path) -> None:
+    """The removed rule's open suppression period closes at the reload: its summary
+    comes once with the next advance (a folded count is never lost), then nothing."""
     eng = Engine(load(tmp_path, "rules:" + SUPPRESSED))
     fired(eng, conn(0, dst_port=5432), conn(1, dst_port=5432))
     eng.swap(load(tmp_path, "rules:" + SCAN))
-    assert eng.advance(10_000) == []
+    assert [(a.count, a.extra["summary"], a.time) for a in eng.advance(10_000)] == [
+        (2, True, 1.0)]
+    assert eng.advance(20_000) == []
     assert fired(eng, conn(2, dst_port=5432)) == []
 
 
@@ -92,7 +97,7 @@ def test_failure_during_the_swap_keeps_the_running_rules_and_their_state(
     new = load(tmp_path, "rules:" + SCAN.replace("window: 1m", "window: 2m") + SUPPRESSED,
                name="new.yaml")
     built: list[str] = []
-    real = Engine._memory
+    real = Engine._shared
 
     def failing(self: Engine, rule: object) -> object:
         built.append(getattr(rule, "id", "?"))
@@ -101,7 +106,7 @@ def test_failure_during_the_swap_keeps_the_running_rules_and_their_state(
             raise MemoryError(msg)
         return real(self, rule)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(Engine, "_memory", failing)
+    monkeypatch.setattr(Engine, "_shared", failing)
     with pytest.raises(MemoryError):
         eng.swap(new)
     monkeypatch.undo()

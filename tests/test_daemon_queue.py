@@ -1,0 +1,51 @@
+"""The daemon's event queues: a file event is not held back by a packet flood's backlog."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from sentinel.config import load_config
+from sentinel.daemon import Daemon
+from sentinel.engine import load_rules
+from sentinel.events import Event
+from sentinel.parts import build_parts
+
+RULES = """
+rules:
+  - {id: db, title: db, severity: high, kind: net.connection, match: {dst_port: 5432}}
+  - {id: bin, title: bin, severity: critical, kind: fim.modified,
+     match: {path_tags: tally-binaries}}
+"""
+
+
+def test_a_file_event_is_processed_before_a_queued_packet_flood(tmp_path: Path) -> None:
+    """5,000 connection events wait in the queue; a file change emitted after them is
+    journaled first (real engine, real journal; only the sources are left out)."""
+    (tmp_path / "rules.yaml").write_text(RULES)
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"host: {{name: t, addresses: [10.20.0.10]}}\nstate_dir: {tmp_path}\n"
+                   "rules: {paths: [rules.yaml], storm: {sources: []}}\n"
+                   "outputs: {journal: {path: alerts.jsonl, fsync: none}}\n")
+    config = load_config(cfg)
+    d = Daemon(cfg, config, load_rules(config))
+    d._parts = build_parts(config, d.metrics, d.health)
+    for i in range(5000):  # the engine is not running yet: they queue up
+        d.emit(Event("net.connection", float(i), "t", "network",
+                     {"dst_port": 5432, "src_ip": f"198.51.{i // 256}.{i % 256}"}))
+    d.emit(Event("fim.modified", 5000.0, "t", "fim",
+                 {"path": "/opt/tally/bin/t", "path_tags": ["tally-binaries"]}))
+    d._engine_thread.start()
+    journal = tmp_path / "alerts.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if journal.exists() and len(journal.read_text().splitlines()) >= 5001:
+            break
+        time.sleep(0.1)
+    d._stop.set()
+    d._engine_thread.join(10)
+    d._parts.sink.close(5.0)
+    rules = [json.loads(line)["alert"]["rule"] for line in journal.read_text().splitlines()]
+    assert len(rules) == 5001
+    assert rules[0] == "bin"
