@@ -54,3 +54,24 @@ def test_kill_9_during_bursts_loses_no_change(tmp_path: Path) -> None:
     # the kills must have landed while changes were still on their way, or this
     # test proves nothing (seed shown so a failure can be re-run)
     assert cut_short >= ROUNDS // 2, f"seed {seed}: only {cut_short} kills cut a burst short"
+
+
+def test_journaled_changes_are_committed_and_not_reported_again(tmp_path: Path) -> None:
+    """The other half of the promise: once its alert is in the journal, the change is
+    taken into the baseline, so a restart does not report it again."""
+    d = Daemon(tmp_path, exclude="[]")
+    d.start()
+    try:
+        first = d.w / "changed-once"
+        first.write_bytes(b"x\n")
+        d.wait_alerted({os.fsencode(first)})
+        assert d.stop() == 0
+        d.start()
+        marker = d.w / "after-restart"  # alerted after anything the start-up found
+        marker.write_bytes(b"y\n")
+        d.wait_alerted({os.fsencode(marker)})
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            d.stop()
+    paths = [a["event"]["path"] for a in d.alerts()]
+    assert paths.count(str(first)) == 1, paths
