@@ -100,8 +100,15 @@ class Metrics:
         )
         self.fim_errors = Counter(
             "sentinel_fim_errors",
-            "File-integrity items that failed, by stage (read: unreadable file, event: internal)",
+            "File-integrity items that failed, by stage (read: unreadable file, event: internal,"
+            " commit: the baseline could not be written)",
             ["stage"],
+            registry=r,
+        )
+        self.fim_oldest_uncommitted = Gauge(
+            "sentinel_fim_oldest_uncommitted_change_seconds",
+            "Age of the oldest file change not yet in the baseline file: its alert is not"
+            " journaled yet, or the baseline cannot be written (0 when none)",
             registry=r,
         )
         # rules

@@ -36,7 +36,7 @@ from sentinel.engine.fields import (
     typ_name,
 )
 from sentinel.engine.matchers import Hint, Match
-from sentinel.events import KIND_FIELDS, Event
+from sentinel.events import KIND_FIELDS, Event, visible
 from sentinel.i18n import LANGUAGES, human_time
 from sentinel.located import Checker, Mark, Node, type_name
 
@@ -90,10 +90,12 @@ class Template:
             if cond_text is not None:
                 if value:
                     out.append(cond_text)
+            # values come from the wire and from file names: their controls and bidi
+            # overrides are shown escaped, never rendered, wherever a title is read
             elif isinstance(value, list):
-                out.append(",".join(str(x) for x in value))
+                out.append(visible(",".join(str(x) for x in value)))
             else:
-                out.append("-" if value is None else str(value))
+                out.append("-" if value is None else visible(str(value)))
         return "".join(out)
 
 
