@@ -193,13 +193,13 @@ class Attestor:
             self.metrics.attestations.labels("failure").inc()
             self._retry_at = now + RETRY_AFTER
             if str(exc) != self._last_error:
-                _log.error("cannot write an attestation; retrying", reason=self._due,
+                _log.error("cannot_write_attestation", detail="retrying", reason=self._due,
                            error=str(exc), retry_in=RETRY_AFTER)
                 self._last_error = str(exc)
             return None
         att = self.last_written
         if att is not None:
-            _log.info("attestation written", path=str(path), sequence=att.sequence,
+            _log.info("attestation_written", path=str(path), sequence=att.sequence,
                       reason=self._due, baseline=att.statement["baseline"]["status"],
                       journal_records=att.statement["journal"]["records"])
         self._due, self._written, self._last_error = None, now, None

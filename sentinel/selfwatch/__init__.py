@@ -148,13 +148,14 @@ class SelfGuard:
             self._dirty = True
             self.marker_errors.inc()
             if not self._marker_failing:
-                log.error("cannot write the journal head marker; a cut journal would go"
-                          " unnoticed until this is fixed", path=str(self._marker.path),
+                log.error("cannot_write_journal_head_marker",
+                          detail="a cut journal would go unnoticed until this is fixed",
+                          path=str(self._marker.path),
                           error=exc.strerror)
             self._marker_failing = True
             return
         if self._marker_failing:
-            log.info("journal head marker written again", path=str(self._marker.path))
+            log.info("journal_head_marker_written_again", path=str(self._marker.path))
         self._marker_failing = False
 
     # -- reload --------------------------------------------------------------
@@ -173,7 +174,7 @@ class SelfGuard:
             return None
         now = self.clock()
         alert = reload_alert(new, summary, now)
-        log.warning("reload changed rules or config", **{k: v for k, v in summary.items()
+        log.warning("reload_changed_rules_or_config", **{k: v for k, v in summary.items()
                                                           if not k.endswith(("_old", "_new"))})
         self.submit(alert)
         return {"time": alert.event["time"], "alert_id": alert.id, **summary}

@@ -84,7 +84,7 @@ class Heartbeat:
                 try:
                     lane.spool.insert(alert.id, payload, now)
                 except Exception:
-                    log.exception("cannot spool a heartbeat", target=lane.name)
+                    log.exception("cannot_spool_heartbeat", target=lane.name)
                     continue
                 lane.wake()
             self._last[target.name] = now

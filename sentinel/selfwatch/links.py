@@ -90,8 +90,8 @@ class LinkWatch:
         first = self._walked is False
         found = linked_files(self.config)
         for path in found.keys() - self._files.keys():
-            log.info("watched file has several hard links; polled for writes through"
-                     " the others", path=path, links=found[path][4])
+            log.info("watched_file_hard_linked",
+                     detail="polled for writes through the others", path=path, links=found[path][4])
             if not first:
                 # it may have been written through its other name before this walk (the
                 # first walk follows FIM's own start-up rescan)

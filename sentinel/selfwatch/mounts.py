@@ -99,8 +99,9 @@ class MountWatch:
             self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
             self._table = self._read()
         except OSError as exc:
-            log.error("cannot watch the mount table; a mount over a watched path is found"
-                      " only at the next full rescan", path=self.path, error=exc.strerror)
+            log.error("cannot_watch_mount_table",
+                      detail="a mount over a watched path is found only at the next full rescan",
+                      path=self.path, error=exc.strerror)
             return
         self._thread = threading.Thread(target=self._run, name="mount-watch", daemon=True)
         self._thread.start()
@@ -133,7 +134,7 @@ class MountWatch:
             try:
                 table = self._read()
             except OSError as exc:
-                log.error("mount table unreadable", error=exc.strerror)
+                log.error("mount_table_unreadable", error=exc.strerror)
                 self._stop.wait(1.0)
                 continue
             new = [m for i, m in table.items() if i not in self._table]

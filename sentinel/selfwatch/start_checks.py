@@ -52,7 +52,7 @@ def mark_run(config: Config) -> None:
     try:
         p.write_text(f"{time.time():.0f}\n")
     except OSError as exc:
-        log.warning("cannot write the run marker", path=str(p), error=exc.strerror)
+        log.warning("cannot_write_run_marker", path=str(p), error=exc.strerror)
 
 
 def baseline_missing(config: Config, now: float) -> Alert | None:
@@ -65,8 +65,9 @@ def baseline_missing(config: Config, now: float) -> Alert | None:
     evidence = earlier_run_evidence(config)
     if not evidence:
         return None
-    log.error("the baseline is missing although sentinel ran here before; a new one is made"
-              " from what is on disk now, which may include what was planted",
+    log.error("baseline_missing_after_earlier_run",
+              detail="a new one is made from what is on disk now, which may include what was"
+                     " planted",
               baseline=str(baseline), evidence=evidence)
     return self_alert(
         config, BASELINE_MISSING, "sentinel's file-integrity baseline was deleted",
@@ -89,7 +90,7 @@ def journal_cut(config: Config, key: bytes, head: tuple[int, str]) -> Cut | None
     try:
         signed = marker.read()
     except ValueError as exc:
-        log.error("the journal head marker does not verify", error=str(exc))
+        log.error("journal_head_marker_invalid", error=str(exc))
         return Cut(0, "", head[0], head[1], f"marker ({exc})")
     if signed is not None and (cut := check_head(journal, key, head, signed, "head marker")):
         return cut
@@ -98,7 +99,7 @@ def journal_cut(config: Config, key: bytes, head: tuple[int, str]) -> Cut | None
         return cut
     if signed is None and head[0] > 0:
         # a journal with records always has a marker once this version ran
-        log.warning("the journal has no head marker (first start of this version, or deleted)",
+        log.warning("journal_head_marker_missing", detail="first start of this version, or deleted",
                     path=str(marker.path))
     return None
 
@@ -107,7 +108,7 @@ def journal_cut_alert(config: Config, cut: Cut, now: float) -> Alert:
     journal = config.in_state(config.outputs.journal.path)
     text = (cut.describe(journal) if cut.expected_records
             else f"{journal}: the signed head marker is forged or damaged: {cut.witness}")
-    log.error("the alert journal was cut", detail=text)
+    log.error("journal_cut", detail=text)
     return self_alert(
         config, JOURNAL_TRUNCATED, "sentinel's alert journal was cut short", "critical", now,
         "journal_truncated",

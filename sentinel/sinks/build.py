@@ -139,7 +139,7 @@ def _settle(delivery: Delivery, journal: Journal, opened: _Opened) -> None:
         elif taken + 1 < head:
             delivery.owe_from(lane, taken + 1)
     if not delivery.catch_up():
-        _log().error("cannot re-queue from the journal at start; retrying in the background")
+        _log().error("requeue_from_journal_failed", detail="retrying in the background")
 
 
 def corrupt_spool_alert(config: Config, lane: str, aside: Path, error: str, now: float
@@ -174,13 +174,13 @@ def _targets(config: Config, metrics: Metrics, clock: Callable[[], float], durab
     targets: list[Target] = []
     for hook in config.outputs.webhooks:
         if not hook.verify_tls:
-            _log().warning("TLS verification is off for this target", target=hook.name)
+            _log().warning("tls_verification_off", target=hook.name)
         lanes = [_lane(hook, i, config, metrics, clock, durable, opened)
                  for i in range(len(hook.urls))]
         payload = (_am_payload(config, hook) if hook.format == "alertmanager"
                    else json_payload(hook.language, config.display_zone(), config.timezone))
         targets.append(Target(hook.name, Route(hook), payload, lanes))
-        _log().info("delivery target", target=hook.name, format=hook.format,
+        _log().info("delivery_target", target=hook.name, format=hook.format,
                     urls=[safe_url(u) for u in hook.urls],
                     pending=sum(ln.spool.depth for ln in lanes))
     _warn_orphans(config.state_dir / "spool", {ln.spool.path for t in targets for ln in t.lanes})
@@ -201,5 +201,5 @@ def _warn_orphans(folder: Path, used: set[Path]) -> None:
         return
     for p in sorted(folder.glob("*.db")):
         if p not in used:
-            _log().warning("a spool belongs to no configured target; its alerts are not sent",
+            _log().warning("spool_without_target", detail="its alerts are not sent",
                            spool=str(p))

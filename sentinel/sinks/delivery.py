@@ -244,7 +244,7 @@ class Delivery:
             try:
                 ok = self.catch_up()
             except Exception:
-                _log().exception("delivery retry error")
+                _log().exception("delivery_retry_error")
                 ok = False
             delay = RETRY_FIRST if ok else min(delay * 2, RETRY_MAX)
 
@@ -329,7 +329,7 @@ class Delivery:
                 except Exception:
                     # a record with a verified MAC but not an alert's shape: written by
                     # an older or newer sentinel; it cannot be routed, so say so
-                    _log().error("journal record is not an alert; not queued", seq=seq,
+                    _log().error("journal_record_not_alert", detail="not queued", seq=seq,
                                  target=lane.name)
                     continue
                 if routed:
@@ -339,14 +339,14 @@ class Delivery:
                         with self._lock:
                             self._owed[lane.name] = seq
                         self.metrics.spool_write_failures.labels(lane.name).inc()
-                        _log().debug("spool still failing", target=lane.name, error=str(exc))
+                        _log().debug("spool_still_failing", target=lane.name, error=str(exc))
                         return False
                     n += 1
                     woken.add(lane)
             with self._lock:
                 self._owed[lane.name] = head
             if n:
-                _log().info("alerts queued again from the journal", target=lane.name,
+                _log().info("alerts_queued_again_from_journal", target=lane.name,
                             alerts=n, journal_seq_from=start, journal_seq_to=head - 1)
 
     # -- state -----------------------------------------------------------

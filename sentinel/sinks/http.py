@@ -56,7 +56,7 @@ def safe_url(url: str) -> str:
     """The URL for logs, errors and the report: scheme, host and port only.
 
     Receivers put tokens in the path (``/hooks/T0/B1/SECRET``) as often as in the
-    query string, so the path is shown as ``/…`` and the query, fragment and any
+    query string, so the path is shown as ``/...`` and the query, fragment and any
     credentials not at all; the target's name says which receiver it is.
     """
     p = urlsplit(url)
@@ -68,7 +68,7 @@ def safe_url(url: str) -> str:
     except ValueError:
         port = None
     netloc = f"{host}:{port}" if port is not None else host
-    return urlunsplit((p.scheme, netloc, "/\u2026" if p.path not in ("", "/") else p.path,
+    return urlunsplit((p.scheme, netloc, "/..." if p.path not in ("", "/") else p.path,
                        "", ""))
 
 

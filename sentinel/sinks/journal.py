@@ -332,12 +332,12 @@ class Journal:
                     except OSError as exc:
                         # once per failing spell, not once per interval
                         if not self._sync_failing:
-                            _log().error("journal fsync failed", path=str(self.path),
+                            _log().error("journal_fsync_failed", path=str(self.path),
                                          error=exc.strerror)
                         self._sync_failing = True
                         continue
                     if self._sync_failing:
-                        _log().info("journal fsync works again", path=str(self.path))
+                        _log().info("journal_fsync_works_again", path=str(self.path))
                     self._sync_failing = False
 
     def _rotate(self) -> None:
@@ -353,13 +353,13 @@ class Journal:
             # a journal that cannot rotate keeps growing: better than losing alerts.
             # If the rename happened, our fd still appends to the rotated file and
             # the chain stays whole either way.
-            _log().error("journal rotation failed; appending to the current file",
+            _log().error("journal_rotation_failed", detail="appending to the current file",
                          path=str(self.path), error=exc.strerror)
             return
         os.close(self._fd)
         self._fd = fd
         self._size = 0
-        _log().info("journal rotated", path=str(self.path), rotated_to=str(target),
+        _log().info("journal_rotated", path=str(self.path), rotated_to=str(target),
                     next_seq=self._seq)
 
     def _resume(self) -> tuple[int, str]:
@@ -371,9 +371,9 @@ class Journal:
             if found is not None:
                 rec, ok = found
                 if not ok:
-                    _log().error("the journal's last record does not verify with the key;"
-                               " continuing the chain, run `sentinel journal verify`",
-                               path=str(f), seq=rec["seq"])
+                    _log().error("journal_last_record_does_not_verify",
+                                 detail="continuing the chain, run `sentinel journal verify`",
+                                 path=str(f), seq=rec["seq"])
                 return int(rec["seq"]) + 1, str(rec["mac"])
         return 0, GENESIS
 
@@ -395,8 +395,9 @@ class Journal:
             fh.truncate(offset)
             fh.flush()
             os.fsync(fh.fileno())
-        _log().warning("journal ended in an incomplete record (a crash mid-write);"
-                       " kept it aside and truncated it", path=str(f), offset=offset,
+        _log().warning("journal_incomplete_record_truncated",
+                       detail="a crash mid-write: kept it aside and truncated it",
+                       path=str(f), offset=offset,
                        length=len(fragment), kept_in=str(aside))
 
     def _last_record(self, f: Path) -> tuple[dict[str, Any], bool] | None:
@@ -407,7 +408,7 @@ class Journal:
             return None
         if (found := decode_record(self._key, line)) is not None:
             return found
-        _log().error("the journal's last line is not a record; scanning for the last one",
+        _log().error("journal_last_line_not_a_record", detail="scanning for the last one",
                      path=str(f))
         last = None
         with f.open("rb") as fh:

@@ -141,11 +141,11 @@ class Lane:
                     self.metrics.deliveries.labels(self.name, "error").inc()
                     if errors == 0 and isinstance(exc, sqlite3.OperationalError):
                         # disk full, I/O error: the condition, not our code, is the news
-                        _log().error("delivery loop error; retrying", target=self.name,
+                        _log().error("delivery_loop_error", detail="retrying", target=self.name,
                                      url=self._url, error=str(exc),
                                      spool=str(self.spool.path))
                     elif errors == 0:
-                        _log().exception("delivery loop error; retrying", target=self.name,
+                        _log().exception("delivery_loop_error", detail="retrying", target=self.name,
                                        url=self._url)
                     errors += 1
                     wait = min(IDLE_WAIT * errors, 30.0)
@@ -211,7 +211,7 @@ class Lane:
             self._parked.pop(rec.id, None)
             self.spool.kill(rec, self.clock(), out.status, out.reason)
             self.metrics.deliveries.labels(self.name, "failed").inc()
-            _log().error("delivery refused; alert kept in the dead-letter table",
+            _log().error("delivery_refused", detail="alert kept in the dead-letter table",
                        target=self.name, url=self._url, alert_id=rec.id, reason=out.reason,
                        spool=str(self.spool.path))
             return True
@@ -242,12 +242,12 @@ class Lane:
         tries = rec.attempts + 1 - REQUEUE_AFTER
         delay = min(self.backoff.maximum, self.backoff.initial * 2 ** min(tries, 30))
         self._parked[rec.id] = self.clock() + delay
-        _log().debug("alert refused again; retried after the others", target=self.name,
+        _log().debug("alert_refused_again", detail="retried after the others", target=self.name,
                      alert_id=rec.id, retry_in=round(delay, 3))
 
     def succeeded(self) -> None:
         if self.backoff.failures:
-            _log().info("delivery recovered", target=self.name, url=self._url,
+            _log().info("delivery_recovered", target=self.name, url=self._url,
                       failed_attempts=self.backoff.failures)
         self.backoff.reset()
 

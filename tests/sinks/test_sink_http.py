@@ -49,9 +49,9 @@ def test_backoff_is_full_jitter_under_an_exponential_cap() -> None:
 
 def test_urls_in_logs_lose_their_path_query_and_credentials() -> None:
     """Receivers put tokens in paths as often as in query strings."""
-    assert safe_url("https://h:8443/p/q?token=s3cret#x") == "https://h:8443/\u2026"
-    assert safe_url("https://hooks.example/T0/B1/S3CRET") == "https://hooks.example/\u2026"
-    assert safe_url("https://u:pw@h/x") == "https://h/\u2026"
+    assert safe_url("https://h:8443/p/q?token=s3cret#x") == "https://h:8443/..."
+    assert safe_url("https://hooks.example/T0/B1/S3CRET") == "https://hooks.example/..."
+    assert safe_url("https://u:pw@h/x") == "https://h/..."
     assert safe_url("http://[::1]:9093/") == "http://[::1]:9093/"
     assert safe_url("http://am:9093") == "http://am:9093"
 

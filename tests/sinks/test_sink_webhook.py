@@ -219,7 +219,7 @@ def test_no_secret_in_logs_or_spool_names(tmp_path: Path, start: Any, capsys: An
     assert "abc123" not in text
     assert "T0K3N" not in text
     assert SECRET[6:] not in text
-    assert f"127.0.0.1:{port}/\u2026" in text
+    assert f"127.0.0.1:{port}/..." in text
     journal = (tmp_path / "alerts.jsonl").read_text()
     assert json.loads(journal.splitlines()[0])["seq"] == 0
 
