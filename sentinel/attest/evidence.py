@@ -177,6 +177,9 @@ def read_journal(config: Config, since: float | None, until: float | None,
                 if inside or t == float("-inf"):
                     entries.append(Entry(seq, alert, t, ok))
     status = _check(path, key, key_problem, unreadable)
+    # time order, not journal order: delivery retries and clock steps journal alerts out
+    # of order; a record whose time does not parse (-inf) sorts first, still flagged
+    entries.sort(key=lambda e: (e.time, e.seq))
     return entries, status, macs
 
 
