@@ -153,7 +153,13 @@ def timeline_svg(
                        f'<title>{_esc(_label(first + i * size, size))}: {n} {sev}</title></rect>')
             base += n
     step = max(1, math.ceil(nbins / 8))
-    for i in range(0, nbins + 1, step):
+    ticks = list(range(0, nbins + 1, step))
+    if ticks[-1] != nbins:
+        # the axis always says where it ends; a tick too close to the end makes room
+        if (nbins - ticks[-1]) * bw < 1.5 * text_width(_label(first, size)) and len(ticks) > 1:
+            ticks.pop()
+        ticks.append(nbins)
+    for i in ticks:
         tx = left + i * bw
         out.append(f'<line x1="{tx:.1f}" x2="{tx:.1f}" y1="{upper + ph}" y2="{upper + ph + 4}"'
                    ' stroke="#90a4ae"/>')

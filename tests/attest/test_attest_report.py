@@ -225,3 +225,67 @@ def test_report_renders_chart_and_table_in_chromium(incident: Incident, tmp_path
     striped = [y for y in range(table_top, h)
                if sum(_near(px[x, y], stripe, 2) for x in range(0, w, 8)) > w // 8 // 3]
     assert len(striped) > 20, "no striped table rows under the header"
+
+
+@pytest.mark.slow
+def test_report_layout_in_chromium(incident: Incident, tmp_path: Path) -> None:
+    """Three days asked, 3.7 hours of alerts: in the rendered page the bars spread over
+    the plot, the axis ends with a label that stays inside the chart, and the incidents
+    table comes between the timeline and the alert table."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip("needs the chromium package")
+    from PIL import Image
+
+    page = tmp_path / "layout.html"
+    _report(incident, page, "--since", "2024-02-13T00:00:00Z", "--until",
+            "2024-02-16T00:00:00Z")
+    png = tmp_path / "layout.png"
+    _screenshot(page, png, tmp_path / "profile")
+    if keep := os.environ.get("SENTINEL_KEEP_SCREENSHOT"):  # for a human to look at
+        shutil.copy(png, keep)
+    img = Image.open(png).convert("RGB")
+    w, h = img.size
+    px = img.load()
+    assert px is not None
+    bands = [y for y in range(h)
+             if sum(_near(px[x, y], TABLE_HEADER) for x in range(0, w, 8)) > w // 8 // 2]
+    tops = [y for y in bands if y - 1 not in bands]
+    assert len(tops) >= 3, "incidents, alerts and delivery tables each have a header"
+    chart_bottom = tops[0]
+    # the plot's frame: the outermost columns with a run as tall as the plot of pixels
+    # that are not page white (nothing else in the chart region is that tall)
+
+    def run(x: int) -> tuple[int, int]:
+        """The longest vertical run of non-white pixels in column ``x``: (first, end)."""
+        best: tuple[int, int] = (0, 0)
+        start: int | None = None
+        for y in range(chart_bottom):
+            if max(255 - c for c in px[x, y][:3]) > 3:
+                start = y if start is None else start
+                if y - start + 1 > best[1] - best[0]:
+                    best = (start, y + 1)
+            else:
+                start = None
+        return best
+
+    runs = {x: run(x) for x in range(w)}
+    tall = [x for x, (first, end) in runs.items() if end - first > 200]
+    assert tall, "no plot frame in the screenshot"
+    plot_left, plot_right = min(tall), max(tall)
+    plot_top, plot_bottom = runs[plot_left]
+    bar_cols = [x for x in range(plot_left, plot_right)
+                if any(_near(px[x, y], _rgb(c)) for c in SEVERITY_COLOURS.values()
+                       for y in range(plot_top + 20, plot_bottom, 6))]
+    assert max(bar_cols) - min(bar_cols) > 0.8 * (plot_right - plot_left), \
+        "the timeline does not span the alerts"
+
+    def dark(x: int, y: int) -> bool:
+        return max(px[x, y][:3]) < 140
+
+    labels = range(plot_bottom + 5, plot_bottom + 26)
+    end_label = [x for x in range(plot_right - 90, plot_right + 1)
+                 if any(dark(x, y) for y in labels)]
+    assert end_label, "the axis has no label at its end"
+    assert not [x for x in range(plot_right + 3, plot_right + 13)
+                if any(dark(x, y) for y in labels)], "an axis label runs past the chart"
+    assert tops[0] > plot_bottom, "the incidents table comes after the timeline"
