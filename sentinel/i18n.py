@@ -112,6 +112,7 @@ _ID: dict[str, str] = {
     "Last (UTC / local)": "Terakhir (UTC / setempat)",
     "Rules": "Aturan",
     "Alert rows": "Baris peringatan",
+    "… {n} more": "… {n} lainnya",
     # the report's delivery table
     "No webhook recipients are configured: alerts are in the journal only.":
         "Tidak ada penerima webhook yang dikonfigurasi: peringatan hanya tercatat di jurnal.",

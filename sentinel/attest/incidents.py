@@ -78,6 +78,24 @@ def _times(entry: Entry, tz: tzinfo) -> str:
     return f"<code>{utc}</code><br><code>{local}</code>"
 
 
+#: Links shown per group: a flood of thousands of alerts from one source must not
+#: bury the table in numbers; the first ones and the last one are what a reader opens.
+MAX_LINKS = 12
+
+
+def _links(entries: list[Entry], lang: str) -> str:
+    def link(i: int, e: Entry) -> str:
+        return f'<a href="#alert-{_e(e.alert.get("id", ""))}">{i}</a>'
+
+    numbered = list(enumerate(entries, 1))
+    if len(numbered) <= MAX_LINKS:
+        return " ".join(link(i, e) for i, e in numbered)
+    hidden = len(numbered) - MAX_LINKS
+    more = text(lang, "… {n} more").format(n=hidden)
+    return (" ".join(link(i, e) for i, e in numbered[:MAX_LINKS - 1])
+            + f' <span class="muted">{_e(more)}</span> ' + link(*numbered[-1]))
+
+
 _KIND_TEXT = {"incident": "incident", "source": "source address", "file": "file",
               "rule": "rule"}
 
@@ -93,8 +111,7 @@ def section(entries: list[Entry], lang: str, tz: tzinfo,
         return f"<p>{_e(text(lang, 'No alerts in this window.'))}</p>"
     rows = []
     for n, g in enumerate(groups(entries), 1):
-        links = " ".join(f'<a href="#alert-{_e(e.alert.get("id", ""))}">{i}</a>'
-                         for i, e in enumerate(g.entries, 1))
+        links = _links(g.entries, lang)
         odd = sum(1 for e in g.entries if implausible(e))
         flag = (f' <span class="st bad implausible">{_e(text(lang, "time implausible"))}'
                 "</span>" if odd else "")

@@ -8,6 +8,7 @@ import html
 import json
 import re
 from collections.abc import Callable
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -323,3 +324,17 @@ def test_help_documents_the_exit_codes(command: list[str],
     out = " ".join(capsys.readouterr().out.split())
     assert "1 written, but the journal or the attestations do not verify" in out \
         or "1 dead letters exist" in out
+
+
+def test_a_flood_from_one_source_links_its_first_and_last_rows_only() -> None:
+    from sentinel.attest.incidents import MAX_LINKS, section
+
+    scan = {"kind": "net.connection", "src_ip": "10.20.5.7"}
+    es = [Entry(i, {"id": f"a{i}", "rule": "scan", "severity": "low", "event": scan,
+                    "time": "2024-02-14T05:10:00.000Z"}, 1.7e9 + i, True) for i in range(500)]
+    html_ = section(es, "en", UTC, str, lambda e: False)
+    links = re.findall(r'href="#alert-([^"]+)"', html_)
+    assert len(links) == MAX_LINKS
+    assert links[0] == "a0" and links[-1] == "a499"
+    assert f"… {500 - MAX_LINKS} more" in html_
+    assert '<td class="num">500</td>' in html_
