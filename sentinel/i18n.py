@@ -92,6 +92,38 @@ _ID: dict[str, str] = {
     "failed": "gagal",
     "not routed": "tidak dirutekan",
     "unknown": "tidak diketahui",
+    "this recipient does not take this alert": "penerima ini tidak menerima peringatan ini",
+    "accepted by the recipient (no longer in the spool)":
+        "diterima oleh penerima (tidak lagi ada di antrean)",
+    "the journaled alert is malformed": "peringatan dalam jurnal tidak berbentuk sah",
+    "{n} failed attempt so far": "{n} percobaan gagal sejauh ini",
+    "{n} failed attempts so far": "{n} percobaan gagal sejauh ini",
+    "no spool at {spool}: nothing was queued for it on this host":
+        "tidak ada antrean di {spool}: tidak ada yang diantrekan untuknya di host ini",
+    "cannot read the spool {spool}: {why}": "antrean {spool} tidak dapat dibaca: {why}",
+    # the report's journal and key checks
+    "not checked: {why}": "tidak diperiksa: {why}",
+    "no journal at {path}: no alerts were recorded":
+        "tidak ada jurnal di {path}: tidak ada peringatan yang tercatat",
+    "cannot read the journal: {why}": "jurnal tidak dapat dibaca: {why}",
+    "TAMPERED at {where}: {why}; {records} records verified before it":
+        "DIUBAH di {where}: {why}; {records} catatan terverifikasi sebelumnya",
+    "intact: {records} records in {files} file(s), head {head}":
+        "utuh: {records} catatan dalam {files} berkas, kepala {head}",
+    "intact: {records} records in {files} file(s), head {head}; the last line"
+    " ({file}:{line}) is incomplete, as a crash mid-write leaves it":
+        "utuh: {records} catatan dalam {files} berkas, kepala {head}; baris terakhir"
+        " ({file}:{line}) tidak lengkap, seperti yang ditinggalkan oleh kegagalan saat menulis",
+    "no attestations in {folder}": "tidak ada atestasi di {folder}",
+    "checked with the public key {key}": "diperiksa dengan kunci publik {key}",
+    "not checked: no public key given and {why}":
+        "tidak diperiksa: kunci publik tidak diberikan dan {why}",
+    "checked with the public half of {key}": "diperiksa dengan bagian publik dari {key}",
+    # the report's one-line summaries of events
+    "{qname} {qtype} from {src} to {dst}": "{qname} {qtype} dari {src} ke {dst}",
+    "{op} {ip} is at {mac}": "{op} {ip} berada di {mac}",
+    "{src} → {dst} type {type} code {code}": "{src} → {dst} tipe {type} kode {code}",
+    "changed": "berubah",
     # the report's timeline
     "bars": "batang",
     "{n} minute": "{n} menit",

@@ -99,27 +99,34 @@ def _chip(ok: bool | None, text: str) -> str:
     return f'<span class="chip {cls}">{_e(text)}</span>'
 
 
-def summary_line(event: dict[str, Any]) -> str:
+def summary_line(event: dict[str, Any], lang: str = "en") -> str:
     """A short text of what happened, by event kind (unescaped; the caller escapes)."""
     g = event.get
     kind = str(g("kind", ""))
+
+    def t(template: str, **values: object) -> str:
+        # the values are inserted, never parsed: braces in a query name stay braces
+        return text(lang, template).format(**values)
+
     if kind in ("net.connection", "net.flow"):
         return (f"{g('proto', '')} {g('src_ip')}:{g('src_port')} → {g('dst_ip')}:{g('dst_port')}"
                 f" ({g('direction', '')})")
     if kind == "net.dns":
-        return f"{g('qname')} {g('qtype', '')} from {g('src_ip')} to {g('dst_ip')}"
+        return t("{qname} {qtype} from {src} to {dst}", qname=g("qname"), qtype=g("qtype", ""),
+                 src=g("src_ip"), dst=g("dst_ip"))
     if kind == "net.arp":
-        return f"{g('op')} {g('sender_ip')} is at {g('sender_mac')}"
+        return t("{op} {ip} is at {mac}", op=g("op"), ip=g("sender_ip"), mac=g("sender_mac"))
     if kind == "net.icmp":
-        return f"{g('src_ip')} → {g('dst_ip')} type {g('type')} code {g('code')}"
+        return t("{src} → {dst} type {type} code {code}", src=g("src_ip"), dst=g("dst_ip"),
+                 type=g("type"), code=g("code"))
     if kind.startswith("fim."):
-        text = str(g("path"))
+        shown = str(g("path"))
         if g("dest_path"):
-            text += f" → {g('dest_path')}"
+            shown += f" → {g('dest_path')}"
         changed = g("changed")
         if isinstance(changed, list) and changed:
-            text += f" (changed: {', '.join(str(c) for c in changed)})"
-        return text
+            shown += f" ({t('changed')}: {', '.join(str(c) for c in changed)})"
+        return shown
     return kind
 
 
@@ -162,6 +169,13 @@ def _alert_row(entry: Entry, recipients: list[Recipient], generated: float, lang
         status, detail = r.status(a)
         if status == "not routed":
             continue
+        if status == "pending":
+            n = r.pending.get(str(a.get("id", "")), 0)
+            detail = n_text(lang, n, "{n} failed attempt so far", "{n} failed attempts so far")
+        elif status == "unknown" and not r.readable:
+            detail = r.said_problem.shown(lang)
+        else:
+            detail = text(lang, detail)
         statuses.append(f'<span class="st {_STATUS_CLASS[status]}" title="{_e(detail)}">'
                         f"{_e(r.name)}: {_e(text(lang, status))}</span>")
     none, record = _e(text(lang, "none")), _e(text(lang, "journal record"))
@@ -178,7 +192,7 @@ def _alert_row(entry: Entry, recipients: list[Recipient], generated: float, lang
         f"<td>{_sev_badge(str(a.get('severity', 'info')), lang)}</td>"
         f"<td><code>{_e(a.get('rule', ''))}</code></td>"
         f"<td>{_e(_shown_title(a, lang))}{mac}</td>"
-        f"<td>{_e(summary_line(event))}</td>"
+        f"<td>{_e(summary_line(event, lang))}</td>"
         f'<td class="num">{_e(a.get("count", 1))}</td>'
         f"<td>{''.join(statuses) or f'<span class=muted>{none}</span>'}</td>"
         f"<td><details><summary>{_e(event.get('kind', 'event'))}</summary>"
@@ -286,7 +300,7 @@ def render(ev: Evidence, language: str = "en", tz: tzinfo = UTC,
 <section><h2>{t("Delivery per recipient")}</h2>
 {delivery_table(ev, language, site_language or language)}</section>
 <section><h2>{t("Journal")}</h2>
-<p>{_chip(ev.journal.ok, ev.journal.summary)}</p>
+<p>{_chip(ev.journal.ok, ev.journal.said.shown(language))}</p>
 <p class="muted"><code>{_e(ev.journal.path)}</code>{unreadable}</p></section>
 <section><h2>{t("Attestations")}</h2>
 {attest_section(ev, language)}</section>

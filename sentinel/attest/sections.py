@@ -59,7 +59,8 @@ def delivery_table(ev: Evidence, lang: str, site_language: str) -> str:
     rows = []
     for r in ev.recipients:
         c = Counter(r.status(e.alert)[0] for e in ev.entries)
-        note = "" if r.readable else f'<br><span class="muted">{_e(r.problem)}</span>'
+        note = "" if r.readable else \
+            f'<br><span class="muted">{_e(r.said_problem.shown(lang))}</span>'
         rows.append(
             f"<tr><td><b>{_e(r.name)}</b><br><code>{_e(r.url)}</code>{note}</td>"
             f"<td>{_routing(r, lang, site_language)}</td>"
@@ -84,13 +85,13 @@ def attest_section(ev: Evidence, lang: str) -> str:
 
     st = ev.attest
     if not st.attestations:
-        return f"<p>{_e(st.key_note)}.</p>"
+        return f"<p>{_e(st.key_said.shown(lang))}.</p>"
     chain = st.chain
     verdict = ("chain valid back to sequence 0" if chain is not None and chain.ok
                else "NOT VALID" if chain is not None else "not checked")
     held = n_text(lang, len(st.attestations), "{n} attestation in", "{n} attestations in")
     parts = [f"<p>{_e(held)} <code>{_e(st.folder)}</code>; {t(verdict)}"
-             f" ({_e(st.key_note)}).</p>"]
+             f" ({_e(st.key_said.shown(lang))}).</p>"]
     if chain is not None and (chain.problems or chain.warnings):
         parts.append("<ul>" + "".join(f"<li>{_e(p)}</li>" for p in chain.problems)
                      + "".join(f'<li class="muted">{t("warning")}: {_e(w)}</li>'

@@ -241,11 +241,14 @@ def test_report_in_indonesian_has_no_english_chips_or_tables(incident: Incident)
                        "Insiden dan sumber", "Insiden atau sumber", "alamat sumber",
                        "Perutean", "tingkat minimum", "sertakan tag", "Tidak dirutekan",
                        "rantai sah hingga urutan 0", "sesuai dengan jurnal", "Jendela aktif",
-                       "bawaslu: terkirim", "batang: 5 menit"):
+                       "bawaslu: terkirim", "batang: 5 menit", "utuh: 8 catatan dalam 1 berkas",
+                       "diperiksa dengan kunci publik", "TXT dari 10.20.0.10 ke 10.20.0.2",
+                       "(berubah: content)", "percobaan gagal sejauh ini"):
         assert indonesian in page, indonesian
     for english in ("journal intact", "attestations valid", "delivery failed",
                     "Incidents and sources", "Routing", "Not routed", "matches the journal",
-                    "Windows open", "bars:"):
+                    "Windows open", "bars:", "intact:", "checked with", " from 10.20.0.10",
+                    "changed:", "failed attempts"):
         assert english not in page, english
 
 
@@ -338,3 +341,17 @@ def test_a_flood_from_one_source_links_its_first_and_last_rows_only() -> None:
     assert links[0] == "a0" and links[-1] == "a499"
     assert f"… {500 - MAX_LINKS} more" in html_
     assert '<td class="num">500</td>' in html_
+
+
+def test_braces_in_hostile_names_are_shown_not_formatted(site: Callable[..., Config]) -> None:
+    """Event values go into translated templates as values: a query name of ``{0}`` or
+    ``{src.__class__}`` is shown as written, in both languages, and breaks nothing."""
+    config = site()
+    qname = "{src.__class__}{0}{}.evil"
+    dns = {"kind": "net.dns", "qname": qname, "qtype": "A", "src_ip": "10.20.0.10",
+           "dst_ip": "10.20.0.2"}
+    _journal(config, [Alert("dns-unknown-domain", "Query", "medium", T0, "tally-01",
+                            "network", ("network",), dns)])
+    ev = gather(config, None, None, T0 + 60)
+    assert f"{html.escape(qname)} A from 10.20.0.10" in render(ev)
+    assert f"{html.escape(qname)} A dari 10.20.0.10" in render(ev, "id")
