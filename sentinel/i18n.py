@@ -124,6 +124,11 @@ _ID: dict[str, str] = {
     "{op} {ip} is at {mac}": "{op} {ip} berada di {mac}",
     "{src} → {dst} type {type} code {code}": "{src} → {dst} tipe {type} kode {code}",
     "changed": "berubah",
+    # connection directions (CONTRACT §3)
+    "inbound": "masuk",
+    "outbound": "keluar",
+    "local": "lokal",
+    "transit": "transit",
     # the report's timeline
     "bars": "batang",
     "{n} minute": "{n} menit",

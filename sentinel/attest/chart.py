@@ -150,7 +150,8 @@ def timeline_svg(
             out.append(f'<rect class="bar {sev}" x="{left + i * bw + 1:.1f}"'
                        f' y="{y(base + n):.1f}" width="{max(bw - 2, 1):.1f}"'
                        f' height="{y(base) - y(base + n):.1f}" fill="{SEVERITY_COLOURS[sev]}">'
-                       f'<title>{_esc(_label(first + i * size, size))}: {n} {sev}</title></rect>')
+                       f'<title>{_esc(_label(first + i * size, size))}: {n} {_esc(tr(sev))}'
+                       "</title></rect>")
             base += n
     step = max(1, math.ceil(nbins / 8))
     ticks = list(range(0, nbins + 1, step))

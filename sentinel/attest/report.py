@@ -110,7 +110,7 @@ def summary_line(event: dict[str, Any], lang: str = "en") -> str:
 
     if kind in ("net.connection", "net.flow"):
         return (f"{g('proto', '')} {g('src_ip')}:{g('src_port')} → {g('dst_ip')}:{g('dst_port')}"
-                f" ({g('direction', '')})")
+                f" ({text(lang, str(g('direction', '')))})")
     if kind == "net.dns":
         return t("{qname} {qtype} from {src} to {dst}", qname=g("qname"), qtype=g("qtype", ""),
                  src=g("src_ip"), dst=g("dst_ip"))

@@ -243,7 +243,7 @@ def test_report_in_indonesian_has_no_english_chips_or_tables(incident: Incident)
                        "rantai sah hingga urutan 0", "sesuai dengan jurnal", "Jendela aktif",
                        "bawaslu: terkirim", "batang: 5 menit", "utuh: 8 catatan dalam 1 berkas",
                        "diperiksa dengan kunci publik", "TXT dari 10.20.0.10 ke 10.20.0.2",
-                       "(berubah: content)", "percobaan gagal sejauh ini"):
+                       "(berubah: content)", "percobaan gagal sejauh ini", "(masuk)"):
         assert indonesian in page, indonesian
     for english in ("journal intact", "attestations valid", "delivery failed",
                     "Incidents and sources", "Routing", "Not routed", "matches the journal",
@@ -355,3 +355,8 @@ def test_braces_in_hostile_names_are_shown_not_formatted(site: Callable[..., Con
     ev = gather(config, None, None, T0 + 60)
     assert f"{html.escape(qname)} A from 10.20.0.10" in render(ev)
     assert f"{html.escape(qname)} A dari 10.20.0.10" in render(ev, "id")
+    conn = {"kind": "net.connection", "proto": "tcp", "src_ip": "10.20.5.7", "src_port": 1,
+            "dst_ip": "10.20.0.10", "dst_port": 5432, "direction": "{0}{x.y}"}
+    _journal(config, [Alert("db", "Conn", "high", T0 + 1, "tally-01", "network", (), conn)])
+    ev = gather(config, None, None, T0 + 60)
+    assert "(" + html.escape("{0}{x.y}") + ")" in render(ev, "id")
