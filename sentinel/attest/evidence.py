@@ -49,6 +49,11 @@ def said(template: str, **values: object) -> Said:
     return Said(template, tuple(values.items()))
 
 
+def shown(value: Said | str, lang: str) -> str:
+    """``value`` in ``lang``: a :class:`Said` translated, a plain str as it is."""
+    return value.shown(lang) if isinstance(value, Said) else value
+
+
 @dataclass
 class Entry:
     """One journaled alert. ``mac_ok`` is None when the journal key is unavailable."""
@@ -63,7 +68,7 @@ class Entry:
 class JournalStatus:
     path: Path
     ok: bool | None  # None: not checked (no key or no journal)
-    said: Said
+    said: Said | str  # a plain str is shown as is, in every language
     records: int = 0
     unreadable_lines: int = 0
 

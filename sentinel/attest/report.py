@@ -19,7 +19,7 @@ from sentinel import __version__
 from sentinel.alert import SEVERITIES, SEVERITY_RANK
 from sentinel.attest import incidents
 from sentinel.attest.chart import SEVERITY_COLOURS, timeline_svg, zoom
-from sentinel.attest.evidence import Entry, Evidence, Recipient
+from sentinel.attest.evidence import Entry, Evidence, Recipient, shown
 from sentinel.attest.sections import attest_section, delivery_table, n_text
 from sentinel.events import format_time
 from sentinel.i18n import human_time, text
@@ -300,7 +300,7 @@ def render(ev: Evidence, language: str = "en", tz: tzinfo = UTC,
 <section><h2>{t("Delivery per recipient")}</h2>
 {delivery_table(ev, language, site_language or language)}</section>
 <section><h2>{t("Journal")}</h2>
-<p>{_chip(ev.journal.ok, ev.journal.said.shown(language))}</p>
+<p>{_chip(ev.journal.ok, shown(ev.journal.said, language))}</p>
 <p class="muted"><code>{_e(ev.journal.path)}</code>{unreadable}</p></section>
 <section><h2>{t("Attestations")}</h2>
 {attest_section(ev, language)}</section>
