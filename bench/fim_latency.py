@@ -152,6 +152,8 @@ def main() -> None:
                 for alert in out:
                     delivery.submit(alert)  # returns once the record is on disk
                 t_journal = time.monotonic()
+                if ev.ack is not None:  # as the daemon: the baseline may now take it in
+                    ev.ack(True)
                 if out:
                     with lock:
                         alerts[key] = t_alert

@@ -46,7 +46,8 @@ sys.path.insert(0, str(REPO))
 from tests.sinks.receiver import Receiver  # noqa: E402
 
 TALLY_IP, TALLY_MAC, DB_PORT = bytes([10, 20, 0, 10]), "020000000010", 5432
-RULE = "tally-db-unauthorized-access"
+# spoofed SYNs are never answered: attempts on the database port, not accepted connections
+RULE = "tally-db-access-attempt"
 T0 = 1_707_890_400.0  # inside the reference site's counting window
 
 

@@ -91,6 +91,7 @@ class Daemon:
         self._reload = threading.Event()
         self._sink_lock = threading.Lock()
         self._engine_beat = time.monotonic()
+        self._submit_failing = False
         self._engine_thread = threading.Thread(
             target=self._engine_loop, name="engine", daemon=True
         )
@@ -145,7 +146,8 @@ class Daemon:
         while True:
             self._engine_beat = time.monotonic()
             while self.files:
-                self._handle(self.engine.process, self.files.popleft())
+                ev = self.files.popleft()
+                self._handle(self.engine.process, ev, ev.ack)
             try:
                 item = self.queue.get(timeout=0.5)
             except queue.Empty:
@@ -153,28 +155,48 @@ class Daemon:
                 if self._stop.is_set() and not self.files:
                     break
             if item is not None:
-                self._handle(self.engine.process, item)
+                self._handle(self.engine.process, item, item.ack)
             now = self.clock()
             if now - last_tick >= 1.0:
                 last_tick = now
                 self._handle(self.engine.advance, now)
 
-    def _handle(self, step: Callable[[Any], list[Any]], arg: Any) -> None:
+    def _handle(self, step: Callable[[Any], list[Any]], arg: Any,
+                ack: Callable[[bool], None] | None = None) -> None:
+        """Run one engine step and submit its alerts.
+
+        ``ack`` (an event's) hears True once every alert is in the journal, at once
+        when there is none, or False when one could not be submitted: the source
+        may then take the change into its baseline, or must send it again.
+        """
         try:
             alerts = step(arg)
         except Exception:
-            # one bad event must not stop the engine; it is logged with context
+            # one bad event must not stop the engine; it is logged with context (and
+            # counts as handled: sending it again would fail the same way)
             log.exception("engine_error", item=repr(arg)[:200])
-            return
+            alerts = []
+        waiting = _Journaled(len(alerts), ack)
         for alert in alerts:
             with self._sink_lock:
                 assert self._parts is not None
                 sink = self._parts.sink
                 try:
-                    sink.submit(alert)
-                except Exception:
-                    log.exception("alert_submit_failed", alert_id=alert.id, rule=alert.rule)
+                    # in the journal now, or later from the sink's retry thread when the
+                    # journal cannot be written (a full disk): the ack waits for that
+                    sink.submit(alert, on_journaled=lambda _seq: waiting.one_done())
+                except Exception as exc:
+                    waiting.failed()
                     self.guard.submit_failed()
+                    if not self._submit_failing:
+                        # one line when submitting starts to fail, one when it works again
+                        log.error("alert_submit_failed", alert_id=alert.id, rule=alert.rule,
+                                  error=str(exc))
+                    self._submit_failing = True
+                else:
+                    if self._submit_failing:
+                        self._submit_failing = False
+                        log.info("alert_submit_recovered")
                 self.guard.journaled(sink)
 
     def _submit_self(self, alert: Alert) -> None:
@@ -374,6 +396,37 @@ class Daemon:
             parts.server.stop()
         log.info("stopped")
         return 0
+
+
+class _Journaled:
+    """Counts one event's alerts into the journal and calls its ``ack`` once.
+
+    ``one_done`` may come from another thread (a sink that journals held alerts
+    later), hence the lock.
+    """
+
+    def __init__(self, alerts: int, ack: Callable[[bool], None] | None) -> None:
+        self._left = alerts
+        self._ack = ack
+        self._lock = threading.Lock()
+        if alerts == 0:
+            self._call(True)
+
+    def _call(self, ok: bool) -> None:
+        with self._lock:
+            ack, self._ack = self._ack, None
+        if ack is not None:
+            ack(ok)
+
+    def one_done(self) -> None:
+        with self._lock:
+            self._left -= 1
+            done = self._left == 0
+        if done:
+            self._call(True)
+
+    def failed(self) -> None:
+        self._call(False)
 
 
 def run_daemon(config_path: Path) -> int:

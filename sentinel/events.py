@@ -7,6 +7,11 @@ names in :data:`COMMON_FIELDS` exist on every event.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import os
+import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -37,13 +42,26 @@ _FIM_FIELDS = (
     "is_setuid",
     "is_setgid",
     "offline",
+    # the lossless form of a name that is not valid UTF-8 (see name_fields)
+    "path_b64",
+    "dest_path_b64",
+    "link_target_before_b64",
+    "link_target_after_b64",
 )
 
 #: Every event kind and the fields it carries besides the common ones.
 KIND_FIELDS: dict[str, tuple[str, ...]] = {
+    # probe: a TCP segment without SYN opened it (FIN, NULL, Xmas, ACK, Maimon, window
+    # scans); midstream: a TCP flow whose SYN was not seen, picked up at its SYN-ACK or data
     "net.connection": (
         "proto", "src_ip", "src_port", "dst_ip", "dst_port", "direction",
-        "src_internal", "dst_internal", "iface", "tcp_flags",
+        "src_internal", "dst_internal", "iface", "tcp_flags", "probe", "midstream",
+    ),
+    # a TCP connection the other side accepted (SYN-ACK seen, or data on a flow picked up
+    # mid-way); src is the side that opened it, as in net.connection
+    "net.established": (
+        "proto", "src_ip", "src_port", "dst_ip", "dst_port", "direction",
+        "src_internal", "dst_internal", "iface", "tcp_flags", "midstream",
     ),
     # a SYN-ACK; src is the answering side (a server answering on a port)
     "net.tcp_synack": (
@@ -51,12 +69,28 @@ KIND_FIELDS: dict[str, tuple[str, ...]] = {
         "dst_internal", "iface", "tcp_flags",
     ),
     "net.dns": (*_NET_ENDS, "qname", "qtype", "is_response", "rcode", "iface"),
+    # an IP fragment that is an evasion signal: anomaly "tiny" (a first fragment too short
+    # for its transport header) or "overlap" (the datagram was discarded, as Linux does)
+    "net.fragment": (*_NET_ENDS, "proto", "anomaly", "ip_version", "iface"),
+    # IPv6 neighbour discovery: op router_solicit, router_advert, neighbor_solicit,
+    # neighbor_advert or redirect; target_ip the address it is about (not for routers);
+    # mac the link-layer address it claims ("" when it carries none)
+    "net.ndp": (*_NET_ENDS, "op", "target_ip", "mac", "iface"),
+    # what one source did, once it has been quiet for a minute (or the capture ended):
+    # distinct ports and hosts it opened connections or sent probes to, and how many
+    # were accepted; dst_ip is the one host when there was only one
+    "net.scan": ("src_ip", "src_internal", "dst_ip", "ports", "hosts", "hosts_capped",
+                 "connections", "probes", "answered", "duration", "iface"),
+    # a station on the segment, learned from ARP (arpwatch): change "new" (a MAC first
+    # seen after the first five minutes) or "flip_flop" (an address back on the MAC it
+    # had before its last change); previous_mac the MAC it leaves
+    "net.station": ("change", "sender_ip", "sender_mac", "previous_mac", "iface"),
     "net.arp": ("op", "sender_ip", "sender_mac", "target_ip", "target_mac", "iface"),
     "net.icmp": (*_NET_ENDS, "type", "code", "iface"),
     "net.flow": (
         "proto", "src_ip", "src_port", "dst_ip", "dst_port", "direction",
         "src_internal", "dst_internal", "bytes_out", "bytes_in", "bytes_out_delta",
-        "bytes_in_delta", "packets", "duration", "final", "iface",
+        "bytes_in_delta", "packets", "duration", "final", "iface", "established",
     ),
     "fim.created": _FIM_FIELDS,
     "fim.modified": _FIM_FIELDS,
@@ -68,6 +102,100 @@ KIND_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 SOURCES: dict[str, str] = {k: ("network" if k.startswith("net.") else "fim") for k in KIND_FIELDS}
+
+
+#: Fields that hold a file name: bytes to Linux, carried as :func:`name_fields` says.
+NAME_FIELDS: tuple[str, ...] = ("path", "dest_path", "link_target_before", "link_target_after")
+
+
+def name_text(raw: bytes) -> str:
+    """The text of a file name: the name itself when it is valid UTF-8.
+
+    Otherwise :func:`escaped_name`: every byte that is not part of valid UTF-8
+    written ``\\xHH`` and every backslash ``\\\\``. An event says which form
+    it is by carrying the ``<field>_b64`` twin only for a name that is not
+    valid UTF-8.
+    """
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return escaped_name(raw)
+
+
+def escaped_name(name: str | bytes) -> str:
+    """One text per name, whatever its bytes: UTF-8, with each backslash written
+    ``\\\\`` and each byte that is not part of valid UTF-8 ``\\xHH``.
+
+    Different names never give the same text, and a name without backslashes
+    that is valid UTF-8 is its own text (what attestation leaves use).
+    """
+    out: list[str] = []
+    for ch in os.fsencode(name).decode("utf-8", "surrogateescape"):
+        o = ord(ch)
+        if 0xDC80 <= o <= 0xDCFF:  # a byte that is not UTF-8, as surrogateescape keeps it
+            out.append(f"\\x{o - 0xDC00:02x}")
+        elif ch == "\\":
+            out.append("\\\\")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def name_fields(name: str | bytes | None, field_name: str) -> dict[str, str | None]:
+    """``{field: text, field_b64: base64 or None}`` for one file name.
+
+    ``name`` is bytes, or text as Python's ``os`` functions give it on Linux
+    (undecodable bytes kept as ``surrogateescape`` surrogates). ``field_b64``
+    is None for a valid UTF-8 name (the text is then the name exactly) and the
+    standard base64 of the raw bytes otherwise: the lossless form, whatever
+    the name holds.
+    """
+    if name is None:
+        return {field_name: None, f"{field_name}_b64": None}
+    raw = os.fsencode(name)
+    text = name_text(raw)
+    valid = text.encode("utf-8", "surrogatepass") == raw
+    return {field_name: text,
+            f"{field_name}_b64": None if valid else base64.b64encode(raw).decode("ascii")}
+
+
+def name_bytes(fields: dict[str, Any], field_name: str = "path") -> bytes | None:
+    """The raw bytes of a name field of an event's JSON shape (the inverse of name_fields)."""
+    b64 = fields.get(f"{field_name}_b64")
+    if isinstance(b64, str):
+        try:
+            return base64.b64decode(b64, validate=True)
+        except binascii.Error as exc:
+            msg = f"{field_name}_b64 is not base64: {exc}"
+            raise ValueError(msg) from exc
+    text = fields.get(field_name)
+    return None if text is None else str(text).encode("utf-8", "surrogatepass")
+
+
+#: Unicode categories never drawn as themselves where a person reads a name:
+#: controls (C0, DEL, C1), format characters (bidirectional overrides and
+#: isolates such as U+202E, zero-width joiners and spaces, the BOM), line and
+#: paragraph separators, and surrogates.
+_HIDDEN = frozenset(("Cc", "Cf", "Zl", "Zp", "Cs"))
+
+
+def visible(text: str) -> str:
+    """``text`` for people: each control, format or bidi character as ``\\xHH``/``\\uHHHH``.
+
+    A name like ``invoice\u202efdp.exe`` is then shown as written, not
+    reordered by the reader's display; nothing else is changed.
+    """
+    if text.isprintable():  # fast path: no Cc/Cf/Z*/Cs at all (and no other separators)
+        return text
+    out: list[str] = []
+    for ch in text:
+        if unicodedata.category(ch) in _HIDDEN:
+            o = ord(ch)
+            out.append(f"\\x{o:02x}" if o < 0x100 else
+                       f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}")
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def format_time(ts: float) -> str:
@@ -94,6 +222,11 @@ class Event:
     host: str
     source: str
     fields: dict[str, Any] = field(default_factory=dict)
+    #: Set by a source that must know when the event is safe: the daemon calls it
+    #: once with True when every alert of the event is in the journal (or none was
+    #: raised), or with False when one could not be journaled. Not part of the
+    #: event's JSON shape.
+    ack: Callable[[bool], None] | None = field(default=None, repr=False, compare=False)
 
     def get(self, name: str, default: Any = None) -> Any:
         """A field by name, the common ones included (``time`` as RFC 3339 text)."""

@@ -71,7 +71,14 @@ class Metrics:
             registry=r,
         )
         self.ip_fragments = Counter(
-            "sentinel_ip_fragments", "Non-first IP fragments counted and not decoded",
+            "sentinel_ip_fragments", "IP fragments (IPv4 and IPv6) taken for reassembly",
+            registry=r,
+        )
+        self.ip_reassembly = Counter(
+            "sentinel_ip_reassembly",
+            "Fragmented datagrams by outcome (reassembled, overlap, duplicate, bad_length, "
+            "timeout, capacity, truncated_chain)",
+            ["result"],
             registry=r,
         )
         # file integrity
@@ -93,8 +100,15 @@ class Metrics:
         )
         self.fim_errors = Counter(
             "sentinel_fim_errors",
-            "File-integrity items that failed, by stage (read: unreadable file, event: internal)",
+            "File-integrity items that failed, by stage (read: unreadable file, event: internal,"
+            " commit: the baseline could not be written)",
             ["stage"],
+            registry=r,
+        )
+        self.fim_oldest_uncommitted = Gauge(
+            "sentinel_fim_oldest_uncommitted_change_seconds",
+            "Age of the oldest file change not yet in the baseline file: its alert is not"
+            " journaled yet, or the baseline cannot be written (0 when none)",
             registry=r,
         )
         # rules

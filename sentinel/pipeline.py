@@ -14,7 +14,9 @@ from sentinel.alert import Alert
 from sentinel.events import Event
 
 #: What a source calls for every event it produces. It may block briefly when
-#: the engine is behind (back-pressure), and never raises.
+#: the engine is behind (back-pressure), and never raises. When the event has an
+#: ``ack``, whoever takes it calls that once: True when every alert of the event
+#: is in the journal (or none was raised), False when one could not be journaled.
 Emit = Callable[[Event], None]
 
 

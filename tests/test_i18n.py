@@ -32,7 +32,7 @@ def example(language: str = "en", timezone: str = "UTC") -> Config:
 
 def db_alert(config: Config) -> dict[str, object]:
     engine = Engine(load_rules(config), host="tally-01")
-    alerts = engine.process(Event("net.connection", T, "tally-01", "network", dict(DB_CONN)))
+    alerts = engine.process(Event("net.established", T, "tally-01", "network", dict(DB_CONN)))
     assert [a.rule for a in alerts] == ["tally-db-unauthorized-access"]
     return alerts[0].to_dict()
 
@@ -43,14 +43,14 @@ def db_alert(config: Config) -> dict[str, object]:
 def test_indonesian_site_shows_indonesian_and_carries_english(
         example_secrets: dict[str, str]) -> None:
     a = db_alert(example("id"))
-    assert a["title"] == ("Basis data penghitungan suara (port 5432) diakses dari 10.20.0.99,"
-                          " yang bukan server aplikasi")
-    assert str(a["description"]).startswith("10.20.0.99 membuka koneksi ke basis data")
+    assert a["title"] == ("Basis data penghitungan suara (port 5432) menerima koneksi dari"
+                          " 10.20.0.99, yang bukan server aplikasi")
+    assert str(a["description"]).startswith("Basis data penghitungan suara di 10.20.0.10:5432")
     assert a["language"] == "id"
     texts = a["i18n"]
     assert isinstance(texts, dict)
-    assert texts["en"]["title"] == ("Tally database (port 5432) reached from 10.20.0.99, which"
-                                    " is not the app server")
+    assert texts["en"]["title"] == ("Tally database (port 5432) accepted a connection from"
+                                    " 10.20.0.99, which is not the app server")
     assert texts["id"]["title"] == a["title"]
     # the record people sign and verify stays UTC
     assert a["time"] == "2024-02-14T06:05:00.123Z" and "time_local" not in a
@@ -59,9 +59,9 @@ def test_indonesian_site_shows_indonesian_and_carries_english(
 def test_english_site_shows_english_and_carries_indonesian(
         example_secrets: dict[str, str]) -> None:
     a = db_alert(example("en"))
-    assert a["title"] == ("Tally database (port 5432) reached from 10.20.0.99, which is not"
-                          " the app server")
-    assert str(a["description"]).startswith("10.20.0.99 opened a connection")
+    assert a["title"] == ("Tally database (port 5432) accepted a connection from 10.20.0.99,"
+                          " which is not the app server")
+    assert str(a["description"]).startswith("The tally database on 10.20.0.10:5432 accepted")
     texts = a["i18n"]
     assert isinstance(texts, dict)
     assert texts["id"]["title"].startswith("Basis data penghitungan suara")
@@ -288,7 +288,8 @@ def test_report_in_indonesian_with_local_time_beside_utc(
     config = dataclasses.replace(example("en", "Asia/Jakarta"), state_dir=tmp_path,
                                  outputs=OutputsConfig())
     engine = Engine(load_rules(config), host="tally-01")
-    (alert,) = engine.process(Event("net.connection", T, "tally-01", "network", dict(DB_CONN)))
+    (alert,) = engine.process(Event("net.established", T, "tally-01", "network",
+                                    dict(DB_CONN)))
     d = build_delivery(config, Metrics(CollectorRegistry()))
     try:
         d.submit(alert)
@@ -301,10 +302,11 @@ def test_report_in_indonesian_with_local_time_beside_utc(
     assert "<th>Waktu (UTC)</th><th>Waktu setempat</th><th>Tingkat</th>" in page
     assert "<code>2024-02-14<br>06:05:00.123Z</code>" in page
     assert "<code>2024-02-14<br>13:05:00 WIB</code>" in page
-    assert "Basis data penghitungan suara (port 5432) diakses dari 10.20.0.99" in page
+    assert ("Basis data penghitungan suara (port 5432) menerima koneksi dari 10.20.0.99"
+            in page)
     english = render(ev)
     assert "<th>Time (UTC)</th><th>Local time</th>" in english
-    assert "Tally database (port 5432) reached from 10.20.0.99" in english
+    assert "Tally database (port 5432) accepted a connection from 10.20.0.99" in english
 
 
 @pytest.mark.parametrize(("catalog", "line", "col", "message"), [

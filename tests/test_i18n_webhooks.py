@@ -28,9 +28,10 @@ T = parse_time("2024-02-14T06:05:00.123Z")
 CONN = {"proto": "tcp", "src_ip": "10.20.0.99", "src_port": 40000, "dst_ip": "10.20.0.10",
         "dst_port": 5432, "direction": "inbound", "src_internal": True, "dst_internal": True,
         "iface": "eth0", "tcp_flags": "S"}
-ID_TITLE = ("Basis data penghitungan suara (port 5432) diakses dari 10.20.0.99, yang bukan"
-            " server aplikasi")
-EN_TITLE = "Tally database (port 5432) reached from 10.20.0.99, which is not the app server"
+ID_TITLE = ("Basis data penghitungan suara (port 5432) menerima koneksi dari 10.20.0.99, yang"
+            " bukan server aplikasi")
+EN_TITLE = ("Tally database (port 5432) accepted a connection from 10.20.0.99, which is not the"
+            " app server")
 
 
 @pytest.fixture
@@ -45,7 +46,7 @@ def deliver() -> Iterator[list[Delivery]]:
 def send(config: Config, made: list[Delivery]) -> str:
     """Raise the database alert from the pack and hand it to delivery; its id."""
     engine = Engine(load_rules(config), host="tally-01")
-    (alert,) = engine.process(Event("net.connection", T, "tally-01", "network", dict(CONN)))
+    (alert,) = engine.process(Event("net.established", T, "tally-01", "network", dict(CONN)))
     d = build_delivery(config, Metrics(CollectorRegistry()))
     made.append(d)
     d.submit(alert)
@@ -74,9 +75,10 @@ def test_each_recipient_reads_its_language_and_local_time(
         assert got_id.signature_ok is True and got_en.signature_ok is True
         a_id, a_en = got_id.json(), got_en.json()
         assert a_id["title"] == ID_TITLE
-        assert a_id["description"].startswith("10.20.0.99 membuka koneksi")
+        assert a_id["description"].startswith(
+            "Basis data penghitungan suara di 10.20.0.10:5432 menerima")
         assert a_en["title"] == EN_TITLE
-        assert a_en["description"].startswith("10.20.0.99 opened a connection")
+        assert a_en["description"].startswith("The tally database on 10.20.0.10:5432 accepted")
         assert a_en["language"] == "en"
         for a in (a_id, a_en):
             assert a["id"] == alert_id
@@ -88,7 +90,7 @@ def test_each_recipient_reads_its_language_and_local_time(
         (item,) = json.loads(am.requests[0].body)
         ann = item["annotations"]
         assert ann["summary"] == EN_TITLE
-        assert ann["description"].startswith("10.20.0.99 opened a connection")
+        assert ann["description"].startswith("The tally database on 10.20.0.10:5432 accepted")
         assert ann["time_local"] == "2024-02-14T15:05:00.123+09:00"
         assert ann["timezone"] == "Asia/Jayapura"
         assert item["startsAt"] == "2024-02-14T06:05:00.123Z"

@@ -17,11 +17,13 @@ from typing import Any
 
 from sentinel.alert import SEVERITY_RANK
 from sentinel.attest.evidence import Entry
+from sentinel.events import visible
 from sentinel.i18n import human_time, text
 
 
 def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
+    # controls and bidi overrides (U+202E) in names are shown escaped, not rendered
+    return html.escape(visible(str(value)), quote=True)
 
 
 @dataclass
@@ -61,10 +63,15 @@ def group_key(alert: dict[str, Any]) -> tuple[str, str]:
 
 def groups(entries: list[Entry]) -> list[Group]:
     """Groups in the time order of their first alert; ``entries`` already in time order."""
-    found: dict[tuple[str, str], Group] = {}
+    found: dict[tuple[str, str, str], Group] = {}
     for e in sorted(entries, key=lambda e: (e.time, e.seq)):
-        k = group_key(e.alert)
-        found.setdefault(k, Group(*k)).entries.append(e)
+        kind, key = group_key(e.alert)
+        event = e.alert.get("event")
+        # two file names that differ only in bytes that are not UTF-8 share their text;
+        # the base64 twin the event carries for such a name tells them apart
+        twin = str(event.get("path_b64") or "") if kind == "file" and isinstance(event, dict) \
+            else ""
+        found.setdefault((kind, key, twin), Group(kind, key)).entries.append(e)
     return list(found.values())
 
 

@@ -18,7 +18,11 @@ rebuild a root or check a proof with a few lines in any language:
   ``dir``, ``symlink``, ``fifo``, ``socket``, ``char`` or ``block``;
   ``target`` a symlink's target as stored (never followed), else ``null`` —
   without them, re-pointing a watched link at another binary, or swapping a
-  file for a link, would leave the root unchanged.
+  file for a link, would leave the root unchanged. ``path`` and ``target``
+  are the name's bytes as UTF-8 text with each backslash written ``\\\\`` and
+  each byte that is not valid UTF-8 written ``\\xHH``
+  (:func:`sentinel.events.escaped_name`): one text per name, so two files
+  never share a leaf path.
 * **Nodes**: ``SHA-256(0x01 || left || right)`` over the two 32-byte children.
 * **Odd counts** the RFC 6962 way: a tree of n > 1 leaves is split at the
   largest power of two k < n; the left k leaves form a complete subtree. Built
@@ -44,6 +48,8 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from sentinel.events import escaped_name
 
 LEAF_PREFIX = b"\x00"
 NODE_PREFIX = b"\x01"
@@ -84,13 +90,13 @@ def leaf_fields(record: FileRecord) -> dict[str, Any]:
     """The leaf's fields of a baseline record, as plain JSON values."""
     sha = record.sha256
     return {
-        "path": str(record.path),
+        "path": escaped_name(record.path),
         "sha256": sha.hex() if isinstance(sha, bytes) else (str(sha) if sha else None),
         "mode": int(record.mode),
         "uid": int(record.uid),
         "gid": int(record.gid),
         "type": str(record.type),
-        "target": None if record.target is None else str(record.target),
+        "target": None if record.target is None else escaped_name(record.target),
     }
 
 
@@ -150,7 +156,8 @@ class MerkleTree:
         return self.levels[-1][0] if self.leaves else EMPTY_ROOT
 
     def index_of(self, path: str) -> int | None:
-        return self._index.get(path)
+        """The leaf of ``path`` (as the OS names it: bytes, or text as ``os`` gives it)."""
+        return self._index.get(escaped_name(path))
 
     def proof(self, index: int) -> list[bytes]:
         """The audit path of leaf ``index``, from the leaf's sibling up."""

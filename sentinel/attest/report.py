@@ -21,7 +21,7 @@ from sentinel.attest import incidents
 from sentinel.attest.chart import SEVERITY_COLOURS, timeline_svg, zoom
 from sentinel.attest.evidence import Entry, Evidence, Recipient, shown
 from sentinel.attest.sections import attest_section, delivery_table, n_text
-from sentinel.events import format_time
+from sentinel.events import format_time, visible
 from sentinel.i18n import human_time, text
 
 #: Alert times before this (2000-01-01) cannot come from a running sentinel: a
@@ -74,7 +74,8 @@ td.links a { display: inline-block; margin: 0 4px 2px 0; color: #1565c0; }
 
 
 def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
+    # controls and bidi overrides (U+202E) in names are shown escaped, not rendered
+    return html.escape(visible(str(value)), quote=True)
 
 
 def _when(ts: float | None, none: str) -> str:
@@ -185,6 +186,8 @@ def _alert_row(entry: Entry, recipients: list[Recipient], generated: float, lang
         mac += (' <span class="st bad implausible">'
                 f'{_e(text(lang, "time implausible: tampered record or unset clock"))}</span>')
     body = json.dumps(a, indent=2, ensure_ascii=False, sort_keys=True)
+    # line by line: the JSON's own line breaks stay, what its strings hold is escaped
+    pre = "\n".join(_e(line) for line in body.split("\n"))
     return (
         f'<tr id="alert-{_e(a.get("id", ""))}">'
         f"<td class=t><code>{_time_cell(str(a.get('time', '')))}</code></td>"
@@ -197,7 +200,7 @@ def _alert_row(entry: Entry, recipients: list[Recipient], generated: float, lang
         f"<td>{''.join(statuses) or f'<span class=muted>{none}</span>'}</td>"
         f"<td><details><summary>{_e(event.get('kind', 'event'))}</summary>"
         f"<p>id <code>{_e(a.get('id', ''))}</code>, {record} {entry.seq}</p>"
-        f"<pre>{_e(body)}</pre></details></td></tr>"
+        f"<pre>{pre}</pre></details></td></tr>"
     )
 
 

@@ -11,13 +11,15 @@ import html
 from collections import Counter
 
 from sentinel.attest.evidence import Evidence, Recipient
+from sentinel.events import visible
 from sentinel.i18n import text
 
 _COUNTED = ("delivered", "pending", "failed", "not routed", "unknown")
 
 
 def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
+    # controls and bidi overrides (U+202E) in names are shown escaped, not rendered
+    return html.escape(visible(str(value)), quote=True)
 
 
 def n_text(lang: str, n: int, one: str, many: str) -> str:

@@ -179,7 +179,8 @@ def run_verify(args: argparse.Namespace) -> int:
         return _fail("verify", exc)
     started = time.perf_counter()
     scope = _scope(config)
-    scan = snapshot_all(scope.walk())
+    # a known path stays compared even where an exclude would hide a new one
+    scan = snapshot_all(scope.walk(tracked=baseline.__contains__))
     # Records of paths no longer in scope (the config changed) are not drift.
     old = {p: r for p, r in baseline.as_dict().items()
            if p in scan.records or scope.entry_for(p) is not None}

@@ -112,9 +112,10 @@ def _journaled(config: Any, ids: set[str]) -> dict[str, dict[str, Any]]:
 
 def _shown(value: object) -> str:
     """A journaled text for a terminal: control characters (escape sequences that could
-    rewrite what the operator sees) shown as escapes, not sent to the terminal."""
-    text = str(value)
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    rewrite what the operator sees) and bidi overrides shown as escapes."""
+    from sentinel.events import visible
+
+    return visible(str(value))
 
 
 def _open(path: Path) -> tuple[Any, str | None]:

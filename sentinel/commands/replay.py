@@ -209,7 +209,7 @@ def _summary(stats: Any, kinds: Counter[str], rules: Counter[str], metrics: Any,
           file=err)
     print("alerts: " + (", ".join(f"{r} {n}" for r, n in sorted(rules.items())) or "none"),
           file=err)
-    print(f"decode errors: {errors}; non-first IP fragments: {fragments}", file=err)
+    print(f"decode errors: {errors}; IP fragments (reassembled or held): {fragments}", file=err)
     for path, linktype in stats.unsupported.items():
         print(f"warning: {path}: link type {linktype} is not supported; its packets count"
               " as decode errors", file=err)

@@ -293,6 +293,8 @@ class Engine:
     def _alert(self, rule: Rule, ev: Event, count: int, extra: dict[str, Any]) -> Alert:
         title, texts = rule.render(ev, count)  # the site language, every language in i18n
         extra = {**texts, **extra}
+        if rule.incident is not None:
+            extra = {"incident": rule.incident.render(ev, count), **extra}
         return Alert(
             rule=rule.id,
             title=title,

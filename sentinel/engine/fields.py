@@ -9,6 +9,7 @@ name once into a getter that returns the value, or None when it is absent.
 from __future__ import annotations
 
 import ipaddress
+import math
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -23,13 +24,14 @@ INT, FLOAT, BOOL, LIST, IP, STR = "int", "float", "bool", "list", "ip", "str"
 _TYPES: dict[str, str] = {
     **{f: INT for f in (
         "src_port", "dst_port", "type", "code", "bytes_out", "bytes_in", "bytes_out_delta",
-        "bytes_in_delta", "packets",
+        "bytes_in_delta", "packets", "ip_version", "ports", "hosts", "connections", "probes",
+        "answered",
         "uid_before", "uid_after", "gid_before", "gid_after", "size_before", "size_after",
     )},
     "duration": FLOAT,
     **{f: BOOL for f in (
         "src_internal", "dst_internal", "is_response", "final", "is_executable", "is_setuid",
-        "is_setgid", "offline",
+        "is_setgid", "offline", "probe", "midstream", "established", "hosts_capped",
     )},
     "path_tags": LIST,
     "changed": LIST,
@@ -83,6 +85,19 @@ def registered_domain(v: str) -> str:
     return ".".join(labels[-n:])
 
 
+def label_entropy(v: str) -> float:
+    """Shannon entropy, in bits per character, of the longest DNS label (2 decimals):
+    about 3.5 for words, 4 and more for base64 text."""
+    label = max(_labels(v), key=len, default="")
+    if not label:
+        return 0.0
+    n = len(label)
+    counts: dict[str, int] = {}
+    for ch in label:
+        counts[ch] = counts.get(ch, 0) + 1
+    return round(-sum(c / n * math.log2(c / n) for c in counts.values()), 2)
+
+
 def parent_domain(v: str) -> str:
     """The name without its leftmost label: ``a.b.c`` -> ``b.c`` (``c`` stays ``c``)."""
     labels = _labels(v)
@@ -110,6 +125,8 @@ TRANSFORMS: dict[str, Transform] = {t.name: t for t in (
               "the name without its leftmost label"),
     Transform("registered", (STR,), STR, lambda v: registered_domain(str(v)),
               "the registered domain (evil.com, kpu.go.id)"),
+    Transform("entropy", (STR,), FLOAT, lambda v: label_entropy(str(v)),
+              "bits per character of the longest DNS label"),
 )}
 
 

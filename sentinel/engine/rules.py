@@ -36,12 +36,13 @@ from sentinel.engine.fields import (
     typ_name,
 )
 from sentinel.engine.matchers import Hint, Match
-from sentinel.events import KIND_FIELDS, Event
+from sentinel.events import KIND_FIELDS, Event, visible
 from sentinel.i18n import LANGUAGES, human_time
 from sentinel.located import Checker, Mark, Node, type_name
 
 RULE_KEYS = ("id", "title", "description", "severity", "tags", "kind", "match", "threshold",
-             "change", "schedule", "severity_during", "suppress", "examples", "enabled", "i18n")
+             "change", "schedule", "severity_during", "suppress", "examples", "enabled", "i18n",
+             "incident")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -89,10 +90,12 @@ class Template:
             if cond_text is not None:
                 if value:
                     out.append(cond_text)
+            # values come from the wire and from file names: their controls and bidi
+            # overrides are shown escaped, never rendered, wherever a title is read
             elif isinstance(value, list):
-                out.append(",".join(str(x) for x in value))
+                out.append(visible(",".join(str(x) for x in value)))
             else:
-                out.append("-" if value is None else str(value))
+                out.append("-" if value is None else visible(str(value)))
         return "".join(out)
 
 
@@ -162,6 +165,9 @@ class Rule:
     order: int = 0
     #: equal for rules that decide alike (kind, match, threshold or change, schedule)
     behaviour: str = ""
+    #: The alert's incident key: alerts of several rules about one actor (a scanning
+    #: source) share it, so a responder and Alertmanager's grouping see one incident.
+    incident: Template | None = None
     #: the site language, which ``render`` shows as the alert's title and description
     language: str = "en"
     #: title and description per language other than English (the rule's own text)
@@ -244,6 +250,8 @@ class RuleReader:
         title = self._template(m["title"], "title", known, shown) if "title" in m else None
         desc = (self._template(m["description"], "description", known, shown)
                 if "description" in m else None)
+        incident = (self._template(m["incident"], "incident", known, shown)
+                    if "incident" in m else None)
         threshold = self._threshold(m["threshold"], known, shown) if "threshold" in m else None
         change = self._change(m["change"], known, shown) if "change" in m else None
         if threshold is not None and change is not None:
@@ -275,7 +283,7 @@ class RuleReader:
             kinds=kinds, match=cond.fn, hints=cond.hints, threshold=threshold, change=change,
             active=active, severity_during=sev_during, suppress=suppress, examples=examples,
             fingerprint=hashlib.sha256(blob.encode()).hexdigest(), mark=node.mark, file=file,
-            language=self.language, i18n=i18n,
+            language=self.language, i18n=i18n, incident=incident,
             behaviour=hashlib.sha256(behaviour.encode()).hexdigest(),
         )
 

@@ -20,7 +20,9 @@ from sentinel.engine import RuleSet
 from sentinel.selfwatch.alerts import RELOAD_CHANGED, TAG, in_schedule, self_alert
 
 #: Config fields that are bookkeeping, not settings.
-_SKIP = {"source", "list_marks"}
+# where values sit in the file (an edit above them moves them), and what check warns:
+# not what sentinel does
+_SKIP = {"source", "list_marks", "list_item_marks", "warnings"}
 
 
 def config_digest(path: Path) -> str:

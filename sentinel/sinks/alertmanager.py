@@ -35,7 +35,7 @@ from typing import Any
 
 from sentinel.alert import Alert
 from sentinel.config import HostConfig, Secret
-from sentinel.events import format_time
+from sentinel.events import format_time, visible
 from sentinel.i18n import local_iso, localize
 from sentinel.i18n import text as text_in
 from sentinel.metrics import Metrics
@@ -66,6 +66,9 @@ def am_item(alert: Alert, host: HostConfig, language: str | None = None,
         labels["site"] = host.site
     if host.region:
         labels["region"] = host.region
+    incident = alert.extra.get("incident")
+    if isinstance(incident, str) and incident:
+        labels["incident"] = incident  # group_by: [incident] makes one notification of it
     shown = localize({"title": alert.title, "description": alert.extra.get("description"),
                       "i18n": alert.extra.get("i18n")}, language, tz, tz_name)
     lang = shown.get("language", alert.extra.get("language", "en"))
@@ -94,7 +97,8 @@ def _digest(alert: Alert, lang: str = "en") -> str:
     text = f"{ev.get('kind', alert.source)}: {fields}" if fields else str(ev.get("kind", ""))
     if alert.count > 1:
         text = f"{alert.count} {text_in(lang, 'events; first')}: {text}"
-    return text[:_DIGEST_MAX]
+    # people read it: controls and bidi overrides in names are shown escaped
+    return visible(text[:_DIGEST_MAX])
 
 
 def fingerprint(item: dict[str, Any]) -> str:

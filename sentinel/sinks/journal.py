@@ -57,7 +57,11 @@ class JournalError(Exception):
 
 def alert_json(alert: Alert) -> bytes:
     """The alert's JSON bytes, as journaled and as the ``json`` webhook body."""
-    return json.dumps(alert.to_dict(), separators=(",", ":"), ensure_ascii=False).encode()
+    # Names reach here as text (sentinel.events.name_fields); a lone surrogate that
+    # slipped through anyway is written as its JSON escape, never an exception that
+    # loses the alert.
+    return json.dumps(alert.to_dict(), separators=(",", ":"),
+                      ensure_ascii=False).encode("utf-8", "backslashreplace")
 
 
 def encode_record(key: bytes, seq: int, prev: str, alert: bytes) -> tuple[bytes, str]:

@@ -360,3 +360,23 @@ def test_braces_in_hostile_names_are_shown_not_formatted(site: Callable[..., Con
     _journal(config, [Alert("db", "Conn", "high", T0 + 1, "tally-01", "network", (), conn)])
     ev = gather(config, None, None, T0 + 60)
     assert "(" + html.escape("{0}{x.y}") + ")" in render(ev, "id")
+
+
+def test_file_groups_tell_byte_names_apart_and_show_bidi_escaped() -> None:
+    """Two names whose text is alike but whose bytes differ (the base64 twin says so)
+    are two groups; a right-to-left override in a name is shown escaped, not obeyed."""
+    from sentinel.attest.incidents import section
+
+    def fim(seq: int, path: str, b64: str | None = None) -> Entry:
+        event: dict[str, object] = {"kind": "fim.modified", "path": path}
+        if b64 is not None:
+            event["path_b64"] = b64
+        return Entry(seq, {"id": f"f{seq}", "rule": "m", "severity": "high", "event": event,
+                           "time": "2024-02-14T05:10:00.000Z"}, 1.7e9 + seq, True)
+
+    es = [fim(1, "/opt/tally/a\\xff", "L29wdC90YWxseS9h/w=="),
+          fim(2, "/opt/tally/a\\xff", "L29wdC90YWxseS9h/g=="),
+          fim(3, "/opt/tally/invoice\u202efdp.exe")]
+    assert len(groups(es)) == 3
+    page = section(es, "en", UTC, str, lambda e: False)
+    assert "\u202e" not in page and "invoice\\u202efdp.exe" in page

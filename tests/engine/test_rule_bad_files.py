@@ -35,7 +35,7 @@ BAD: list[tuple[str, str, str]] = [
      HEAD + '    match: {dst_port: 22}\n    severty: high\n',
      "F:7:5: rule 'r': unknown key 'severty' in a rule; valid keys: id, title, description, "
      'severity, tags, kind, match, threshold, change, schedule, severity_during, suppress, '
-     'examples, enabled, i18n'),
+     'examples, enabled, i18n, incident'),
     ('missing match',
      HEAD,
      "F:2:5: rule 'r': a rule is missing required key 'match'"),
@@ -118,7 +118,7 @@ BAD: list[tuple[str, str, str]] = [
      'rules:\n  - id: r\n    title: t\n    severity: high\n    kind: net.dns\n    match:\n'
      '      qname|parnet: x\n',
      "F:7:7: rule 'r': unknown transform 'parnet' in 'qname|parnet'; valid: lower, len, "
-     'labels, longest_label, parent, registered'),
+     'labels, longest_label, parent, registered, entropy'),
     ('placeholder unknown',
      "rules:\n  - id: r\n    title: 'from {src_ipp}'\n    severity: high\n"
      '    kind: net.connection\n    match: {dst_port: 22}\n',

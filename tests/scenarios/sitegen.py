@@ -99,6 +99,8 @@ class Site:
             "app_server": self._all("app"),
             "dns_servers": self._all("dns"),
             "ntp_servers": self._all("ntp"),
+            # the reference site's DHCP answers come from its gateway
+            "dhcp_servers": self._all("gateway"),
             "central_servers": self._all("central"),
             "allowed_outbound": ep("central", 443) + ep("dns", 53) + ep("ntp", 123),
             "allowed_domains": ["kpu.go.id"],

@@ -187,3 +187,67 @@ def test_live_binary_replaced_and_permissions_loosened(counting_live: Live) -> N
         ("tally-binary-tampered", "critical", str(binary), "fim.modified"),
         ("file-permissions-changed", "medium", str(site.at("/etc/tally/ca.pem")), "fim.attrib"),
     }
+
+
+# -- excludes never hide what can run (#15.11) ---------------------------------------------
+
+
+#: Made by an intruder under the reference exclude ``*.tmp``: (site path, data, mode).
+TMP_IMPLANTS: list[tuple[str, bytes, int]] = [
+    ("/opt/tally/bin/x.tmp", b"\x7fELF implant\n", 0o755),
+    ("/etc/tally/y.tmp", b"#!/bin/sh\nid\n", 0o4644),
+    ("/var/lib/tally/results/stash.tmp/run", b"#!/bin/sh\nid\n", 0o755),
+]
+#: Made under the same exclude and rightly not reported: it cannot run.
+TMP_HARMLESS = ("/etc/tally/edit.tmp", "/var/lib/tally/results/stash.tmp/notes")
+
+
+def _plant_tmp(site: FimSite) -> None:
+    for path, data, mode in TMP_IMPLANTS:
+        new_file(site.at(path), data, mode)
+    for path in TMP_HARMLESS:
+        new_file(site.at(path), b"scratch\n")
+
+
+def _tmp_findings(site: FimSite, alerts: list[dict[str, Any]]) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for a in alerts:
+        found.setdefault(site.site_path(a["event"]["path"]), set()).add(a["rule"])
+    return found
+
+
+def test_offline_excluded_names_do_not_hide_executables_or_their_folder(tmp_path: Path) -> None:
+    """With exclude ``*.tmp`` (the reference config): an executable or setuid ``x.tmp`` and
+    a folder ``stash.tmp/`` with a program in it are reported by `baseline verify`; a
+    plain ``.tmp`` file is not."""
+    site = FimSite(tmp_path)
+    assert "*.tmp" in load_config(site.config).fim.exclude
+    site.init()
+    _plant_tmp(site)
+    code, alerts, err = site.verify()
+    assert code == 1, err
+    found = _tmp_findings(site, alerts)
+    for path, _, _ in TMP_IMPLANTS:
+        assert "new-executable-or-setuid" in found.get(path, set()), (path, found)
+    assert "/var/lib/tally/results/stash.tmp" in found
+    assert not set(TMP_HARMLESS) & set(found)
+
+
+def test_live_excluded_names_do_not_hide_executables_or_their_folder(
+        counting_live: Live) -> None:
+    """The same, live: and a plain ``.tmp`` file made executable later is reported then."""
+    site = counting_live.site
+    _plant_tmp(site)
+    counting_live.barrier()
+    found = _tmp_findings(site, [a.to_dict() for a in counting_live.alerts()])
+    for path, _, _ in TMP_IMPLANTS:
+        assert "new-executable-or-setuid" in found.get(path, set()), (path, found)
+    # the folder is reported (no rule of the pack alerts on a new folder live)
+    stash = str(site.at("/var/lib/tally/results/stash.tmp"))
+    assert [e.kind for e in counting_live.snapshot() if e.fields["path"] == stash] == \
+        ["fim.created"]
+    assert not set(TMP_HARMLESS) & set(found)
+    site.at(TMP_HARMLESS[0]).chmod(0o755)
+    counting_live.barrier()
+    found = _tmp_findings(site, [a.to_dict() for a in counting_live.alerts()])
+    assert "new-executable-or-setuid" in found.get(TMP_HARMLESS[0], set()), found

@@ -15,11 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from scapy.layers.inet import TCP
+import yaml
+from scapy.layers.dhcp import BOOTP, DHCP
+from scapy.layers.dns import DNS, DNSQR, DNSRR
+from scapy.layers.inet import TCP, UDP
+from scapy.layers.ntp import NTP
 from scenariokit import (
     ADMIN,
     APP_SERVER,
+    BROADCAST,
     CENTRAL,
+    EXAMPLE_CONFIG,
     GATEWAY,
     GATEWAY_MAC,
     T0,
@@ -52,6 +58,14 @@ class Scenario:
     allowed: frozenset[str]          # every rule this capture may raise (rule included)
     count: int | None = None         # the alert's count, when it is a threshold's
     times: int = 1                   # how many alerts of ``rule``
+    # lists changed from the reference site's (the site stays the same otherwise): for
+    # detections that need a fact the reference site lacks, such as IPv6 addresses
+    lists: dict[str, list[Any]] | None = None
+
+
+#: The reference site as a dual-stack site: IPv6 addresses of the gateway and tally server.
+DUAL_STACK: dict[str, list[Any]] = {"gateway_ip": [GATEWAY, "2001:db8:20::1"],
+                                    "tally_server": [TALLY, "2001:db8:20::10"]}
 
 
 def db_attack(c: Capture) -> None:
@@ -150,7 +164,208 @@ def mac_change(c: Capture) -> None:
 
 def telnet(c: Capture) -> None:
     background(c)
-    c.refused(T0 + 3, ADMIN, 46000, TALLY, 23)
+    c.refused(T0 + 2, ADMIN, 45999, TALLY, 23)  # a knock answered by a reset: no session
+    c.tcp_session(T0 + 3, ADMIN, 46000, TALLY, 23)
+
+
+def stealth_scan(flags: str) -> Callable[[Capture], None]:
+    """nmap's FIN / NULL / Xmas / ACK / Maimon scans: 100 ports, no SYN at all."""
+    def build(c: Capture) -> None:
+        background(c)
+        for i in range(100):
+            port = 1 + i * 7
+            c.ip(T0 + 3 + i * 0.001, ATTACKER, TALLY, TCP(sport=61000, dport=port, flags=flags))
+            if port % 2:  # closed ports (or every port, for ACK) answer with a reset
+                c.ip(T0 + 3 + i * 0.001 + 0.0005, TALLY, ATTACKER,
+                     TCP(sport=port, dport=61000, flags="R"))
+    return build
+
+
+def syn_scan_with_retries(c: Capture) -> None:
+    """An nmap SYN scan of 200 ports (1-199 and 5432), each SYN re-sent after its answer;
+    22 is open."""
+    background(c)
+    for i, port in enumerate([*range(1, 200), 5432]):
+        t = T0 + 3 + i * 0.002
+        for k in range(2):
+            c.ip(t + k * 0.5, ATTACKER, TALLY, TCP(sport=62000, dport=port, flags="S", seq=4242))
+            if port in (22, 443):
+                c.ip(t + k * 0.5 + 0.0001, TALLY, ATTACKER,
+                     TCP(sport=port, dport=62000, flags="SA", seq=1, ack=4243))
+            else:
+                c.ip(t + k * 0.5 + 0.0001, TALLY, ATTACKER,
+                     TCP(sport=port, dport=62000, flags="RA", ack=4243))
+
+
+def ssh_guessing_from_admin_net(c: Capture) -> None:
+    background(c)
+    for i in range(40):  # hydra: a connection every few seconds, from an admin workstation
+        c.tcp_session(T0 + 3 + i * 3, "10.20.1.7", 42100 + i, TALLY, 22)
+
+
+def dnscat2_slow(c: Capture) -> None:
+    """dnscat2: 12 lookups of 34-character hexadecimal labels over 20 minutes."""
+    background(c)
+    for i in range(12):
+        label = f"{i:02x}6b7a1f0e9c3d2b4a5f6e7d8c9b0a1f2e"
+        c.dns(T0 + 3 + i * 100, TALLY, f"{label}.dnscat.exfil-example.net",
+              qtype=("TXT", "CNAME", "MX")[i % 3], sport=44300 + i, answer=None)
+
+
+def dns_mx_rotation(c: Capture) -> None:
+    """A tunnel asking one domain for MX and CNAME records, slowly, with short names."""
+    background(c)
+    for i in range(6):
+        c.dns(T0 + 3 + i * 120, TALLY, f"s{i}.mx-example.net", qtype=("MX", "CNAME")[i % 2],
+              sport=44400 + i, answer=None)
+
+
+def web_credential_stuffing(c: Capture) -> None:
+    background(c)
+    for i in range(70):  # one connection per login try, from a counting station gone bad
+        c.tcp_session(T0 + 3 + i * 0.5, "10.20.0.33", 52000 + i, TALLY, 443)
+
+
+def db_probe_refused(c: Capture) -> None:
+    background(c)
+    c.refused(T0 + 3, ATTACKER, 41500, TALLY, 5432)
+
+
+def fragmented_db_syn(c: Capture) -> None:
+    """A SYN to the database in 8-byte fragments, accepted by the tally server."""
+    from scapy.layers.inet import IP, fragment
+    background(c)
+    syn = IP(src=ATTACKER, dst=TALLY, id=999) / TCP(sport=41700, dport=5432, flags="S",
+                                                  seq=1000)
+    for i, f in enumerate(fragment(syn, fragsize=8)):
+        c.add(T0 + 3 + i * 0.001, _eth(mac_of_attacker(), TALLY_MAC) / f)
+    c.ip(T0 + 3.01, TALLY, ATTACKER, TCP(sport=5432, dport=41700, flags="SA", seq=5, ack=1001))
+
+
+def overlapping_fragments(c: Capture) -> None:
+    from scapy.layers.inet import IP, fragment
+    from scapy.packet import Raw
+    background(c)
+    syn = IP(src=ATTACKER, dst=TALLY, id=1001) / TCP(sport=41701, dport=22, flags="S")
+    first, second, third = fragment(syn, fragsize=8)
+    rogue = IP(src=ATTACKER, dst=TALLY, id=1001, proto=6, frag=1, flags="MF") / Raw(b"\0" * 16)
+    for i, f in enumerate((first, second, rogue, third)):
+        c.add(T0 + 3 + i * 0.001, _eth(mac_of_attacker(), TALLY_MAC) / f)
+
+
+def new_station(c: Capture) -> None:
+    """Ten minutes in (past the learning), a laptop is plugged into the segment."""
+    background(c)
+    c.arp_request(T0 + 2, "02:00:00:00:01:15", "10.20.0.21", TALLY)
+    c.arp_request(T0 + 600, "02:00:00:00:09:99", "10.20.0.199", TALLY)
+
+
+def flip_flop(c: Capture) -> None:
+    """A poisoner and the real owner keep claiming 10.20.0.21 in turn."""
+    background(c)
+    owner, poisoner = "02:00:00:00:01:15", ATTACKER_MAC
+    c.arp_request(T0 + 2, owner, "10.20.0.21", TALLY)
+    c.arp_request(T0 + 3, poisoner, ATTACKER, TALLY)
+    for k in range(3):
+        t = T0 + 400 + k * 10
+        c.arp_reply(t, poisoner, "10.20.0.21", TALLY_MAC, TALLY)
+        c.arp_reply(t + 5, owner, "10.20.0.21", TALLY_MAC, TALLY)
+
+
+def rogue_router_advert(c: Capture) -> None:
+    from scapy.layers.inet6 import ICMPv6ND_RA, ICMPv6NDOptSrcLLAddr, IPv6
+    background(c)
+    c.add(T0 + 3, _eth(ATTACKER_MAC, "33:33:00:00:00:01") / IPv6(src="fe80::66", dst="ff02::1")
+          / ICMPv6ND_RA() / ICMPv6NDOptSrcLLAddr(lladdr=ATTACKER_MAC))
+
+
+def ndp_spoof(target: str) -> Callable[[Capture], None]:
+    def build(c: Capture) -> None:
+        from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6
+        background(c)
+        for i in range(3):
+            c.add(T0 + 3 + i, _eth(ATTACKER_MAC, "33:33:00:00:00:01")
+                  / IPv6(src="fe80::66", dst="ff02::1") / ICMPv6ND_NA(tgt=target, O=1)
+                  / ICMPv6NDOptDstLLAddr(lladdr=ATTACKER_MAC))
+    return build
+
+
+TALLY6, ATTACKER6 = "2001:db8:20::10", "2001:db8:20::66"
+
+
+def ipv6_chain_db_syn(c: Capture) -> None:
+    """A SYN to the database behind 13 destination-options headers, accepted."""
+    from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt
+    background(c)
+    pkt: Any = IPv6(src=ATTACKER6, dst=TALLY6)
+    for _ in range(13):
+        pkt = pkt / IPv6ExtHdrDestOpt()
+    c.add(T0 + 3, _eth(ATTACKER_MAC, TALLY_MAC) / pkt / TCP(sport=41800, dport=5432,
+                                                            flags="S", seq=1000))
+    c.add(T0 + 3.001, _eth(TALLY_MAC, ATTACKER_MAC) / IPv6(src=TALLY6, dst=ATTACKER6)
+          / TCP(sport=5432, dport=41800, flags="SA", seq=7, ack=1001))
+
+
+def fragmented_dns(c: Capture) -> None:
+    """The tally server asks an outside name in a query split into two IP fragments."""
+    from scapy.layers.inet import IP, fragment
+    background(c)
+    q = IP(src=TALLY, dst="10.20.0.2", id=4000) / UDP(sport=44500, dport=53) / DNS(
+        id=5, rd=1, qd=DNSQR(qname="hidden.exfil-example.net", qtype="A"))
+    for i, f in enumerate(fragment(IP(bytes(q)), fragsize=24)):
+        c.add(T0 + 3 + i * 0.001, _eth(TALLY_MAC, "02:00:00:00:01:02") / f)
+
+
+def split_tcp_dns(c: Capture) -> None:
+    """The same over TCP, one byte of the length in the first segment, out of order."""
+    from scapy.packet import Raw
+    background(c)
+    msg = bytes(DNS(id=6, rd=1, qd=DNSQR(qname="tcp-hidden.exfil-example.net", qtype="TXT")))
+    stream = len(msg).to_bytes(2, "big") + msg
+    c.ip(T0 + 3, TALLY, "10.20.0.2", TCP(sport=44600, dport=53, flags="S", seq=100))
+    c.ip(T0 + 3.001, "10.20.0.2", TALLY, TCP(sport=53, dport=44600, flags="SA", seq=9, ack=101))
+    c.ip(T0 + 3.002, TALLY, "10.20.0.2", TCP(sport=44600, dport=53, flags="PA", seq=102,
+                                             ack=10) / Raw(stream[1:]))
+    c.ip(T0 + 3.003, TALLY, "10.20.0.2", TCP(sport=44600, dport=53, flags="PA", seq=101,
+                                             ack=10) / Raw(stream[:1]))
+
+
+def mac_of_attacker() -> str:
+    return ATTACKER_MAC
+
+
+def rogue_dhcp(c: Capture) -> None:
+    background(c)
+    c.add(T0 + 3, _eth(ATTACKER_MAC, BROADCAST) / _ip(ATTACKER, "255.255.255.255")
+          / UDP(sport=67, dport=68) / BOOTP(op=2, yiaddr="10.20.0.77")
+          / DHCP(options=[("message-type", "offer"), ("router", ATTACKER), "end"]))
+
+
+def dns_spoof(c: Capture) -> None:
+    background(c)
+    c.ip(T0 + 3, ATTACKER, TALLY, UDP(sport=53, dport=40000) / DNS(
+        id=7, qr=1, qd=DNSQR(qname="sirekap.kpu.go.id"),
+        an=DNSRR(rrname="sirekap.kpu.go.id", rdata=ATTACKER)))
+
+
+def ntp_spoof(c: Capture) -> None:
+    background(c)
+    c.ip(T0 + 3, ATTACKER, TALLY, UDP(sport=123, dport=123) / NTP(mode=4))
+
+
+def udp_probe(c: Capture) -> None:
+    background(c)
+    c.ip(T0 + 3, ATTACKER, TALLY, UDP(sport=40001, dport=161) / b"\x30\x26")
+
+
+def _eth(src: str, dst: str) -> Any:
+    from scapy.layers.l2 import Ether
+    return Ether(src=src, dst=dst)
+
+
+def _ip(src: str, dst: str) -> Any:
+    from scapy.layers.inet import IP
+    return IP(src=src, dst=dst)
 
 
 def large_upload(c: Capture) -> None:
@@ -232,17 +447,124 @@ SCENARIOS: dict[str, Scenario] = {
     "d04-dns-many-subdomains": Scenario(
         dns_many_names, "dns-tunnel-many-subdomains", "high",
         {"src_ip": TALLY, "is_response": False},
-        frozenset({"dns-tunnel-many-subdomains", "dns-query-outside-allowed-domains"}),
+        frozenset({"dns-tunnel-many-subdomains", "dns-query-outside-allowed-domains",
+                   "dns-tunnel-slow-subdomains"}),
         count=20),
     "d04-dns-txt-flood": Scenario(
         dns_txt_flood, "dns-tunnel-txt-flood", "high",
         {"src_ip": TALLY, "qtype": "TXT"},
-        frozenset({"dns-tunnel-txt-flood", "dns-query-outside-allowed-domains"}), count=20),
+        frozenset({"dns-tunnel-txt-flood", "dns-query-outside-allowed-domains",
+                   "dns-tunnel-unusual-types"}), count=20),
     "d05-port-scan": Scenario(
         port_scan, "port-scan-of-tally-server", "high", {"src_ip": ATTACKER, "dst_ip": TALLY},
-        # the scan also knocks on the database and SSH, which have rules of their own
+        # the scan also reaches the database and SSH, which have rules of their own; the
+        # resets from 21 and 23 are no clear-text session
         frozenset({"port-scan-of-tally-server", "tally-db-unauthorized-access",
-                   "ssh-from-outside-admin-net", "cleartext-admin-protocol"}), count=15),
+                   "ssh-from-outside-admin-net", "scan-ended"}), count=15),
+    "d05-syn-scan-closed-database": Scenario(
+        syn_scan_with_retries, "port-scan-of-tally-server", "high",
+        {"src_ip": ATTACKER, "dst_ip": TALLY, "probe": False},
+        # a SYN to the closed 5432 and to 23 is an attempt: medium, and no clear-text alert
+        frozenset({"port-scan-of-tally-server", "ssh-from-outside-admin-net",
+                   "tally-db-access-attempt", "scan-ended"}), count=15),
+    # its real size once it ends: 200 ports, each counted once despite the re-sent SYNs
+    # (#14.8), one of them (22) accepted
+    "d05-syn-scan-size": Scenario(
+        syn_scan_with_retries, "scan-ended", "high",
+        {"kind": "net.scan", "src_ip": ATTACKER, "dst_ip": TALLY, "ports": 200, "hosts": 1,
+         "connections": 200, "answered": 1, "probes": 0},
+        frozenset({"port-scan-of-tally-server", "ssh-from-outside-admin-net",
+                   "tally-db-access-attempt", "scan-ended"})),
+    **{f"d11-{name}-scan": Scenario(
+        stealth_scan(flags), "port-scan-of-tally-server", "high",
+        {"src_ip": ATTACKER, "dst_ip": TALLY, "probe": True, "tcp_flags": flags},
+        frozenset({"port-scan-of-tally-server", "tally-db-access-attempt", "scan-ended"}),
+        count=15)
+       for name, flags in (("fin", "F"), ("null", ""), ("xmas", "FPU"), ("ack", "A"),
+                           ("maimon", "FA"))},
+    "d12-ssh-guessing-from-admin-net": Scenario(
+        ssh_guessing_from_admin_net, "ssh-brute-force", "high",
+        {"src_ip": "10.20.1.7", "dst_port": 22}, frozenset({"ssh-brute-force"}), count=10),
+    "d13-dnscat2-slow-tunnel": Scenario(
+        dnscat2_slow, "dns-tunnel-encoded-label", "high", {"src_ip": TALLY},
+        frozenset({"dns-tunnel-encoded-label", "dns-tunnel-slow-subdomains",
+                   "dns-tunnel-unusual-types", "dns-query-outside-allowed-domains"}),
+        times=2),  # 20 minutes: two 10-minute suppression periods (summaries not counted)
+    "d13-dnscat2-slow-subdomains": Scenario(
+        dnscat2_slow, "dns-tunnel-slow-subdomains", "high", {"src_ip": TALLY},
+        frozenset({"dns-tunnel-encoded-label", "dns-tunnel-slow-subdomains",
+                   "dns-tunnel-unusual-types", "dns-query-outside-allowed-domains"}),
+        count=10),
+    "d13-dns-unusual-types": Scenario(
+        dns_mx_rotation, "dns-tunnel-unusual-types", "medium", {"src_ip": TALLY},
+        frozenset({"dns-tunnel-unusual-types", "dns-query-outside-allowed-domains"}), count=5),
+    "d12-web-credential-stuffing": Scenario(
+        web_credential_stuffing, "tally-service-connection-flood", "high",
+        {"src_ip": "10.20.0.33", "dst_port": 443}, frozenset({"tally-service-connection-flood"}),
+        count=60),
+    "d01-db-attempt-refused": Scenario(
+        db_probe_refused, "tally-db-access-attempt", "medium",
+        {"kind": "net.flow", "src_ip": ATTACKER, "dst_port": 5432, "established": False},
+        frozenset({"tally-db-access-attempt"})),
+    "d15-fragmented-syn-to-database": Scenario(
+        fragmented_db_syn, "tally-db-unauthorized-access", "critical",
+        {"src_ip": ATTACKER, "dst_port": 5432},
+        frozenset({"tally-db-unauthorized-access", "ip-tiny-first-fragment"})),
+    "d15-tiny-first-fragment": Scenario(
+        fragmented_db_syn, "ip-tiny-first-fragment", "high",
+        {"kind": "net.fragment", "src_ip": ATTACKER, "anomaly": "tiny", "proto": "tcp"},
+        frozenset({"tally-db-unauthorized-access", "ip-tiny-first-fragment"})),
+    "d15-overlapping-fragments": Scenario(
+        overlapping_fragments, "ip-fragment-overlap", "high",
+        {"kind": "net.fragment", "src_ip": ATTACKER, "anomaly": "overlap"},
+        frozenset({"ip-fragment-overlap", "ip-tiny-first-fragment"})),
+    "d17-new-station": Scenario(
+        new_station, "arp-new-station", "medium",
+        {"kind": "net.station", "sender_mac": "02:00:00:00:09:99", "sender_ip": "10.20.0.199"},
+        frozenset({"arp-new-station"})),
+    "d17-flip-flop": Scenario(
+        flip_flop, "arp-flip-flop", "high",
+        {"kind": "net.station", "sender_ip": "10.20.0.21", "sender_mac": "02:00:00:00:01:15",
+         "previous_mac": ATTACKER_MAC},
+        frozenset({"arp-flip-flop", "arp-address-changed-mac"})),
+    "d16-rogue-router-advert": Scenario(
+        rogue_router_advert, "ipv6-rogue-router-advert", "critical",
+        {"kind": "net.ndp", "op": "router_advert", "mac": ATTACKER_MAC, "src_ip": "fe80::66"},
+        frozenset({"ipv6-rogue-router-advert"})),
+    "d16-ndp-gateway-spoofed": Scenario(
+        ndp_spoof("2001:db8:20::1"), "ndp-gateway-spoofed", "critical",
+        {"kind": "net.ndp", "target_ip": "2001:db8:20::1", "mac": ATTACKER_MAC},
+        frozenset({"ndp-gateway-spoofed"}), lists=DUAL_STACK),
+    "d16-ndp-tally-server-spoofed": Scenario(
+        ndp_spoof("2001:db8:20::10"), "ndp-tally-server-spoofed", "critical",
+        {"kind": "net.ndp", "target_ip": "2001:db8:20::10", "mac": ATTACKER_MAC},
+        frozenset({"ndp-tally-server-spoofed"}), lists=DUAL_STACK),
+    "d15-ipv6-header-chain-syn": Scenario(
+        ipv6_chain_db_syn, "tally-db-unauthorized-access", "critical",
+        {"src_ip": ATTACKER6, "dst_ip": TALLY6, "dst_port": 5432},
+        frozenset({"tally-db-unauthorized-access"}),
+        lists={**DUAL_STACK, "tally_server": [TALLY, TALLY6]}),
+    "d15-dns-in-two-fragments": Scenario(
+        fragmented_dns, "dns-query-outside-allowed-domains", "medium",
+        {"qname": "hidden.exfil-example.net", "src_ip": TALLY},
+        frozenset({"dns-query-outside-allowed-domains"})),
+    "d15-dns-over-tcp-split": Scenario(
+        split_tcp_dns, "dns-query-outside-allowed-domains", "medium",
+        {"qname": "tcp-hidden.exfil-example.net", "qtype": "TXT", "src_ip": TALLY},
+        frozenset({"dns-query-outside-allowed-domains"})),
+    "d14-rogue-dhcp": Scenario(
+        rogue_dhcp, "rogue-dhcp-server", "critical", {"src_ip": ATTACKER, "src_port": 67},
+        frozenset({"rogue-dhcp-server"})),
+    "d14-dns-answer-from-impostor": Scenario(
+        dns_spoof, "dns-answer-from-unknown-server", "high",
+        {"src_ip": ATTACKER, "dst_ip": TALLY, "is_response": True},
+        frozenset({"dns-answer-from-unknown-server", "udp-probe-of-tally-server"})),
+    "d14-ntp-from-impostor": Scenario(
+        ntp_spoof, "ntp-from-unlisted-server", "high", {"src_ip": ATTACKER, "src_port": 123},
+        frozenset({"ntp-from-unlisted-server"})),
+    "d14-udp-probe": Scenario(
+        udp_probe, "udp-probe-of-tally-server", "medium", {"src_ip": ATTACKER, "dst_port": 161},
+        frozenset({"udp-probe-of-tally-server"})),
     "d05-host-sweep": Scenario(
         host_sweep, "host-sweep", "high", {"src_ip": TALLY, "kind": "net.icmp", "type": 8},
         frozenset({"host-sweep"}), count=25),
@@ -264,8 +586,9 @@ SCENARIOS: dict[str, Scenario] = {
         frozenset({"arp-address-changed-mac"})),
     "d07-telnet": Scenario(
         telnet, "cleartext-admin-protocol", "high",
-        {"src_ip": ADMIN, "dst_ip": TALLY, "dst_port": 23, "proto": "tcp"},
-        frozenset({"cleartext-admin-protocol"})),
+        {"kind": "net.established", "src_ip": ADMIN, "dst_ip": TALLY, "dst_port": 23,
+         "src_port": 46000, "proto": "tcp"},
+        frozenset({"cleartext-admin-protocol", "tally-unexpected-listening-port"})),
     "d08-large-upload": Scenario(
         large_upload, "tally-large-upload", "high",
         {"src_ip": TALLY, "dst_ip": "198.51.100.7", "final": True},
@@ -300,13 +623,25 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[st
     """Every scenario's capture written and replayed (replays run side by side)."""
     folder = tmp_path_factory.mktemp("captures")
     pcaps: dict[str, Path] = {}
+    configs: dict[str, Path] = {}
     for name, sc in SCENARIOS.items():
         c = Capture()
         sc.build(c)
         pcaps[name] = c.write(folder / f"{name}.pcap")
+        configs[name] = _site_config(folder, name, sc.lists) if sc.lists else EXAMPLE_CONFIG
     with ThreadPoolExecutor(max_workers=4) as pool:
-        done = dict(zip(pcaps, pool.map(replay, pcaps.values()), strict=True))
+        done = dict(zip(pcaps, pool.map(lambda n: replay(pcaps[n], config=configs[n]), pcaps),
+                        strict=True))
     return done
+
+
+def _site_config(folder: Path, name: str, lists: dict[str, list[Any]]) -> Path:
+    cfg = yaml.safe_load(EXAMPLE_CONFIG.read_text())
+    cfg["lists"].update(lists)
+    cfg["rules"]["paths"] = [str(EXAMPLE_CONFIG.parent / p) for p in cfg["rules"]["paths"]]
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
@@ -331,9 +666,38 @@ def test_attack_raises_its_alert(name: str, replayed: dict[str, list[dict[str, A
     assert alert["description"] and "{" not in alert["description"]
 
 
+def test_scan_attempts_are_not_reported_as_reached(
+        replayed: dict[str, list[dict[str, Any]]]) -> None:
+    """#17.7: a SYN scan raises no critical alert for the closed database port, no
+    clear-text alert for resets, and counts each port once despite nmap's retries."""
+    alerts = replayed["d05-syn-scan-closed-database"]
+    assert not [a for a in alerts if a["severity"] == "critical"]
+    (attempt,) = [a for a in alerts if a["rule"] == "tally-db-access-attempt"]
+    assert attempt["severity"] == "medium" and "not accepted" in attempt["title"]
+    assert attempt["event"]["established"] is False
+    # one incident: every alert about the scanning source carries the same key
+    mine = [a for a in alerts if a["event"].get("src_ip") == ATTACKER]
+    assert len({a["rule"] for a in mine}) >= 3
+    assert {a.get("incident") for a in mine} == {f"source {ATTACKER}"}
+
+
 def test_large_upload_measures_the_bytes_sent(replayed: dict[str, list[dict[str, Any]]]) -> None:
     """The threshold alert carries the total (frame lengths on the wire), over 50 MB."""
     (alert,) = [a for a in replayed["d08-large-upload"] if a["rule"] == "tally-large-upload"]
     assert alert["threshold"]["measure"] == "sum"
     assert 55_000_000 <= alert["threshold"]["value"] <= 57_000_000
     assert alert["group"] == {"dst_ip": "198.51.100.7"}
+
+
+def test_incident_key_becomes_an_alertmanager_label(
+        replayed: dict[str, list[dict[str, Any]]]) -> None:
+    """Alertmanager can group one scan's alerts by the incident label."""
+    from sentinel.alert import Alert
+    from sentinel.config import HostConfig
+    from sentinel.sinks.alertmanager import am_item
+
+    host = HostConfig(name="tally-01", addresses=(), site="kota-contoh")
+    labels = [am_item(Alert.from_dict(a), host)["labels"]
+              for a in replayed["d05-syn-scan-closed-database"]]
+    assert {lab.get("incident") for lab in labels} == {f"source {ATTACKER}"}
+    assert len({lab["alertname"] for lab in labels}) >= 3

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from scapy.layers.inet import TCP
+from scapy.layers.dhcp import BOOTP, DHCP
+from scapy.layers.dns import DNS, DNSQR
+from scapy.layers.inet import TCP, UDP
 from scapy.packet import Raw
 from scenariokit import (
     ADMIN,
@@ -104,6 +106,20 @@ def normal_day() -> Capture:
         c.arp_reply(t + 3.001, TALLY_MAC, TALLY, GATEWAY_MAC, GATEWAY)
         c.arp_request(t + 4, TALLY_MAC, TALLY, GATEWAY)
         c.arp_reply(t + 4.001, GATEWAY_MAC, GATEWAY, TALLY_MAC, TALLY)
+    # the tally server renews its DHCP lease (unicast, then a broadcast rebind) and the
+    # site's DHCP server (the gateway) answers; its resolver stack sends mDNS and LLMNR
+    for k, dst in enumerate((GATEWAY, "255.255.255.255")):
+        t = T0 + 400 + k * 60
+        c.ip(t, TALLY, dst, UDP(sport=68, dport=67) / BOOTP(ciaddr=TALLY)
+             / DHCP(options=[("message-type", "request"), "end"]))
+        c.ip(t + 0.002, GATEWAY, TALLY, UDP(sport=67, dport=68) / BOOTP(op=2, yiaddr=TALLY)
+             / DHCP(options=[("message-type", "ack"), "end"]))
+    for k in range(3):
+        t = T0 + 500 + k * 90
+        c.ip(t, TALLY, "224.0.0.251", UDP(sport=5353, dport=5353)
+             / DNS(qd=DNSQR(qname="tally-01.local", qtype="A")))
+        c.ip(t + 0.1, TALLY, "224.0.0.252", UDP(sport=50000 + k, dport=5355)
+             / DNS(qd=DNSQR(qname="tally-01", qtype="A")))
     return c
 
 

@@ -152,10 +152,10 @@ def test_another_site_changes_only_its_config(tmp_path: Path) -> None:
                                                                          fields))}
 
     db = {"proto": "tcp", "dst_ip": "172.16.8.20", "dst_port": 5433}
-    assert fired("net.connection", src_ip="172.16.8.99", **db) == \
+    assert fired("net.established", src_ip="172.16.8.99", **db) == \
         {"tally-db-unauthorized-access"}
-    assert fired("net.connection", src_ip="172.16.8.21", **db) == set()
-    assert fired("net.connection", src_ip="10.20.0.99", proto="tcp", dst_ip="10.20.0.10",
+    assert fired("net.established", src_ip="172.16.8.21", **db) == set()
+    assert fired("net.established", src_ip="10.20.0.99", proto="tcp", dst_ip="10.20.0.10",
                  dst_port=5432) == set()
     out = {"proto": "tcp", "src_ip": "172.16.8.20", "dst_internal": False}
     assert fired("net.connection", dst_ip="198.51.100.200", dst_port=443, **out) == set()

@@ -20,6 +20,7 @@ change made after that copy, it only makes sentinel report changes again.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
 import hmac
@@ -134,10 +135,15 @@ def _row(r: FileRecord, mac: bytes) -> tuple[bytes, bytes, bytes]:
 
 
 class Baseline:
-    """The verified set of records, kept in memory and written through to SQLite.
+    """The verified set of records: a view in memory, and the committed file.
 
-    :meth:`put` and :meth:`delete` change one record; :meth:`flush` commits the
-    pending changes with a fresh summary MAC. One thread at a time uses it.
+    :meth:`put` and :meth:`delete` change the view at once (what the watcher
+    compares with) and queue the change for the file, tagged with a number
+    the caller chooses (the FIM source: the sequence number of the event that
+    reported it). :meth:`flush` writes the queued changes up to a tag, in
+    order, with a fresh summary MAC, in one transaction: a change whose alert
+    is not yet safe in the journal stays out of the file, so a crash makes it
+    reported again instead of forgotten. One thread at a time uses it.
     """
 
     def __init__(self, conn: sqlite3.Connection, key: bytes, path: Path | None,
@@ -146,9 +152,13 @@ class Baseline:
         self._key = key
         self.path = path
         self._rows = rows
+        # what the file holds: the summary is signed over these, never over the view
         self._total = total
+        self._count = len(rows)
         self.generation = generation
-        self._dirty = False
+        # (tag, path, record or None to delete, when queued: time.monotonic())
+        self._pending: collections.deque[tuple[int, str, FileRecord | None, float]] = \
+            collections.deque()
 
     # -- opening and creating -------------------------------------------
 
@@ -305,44 +315,94 @@ class Baseline:
 
     # -- writing ----------------------------------------------------------
 
-    def put(self, rec: FileRecord) -> None:
-        """Add or replace one record (committed by the next :meth:`flush`)."""
-        old = self.get(rec.path)
-        if old == rec:
+    def put(self, rec: FileRecord, tag: int = 0) -> None:
+        """Add or replace one record in the view; written by a :meth:`flush` reaching ``tag``."""
+        if self.get(rec.path) == rec:
             return
-        if old is not None:
-            self._total -= int.from_bytes(row_mac(self._key, old), "big")
-        mac = row_mac(self._key, rec)
-        self._total = (self._total + int.from_bytes(mac, "big")) % _MOD
         self._rows[rec.path] = rec
-        self._conn.execute(_UPSERT, _row(rec, mac))
-        self._dirty = True
+        self._queue(tag, rec.path, rec)
 
-    def delete(self, path: str) -> None:
-        """Remove one record (committed by the next :meth:`flush`)."""
-        old = self.get(path)
-        if old is None:
+    def delete(self, path: str, tag: int = 0) -> None:
+        """Remove one record from the view; written by a :meth:`flush` reaching ``tag``."""
+        if self.get(path) is None:
             return
         del self._rows[path]
-        self._total = (self._total - int.from_bytes(row_mac(self._key, old), "big")) % _MOD
-        self._conn.execute("DELETE FROM files WHERE path = ?", (os.fsencode(path),))
-        self._dirty = True
+        self._queue(tag, path, None)
 
-    def flush(self) -> None:
-        """Commit pending changes together with a new signed summary."""
-        if not self._dirty:
+    def _queue(self, tag: int, path: str, rec: FileRecord | None) -> None:
+        if self._pending and tag < self._pending[-1][0]:
+            msg = f"baseline change tagged {tag} after one tagged {self._pending[-1][0]}"
+            raise ValueError(msg)
+        self._pending.append((tag, path, rec, time.monotonic()))
+
+    @property
+    def pending(self) -> int:
+        """Changes in the view that are not in the file yet."""
+        return len(self._pending)
+
+    def oldest_pending(self, now: float) -> float:
+        """Seconds the oldest change not in the file has waited (0 when none).
+
+        Safe to call from another thread (a metrics scrape).
+        """
+        try:
+            return max(0.0, now - self._pending[0][3])
+        except IndexError:
+            return 0.0
+
+    def flush(self, upto: int | None = None) -> None:
+        """Commit the queued changes tagged up to ``upto`` (all when None) with a new summary.
+
+        All or nothing: when the commit fails (a full disk), the transaction is
+        rolled back, the changes stay queued and the error is raised.
+        """
+        n = 0
+        for tag, _, _, _ in self._pending:
+            if upto is not None and tag > upto:
+                break
+            n += 1
+        if n == 0:
             return
-        self.generation += 1
-        count = len(self._rows)
-        meta = {"count": str(count).encode(), "sum": self._total.to_bytes(64, "big"),
-                "generation": str(self.generation).encode(),
-                "mac": _summary_mac(self._key, count, self._total, self.generation)}
-        self._conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list(meta.items()))
-        self._conn.commit()
-        self._dirty = False
+        total, count = self._total, self._count
+        cur = self._conn.cursor()
+        try:
+            for i in range(n):
+                _, path, rec, _ = self._pending[i]
+                key = os.fsencode(path)
+                row = cur.execute("SELECT mac FROM files WHERE path = ?", (key,)).fetchone()
+                if row is not None:
+                    total -= int.from_bytes(row[0], "big")
+                    count -= 1
+                if rec is None:
+                    cur.execute("DELETE FROM files WHERE path = ?", (key,))
+                    continue
+                mac = row_mac(self._key, rec)
+                total += int.from_bytes(mac, "big")
+                count += 1
+                cur.execute(_UPSERT, _row(rec, mac))
+            total %= _MOD
+            generation = self.generation + 1
+            meta = {"count": str(count).encode(), "sum": total.to_bytes(64, "big"),
+                    "generation": str(generation).encode(),
+                    "mac": _summary_mac(self._key, count, total, generation)}
+            cur.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list(meta.items()))
+            self._conn.commit()
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.rollback()
+            raise
+        finally:
+            cur.close()
+        for _ in range(n):
+            self._pending.popleft()
+        self._total, self._count, self.generation = total, count, generation
 
-    def close(self) -> None:
-        """Flush what is pending and close the file."""
-        with contextlib.suppress(sqlite3.Error):
-            self.flush()
+    def close(self, upto: int | None = None) -> None:
+        """Flush what is queued up to ``upto`` (all when None) and close the file.
+
+        Changes tagged later stay out of the file; a failed commit is dropped
+        here, since those changes are then reported again at the next start.
+        """
+        with contextlib.suppress(sqlite3.Error, OSError):
+            self.flush(upto)
         self._conn.close()

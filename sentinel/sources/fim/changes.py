@@ -9,6 +9,11 @@ inode, type, target differ; it is empty for created and deleted. The kind is
 ``fim.attrib`` (mode, owner or group only). ``is_executable``, ``is_setuid``
 and ``is_setgid`` describe the file after the change (before, for a deletion)
 and are true only for regular files. mtime alone is not a change.
+
+Names (``path``, ``dest_path``, ``link_target_*``) are bytes to Linux: each
+is text plus a ``_b64`` twin, set only when the name is not valid UTF-8
+(:func:`sentinel.events.name_fields`), so any name reaches the journal and
+webhooks whole.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import stat
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from sentinel.events import Event
+from sentinel.events import Event, name_fields
 from sentinel.sources.fim.baseline import FileRecord
 
 CHANGE_FIELDS = ("content", "mode", "uid", "gid", "size", "inode", "type", "target")
@@ -116,8 +121,8 @@ def fields(change: Change, tags: tuple[str, ...], offline: bool) -> dict[str, An
     is_file = state is not None and state.type == "file"
     mode = state.mode if state is not None else 0
     return {
-        "path": change.path,
-        "dest_path": change.dest,
+        **name_fields(change.path, "path"),
+        **name_fields(change.dest, "dest_path"),
         "path_tags": list(tags),
         "changed": list(change.changed),
         "sha256_before": b.sha256 if b else None,
@@ -132,8 +137,8 @@ def fields(change: Change, tags: tuple[str, ...], offline: bool) -> dict[str, An
         "size_after": a.size if a else None,
         "type_before": b.type if b else None,
         "type_after": a.type if a else None,
-        "link_target_before": b.target if b else None,
-        "link_target_after": a.target if a else None,
+        **name_fields(b.target if b else None, "link_target_before"),
+        **name_fields(a.target if a else None, "link_target_after"),
         "is_executable": is_file and bool(mode & 0o111),
         "is_setuid": is_file and bool(mode & stat.S_ISUID),
         "is_setgid": is_file and bool(mode & stat.S_ISGID),

@@ -43,14 +43,28 @@ def _compile(patterns: Iterable[str]) -> re.Pattern[str] | None:
     return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in pats)) if pats else None
 
 
+def harmless(mode: int) -> bool:
+    """What an exclude may hide: a regular file without execute, setuid or setgid bits."""
+    return stat.S_ISREG(mode) and not mode & 0o6111
+
+
 class Scope:
     """The watched paths of ``fim.paths``, with ``fim.exclude`` applied.
 
     A pattern without ``/`` matches any single name below a configured path
-    (an excluded directory excludes everything in it); a pattern with ``/``
-    matches the whole path. Configured paths themselves are never excluded.
-    ``skip`` paths (sentinel's own state) are never watched, so writing the
-    baseline does not report itself.
+    (a path below an excluded directory name is excluded too); a pattern with
+    ``/`` matches the whole path. Configured paths themselves are never
+    excluded. ``skip`` paths (sentinel's own state) are never watched, so
+    writing the baseline does not report itself.
+
+    An exclude hides only what cannot run: a regular file without execute,
+    setuid or setgid bits (:func:`harmless`) that is not in the baseline
+    already. Directories are never hidden (an excluded directory is still
+    walked and watched, and what it holds that can run is reported), nor are
+    symlinks, devices, fifos and sockets, so ``*.tmp`` cannot hide an implant
+    named ``x.tmp`` or kept in ``stash.tmp/``. The cost is bounded by the tree:
+    one ``lstat`` per excluded entry at a scan, one watch per directory, and
+    a hidden file's events lead to an ``lstat``, never to reading it.
     """
 
     def __init__(self, entries: Sequence[FimPath], exclude: Sequence[str] = (),
@@ -89,21 +103,32 @@ class Scope:
         return None
 
     def entry_for(self, path: str) -> FimPath | None:
-        """The most specific entry covering ``path``; None if unwatched or excluded."""
+        """The most specific entry covering ``path``; None if unwatched.
+
+        Excludes do not count here: whether one hides a path depends on what
+        the path is (:meth:`hides`).
+        """
         if self.skipped(path):
             return None
         e = self.roots.get(path)
         if e is not None:
             return e
-        parent = os.path.dirname(path)
-        e = self.child_entry(parent)
-        if e is None:
-            return None
-        anc = next(r for r, _ in self._by_len if self._under(path, r))
-        rel = path[len(anc):].lstrip("/")
-        if any(self.excluded_name(n) for n in rel.split("/")) or self.excluded_path(path):
-            return None
-        return e
+        return self.child_entry(os.path.dirname(path))
+
+    def excluded(self, path: str) -> bool:
+        """Whether an exclude pattern matches ``path`` (a name of it below its root, or all)."""
+        if path in self.roots or (self._name_re is None and self._path_re is None):
+            return False
+        if self.excluded_path(path):
+            return True
+        anc = next((r for r, _ in self._by_len if self._under(path, r)), None)
+        if anc is None:
+            return False
+        return any(self.excluded_name(n) for n in path[len(anc):].lstrip("/").split("/"))
+
+    def hides(self, path: str, mode: int) -> bool:
+        """Whether an exclude hides ``path`` whose ``st_mode`` is ``mode`` (see class doc)."""
+        return harmless(mode) and self.excluded(path)
 
     def tags(self, path: str) -> tuple[str, ...]:
         e = self.entry_for(path)
@@ -128,10 +153,12 @@ class Scope:
             return True
         return self.child_entry(directory) is not None and self.entry_for(directory) is not None
 
-    def walk(self, under: str | None = None) -> Iterator[tuple[str, os.stat_result]]:
-        """Every covered path with its lstat, configured roots included.
+    def walk(self, under: str | None = None, tracked: Callable[[str], bool] | None = None,
+             ) -> Iterator[tuple[str, os.stat_result]]:
+        """Every covered path with its lstat, configured roots included, hidden ones left out.
 
-        With ``under``, only that path and what lies below it.
+        With ``under``, only that path and what lies below it. A path for which
+        ``tracked`` is true (in the baseline already) is never hidden.
         """
         seen: set[str] = set()
         if under is None:
@@ -142,20 +169,24 @@ class Scope:
             starts = [under, *(r for r in self.roots if self._under(r, under))]
         for start in sorted(starts):
             if start not in seen and self.entry_for(start) is not None:
-                yield from self._walk_one(start, seen)
+                yield from self._walk_one(start, seen, tracked)
 
-    def _walk_one(self, start: str, seen: set[str]) -> Iterator[tuple[str, os.stat_result]]:
+    def _walk_one(self, start: str, seen: set[str], tracked: Callable[[str], bool] | None,
+                  ) -> Iterator[tuple[str, os.stat_result]]:
         try:
             st = os.lstat(start)
         except OSError:
+            return
+        if self.hides(start, st.st_mode) and not (tracked is not None and tracked(start)):
             return
         seen.add(start)
         yield start, st
         if not stat.S_ISDIR(st.st_mode):
             return
-        stack = [start]
+        # (directory, whether an exclude matches it): what is below it is matched too
+        stack = [(start, self.excluded(start))]
         while stack:
-            d = stack.pop()
+            d, d_excluded = stack.pop()
             if self.child_entry(d) is None:
                 continue
             try:
@@ -165,17 +196,21 @@ class Scope:
             with it:
                 for de in it:
                     p = de.path
-                    if p in seen or self.skipped(p) or self.excluded_name(de.name) or \
-                            self.excluded_path(p):
+                    if p in seen or self.skipped(p):
                         continue
                     try:
                         cst = de.stat(follow_symlinks=False)
                     except OSError:
                         continue
+                    excluded = d_excluded or self.excluded_name(de.name) or \
+                        self.excluded_path(p)
+                    if excluded and harmless(cst.st_mode) and not (
+                            tracked is not None and tracked(p)):
+                        continue
                     seen.add(p)
                     yield p, cst
                     if stat.S_ISDIR(cst.st_mode):
-                        stack.append(p)
+                        stack.append((p, excluded))
 
 
 def record_from_stat(path: str, st: os.stat_result, sha256: str | None = None,

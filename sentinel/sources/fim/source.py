@@ -21,6 +21,16 @@ Three holds (:mod:`sentinel.sources.fim.holds`) shape the live events:
 
 Renaming a known file over another known file reports ``fim.modified`` of the
 destination and ``fim.deleted`` of the source.
+
+At least once from the file to the journal: every event carries an ``ack``
+that the daemon calls once the event's alerts are in the journal (or no rule
+matched). The view the worker compares with moves at once, so a change is
+reported once while sentinel runs; the baseline file takes a change only
+when every event up to the one that reported it was acknowledged
+(:meth:`Baseline.flush` up to that sequence number). A crash in between
+leaves the change out of the file, and the next start reports it again. An
+event whose alerts could not be journaled (a full disk) is sent again with
+backoff, never committed meanwhile (:mod:`sentinel.sources.fim.acks`).
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from __future__ import annotations
 import functools
 import os
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -35,9 +46,10 @@ from typing import Any
 
 from sentinel import logs
 from sentinel.config import Config
-from sentinel.events import Event
+from sentinel.events import Event, escaped_name, visible
 from sentinel.metrics import Metrics
 from sentinel.pipeline import Emit
+from sentinel.sources.fim.acks import Outbox, Retry
 from sentinel.sources.fim.baseline import Baseline, BaselineError, FileRecord, hold_lock
 from sentinel.sources.fim.changes import Change, compare, diff, make_event, moved
 from sentinel.sources.fim.holds import Holds
@@ -88,6 +100,11 @@ class FimSource:
         self._last_flush = 0.0
         self._next_poll = time.monotonic() + self.UNWATCHED_POLL
         self._next_periodic = time.monotonic() + self._interval
+        # events not yet known to be journaled; acknowledgements come back on the queue
+        self._out = Outbox(self._emit_event, self._q.put)
+        self._commits = Retry("fim_baseline_commit_failed", "fim_baseline_commit_recovered",
+                              "the baseline cannot be written (disk full?); changes stay"
+                              " pending and are written when it can be")
 
     # -- Source protocol -------------------------------------------------
 
@@ -144,8 +161,11 @@ class FimSource:
             self._metrics.fim_baseline_valid.set(1)
             self._rescan({"startup"}, None)
         assert self._baseline is not None
-        self._baseline.flush()
+        self._commit()
         self._metrics.fim_watched_files.set(len(self._baseline))
+        baseline = self._baseline
+        self._metrics.fim_oldest_uncommitted.set_function(
+            lambda: baseline.oldest_pending(time.monotonic()))
         self._worker = threading.Thread(target=self._run, name="fim-worker", daemon=True)
         self._worker.start()
 
@@ -160,8 +180,10 @@ class FimSource:
             self._watcher.stop()
             self._watcher = None
         if self._baseline is not None:
-            self._baseline.close()
+            # changes whose alerts are not known to be journaled stay out of the file
+            self._baseline.close(self._out.safe())
             self._baseline = None
+            self._metrics.fim_oldest_uncommitted.set_function(lambda: 0.0)
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -178,6 +200,10 @@ class FimSource:
         "idle" alone does not mean "caught up"; tests pair it with a marker file.
         """
         return not (self._holds.waiting() or self._rescan_reasons) and self._q.empty()
+
+    def unacknowledged(self) -> int:
+        """Events sent whose alerts are not known to be in the journal yet."""
+        return self._out.unacknowledged()
 
     # -- startup helpers --------------------------------------------------
 
@@ -218,7 +244,7 @@ class FimSource:
 
     def _reader_error(self, what: str) -> None:
         self._metrics.fim_errors.labels("event").inc()
-        _log.exception("fim_reader_failed", item=what[:300])
+        _log.exception("fim_reader_failed", item=_shown(what[:300]))
 
     def _watch_limit(self, path: str, exc: OSError) -> None:
         # Polled until a watch can be added (set.add is atomic: two threads call this).
@@ -226,7 +252,7 @@ class FimSource:
         if self._rescanning == threading.get_ident():
             # The rescan that hit the limit is itself looking at this path.
             return
-        _log.error("fim_watch_limit", path=path, error=exc.strerror,
+        _log.error("fim_watch_limit", path=_shown(path), error=exc.strerror,
                    hint="raise fs.inotify.max_user_watches; changes below this directory"
                    " are found by rescans only")
         self._q.put(("rescan", "watch_limit", path))
@@ -238,21 +264,23 @@ class FimSource:
             now = time.monotonic()
             held = self._holds.next_due()
             due = min(held if held is not None else now + 3600, self._next_periodic,
-                      self._next_poll if self._unwatched else now + 3600)
+                      self._next_poll if self._unwatched else now + 3600,
+                      resend if (resend := self._out.resend_due()) is not None else now + 3600,
+                      self._commits.due if self._commits.failing else now + 3600)
             try:
                 item = self._q.get(timeout=max(0.0, due - now)) if due > now else \
                     self._q.get_nowait()
             except queue.Empty:
                 item = None
             if item is _STOP:
+                self._guard(functools.partial(self._out.await_acks, self._q), "acks at stop")
                 break
             if item is not None:
                 self._guard(functools.partial(self._handle, item), item)
             self._guard(self._fire_due, "timers")
             if self._q.empty():
                 self._guard(self._idle, "idle")
-        assert self._baseline is not None
-        self._baseline.flush()
+        self._commit()
 
     def _guard(self, fn: Callable[[], None], what: Any) -> None:
         try:
@@ -280,9 +308,11 @@ class FimSource:
         # Commits (each an fsync) at most every FLUSH_EVERY, so a burst of
         # changes does not wait on the disk once per change. A crash loses at
         # most that much: those changes are then reported again, never lost.
+        if not self._baseline.pending or self._commits.failing:
+            return  # a failing commit is retried by its own timer
         now = time.monotonic()
         if now >= self._last_flush + FLUSH_EVERY:
-            self._baseline.flush()
+            self._commit()
             self._last_flush = now
         else:
             self._holds.flush_at(self._last_flush + FLUSH_EVERY)
@@ -291,6 +321,9 @@ class FimSource:
         if isinstance(item, Raw):
             self._raw(item)
             return
+        if item[0] == "ack":
+            self._out.acked(item[1], item[2])
+            return
         _, reason, under = item
         self._rescan_reasons.setdefault(under, set()).add(reason)
 
@@ -298,8 +331,8 @@ class FimSource:
         now = time.monotonic()
         for kind, path in self._holds.due(now):
             if kind == "flush":
-                assert self._baseline is not None
-                self._baseline.flush()
+                if not self._commits.failing:
+                    self._commit()
                 self._last_flush = now
             elif kind == "from":
                 assert path is not None
@@ -307,6 +340,10 @@ class FimSource:
             else:  # a new path has settled, or a writer has gone quiet
                 assert path is not None
                 self._check(path)
+        if (resend := self._out.resend_due()) is not None and now >= resend:
+            self._out.send_again()
+        if self._commits.failing and now >= self._commits.due:
+            self._commit()
         if now >= self._next_periodic:
             self._rescan({"periodic"}, None)
         if self._unwatched and now >= self._next_poll:
@@ -352,6 +389,13 @@ class FimSource:
         if self.scope.entry_for(path) is None:
             return
         old = self._baseline.get(path)
+        if old is None and self.scope.excluded(path):
+            # an exclude hides only what cannot run, and never what is known already
+            try:
+                if self.scope.hides(path, os.lstat(path).st_mode):
+                    return
+            except OSError:
+                return
         problems: list[str] = []
         new = snapshot(path, problems=problems)
         self._problems(problems)
@@ -363,7 +407,7 @@ class FimSource:
         if change is not None:
             self._report(change, offline)
         elif new is not None:
-            self._baseline.put(new)  # e.g. a new mtime: not a change, but current
+            self._baseline.put(new, self._out.sent)  # e.g. a new mtime: not a change, but current
         if new is not None and new.type == "dir" and (
                 old is None or old.type != "dir" or old.inode != new.inode):
             self._adopt(path)
@@ -437,20 +481,36 @@ class FimSource:
         self._send(make_event(change, tags, host=self._host, time=self._clock(),
                               offline=offline))
         assert self._baseline is not None
+        # tagged with the event's number: written to the file once it is acknowledged
         if change.before is not None and (change.after is None or change.dest is not None):
-            self._baseline.delete(change.before.path)
+            self._baseline.delete(change.before.path, self._out.sent)
         if change.after is not None:
-            self._baseline.put(change.after)
+            self._baseline.put(change.after, self._out.sent)
 
     def _send(self, ev: Event) -> None:
         self._metrics.events.labels("fim", ev.kind).inc()
+        self._out.send(ev)
+
+    def _emit_event(self, ev: Event) -> None:
         assert self._emit is not None
         self._emit(ev)
+
+    def _commit(self) -> None:
+        """Write the acknowledged changes to the baseline file; back off while it fails."""
+        assert self._baseline is not None
+        try:
+            self._baseline.flush(self._out.safe())
+        except (sqlite3.Error, OSError) as exc:
+            self._metrics.fim_errors.labels("commit").inc()
+            self._commits.failed(time.monotonic(), held=self._baseline.pending, error=str(exc))
+            return
+        if self._commits.failing:
+            self._commits.recovered()
 
     def _problems(self, problems: list[str]) -> None:
         for p in problems:
             self._metrics.fim_errors.labels("read").inc()
-            _log.warning("fim_unreadable", problem=p)
+            _log.warning("fim_unreadable", problem=_shown(p))
 
     # -- rescans -----------------------------------------------------------
 
@@ -466,7 +526,7 @@ class FimSource:
         try:
             if self._watcher is not None:
                 self._watcher.ensure(under)
-            scan = snapshot_all(self.scope.walk(under),
+            scan = snapshot_all(self.scope.walk(under, tracked=self._baseline.__contains__),
                                 known=self._baseline.get if quick else None,
                                 cancelled=self._stopping.is_set)
             if scan.cancelled:
@@ -480,7 +540,7 @@ class FimSource:
                 rec = self._baseline.get(p)
                 assert rec is not None
                 if p not in scan.records and self.scope.entry_for(p) is None:
-                    self._baseline.delete(p)  # no longer in scope (config changed)
+                    self._baseline.delete(p, self._out.sent)  # no longer in scope (config changed)
                     continue
                 old[p] = rec
             for change in diff(old, scan.records):
@@ -489,14 +549,20 @@ class FimSource:
                     self._holds.release(change.dest)
                 self._report(change, offline=True)
             for rec in scan.records.values():
-                self._baseline.put(rec)
+                self._baseline.put(rec, self._out.sent)
         finally:
             self._rescanning = None
         if under is None:
             self._next_periodic = time.monotonic() + self._interval
-        self._baseline.flush()
+        self._commit()
         _log.info("fim_rescan", reasons=sorted(reasons), under=under,
                   files=len(scan.records))
+
+
+def _shown(text: str) -> str:
+    """A name (or a sentence holding one) for a log line: a terminal must not be
+    sent its escape sequences, nor a lone surrogate that cannot be written."""
+    return visible(escaped_name(text))
 
 
 def build_fim_source(config: Config, metrics: Metrics,
@@ -505,3 +571,4 @@ def build_fim_source(config: Config, metrics: Metrics,
     if not config.fim.paths:
         return None
     return FimSource(config, metrics, clock)
+

@@ -6,7 +6,8 @@ it to the capture ring, and decides how many bytes of it to keep:
 * loopback's outgoing copy of each packet is dropped (the incoming copy is
   kept), so a packet on ``lo`` is seen once, as libpcap does for ``any``;
 * ARP, IPv4 and IPv6 are kept, everything else (LLDP, STP, ...) dropped;
-* DNS (TCP or UDP port 53) is kept whole, so long names decode, and every other
+* DNS (TCP or UDP port 53) and IP fragments (IPv4 and IPv6) are kept whole, so
+  long names decode and fragmented datagrams can be reassembled, and every other
   packet is cut to ``snaplen`` bytes — enough for the headers, while the wire
   length still reaches the flow counters.
 
@@ -33,7 +34,8 @@ import struct
 
 SO_ATTACH_FILTER = 26
 _DLT_RAW = 12  # libpcap's DLT for raw IP on Linux
-_DNS_FILTER_V4 = "ip and (udp port 53 or tcp port 53)"
+# fragments too (more-fragments set or an offset): reassembly needs all their bytes
+_DNS_FILTER_V4 = "ip and (udp port 53 or tcp port 53 or ip[6:2] & 0x3fff != 0)"
 #: IPv6 extension headers walked before the transport header; more: kept whole.
 MAX_IPV6_EXT = 4
 #: Bytes kept of a DNS packet (a whole message).
@@ -83,7 +85,8 @@ def relocate_to_network(prog: tuple[Insn, ...], keep: int, other: int,
 
 def ipv6_dns_program(keep: int, other: int, base: int = _SKF_NET_OFF) -> list[Insn]:
     """IPv6 (known to be IPv6): ``keep`` bytes of DNS over UDP or TCP behind up to
-    MAX_IPV6_EXT extension headers, ``other`` bytes of anything else."""
+    MAX_IPV6_EXT extension headers and of every fragment, ``other`` bytes of anything
+    else."""
     asm = _Asm()
     asm.op(_LD_B_ABS, _u32(base + 6))  # the fixed header's next header
     asm.op(_LDX_IMM, 40)  # X: where the header it names starts
@@ -108,9 +111,9 @@ def ipv6_dns_program(keep: int, other: int, base: int = _SKF_NET_OFF) -> list[In
         asm.op(_TAX, 0)
         asm.op(_LD_MEM, 0)
         asm.ja(f"hdr{i + 1}")
-        asm.label(f"frag{i}")  # 8 bytes; a later fragment carries no transport header
+        asm.label(f"frag{i}")  # 8 bytes; a real fragment is kept whole, for reassembly
         asm.op(_LD_H_IND, _u32(base + 2))
-        asm.jset(0xFFF8, "cut", None)
+        asm.jset(0xFFF9, "keep", None)  # an offset, or more fragments to come
         asm.op(_LD_B_IND, _u32(base + 0))
         asm.op(_ST, 0)
         asm.op(_TXA, 0)

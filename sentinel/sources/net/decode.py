@@ -9,8 +9,11 @@ link type's entry point so that every failure is counted in
 
 Link types (pcap LINKTYPE numbers): Ethernet with 802.1Q/802.1ad/QinQ tags and
 PPPoE, Linux cooked SLL and SLL2, raw IP (101, 228, 229 and the DLT values 12
-and 14), BSD NULL and LOOP, PPP and Cisco HDLC. Non-first IP fragments are
-counted in ``sentinel_ip_fragments_total`` and not decoded further.
+and 14), BSD NULL and LOOP, PPP and Cisco HDLC. IPv4 and IPv6 fragments are
+reassembled as Linux does (:mod:`sentinel.sources.net.reassembly`) and the whole
+datagram decoded; IPv6 extension headers are followed as far as the packet goes,
+as the kernel does, not to a fixed count. DNS over TCP is read across segments
+(:mod:`sentinel.sources.net.tcpdns`).
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ import traceback
 from collections.abc import Callable
 
 from sentinel.metrics import Metrics
-from sentinel.sources.net.dns import Malformed, parse_message, parse_tcp_stream
+from sentinel.sources.net.dns import Malformed, parse_message
 from sentinel.sources.net.emitter import EventMaker
 from sentinel.sources.net.flows import FlowTable
+from sentinel.sources.net.reassembly import Reassembler, v6_chain_truncated
+from sentinel.sources.net.tcpdns import TcpDnsStreams
 
 # stdlib logging, which sentinel.logs renders like the rest: a replay without
 # decoder bugs need not load the structured-logging stack
@@ -32,13 +37,13 @@ log = logging.getLogger("sentinel.net.decode")
 _U16 = struct.Struct("!H").unpack_from
 _U32LE = struct.Struct("<I").unpack_from
 _U32BE = struct.Struct("!I").unpack_from
-_IP4 = struct.Struct("!BxHxxHxB").unpack_from  # version/ihl, total length, frag, protocol
+_IP4 = struct.Struct("!BxHHHxB").unpack_from  # version/ihl, total length, id, frag, protocol
 # EtherType, then as _IP4, then TCP ports and data offset + flags after a 20-byte IPv4
 # header: the first 48 bytes of most frames, in one call
-_ETH_IP4_TCP = struct.Struct("!12xHBxHxxHxB10xHH8xH").unpack_from
-_IP6_TCP = struct.Struct("!4xH34xHH8xH").unpack_from  # payload length; TCP ports, flags
+_ETH_IP4_TCP = struct.Struct("!12xHBxHxxHxB10xHHI4xH").unpack_from
+_IP6_TCP = struct.Struct("!4xH34xHHI4xH").unpack_from  # payload length; TCP ports, seq, flags
 _IP6 = struct.Struct("!4xHB").unpack_from  # payload length, next header
-_TCP = struct.Struct("!HH8xH").unpack_from  # ports, data offset + flags
+_TCP = struct.Struct("!HHI4xH").unpack_from  # ports, sequence number, data offset + flags
 _UDP = struct.Struct("!HHH").unpack_from  # ports, length
 _ARP = struct.Struct("!2xHBBH").unpack_from  # protocol type, hlen, plen, op
 
@@ -63,7 +68,6 @@ _PPP_IPV4, _PPP_IPV6 = 0x0021, 0x0057
 _IPV6_EXT = frozenset((0, 43, 60, 135, 139, 140, 253, 254))
 _NULL_IPV6 = frozenset((10, 24, 28, 30))  # AF_INET6 on Linux, NetBSD/OpenBSD, FreeBSD, macOS
 MAX_TAGS = 8
-MAX_IPV6_HEADERS = 12
 ARP_OPS = {1: "request", 2: "reply", 3: "rarp-request", 4: "rarp-reply",
            8: "inarp-request", 9: "inarp-reply"}
 
@@ -73,9 +77,14 @@ _E_LINKTYPE = Malformed("link type not supported")
 DECODE_ERRORS = (Malformed, struct.error, IndexError)
 _E_IPV4 = Malformed("bad IPv4 header")
 _E_IPV6 = Malformed("bad IPv6 header")
-_E_IPV6_CHAIN = Malformed("too many IPv6 extension headers")
 _E_TCP_OFFSET = Malformed("TCP data offset below 5")
 _E_UDP_LENGTH = Malformed("UDP length below 8")
+_E_FRAGMENT_CUT = Malformed("IP fragment cut short by the capture: not reassembled")
+_TRANSPORTS = frozenset((6, 17, 58))
+_E_NDP_OPTION = Malformed("neighbour discovery option of length 0")
+#: ICMPv6 neighbour discovery types: the event's op, and where the options start.
+_NDP_OPS = {133: ("router_solicit", 8), 134: ("router_advert", 16),
+            135: ("neighbor_solicit", 24), 136: ("neighbor_advert", 24), 137: ("redirect", 40)}
 
 #: Decodes one captured frame: (buf, offset, end, wire length, time).
 Handler = Callable[[bytes, int, int, int, float], None]
@@ -88,7 +97,8 @@ class Decoder:
         self.flows = flows
         self.maker = maker
         self._errors = metrics.decode_errors
-        self._fragments = metrics.ip_fragments
+        self.defrag = Reassembler(maker, metrics)
+        self.tcp_dns = TcpDnsStreams()
         self._logged: set[str] = set()
         #: Failures other than malformed input (decoder bugs): counted as decode
         #: errors too, logged once per exception type.
@@ -167,7 +177,7 @@ class Decoder:
         # fragmentation or IPv6 without extension headers, then TCP not on port 53.
         # Anything else, malformed input included, takes the general path below.
         if off + 48 <= end:
-            etype, vihl, total, frag, proto, sport, dport, offflags = _ETH_IP4_TCP(buf, off)
+            etype, vihl, total, frag, proto, sport, dport, seq, offflags = _ETH_IP4_TCP(buf, off)
             ip = off + 14
             if etype == 0x0800:
                 if vihl == 0x45 and not frag & 0x3FFF and proto == 6:
@@ -180,15 +190,17 @@ class Decoder:
                                                     offflags & 0xFF):
                             self.flows.tcp(ts, wirelen, buf[ip + 12 : ip + 16],
                                            buf[ip + 16 : ip + 20], sport, dport,
-                                           offflags & 0xFF)
+                                           offflags & 0xFF, seq,
+                                           total - 20 - (offflags >> 12 << 2))
                         return
             elif etype == 0x86DD and vihl >> 4 == 6 and frag >> 8 == 6 and ip + 54 <= end:
-                plen, sport, dport, offflags = _IP6_TCP(buf, ip)
+                plen, sport, dport, seq, offflags = _IP6_TCP(buf, ip)
                 if plen >= 20 and ip + 40 + plen >= ip + 54 and sport != 53 and dport != 53:
                     if not self.flows.tcp_known(ts, wirelen, buf[ip + 8 : ip + 44],
                                                 offflags & 0xFF):
                         self.flows.tcp(ts, wirelen, buf[ip + 8 : ip + 24],
-                                       buf[ip + 24 : ip + 40], sport, dport, offflags & 0xFF)
+                                       buf[ip + 24 : ip + 40], sport, dport, offflags & 0xFF,
+                                       seq, plen - (offflags >> 12 << 2))
                     return
         if off + 14 > end:
             raise _TRUNCATED
@@ -285,18 +297,24 @@ class Decoder:
     def ipv4(self, buf: bytes, off: int, end: int, wirelen: int, ts: float) -> None:
         if off + 20 > end:
             raise _TRUNCATED
-        vihl, total, frag, proto = _IP4(buf, off)
+        vihl, total, ident, frag, proto = _IP4(buf, off)
         ihl = (vihl & 15) << 2
         if vihl >> 4 != 4 or ihl < 20 or total < ihl:
             raise _E_IPV4
         end = min(end, off + total)  # drop Ethernet padding
-        if frag & 0x1FFF:
-            self._fragments.inc()
-            return
         if off + ihl > end:
             raise _TRUNCATED
-        self.transport(proto, buf, off + ihl, end, wirelen, ts,
-                       buf[off + 12 : off + 16], buf[off + 16 : off + 20])
+        src, dst = buf[off + 12 : off + 16], buf[off + 16 : off + 20]
+        if frag & 0x3FFF:  # more fragments, or an offset: a piece of a datagram
+            if end < off + total:
+                raise _E_FRAGMENT_CUT  # cut by the snaplen: its bytes cannot be rebuilt
+            whole = self.defrag.add(ts, 4, src, dst, ident, proto, (frag & 0x1FFF) << 3,
+                                    bool(frag & 0x2000), bytes(buf[off + ihl : end]), wirelen)
+            if whole is not None:
+                data, frames = whole
+                self.transport(proto, data, 0, len(data), frames, ts, src, dst, len(data))
+            return
+        self.transport(proto, buf, off + ihl, end, wirelen, ts, src, dst, off + total)
 
     def ipv6(self, buf: bytes, off: int, end: int, wirelen: int, ts: float) -> None:
         if off + 40 > end:
@@ -304,14 +322,21 @@ class Decoder:
         if buf[off] >> 4 != 6:
             raise _E_IPV6
         plen, nh = _IP6(buf, off)
-        if plen and off + 40 + plen < end:
-            end = off + 40 + plen
-        src = buf[off + 8 : off + 24]
-        dst = buf[off + 24 : off + 40]
-        p = off + 40
-        for _ in range(MAX_IPV6_HEADERS):
-            if nh in {6, 17, 58}:
-                break
+        wire_end = off + 40 + plen if plen else end
+        if plen and wire_end < end:
+            end = wire_end
+        self._ipv6_chain(nh, buf, off + 40, end, wire_end, wirelen, ts,
+                         buf[off + 8 : off + 24], buf[off + 24 : off + 40])
+
+    def _ipv6_chain(self, nh: int, buf: bytes, p: int, end: int, wire_end: int, wirelen: int,
+                    ts: float, src: bytes, dst: bytes) -> None:
+        """Follow extension headers from ``p`` to the transport header.
+
+        Linux sets no limit on how many there are, only the packet's length does
+        (13 destination-options headers reach its sockets): so neither does this.
+        Each header is at least 8 bytes, so the walk ends.
+        """
+        while nh not in _TRANSPORTS:
             if p + 8 > end:
                 if nh in _IPV6_EXT or nh in {44, 51}:
                     raise _TRUNCATED
@@ -319,19 +344,28 @@ class Decoder:
             if nh in _IPV6_EXT:
                 nh, p = buf[p], p + (buf[p + 1] + 1) * 8
             elif nh == 44:  # fragment header
-                if _U16(buf, p + 2)[0] & 0xFFF8:
-                    self._fragments.inc()
+                offmore = _U16(buf, p + 2)[0]
+                if offmore & 0xFFF9:  # an offset or more fragments: not an atomic fragment
+                    if end < wire_end:
+                        raise _E_FRAGMENT_CUT
+                    data = bytes(buf[p + 8 : end])
+                    first = not offmore & 0xFFF8
+                    whole = self.defrag.add(ts, 6, src, dst, _U32BE(buf, p + 4)[0], buf[p],
+                                            offmore & 0xFFF8, bool(offmore & 1), data,
+                                            wirelen, first and v6_chain_truncated(buf[p], data))
+                    if whole is not None:
+                        data, frames = whole
+                        self._ipv6_chain(buf[p], data, 0, len(data), len(data), frames, ts,
+                                         src, dst)
                     return
                 nh, p = buf[p], p + 8
             elif nh == 51:  # authentication header
                 nh, p = buf[p], p + (buf[p + 1] + 2) * 4
             else:  # no next header, ESP, or a protocol sentinel does not read
                 return
-        else:
-            raise _E_IPV6_CHAIN
         if p > end:
             raise _TRUNCATED
-        self.transport(nh, buf, p, end, wirelen, ts, src, dst)
+        self.transport(nh, buf, p, end, wirelen, ts, src, dst, wire_end)
 
     def arp(self, buf: bytes, off: int, end: int, ts: float) -> None:
         if off + 8 > end:
@@ -348,19 +382,26 @@ class Decoder:
     # -- transport layer -----------------------------------------------------------
 
     def transport(self, proto: int, buf: bytes, off: int, end: int, wirelen: int, ts: float,
-                  src: bytes, dst: bytes) -> None:
-        """TCP, UDP, ICMP and ICMPv6 starting at ``off``; other protocols are ignored."""
+                  src: bytes, dst: bytes, wire_end: int) -> None:
+        """TCP, UDP, ICMP and ICMPv6 starting at ``off``; other protocols are ignored.
+
+        ``wire_end`` is where the IP packet ends by its own length, captured or not.
+        """
         if proto == 6:
             if off + 14 > end:
                 raise _TRUNCATED
-            sport, dport, offflags = _TCP(buf, off)
-            self.flows.tcp(ts, wirelen, src, dst, sport, dport, offflags & 0xFF)
+            sport, dport, seq, offflags = _TCP(buf, off)
+            self.flows.tcp(ts, wirelen, src, dst, sport, dport, offflags & 0xFF, seq,
+                           wire_end - off - ((offflags >> 12) << 2))
             if (sport == 53 or dport == 53) and off + 20 <= end:
                 payload = off + ((offflags >> 12) << 2)
                 if payload < off + 20:
                     raise _E_TCP_OFFSET
-                if payload < end:
-                    self._dns(parse_tcp_stream(buf, payload, end), ts, src, dst)
+                if payload < end or offflags & 0x07:
+                    messages = self.tcp_dns.segment(src, dst, sport, dport, seq,
+                                                    offflags & 0xFF, buf, payload, end)
+                    for message in messages:
+                        self._dns(parse_message(message, 0, len(message)), ts, src, dst)
         elif proto == 17:
             if off + 8 > end:
                 raise _TRUNCATED
@@ -374,6 +415,28 @@ class Decoder:
             if off + 2 > end:
                 raise _TRUNCATED
             self.maker.icmp(ts, src, dst, buf[off], buf[off + 1])
+            if proto == 58 and buf[off] in _NDP_OPS:
+                self._ndp(buf, off, end, ts, src, dst)
+
+    def _ndp(self, buf: bytes, off: int, end: int, ts: float, src: bytes, dst: bytes) -> None:
+        """Neighbour discovery: who claims to be a router, or to own an address."""
+        kind = buf[off]
+        op, opts = _NDP_OPS[kind]
+        target = b""
+        if kind in {135, 136, 137}:  # solicitations, advertisements, redirects name a target
+            if off + 24 > end:
+                raise _TRUNCATED
+            target = buf[off + 8 : off + 24]
+        mac = b""
+        p = off + opts
+        while p + 8 <= end:  # options: type, length in 8-byte units, value
+            otype, olen = buf[p], buf[p + 1]
+            if olen == 0:
+                raise _E_NDP_OPTION
+            if otype in {1, 2} and olen == 1:  # source / target link-layer address
+                mac = buf[p + 2 : p + 8]
+            p += olen * 8
+        self.maker.ndp(ts, src, dst, op, target, mac)
 
     def _dns(self, questions: list[tuple[str, str, bool, str]], ts: float, src: bytes,
              dst: bytes) -> None:

@@ -1,9 +1,11 @@
 """DNS messages from raw bytes: the question names and types, and the response code.
 
 Only what the events need is read: the 12-byte header and the question
-section. Names follow compression pointers, but a pointer must point strictly
-backwards (so a chain always ends) and a name may not exceed 255 bytes on the
-wire or 128 labels; anything else is :class:`Malformed`.
+section. Names follow compression pointers anywhere inside the message,
+forwards too (masscan's version.bind probe points forwards, and resolvers
+accept it), but at most :data:`MAX_POINTERS` of them per name, so a loop always
+ends; a name may not exceed 255 bytes on the wire or 128 labels; anything else
+is :class:`Malformed`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ _QTAIL = struct.Struct("!HH").unpack_from
 MAX_QUESTIONS = 8
 MAX_NAME = 255
 MAX_LABELS = 128
+#: Compression pointers followed for one name (a name has at most 127 labels, and a
+#: real message needs one pointer per name; more is a loop).
+MAX_POINTERS = 32
 
 QTYPES: dict[int, str] = {
     1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 13: "HINFO", 15: "MX", 16: "TXT",
@@ -46,7 +51,8 @@ class Malformed(ValueError):
 
 _E_NAME_PAST_END = Malformed("name runs past the message")
 _E_POINTER_CUT = Malformed("compression pointer cut short")
-_E_POINTER_FORWARD = Malformed("compression pointer does not point backwards")
+_E_POINTER_LOOP = Malformed("compression pointers loop")
+_E_POINTER_OUTSIDE = Malformed("compression pointer outside the message")
 _E_NAME_TOO_LONG = Malformed("name longer than 255 bytes")
 _E_LABEL_PAST_END = Malformed("label runs past the message")
 _E_SHORT_HEADER = Malformed("shorter than a DNS header")
@@ -72,7 +78,7 @@ def read_name(buf: bytes, off: int, start: int, end: int) -> tuple[str, int]:
     wire = 0
     after = -1
     pos = off
-    limit = end  # a pointer must land strictly before the previous hop
+    hops = 0
     while True:
         if pos >= end:
             raise _E_NAME_PAST_END
@@ -86,9 +92,11 @@ def read_name(buf: bytes, off: int, start: int, end: int) -> tuple[str, int]:
             target = start + (_U16(buf, pos)[0] & 0x3FFF)
             if after < 0:
                 after = pos + 2
-            if target >= limit or target >= pos:
-                raise _E_POINTER_FORWARD
-            limit = target
+            if target >= end:
+                raise _E_POINTER_OUTSIDE
+            hops += 1
+            if hops > MAX_POINTERS:
+                raise _E_POINTER_LOOP
             pos = target
             continue
         if n > 63:

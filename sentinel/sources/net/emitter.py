@@ -17,9 +17,13 @@ from typing import Any
 from sentinel.config import Config
 from sentinel.events import Event
 from sentinel.metrics import Metrics
+from sentinel.sources.net.scans import ScanTracker
+from sentinel.sources.net.stations import StationTable
 
 #: Addresses remembered before the cache is cleared (bounds memory on scans).
 CACHE_SIZE = 65536
+
+_PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
 
 #: (text, is one of host.addresses, is in home_nets)
 AddrInfo = tuple[str, bool, bool]
@@ -74,6 +78,10 @@ class EventMaker:
         self.iface = iface
         self._metrics = metrics
         self._counters: dict[str, Any] = {}
+        #: every source's connections, summed up as net.scan when a scan ends
+        self.scans = ScanTracker(self.scan)
+        #: MACs and addresses of the segment, from ARP: new stations and flip-flops
+        self.stations = StationTable(self.station)
 
     def _send(self, kind: str, ts: float, fields: dict[str, Any]) -> None:
         counter = self._counters.get(kind)
@@ -92,14 +100,31 @@ class EventMaker:
     # _conn_fields merged in: one of them goes out for about every seventh packet.
 
     def connection(self, ts: float, proto: str, src: bytes, sport: int, dst: bytes, dport: int,
-                   flags: str, iface: str) -> None:
-        """``net.connection``: a TCP SYN, or the first UDP packet of a flow."""
+                   flags: str, iface: str, probe: bool = False, midstream: bool = False) -> None:
+        """``net.connection``: a TCP SYN, a stealth-scan probe (``probe``), a TCP flow
+        picked up after its SYN (``midstream``), or the first UDP packet of a flow."""
+        if not midstream:
+            self.scans.connection(ts, src, dst, dport, probe)
         s_text, s_host, s_int = self.ends.info(src)
         d_text, d_host, d_int = self.ends.info(dst)
         self._send("net.connection", ts, {
             "proto": proto, "src_ip": s_text, "src_port": sport, "dst_ip": d_text,
             "dst_port": dport, "direction": direction(s_host, d_host), "src_internal": s_int,
-            "dst_internal": d_int, "iface": iface, "tcp_flags": flags,
+            "dst_internal": d_int, "iface": iface, "tcp_flags": flags, "probe": probe,
+            "midstream": midstream,
+        })
+
+    def established(self, ts: float, src: bytes, sport: int, dst: bytes, dport: int,
+                    flags: str, iface: str, midstream: bool) -> None:
+        """``net.established``: a TCP connection the other side accepted; ``src`` opened it."""
+        if not midstream:
+            self.scans.answered(src)
+        s_text, s_host, s_int = self.ends.info(src)
+        d_text, d_host, d_int = self.ends.info(dst)
+        self._send("net.established", ts, {
+            "proto": "tcp", "src_ip": s_text, "src_port": sport, "dst_ip": d_text,
+            "dst_port": dport, "direction": direction(s_host, d_host), "src_internal": s_int,
+            "dst_internal": d_int, "iface": iface, "tcp_flags": flags, "midstream": midstream,
         })
 
     def synack(self, ts: float, src: bytes, sport: int, dst: bytes, dport: int, flags: str,
@@ -115,9 +140,10 @@ class EventMaker:
 
     def flow(self, ts: float, proto: str, src: bytes, sport: int, dst: bytes, dport: int,
              bytes_out: int, bytes_in: int, delta_out: int, delta_in: int, packets: int,
-             duration: float, final: bool, iface: str) -> None:
+             duration: float, final: bool, iface: str, established: bool = False) -> None:
         """``net.flow``: totals of a flow so far (``final`` once it has ended), and the
-        bytes each way since its previous report (so that sums over reports are exact)."""
+        bytes each way since its previous report (so that sums over reports are exact);
+        ``established``: the other side accepted (TCP) or answered (UDP)."""
         s_text, s_host, s_int = self.ends.info(src)
         d_text, d_host, d_int = self.ends.info(dst)
         self._send("net.flow", ts, {
@@ -126,6 +152,7 @@ class EventMaker:
             "dst_internal": d_int, "bytes_out": bytes_out, "bytes_in": bytes_in,
             "bytes_out_delta": delta_out, "bytes_in_delta": delta_in, "packets": packets,
             "duration": round(max(duration, 0.0), 6), "final": final, "iface": iface,
+            "established": established,
         })
 
     def dns(self, ts: float, src: bytes, dst: bytes, qname: str, qtype: str, is_response: bool,
@@ -142,8 +169,49 @@ class EventMaker:
             **self._pair(src, dst), "type": icmp_type, "code": code, "iface": self.iface,
         })
 
+    def scan(self, ts: float, src: bytes, dst: bytes | None, ports: int, hosts: int,
+             hosts_capped: bool, connections: int, probes: int, answered: int,
+             duration: float) -> None:
+        """``net.scan``: the totals of a source's scan, once it has gone quiet."""
+        s_text, _, s_int = self.ends.info(src)
+        self._send("net.scan", ts, {
+            "src_ip": s_text, "src_internal": s_int,
+            "dst_ip": self.ends.info(dst)[0] if dst is not None else None,
+            "ports": ports, "hosts": hosts, "hosts_capped": hosts_capped,
+            "connections": connections, "probes": probes, "answered": answered,
+            "duration": round(duration, 6), "iface": self.iface,
+        })
+
+    def station(self, ts: float, addr: bytes, mac: bytes, previous: bytes, change: str) -> None:
+        """``net.station``: a new MAC on the segment, or an address flip-flopping."""
+        self._send("net.station", ts, {
+            "change": change, "sender_ip": socket.inet_ntop(socket.AF_INET, addr),
+            "sender_mac": mac.hex(":"),
+            "previous_mac": previous.hex(":") if previous else None, "iface": self.iface,
+        })
+
+    def ndp(self, ts: float, src: bytes, dst: bytes, op: str, target: bytes,
+            mac: bytes) -> None:
+        """``net.ndp``: an IPv6 neighbour-discovery message; ``mac`` is the link-layer
+        address it claims (source option of a router advert, target option of a neighbour
+        advert), empty when it carries none; ``target_ip`` None for router messages."""
+        self._send("net.ndp", ts, {
+            **self._pair(src, dst), "op": op,
+            "target_ip": self.ends.info(target)[0] if len(target) == 16 else None,
+            "mac": mac.hex(":"), "iface": self.iface,
+        })
+
+    def fragment(self, ts: float, src: bytes, dst: bytes, proto: int, anomaly: str,
+                 version: int) -> None:
+        """``net.fragment``: an IP fragment that is an evasion signal (tiny or overlapping)."""
+        self._send("net.fragment", ts, {
+            **self._pair(src, dst), "proto": _PROTO_NAMES.get(proto) or str(proto),
+            "anomaly": anomaly, "ip_version": version, "iface": self.iface,
+        })
+
     def arp(self, ts: float, op: str, sha: bytes, spa: bytes, tha: bytes, tpa: bytes) -> None:
         """``net.arp``: one ARP request or reply (Ethernet/IPv4)."""
+        self.stations.arp(ts, sha, spa)
         self._send("net.arp", ts, {
             "op": op, "sender_ip": socket.inet_ntop(socket.AF_INET, spa),
             "sender_mac": sha.hex(":"), "target_ip": socket.inet_ntop(socket.AF_INET, tpa),

@@ -10,7 +10,22 @@ always at its front: expiry pops from the front only, and the cap evicts the
 least recently active flow. A TCP flow ends at a RST or once both sides have
 sent FIN; it then stays in the table, silent, until idle, so that the last ACKs
 and retransmissions do not start a phantom flow. A new SYN on an ended flow
-(port reuse) starts a fresh one.
+(port reuse) starts a fresh one, but not a retransmission of the flow's own SYN
+(same sender, same sequence number): a connect scan that re-sends its SYN after
+a RST is still one connection attempt.
+
+How a TCP flow is announced (``net.connection``, once per flow):
+
+* a SYN: an ordinary opening (``probe`` and ``midstream`` false);
+* a first segment with neither SYN nor RST nor data, from the side that looks
+  like the client: a stealth-scan probe (FIN, NULL, Xmas, ACK, Maimon, window
+  scans), ``probe`` true, ``tcp_flags`` the probe's flags;
+* a SYN-ACK or data on a flow whose SYN was not seen (the capture started
+  mid-way): ``midstream`` true, so the connection is not lost.
+
+``net.established`` follows once the connection is known to be up: a SYN-ACK
+from the side that received the SYN, or data on a flow picked up mid-way.
+Every ``net.flow`` report says whether that happened (``established``).
 """
 
 from __future__ import annotations
@@ -27,6 +42,9 @@ FLAG_TEXT: list[str] = ["".join(c for i, c in enumerate("FSRPAUEC") if b >> i & 
                         for b in range(256)]
 
 _SYN_SEEN, _SYNACK_SEEN, _FIN_SRC, _FIN_DST, _ENDED = 1, 2, 4, 8, 16
+# _ANNOUNCED: net.connection sent; _ESTABLISHED: net.established sent; _PROBE: announced
+# as a probe; _SETTLED: nothing left to announce, so the fast path may take its segments
+_ANNOUNCED, _ESTABLISHED, _PROBE, _SETTLED = 32, 64, 128, 256
 
 FlowKey = tuple[bytes, bytes, int, int, int]
 _PORTS = struct.Struct("!HH").pack
@@ -35,9 +53,9 @@ _PORTS = struct.Struct("!HH").pack
 class Flow:
     """One conversation. ``a`` is the canonical first endpoint of the key."""
 
-    __slots__ = ("bytes_in", "bytes_out", "dport", "dst", "first", "iface", "last", "packets",
-                 "proto", "reported", "reported_in", "reported_out", "sport", "src", "src_is_a",
-                 "state")
+    __slots__ = ("bytes_in", "bytes_out", "dport", "dst", "first", "iface", "isn", "last",
+                 "packets", "proto", "reported", "reported_in", "reported_out", "sport", "src",
+                 "src_is_a", "state")
 
     def __init__(self, proto: int, src: bytes, sport: int, dst: bytes, dport: int,
                  src_is_a: bool, ts: float, iface: str) -> None:
@@ -58,10 +76,12 @@ class Flow:
         self.packets = 0
         self.state = 0
         self.iface = iface
+        self.isn = -1  # the sequence number of src's SYN, to know its retransmissions
 
 
 class FlowTable:
-    """Tracks flows and emits ``net.connection``, ``net.tcp_synack`` and ``net.flow``."""
+    """Tracks flows and emits ``net.connection``, ``net.tcp_synack``, ``net.established``
+    and ``net.flow``."""
 
     def __init__(self, maker: EventMaker, metrics: Metrics, *, timeout: float, interval: float,
                  max_flows: int) -> None:
@@ -130,7 +150,7 @@ class FlowTable:
         needs neither the addresses apart nor the flow's key built.
         """
         hit = self._tcp_wire.get(wire)
-        if hit is None or flags & 0x07:
+        if hit is None or flags & 0x07 or not hit[0].state & _SETTLED:
             return False
         if ts > self.now:
             if ts >= self._next_expiry:
@@ -149,8 +169,8 @@ class FlowTable:
         return True
 
     def tcp(self, ts: float, wirelen: int, src: bytes, dst: bytes, sport: int, dport: int,
-            flags: int) -> None:
-        """Account one TCP segment."""
+            flags: int, seq: int = -1, payload: int = 0) -> None:
+        """Account one TCP segment (``seq`` its sequence number, ``payload`` its data bytes)."""
         # _lookup, inlined: this runs for every TCP segment
         if ts > self.now:
             self.now = ts
@@ -165,55 +185,96 @@ class FlowTable:
         flows = self.flows
         flow = flows.get(key)
         if flow is None or flags & 0x02:  # new, or a SYN (which may start a new one)
-            flow = self._tcp_open(flow, key, from_a, src, dst, sport, dport, flags, ts)
+            flow = self._tcp_open(flow, key, from_a, src, dst, sport, dport, flags, seq,
+                                  payload, ts)
         else:
             flows.move_to_end(key)
         flow.last = ts
         flow.packets += 1
-        if from_a == flow.src_is_a:
+        from_src = from_a == flow.src_is_a
+        if from_src:
             flow.bytes_out += wirelen
         else:
             flow.bytes_in += wirelen
         if flags & 0x07:  # SYN, FIN or RST
-            self._tcp_control(flow, flags, from_a == flow.src_is_a, ts)
+            self._tcp_control(flow, flags, from_src, ts)
+        if payload > 0 and not flow.state & _SETTLED:
+            self._midstream(flow, flags, ts)
         if ts - flow.reported >= self.interval and not flow.state & _ENDED:
             self._report(flow, ts, final=False)
 
     def _tcp_open(self, flow: Flow | None, key: FlowKey, from_a: bool, src: bytes, dst: bytes,
-                  sport: int, dport: int, flags: int, ts: float) -> Flow:
+                  sport: int, dport: int, flags: int, seq: int, payload: int,
+                  ts: float) -> Flow:
         """The flow a segment belongs to when it is new or carries SYN."""
         syn_only = flags & (SYN | ACK) == SYN
-        if flow is not None and syn_only and (
-            flow.state & _ENDED or (not flow.state & _SYN_SEEN and from_a != flow.src_is_a)
-        ):
-            # port reuse, or a flow picked up mid-stream whose sides were guessed wrong
-            del self.flows[key]
-            self._forget(key)
-            if not flow.state & _ENDED:
-                self._report(flow, ts, final=True)
-            self._evicted["end"].inc()
-            flow = None
+        if flow is not None and syn_only:
+            if (flow.state & _ENDED and seq == flow.isn and seq >= 0
+                    and from_a == flow.src_is_a):
+                # the same SYN again after a RST: a retransmission, not a new connection
+                self.flows.move_to_end(key)
+                return flow
+            if flow.state & _ENDED or (not flow.state & _SYN_SEEN
+                                       and from_a != flow.src_is_a):
+                # port reuse, or a flow picked up mid-stream whose sides were guessed wrong
+                del self.flows[key]
+                self._forget(key)
+                if not flow.state & _ENDED:
+                    self._report(flow, ts, final=True)
+                self._evicted["end"].inc()
+                flow = None
         if flow is not None:
             self.flows.move_to_end(key)
             return flow
-        if syn_only or (flags & (SYN | ACK) != SYN | ACK and sport > dport):
+        # who started it: a SYN's sender; a SYN-ACK's receiver; a segment without ACK
+        # (FIN, NULL, Xmas probes: never part of a connection) its sender; otherwise
+        # the side on the higher port, the ephemeral one
+        if syn_only or (not flags & (SYN | ACK | RST)) or (
+                flags & (SYN | ACK) != SYN | ACK and sport > dport):
             flow = Flow(6, src, sport, dst, dport, from_a, ts, self.maker.iface)
+            if syn_only:
+                flow.isn = seq
+            elif not flags & (RST | SYN) and payload <= 0:
+                # a bare segment that opens nothing from the client's side: a probe
+                flow.state = _ANNOUNCED | _PROBE
+                self.maker.connection(ts, "tcp", src, sport, dst, dport, FLAG_TEXT[flags],
+                                      flow.iface, probe=True)
         else:  # a SYN-ACK, or mid-stream with the sender on the lower port
             flow = Flow(6, dst, dport, src, sport, not from_a, ts, self.maker.iface)
         self._add(key, flow)
         return flow
 
+    def _midstream(self, flow: Flow, flags: int, ts: float) -> None:
+        """Data on a flow not yet known to be up: announce what was missed."""
+        state = flow.state
+        if not state & _ANNOUNCED or state & _PROBE:
+            # (a "probe" that carries data after all was a connection picked up at an ACK)
+            self.maker.connection(ts, "tcp", flow.src, flow.sport, flow.dst, flow.dport,
+                                  FLAG_TEXT[flags], flow.iface, midstream=True)
+        if not state & _ESTABLISHED:
+            self.maker.established(ts, flow.src, flow.sport, flow.dst, flow.dport,
+                                   FLAG_TEXT[flags], flow.iface, midstream=not state & _SYN_SEEN)
+        flow.state = (state | _ANNOUNCED | _ESTABLISHED | _SETTLED) & ~_PROBE
+
     def _tcp_control(self, flow: Flow, flags: int, from_src: bool, ts: float) -> None:
         state = flow.state
         if flags & (SYN | ACK) == SYN:
             if not state & _SYN_SEEN:
-                flow.state = state | _SYN_SEEN
-                self.maker.connection(ts, "tcp", flow.src, flow.sport, flow.dst, flow.dport,
-                                      FLAG_TEXT[flags], flow.iface)
+                flow.state = state | _SYN_SEEN | _ANNOUNCED | _SETTLED
+                if not state & _ANNOUNCED or state & _PROBE:  # a SYN after a probe counts
+                    self.maker.connection(ts, "tcp", flow.src, flow.sport, flow.dst,
+                                          flow.dport, FLAG_TEXT[flags], flow.iface)
         elif flags & SYN and not state & _SYNACK_SEEN and not from_src:
-            flow.state = state | _SYNACK_SEEN
+            if not state & _ANNOUNCED:  # the SYN was not seen
+                self.maker.connection(ts, "tcp", flow.src, flow.sport, flow.dst, flow.dport,
+                                      FLAG_TEXT[flags], flow.iface, midstream=True)
             self.maker.synack(ts, flow.dst, flow.dport, flow.src, flow.sport,
                               FLAG_TEXT[flags], flow.iface)
+            if not state & _ESTABLISHED:
+                self.maker.established(ts, flow.src, flow.sport, flow.dst, flow.dport,
+                                       FLAG_TEXT[flags], flow.iface,
+                                       midstream=not state & _SYN_SEEN)
+            flow.state = state | _SYNACK_SEEN | _ANNOUNCED | _ESTABLISHED | _SETTLED
         if state & _ENDED:
             return
         if flags & RST:
@@ -233,6 +294,7 @@ class FlowTable:
             flow = Flow(17, src, sport, dst, dport, from_a, ts, self.maker.iface)
             self._add(key, flow)
             self.maker.connection(ts, "udp", src, sport, dst, dport, "", flow.iface)
+            flow.state = _ANNOUNCED
         flow.last = ts
         flow.packets += 1
         if from_a == flow.src_is_a:
@@ -248,9 +310,13 @@ class FlowTable:
         flow.reported = ts
         delta_out, delta_in = flow.bytes_out - flow.reported_out, flow.bytes_in - flow.reported_in
         flow.reported_out, flow.reported_in = flow.bytes_out, flow.bytes_in
-        self.maker.flow(ts, "tcp" if flow.proto == 6 else "udp", flow.src, flow.sport, flow.dst,
-                        flow.dport, flow.bytes_out, flow.bytes_in, delta_out, delta_in,
-                        flow.packets, flow.last - flow.first, final, flow.iface)
+        if flow.proto == 6:
+            proto, established = "tcp", bool(flow.state & _ESTABLISHED)
+        else:  # a UDP flow is answered once the other side sent anything
+            proto, established = "udp", flow.bytes_in > 0
+        self.maker.flow(ts, proto, flow.src, flow.sport, flow.dst, flow.dport, flow.bytes_out,
+                        flow.bytes_in, delta_out, delta_in, flow.packets,
+                        flow.last - flow.first, final, flow.iface, established)
 
     def expire(self, now: float) -> None:
         """End every flow idle for ``timeout`` by ``now``; its report is timed at its expiry."""
@@ -272,12 +338,14 @@ class FlowTable:
         else:
             self._next_expiry = float("inf")
         self._metrics.flows_active.set(len(flows))
+        self.maker.scans.expire(now)
 
     def flush(self, now: float) -> None:
-        """End every open flow (end of a capture file), reporting at ``now``."""
+        """End every open flow (end of a capture file), reporting at ``now``; sum up scans."""
         for flow in self.flows.values():
             if not flow.state & _ENDED:
                 self._report(flow, now, final=True)
+        self.maker.scans.flush(now)
         self.flows.clear()
         self._tcp_wire.clear()
         self._next_expiry = float("inf")

@@ -32,15 +32,22 @@ def wait_for(cond: Callable[[], Any], timeout: float = WAIT, what: str = "condit
 
 
 class Collector:
-    """The ``emit`` callable: records every event, thread-safe."""
+    """The ``emit`` callable: records every event, thread-safe.
+
+    It stands for the daemon's engine and journal: each event is acknowledged
+    as journaled once recorded (``journaled`` False: refused, as by a full disk).
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.events: list[Event] = []
+        self.journaled = True
 
     def __call__(self, event: Event) -> None:
         with self._lock:
             self.events.append(event)
+        if event.ack is not None:
+            event.ack(self.journaled)
 
     def snapshot(self) -> list[Event]:
         with self._lock:

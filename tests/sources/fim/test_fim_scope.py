@@ -26,12 +26,15 @@ def test_entries_recursion_and_excludes(tmp_path: Path) -> None:
                    FimPath(e / "cron.d", False, ("persist",))],
                   exclude=("*~", "*.swp"), skip=(e / "tally" / "sub",))
     walked = {os.path.relpath(p, e) for p, _ in scope.walk()}
-    assert walked == {"tally", "tally/app.conf", "tally/link-out", "passwd", "cron.d",
-                      "cron.d/job"}  # not hostname, excluded names, skipped dir, link target
+    # not hostname, excluded plain files, skipped dir, link target; an excluded
+    # directory is walked (only what cannot run is hidden in it)
+    assert walked == {"tally", "tally/app.conf", "tally/link-out", "tally/cache.swp", "passwd",
+                      "cron.d", "cron.d/job"}
     assert scope.tags(str(e / "tally" / "app.conf")) == ("cfg",)
     assert scope.tags(str(e / "passwd")) == ("acct",)
     assert scope.entry_for(str(e / "hostname")) is None  # a sibling in a parent watch
-    assert scope.entry_for(str(e / "tally" / "cache.swp" / "blob")) is None
+    blob = e / "tally" / "cache.swp" / "blob"
+    assert scope.hides(str(blob), blob.lstat().st_mode)
     assert scope.entry_for(str(e / "tally" / "sub" / "deep.conf")) is None
     assert scope.entry_for(str(e / "cron.d" / "x" / "y")) is None  # not recursive
     assert scope.wants_watch(str(e / "cron.d")) and not scope.wants_watch(str(e / "other"))

@@ -70,8 +70,20 @@ CASES: list[tuple[str, Packet, int]] = [
      / QUERY, KEEP),
     ("IPv6 first fragment of UDP 53",
      V6 / IPv6ExtHdrFragment(offset=0, m=1, id=7) / UDP(sport=4000, dport=53) / QUERY, KEEP),
+    # fragments are kept whole, whatever they carry: reassembly needs all their bytes
     ("IPv6 later fragment", V6 / IPv6ExtHdrFragment(offset=100, m=0, id=7, nh=17)
-     / (b"\x00\x35\x00\x35" + b"x" * 300), CUT),
+     / (b"\x00\x35\x00\x35" + b"x" * 300), KEEP),
+    ("IPv6 first fragment of UDP elsewhere",
+     V6 / IPv6ExtHdrFragment(offset=0, m=1, id=8) / UDP(sport=4000, dport=9) / (b"x" * 300),
+     KEEP),
+    ("IPv6 atomic fragment of UDP elsewhere",  # offset 0, no more: no reassembly, cut
+     V6 / IPv6ExtHdrFragment(offset=0, m=0, id=9) / UDP(sport=4000, dport=9) / (b"x" * 300),
+     CUT),
+    ("IPv4 first fragment of UDP elsewhere",
+     IP(src="10.20.0.50", dst="10.20.0.2", flags="MF") / UDP(sport=4000, dport=9)
+     / (b"x" * 300), KEEP),
+    ("IPv4 later fragment", IP(src="10.20.0.50", dst="10.20.0.2", frag=100, proto=17)
+     / (b"x" * 300), KEEP),
     ("IPv6 hop-by-hop then UDP elsewhere",
      V6 / IPv6ExtHdrHopByHop() / UDP(sport=4000, dport=123) / (b"x" * 300), CUT),
     ("IPv6 four extension headers then UDP 53",

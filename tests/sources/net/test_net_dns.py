@@ -39,13 +39,20 @@ def test_compression_pointer_in_a_second_question() -> None:
         ("www.kpu.go.id", "A"), ("api.kpu.go.id", "AAAA")]
 
 
-def test_pointer_to_itself_or_forward_is_malformed() -> None:
+def test_pointer_to_itself_or_outside_the_message_is_malformed() -> None:
     loop = header() + struct.pack("!H", 0xC000 | 12) + struct.pack("!HH", 1, 1)
     with pytest.raises(Malformed):
         parse_message(loop, 0, len(loop))
-    forward = header() + struct.pack("!H", 0xC000 | 20) + b"\0" * 10
+    outside = header() + struct.pack("!H", 0xC000 | 200) + struct.pack("!HH", 1, 1)
     with pytest.raises(Malformed):
-        parse_message(forward, 0, len(forward))
+        parse_message(outside, 0, len(outside))
+
+
+def test_forward_compression_pointer_is_decoded() -> None:
+    """#17.8: a question whose name points forwards (masscan's version.bind probe)."""
+    msg = (header(flags=0) + struct.pack("!H", 0xC000 | 18) + struct.pack("!HH", 16, 3)
+           + name(b"version", b"bind"))
+    assert parse_message(msg, 0, len(msg)) == [("version.bind", "TXT", False, "NOERROR")]
 
 
 def test_pointer_chain_that_goes_backwards_then_loops_is_malformed() -> None:

@@ -86,11 +86,12 @@ def test_table_cap_evicts_the_least_recently_active_flow(tmp_path: Path) -> None
 
 
 def test_syn_retransmission_is_one_connection_and_port_reuse_is_two(tmp_path: Path) -> None:
-    syn = IP(src=B, dst=A) / TCP(sport=40000, dport=22, flags="S")
+    syn = IP(src=B, dst=A) / TCP(sport=40000, dport=22, flags="S", seq=1000)
     events, m = run(tmp_path, [
         (0, syn), (1, syn),  # retransmitted
         (2, IP(src=A, dst=B) / TCP(sport=22, dport=40000, flags="RA")),
-        (3, syn),  # same ports again: a new connection
+        # same ports again with a new sequence number: a new connection
+        (3, IP(src=B, dst=A) / TCP(sport=40000, dport=22, flags="S", seq=90000)),
     ])
     assert [(k, t) for k, t in kinds(events) if k == "net.connection"] == [
         ("net.connection", at(0)), ("net.connection", at(3))]
@@ -104,8 +105,12 @@ def test_midstream_tcp_takes_the_higher_port_as_the_initiator(tmp_path: Path) ->
         (0, IP(src=A, dst=B) / TCP(sport=5432, dport=40000, flags="PA") / Raw(b"r" * 50)),
         (1, IP(src=B, dst=A) / TCP(sport=40000, dport=5432, flags="A")),
     ])
-    assert [e["kind"] for e in events] == ["net.flow"]  # no SYN seen: no net.connection
-    f = events[0]
+    # no SYN seen, but data: still a connection, marked as picked up mid-stream
+    assert [e["kind"] for e in events] == ["net.connection", "net.established", "net.flow"]
+    conn = events[0]
+    assert (conn["src_ip"], conn["dst_port"], conn["midstream"], conn["probe"]) == (
+        B, 5432, True, False)
+    f = events[2]
     assert (f["src_ip"], f["src_port"], f["dst_ip"], f["dst_port"]) == (B, 40000, A, 5432)
     assert f["bytes_in"] == 14 + 20 + 20 + 50 and f["bytes_out"] == 14 + 20 + 20
 

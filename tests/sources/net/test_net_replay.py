@@ -81,7 +81,7 @@ def conversation(with_arp: bool) -> list[Packet]:
     r = DNS(id=1, qr=1, rcode=3, qd=DNSQR(qname="WWW.Kpu.GO.id", qtype="AAAA"))
     tcp_q = bytes(DNS(id=2, rd=1, qd=DNSQR(qname="tcp.kpu.go.id", qtype="TXT")))
     big = IP(src=DB, dst=CENTRAL, id=99) / UDP(sport=7000, dport=7001) / Raw(b"f" * 1200)
-    frag1, frag2 = fragment(big, fragsize=600)[:2]
+    frag1, frag2 = fragment(big, fragsize=608)  # 1,208 bytes of UDP: 608 + 600
     pkts: list[Packet] = [
         c2s / TCP(sport=40000, dport=5432, flags="S", seq=1),
         s2c / TCP(sport=5432, dport=40000, flags="SA", seq=9, ack=2),
@@ -91,7 +91,7 @@ def conversation(with_arp: bool) -> list[Packet]:
         IP(src=DB, dst=DNS_SRV) / UDP(sport=3333, dport=53) / q,
         IP(src=DNS_SRV, dst=DB) / UDP(sport=53, dport=3333) / r,
         IP(src=DB, dst=DNS_SRV) / TCP(sport=41000, dport=53, flags="S"),
-        IP(src=DB, dst=DNS_SRV) / TCP(sport=41000, dport=53, flags="PA")
+        IP(src=DB, dst=DNS_SRV) / TCP(sport=41000, dport=53, flags="PA", seq=1)
         / Raw(struct.pack("!H", len(tcp_q)) + tcp_q),
         IP(src=DB, dst=CENTRAL) / ICMP(type=8, code=0, id=1, seq=1),
         IPv6(src=HOST6, dst=OUT6) / IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt()
@@ -108,6 +108,10 @@ def conversation(with_arp: bool) -> list[Packet]:
 
 
 def ev(kind: str, i: int, **fields: Any) -> dict[str, Any]:
+    if kind == "net.connection":
+        fields = {"probe": False, "midstream": False, **fields}
+    elif kind == "net.flow":
+        fields = {"established": False, **fields}
     return {"kind": kind, "time": format_time(T0 + i), "host": "tally-01", "source": "network",
             **fields}
 
@@ -128,8 +132,11 @@ def expected(sizes: list[int], with_arp: bool) -> list[dict[str, Any]]:
         ev("net.tcp_synack", 1, src_ip=DB, src_port=5432, dst_ip=APP, dst_port=40000,
            direction="outbound", src_internal=True, dst_internal=True, iface="pcap",
            tcp_flags="SA"),
+        ev("net.established", 1, proto="tcp", src_ip=APP, src_port=40000, dst_ip=DB,
+           dst_port=5432, direction="inbound", src_internal=True, dst_internal=True,
+           iface="pcap", tcp_flags="SA", midstream=False),
         ev("net.flow", 4, proto="tcp", src_ip=APP, src_port=40000, dst_ip=DB, dst_port=5432,
-           direction="inbound", src_internal=True, dst_internal=True,
+           direction="inbound", src_internal=True, dst_internal=True, established=True,
            bytes_out=sizes[0] + sizes[2] + sizes[3], bytes_in=sizes[1] + sizes[4],
            bytes_out_delta=sizes[0] + sizes[2] + sizes[3], bytes_in_delta=sizes[1] + sizes[4],
            packets=5, duration=4.0, final=True, iface="pcap"),
@@ -152,7 +159,8 @@ def expected(sizes: list[int], with_arp: bool) -> list[dict[str, Any]]:
            iface="pcap", tcp_flags="S"),
         ev("net.icmp", 11, **ends(PEER6, HOST6, "inbound", True, True), type=128, code=0,
            iface="pcap"),
-        ev("net.connection", 12, proto="udp", src_ip=DB, src_port=7000, dst_ip=CENTRAL,
+        # the datagram, reassembled once its second fragment is in
+        ev("net.connection", 13, proto="udp", src_ip=DB, src_port=7000, dst_ip=CENTRAL,
            dst_port=7001, direction="outbound", src_internal=True, dst_internal=False,
            iface="pcap", tcp_flags=""),
         ev("net.connection", 14, proto="udp", src_ip="10.20.0.99", src_port=5000, dst_ip=DB,
@@ -167,7 +175,6 @@ def expected(sizes: list[int], with_arp: bool) -> list[dict[str, Any]]:
         (DB, 3333, DNS_SRV, 53, "udp", "outbound", True, [5], [6]),
         (DB, 41000, DNS_SRV, 53, "tcp", "outbound", True, [7, 8], []),
         (HOST6, 50000, OUT6, 443, "tcp", "outbound", False, [10], []),
-        (DB, 7000, CENTRAL, 7001, "udp", "outbound", False, [12], []),
         ("10.20.0.99", 5000, DB, 6000, "udp", "inbound", True, [14], []),
     ):
         first, final = min(idx + bin_idx), max(idx + bin_idx)
@@ -178,7 +185,14 @@ def expected(sizes: list[int], with_arp: bool) -> list[dict[str, Any]]:
                       # one report per flow here: what is new is everything
                       bytes_out_delta=sum(sizes[i] for i in idx),
                       bytes_in_delta=sum(sizes[i] for i in bin_idx), packets=len(idx + bin_idx),
-                      duration=float(final - first), final=True, iface="pcap"))
+                      duration=float(final - first), final=True, iface="pcap",
+                      established=bool(bin_idx)))
+    # both fragments' frames count, as one packet of the flow
+    out.append(ev("net.flow", last, proto="udp", src_ip=DB, src_port=7000, dst_ip=CENTRAL,
+                  dst_port=7001, direction="outbound", src_internal=True, dst_internal=False,
+                  bytes_out=sizes[12] + sizes[13], bytes_in=0,
+                  bytes_out_delta=sizes[12] + sizes[13], bytes_in_delta=0, packets=1,
+                  duration=0.0, final=True, iface="pcap"))
     return out
 
 
@@ -205,7 +219,8 @@ def test_every_kind_and_field_in_each_link_type(link: str, tmp_path: Path) -> No
     assert _canon(events) == _canon(expected([len(f) for f in frames], with_arp))
     reg = metrics.registry
     assert reg.get_sample_value("sentinel_decode_errors_total") == 0
-    assert reg.get_sample_value("sentinel_ip_fragments_total") == 1  # the second fragment
+    assert reg.get_sample_value("sentinel_ip_fragments_total") == 2
+    assert reg.get_sample_value("sentinel_ip_reassembly_total", {"result": "reassembled"}) == 1
     assert reg.get_sample_value("sentinel_packets_total", {"iface": "pcap"}) == len(frames)
     assert stats.packets == len(frames) and stats.unsupported == {}
     assert reg.get_sample_value("sentinel_events_total",

@@ -84,8 +84,9 @@ def test_replay_events_prints_the_events_as_json_lines(tmp_path: Path) -> None:
     done = sentinel("-c", str(cfg), "--events", str(pcap))
     assert done.returncode == 0, done.stderr
     kinds = [json.loads(line)["kind"] for line in done.stdout.splitlines()]
-    assert sorted(kinds) == sorted(["net.connection", "net.tcp_synack", "net.connection",
-                                    "net.tcp_synack", "net.arp", "net.flow", "net.flow"])
+    assert sorted(kinds) == sorted(["net.connection", "net.tcp_synack", "net.established",
+                                    "net.connection", "net.tcp_synack", "net.established",
+                                    "net.arp", "net.flow", "net.flow"])
 
 
 def test_replay_with_a_bad_config_exits_2_with_the_position(tmp_path: Path) -> None:
@@ -131,4 +132,4 @@ def test_without_c_and_without_the_default_config_replay_runs_with_an_empty_conf
     assert main(["replay", "--events", str(pcap)]) == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert {e["direction"] for e in events if "direction" in e} == {"transit"}  # no host known
-    assert len(events) == 7
+    assert len(events) == 9  # two connections: SYN, SYN-ACK, established each; ARP; flows

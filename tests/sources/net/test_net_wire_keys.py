@@ -112,4 +112,5 @@ def test_data_segments_of_a_known_flow_take_the_shortcut() -> None:
     assert (flow.packets, flow.bytes_out) == (3, len(frames[0]) + len(data))
     dec.flows.flush(4.0)
     assert not dec.flows.tcp_known(5.0, len(data), wire, 0x18)  # flushed: the long way
-    assert [e.kind for e in out] == ["net.connection", "net.tcp_synack", "net.flow"]
+    assert [e.kind for e in out] == ["net.connection", "net.tcp_synack", "net.established",
+                                     "net.flow"]

@@ -1,0 +1,66 @@
+"""Stations on the segment, learned from ARP the way arpwatch does.
+
+Every ARP message names its sender's address and MAC. The first
+:data:`LEARN` seconds of a capture (packet time) learn the segment silently;
+after that, a MAC never seen before is a ``new`` station, and an address that
+goes back to the MAC it had before its last change (A, then B, then A again) is
+a ``flip_flop``: two machines answering for one address, the mark of ARP
+poisoning in progress or of a duplicate address. A plain change of MAC is left
+to the ``change`` rule on ``net.arp`` (arp-address-changed-mac).
+
+Memory is bounded: :data:`MAX_STATIONS` MACs and as many addresses are
+remembered; past that the least recently seen is forgotten.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+
+#: Seconds of packet time spent learning the segment before anything is new.
+LEARN = 300.0
+MAX_STATIONS = 65536
+_UNSET = b"\0\0\0\0"
+
+#: (ts, address, mac, previous mac or b"", change)
+Report = Callable[[float, bytes, bytes, bytes, str], None]
+
+
+class StationTable:
+    """MACs seen, and each address's last two MACs; ``report`` gets new stations and
+    flip-flops."""
+
+    def __init__(self, report: Report, learn: float = LEARN) -> None:
+        self.report = report
+        self.learn = learn
+        self.start: float | None = None
+        self.macs: OrderedDict[bytes, float] = OrderedDict()
+        # address -> (its MAC now, the MAC before its last change)
+        self.addrs: OrderedDict[bytes, tuple[bytes, bytes]] = OrderedDict()
+
+    def arp(self, ts: float, mac: bytes, addr: bytes) -> None:
+        if self.start is None:
+            self.start = ts
+        learning = ts - self.start < self.learn
+        if mac not in self.macs:
+            if len(self.macs) >= MAX_STATIONS:
+                self.macs.popitem(last=False)
+            if not learning:
+                self.report(ts, addr, mac, b"", "new")
+        self.macs[mac] = ts
+        self.macs.move_to_end(mac)
+        if addr == _UNSET:  # an ARP probe: no address claimed yet
+            return
+        seen = self.addrs.get(addr)
+        if seen is None:
+            if len(self.addrs) >= MAX_STATIONS:
+                self.addrs.popitem(last=False)
+            self.addrs[addr] = (mac, b"")
+            return
+        self.addrs.move_to_end(addr)
+        now, before = seen
+        if mac == now:
+            return
+        self.addrs[addr] = (mac, now)
+        if mac == before and not learning:
+            self.report(ts, addr, mac, now, "flip_flop")
