@@ -380,3 +380,28 @@ def test_file_groups_tell_byte_names_apart_and_show_bidi_escaped() -> None:
     assert len(groups(es)) == 3
     page = section(es, "en", UTC, str, lambda e: False)
     assert "\u202e" not in page and "invoice\\u202efdp.exe" in page
+
+
+def test_journaled_alerts_with_an_incident_key_form_one_group(
+        site: Callable[..., Config]) -> None:
+    """Alerts of several rules about one scanner share the rule's incident key: one group,
+    whatever their events' own addresses."""
+    config = site()
+    net = {"kind": "net.connection", "src_ip": "10.20.5.7", "dst_ip": "10.20.0.10"}
+    probe = {"kind": "net.icmp", "src_ip": "10.20.5.7", "dst_ip": "10.20.0.11", "type": 8,
+             "code": 0}
+    key = {"incident": "scan:10.20.5.7"}
+    sent = [Alert("port-scan", "Scan", "medium", T0, "tally-01", "network", (), net,
+                  extra=dict(key)),
+            Alert("ping-sweep", "Sweep", "high", T0 + 60, "tally-01", "network", (), probe,
+                  extra=dict(key)),
+            Alert("db-access", "DB", "low", T0 + 30, "tally-01", "network", (), net)]
+    _journal(config, sent)
+    page = render(gather(config, None, None, T0 + 600), "id")
+    section = page[page.index('<table id="incidents">'):]
+    rows = re.findall(r'<tr id="incident-\d+">(.*?)</tr>', section[:section.index("</table>")])
+    assert len(rows) == 2
+    scan = next(r for r in rows if "scan:10.20.5.7" in r)
+    assert scan.startswith("<td>insiden<br>")
+    assert '<td class="num">2</td>' in scan and ">tinggi<" in scan
+    assert "ping-sweep" in scan and "port-scan" in scan and "db-access" not in scan
