@@ -20,12 +20,38 @@ from sentinel.attest.keys import AttestKeyError, load_private_key, load_public_k
 from sentinel.attest.statement import Attestation, ChainReport, load_folder, verify_chain
 from sentinel.config import Config, WebhookConfig
 from sentinel.events import parse_time
+from sentinel.i18n import text
 from sentinel.sinks import lane_name, spool_path
 from sentinel.sinks.http import safe_url
 from sentinel.sinks.journal import decode_record, journal_files
 from sentinel.sinks.keys import JournalKeyError, load_key
 from sentinel.sinks.router import Route
 from sentinel.sinks.verify import JournalReport, verify_journal
+
+
+@dataclass(frozen=True)
+class Said:
+    """A text for people: an English template and its values, so the report shows it
+    in its own language while the command line keeps the English."""
+
+    template: str
+    values: tuple[tuple[str, object], ...] = ()
+
+    def __str__(self) -> str:
+        return self.template.format(**dict(self.values))
+
+    def shown(self, lang: str) -> str:
+        # values are inserted, never parsed as templates: braces in a path stay braces
+        return text(lang, self.template).format(**dict(self.values))
+
+
+def said(template: str, **values: object) -> Said:
+    return Said(template, tuple(values.items()))
+
+
+def shown(value: Said | str, lang: str) -> str:
+    """``value`` in ``lang``: a :class:`Said` translated, a plain str as it is."""
+    return value.shown(lang) if isinstance(value, Said) else value
 
 
 @dataclass
@@ -42,9 +68,13 @@ class Entry:
 class JournalStatus:
     path: Path
     ok: bool | None  # None: not checked (no key or no journal)
-    summary: str
+    said: Said | str  # a plain str is shown as is, in every language
     records: int = 0
     unreadable_lines: int = 0
+
+    @property
+    def summary(self) -> str:
+        return str(self.said)
 
 
 @dataclass
@@ -56,10 +86,14 @@ class Recipient:
     spool: Path
     hook: WebhookConfig
     readable: bool = False
-    problem: str = ""
+    said_problem: Said = field(default_factory=lambda: said(""))
     pending: dict[str, int] = field(default_factory=dict)  # alert id -> failed attempts
     dead: dict[str, str] = field(default_factory=dict)  # alert id -> why
     _seen: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
+
+    @property
+    def problem(self) -> str:
+        return str(self.said_problem)
 
     def status(self, alert: dict[str, Any]) -> tuple[str, str]:
         """``(delivered|pending|failed|not routed|unknown, detail)`` for one alert."""
@@ -81,7 +115,7 @@ class Recipient:
         if not routed:
             return "not routed", "this recipient does not take this alert"
         if not self.readable:
-            return "unknown", self.problem
+            return "unknown", str(self.said_problem)
         return "delivered", "accepted by the recipient (no longer in the spool)"
 
 
@@ -90,8 +124,12 @@ class AttestationStatus:
     folder: Path
     attestations: list[Attestation] = field(default_factory=list)
     chain: ChainReport | None = None
-    key_note: str = ""
     journal_match: dict[int, bool | None] = field(default_factory=dict)  # sequence -> match
+    key_said: Said = field(default_factory=lambda: said(""))
+
+    @property
+    def key_note(self) -> str:
+        return str(self.key_said)
 
     @property
     def ok(self) -> bool | None:
@@ -125,7 +163,8 @@ def read_recipients(config: Config) -> list[Recipient]:
 
 def _read_spool(r: Recipient) -> None:
     if not r.spool.exists():
-        r.problem = f"no spool at {r.spool}: nothing was queued for it on this host"
+        r.said_problem = said("no spool at {spool}: nothing was queued for it on this host",
+                              spool=r.spool)
         return
     try:
         db = sqlite3.connect(f"file:{r.spool}?mode=ro", uri=True)
@@ -137,7 +176,7 @@ def _read_spool(r: Recipient) -> None:
         finally:
             db.close()
     except sqlite3.Error as exc:
-        r.problem = f"cannot read the spool {r.spool}: {exc}"
+        r.said_problem = said("cannot read the spool {spool}: {why}", spool=r.spool, why=exc)
         return
     r.readable = True
 
@@ -177,6 +216,9 @@ def read_journal(config: Config, since: float | None, until: float | None,
                 if inside or t == float("-inf"):
                     entries.append(Entry(seq, alert, t, ok))
     status = _check(path, key, key_problem, unreadable)
+    # time order, not journal order: delivery retries and clock steps journal alerts out
+    # of order; a record whose time does not parse (-inf) sorts first, still flagged
+    entries.sort(key=lambda e: (e.time, e.seq))
     return entries, status, macs
 
 
@@ -199,24 +241,28 @@ def _record(key: bytes | None, line: bytes) -> tuple[dict[str, Any] | None, bool
 
 def _check(path: Path, key: bytes | None, key_problem: str, unreadable: int) -> JournalStatus:
     if key is None:
-        return JournalStatus(path, None, f"not checked: {key_problem}",
+        return JournalStatus(path, None, said("not checked: {why}", why=key_problem),
                              unreadable_lines=unreadable)
     try:
         rep: JournalReport = verify_journal(path, key)
     except FileNotFoundError:
-        return JournalStatus(path, None, f"no journal at {path}: no alerts were recorded")
+        return JournalStatus(path, None, said("no journal at {path}: no alerts were recorded",
+                                              path=path))
     except OSError as exc:
-        return JournalStatus(path, False, f"cannot read the journal: {exc}")
+        return JournalStatus(path, False, said("cannot read the journal: {why}", why=exc))
     if not rep.ok:
-        return JournalStatus(path, False, f"TAMPERED at {rep.where()}: {rep.problem};"
-                             f" {rep.records} records verified before it", rep.records,
-                             unreadable)
-    note = ""
+        return JournalStatus(path, False, said(
+            "TAMPERED at {where}: {why}; {records} records verified before it",
+            where=rep.where(), why=rep.problem, records=rep.records), rep.records, unreadable)
     if rep.truncated is not None:
-        note = (f"; the last line ({rep.truncated[0]}:{rep.truncated[1]}) is incomplete, as a"
-                " crash mid-write leaves it")
-    return JournalStatus(path, True, f"intact: {rep.records} records in {len(rep.files)}"
-                         f" file(s), head {rep.head}{note}", rep.records, unreadable)
+        return JournalStatus(path, True, said(
+            "intact: {records} records in {files} file(s), head {head}; the last line"
+            " ({file}:{line}) is incomplete, as a crash mid-write leaves it",
+            records=rep.records, files=len(rep.files), head=rep.head, file=rep.truncated[0],
+            line=rep.truncated[1]), rep.records, unreadable)
+    return JournalStatus(path, True, said(
+        "intact: {records} records in {files} file(s), head {head}", records=rep.records,
+        files=len(rep.files), head=rep.head), rep.records, unreadable)
 
 
 def read_attestations(config: Config, pubkey: Path | None) -> AttestationStatus:
@@ -224,7 +270,7 @@ def read_attestations(config: Config, pubkey: Path | None) -> AttestationStatus:
     folder = config.in_state(config.attest.dir)
     st = AttestationStatus(folder, load_folder(folder))
     if not st.attestations:
-        st.key_note = f"no attestations in {folder}"
+        st.key_said = said("no attestations in {folder}", folder=folder)
         return st
     private = config.in_state(config.attest.key_file)
     candidates = [pubkey] if pubkey is not None else [private.with_suffix(".pub")]
@@ -233,17 +279,17 @@ def read_attestations(config: Config, pubkey: Path | None) -> AttestationStatus:
             try:
                 public = load_public_key(p)
             except AttestKeyError as exc:
-                st.key_note = str(exc)
+                st.key_said = said("{why}", why=exc)
                 return st
-            st.key_note = f"checked with the public key {p}"
+            st.key_said = said("checked with the public key {key}", key=p)
             break
     else:
         try:
             public = load_private_key(private).public_key()
         except AttestKeyError as exc:
-            st.key_note = f"not checked: no public key given and {exc}"
+            st.key_said = said("not checked: no public key given and {why}", why=exc)
             return st
-        st.key_note = f"checked with the public half of {private}"
+        st.key_said = said("checked with the public half of {key}", key=private)
     st.chain = verify_chain(st.attestations[-1], st.attestations, public)
     return st
 

@@ -17,8 +17,10 @@ from typing import Any
 
 from sentinel import __version__
 from sentinel.alert import SEVERITIES, SEVERITY_RANK
-from sentinel.attest.chart import SEVERITY_COLOURS, timeline_svg
-from sentinel.attest.evidence import Entry, Evidence, Recipient
+from sentinel.attest import incidents
+from sentinel.attest.chart import SEVERITY_COLOURS, timeline_svg, zoom
+from sentinel.attest.evidence import Entry, Evidence, Recipient, shown
+from sentinel.attest.sections import attest_section, delivery_table, n_text
 from sentinel.events import format_time, visible
 from sentinel.i18n import human_time, text
 
@@ -64,6 +66,10 @@ pre { white-space: pre-wrap; overflow-wrap: anywhere; background: #f5f5f5; paddi
 code { font: 12px "DejaVu Sans Mono", monospace; overflow-wrap: anywhere; }
 .num { text-align: right; }
 footer { color: #78909c; margin-top: 30px; font-size: 12px; }
+dl.routing { display: grid; grid-template-columns: max-content 1fr; gap: 0 8px; margin: 0; }
+dl.routing dt { color: #546e7a; }
+dl.routing dd { margin: 0; }
+td.links a { display: inline-block; margin: 0 4px 2px 0; color: #1565c0; }
 """
 
 
@@ -82,15 +88,11 @@ def _time_cell(text: str) -> str:
     return f"{_e(date)}<br>{_e(rest)}" if sep else _e(text)
 
 
-def _sev_badge(sev: str) -> str:
+def _sev_badge(sev: str, lang: str = "en") -> str:
     colour = SEVERITY_COLOURS.get(sev, SEVERITY_COLOURS["info"])
     text_colour = "#1c2529" if sev == "medium" else "#fff"
     return (f'<span class="sev" style="background:{colour};color:{text_colour}">'
-            f"{_e(sev)}</span>")
-
-
-def _plural(n: int, one: str, many: str) -> str:
-    return f"{n} {one if n == 1 else many}"
+            f"{_e(text(lang, sev))}</span>")
 
 
 def _chip(ok: bool | None, text: str) -> str:
@@ -98,27 +100,34 @@ def _chip(ok: bool | None, text: str) -> str:
     return f'<span class="chip {cls}">{_e(text)}</span>'
 
 
-def summary_line(event: dict[str, Any]) -> str:
+def summary_line(event: dict[str, Any], lang: str = "en") -> str:
     """A short text of what happened, by event kind (unescaped; the caller escapes)."""
     g = event.get
     kind = str(g("kind", ""))
+
+    def t(template: str, **values: object) -> str:
+        # the values are inserted, never parsed: braces in a query name stay braces
+        return text(lang, template).format(**values)
+
     if kind in ("net.connection", "net.flow"):
         return (f"{g('proto', '')} {g('src_ip')}:{g('src_port')} → {g('dst_ip')}:{g('dst_port')}"
-                f" ({g('direction', '')})")
+                f" ({text(lang, str(g('direction', '')))})")
     if kind == "net.dns":
-        return f"{g('qname')} {g('qtype', '')} from {g('src_ip')} to {g('dst_ip')}"
+        return t("{qname} {qtype} from {src} to {dst}", qname=g("qname"), qtype=g("qtype", ""),
+                 src=g("src_ip"), dst=g("dst_ip"))
     if kind == "net.arp":
-        return f"{g('op')} {g('sender_ip')} is at {g('sender_mac')}"
+        return t("{op} {ip} is at {mac}", op=g("op"), ip=g("sender_ip"), mac=g("sender_mac"))
     if kind == "net.icmp":
-        return f"{g('src_ip')} → {g('dst_ip')} type {g('type')} code {g('code')}"
+        return t("{src} → {dst} type {type} code {code}", src=g("src_ip"), dst=g("dst_ip"),
+                 type=g("type"), code=g("code"))
     if kind.startswith("fim."):
-        text = str(g("path"))
+        shown = str(g("path"))
         if g("dest_path"):
-            text += f" → {g('dest_path')}"
+            shown += f" → {g('dest_path')}"
         changed = g("changed")
         if isinstance(changed, list) and changed:
-            text += f" (changed: {', '.join(str(c) for c in changed)})"
-        return text
+            shown += f" ({t('changed')}: {', '.join(str(c) for c in changed)})"
+        return shown
     return kind
 
 
@@ -161,13 +170,21 @@ def _alert_row(entry: Entry, recipients: list[Recipient], generated: float, lang
         status, detail = r.status(a)
         if status == "not routed":
             continue
+        if status == "pending":
+            n = r.pending.get(str(a.get("id", "")), 0)
+            detail = n_text(lang, n, "{n} failed attempt so far", "{n} failed attempts so far")
+        elif status == "unknown" and not r.readable:
+            detail = r.said_problem.shown(lang)
+        else:
+            detail = text(lang, detail)
         statuses.append(f'<span class="st {_STATUS_CLASS[status]}" title="{_e(detail)}">'
-                        f"{_e(r.name)}: {_e(status)}</span>")
+                        f"{_e(r.name)}: {_e(text(lang, status))}</span>")
+    none, record = _e(text(lang, "none")), _e(text(lang, "journal record"))
     mac = "" if entry.mac_ok is not False else \
-        ' <span class="st bad">record fails its MAC</span>'
+        f' <span class="st bad">{_e(text(lang, "record fails its MAC"))}</span>'
     if implausible(entry, generated):
-        mac += (' <span class="st bad implausible">time implausible: tampered record or'
-                " unset clock</span>")
+        mac += (' <span class="st bad implausible">'
+                f'{_e(text(lang, "time implausible: tampered record or unset clock"))}</span>')
     body = json.dumps(a, indent=2, ensure_ascii=False, sort_keys=True)
     # line by line: the JSON's own line breaks stay, what its strings hold is escaped
     pre = "\n".join(_e(line) for line in body.split("\n"))
@@ -175,14 +192,14 @@ def _alert_row(entry: Entry, recipients: list[Recipient], generated: float, lang
         f'<tr id="alert-{_e(a.get("id", ""))}">'
         f"<td class=t><code>{_time_cell(str(a.get('time', '')))}</code></td>"
         f"<td class=t><code>{_local_cell(entry, tz)}</code></td>"
-        f"<td>{_sev_badge(str(a.get('severity', 'info')))}</td>"
+        f"<td>{_sev_badge(str(a.get('severity', 'info')), lang)}</td>"
         f"<td><code>{_e(a.get('rule', ''))}</code></td>"
         f"<td>{_e(_shown_title(a, lang))}{mac}</td>"
-        f"<td>{_e(summary_line(event))}</td>"
+        f"<td>{_e(summary_line(event, lang))}</td>"
         f'<td class="num">{_e(a.get("count", 1))}</td>'
-        f"<td>{''.join(statuses) or '<span class=muted>none</span>'}</td>"
+        f"<td>{''.join(statuses) or f'<span class=muted>{none}</span>'}</td>"
         f"<td><details><summary>{_e(event.get('kind', 'event'))}</summary>"
-        f"<p>id <code>{_e(a.get('id', ''))}</code>, journal record {entry.seq}</p>"
+        f"<p>id <code>{_e(a.get('id', ''))}</code>, {record} {entry.seq}</p>"
         f"<pre>{pre}</pre></details></td></tr>"
     )
 
@@ -198,90 +215,31 @@ def _alerts_table(ev: Evidence, lang: str = "en", tz: tzinfo = UTC) -> str:
             + f"</tr></thead><tbody>\n{rows}\n</tbody></table>")
 
 
-def _delivery_table(ev: Evidence) -> str:
-    if not ev.recipients:
-        return "<p>No webhook recipients are configured: alerts are in the journal only.</p>"
-    rows = []
-    for r in ev.recipients:
-        c = Counter(r.status(e.alert)[0] for e in ev.entries)
-        note = "" if r.readable else f'<br><span class="muted">{_e(r.problem)}</span>'
-        rows.append(
-            f"<tr><td><b>{_e(r.name)}</b><br><code>{_e(r.url)}</code>{note}</td>"
-            f"<td>{_e(r.hook.format)}, min severity {_e(r.hook.min_severity)}</td>"
-            + "".join(f'<td class="num">{c.get(k, 0)}</td>'
-                      for k in ("delivered", "pending", "failed", "not routed", "unknown"))
-            + "</tr>")
-    return ('<table id="delivery"><thead><tr><th>Recipient</th><th>Takes</th>'
-            "<th>Delivered</th><th>Pending</th><th>Failed</th><th>Not routed</th>"
-            f"<th>Unknown</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
-            '<p class="muted">Delivered: taken by the recipient under the current routing and'
-            " no longer in its spool. Pending: still being retried. Failed: refused for good"
-            " (kept in the spool's dead-letter table).</p>")
+def _chips(ev: Evidence, lang: str) -> str:
+    def t(english: str) -> str:
+        return text(lang, english)
 
-
-def _attest_section(ev: Evidence) -> str:
-    st = ev.attest
-    if not st.attestations:
-        return f"<p>{_e(st.key_note)}.</p>"
-    chain = st.chain
-    verdict = ("chain valid back to sequence 0" if chain is not None and chain.ok
-               else "NOT VALID" if chain is not None else "not checked")
-    parts = [f"<p>{len(st.attestations)} attestation(s) in <code>{_e(st.folder)}</code>;"
-             f" {_e(verdict)} ({_e(st.key_note)}).</p>"]
-    if chain is not None and (chain.problems or chain.warnings):
-        parts.append("<ul>" + "".join(f"<li>{_e(p)}</li>" for p in chain.problems)
-                     + "".join(f'<li class="muted">warning: {_e(w)}</li>'
-                               for w in chain.warnings) + "</ul>")
-    rows = []
-    for a in reversed(st.attestations[-50:]):
-        s = a.statement
-        base = s.get("baseline") if isinstance(s.get("baseline"), dict) else {}
-        journal = s.get("journal") if isinstance(s.get("journal"), dict) else {}
-        assert isinstance(base, dict) and isinstance(journal, dict)
-        match = st.journal_match.get(a.sequence)
-        jtext = {True: "matches the journal", False: "DOES NOT match the journal",
-                 None: "not checked"}[match]
-        jcls = {True: "ok", False: "bad", None: "warn"}[match]
-        active = [n for n, v in (s.get("schedules") or {}).items()
-                  if isinstance(v, dict) and v.get("active")]
-        rows.append(
-            f"<tr><td class=num>{a.sequence}</td><td><code>{_e(s.get('time', ''))}</code></td>"
-            f"<td>{_e(s.get('reason', ''))}</td>"
-            f"<td>{_e(base.get('status', ''))}, {_e(base.get('leaf_count'))} files<br>"
-            f"<code>{_e(base.get('merkle_root'))}</code></td>"
-            f"<td>{_e(journal.get('records'))} records "
-            f'<span class="st {jcls}">{_e(jtext)}</span></td>'
-            f"<td>{_e(', '.join(active) or 'none')}</td></tr>")
-    parts.append('<table id="attestations"><thead><tr><th>Seq</th><th>Time</th><th>Why</th>'
-                 "<th>Baseline (Merkle root)</th><th>Journal head</th><th>Windows open</th>"
-                 f"</tr></thead><tbody>{''.join(rows)}</tbody></table>")
-    if len(st.attestations) > 50:
-        parts.append(f'<p class="muted">The {len(st.attestations) - 50} older ones are in the'
-                     " folder.</p>")
-    return "\n".join(parts)
-
-
-def _chips(ev: Evidence) -> str:
     j = ev.journal
-    jtext = ("journal intact" if j.ok else "journal TAMPERED" if j.ok is False
-             else "journal not checked")
+    jtext = t("journal intact" if j.ok else "journal TAMPERED" if j.ok is False
+              else "journal not checked")
     a = ev.attest
     if not a.attestations:
-        atext, aok = "no attestations", None
+        atext, aok = t("no attestations"), None
     else:
         aok = a.ok
-        atext = (f"{len(a.attestations)} attestations valid" if aok else
-                 "attestations NOT VALID" if aok is False else "attestations not checked")
+        atext = (n_text(lang, len(a.attestations), "{n} attestation valid",
+                        "{n} attestations valid") if aok else
+                 t("attestations NOT VALID") if aok is False else t("attestations not checked"))
     pending = sum(1 for r in ev.recipients for e in ev.entries if r.status(e.alert)[0]
                   in ("pending", "unknown"))
     failed = sum(1 for r in ev.recipients for e in ev.entries if r.status(e.alert)[0] == "failed")
-    dtext = (_plural(failed, "delivery", "deliveries") + " failed" if failed else
-             _plural(pending, "delivery", "deliveries") + " pending" if pending else
-             "every delivery done")
+    dtext = (n_text(lang, failed, "{n} delivery failed", "{n} deliveries failed") if failed
+             else n_text(lang, pending, "{n} delivery pending", "{n} deliveries pending")
+             if pending else t("every delivery done"))
     dok = False if failed else (None if pending else True)
     odd = sum(1 for e in ev.entries if implausible(e, ev.generated))
-    otext = _chip(False, _plural(odd, "alert", "alerts") + " with an implausible time") \
-        if odd else ""
+    otext = _chip(False, n_text(lang, odd, "{n} alert with an implausible time",
+                                "{n} alerts with an implausible time")) if odd else ""
     return ('<div class="chips">' + _chip(j.ok, jtext) + _chip(aok, atext)
             + _chip(dok, dtext) + otext + "</div>")
 
@@ -293,25 +251,35 @@ def _window(ev: Evidence, lang: str = "en") -> str:
             f" {text(lang, 'until')} {_when(ev.until, text(lang, 'now'))}")
 
 
-def render(ev: Evidence, language: str = "en", tz: tzinfo = UTC) -> str:
-    """The whole page; headings and titles in ``language``, local times in ``tz``."""
+def render(ev: Evidence, language: str = "en", tz: tzinfo = UTC,
+           site_language: str | None = None) -> str:
+    """The whole page; headings and titles in ``language``, local times in ``tz``.
+
+    ``site_language`` is the one a recipient without its own ``language`` gets
+    (the report's own language when not given).
+    """
     def t(english: str) -> str:
         return _e(text(language, english))
 
     plotted = [e for e in ev.entries if not implausible(e, ev.generated)]
-    times = [e.time for e in plotted]
-    start = ev.since if ev.since is not None else (min(times) if times else ev.generated - 3600)
-    end = ev.until if ev.until is not None else (max(times) + 1 if times else ev.generated)
+    start, end = zoom([e.time for e in plotted], ev.since, ev.until,
+                      (ev.generated - 3600, ev.generated))
     # a --since or --until the reader typed may itself lie before 2000: the chart's
     # labels cannot go before year 1, so its span is clamped to plausible times
     start = min(max(start, EARLIEST_PLAUSIBLE), ev.generated + FUTURE_SLACK)
     end = min(max(end, EARLIEST_PLAUSIBLE), ev.generated + FUTURE_SLACK)
     chart = timeline_svg([(e.time, str(e.alert.get("severity", "info"))) for e in plotted],
-                         start, max(end, start + 60), ev.windows)
+                         start, max(end, start + 60), ev.windows,
+                         tr=lambda english: text(language, english))
     by_sev = Counter(str(e.alert.get("severity", "info")) for e in ev.entries)
     worst = max(by_sev, key=lambda s: SEVERITY_RANK.get(s, 0), default=None)
-    counts = ", ".join(f"{by_sev[s]} {s}" for s in SEVERITIES if by_sev[s]) or "none"
+    counts = ", ".join(f"{by_sev[s]} {text(language, s)}" for s in SEVERITIES
+                       if by_sev[s]) or text(language, "none")
     title = f"{text(language, 'Incident report')}: {ev.host}"
+    unreadable = ("; " + n_text(language, ev.journal.unreadable_lines,
+                                "{n} line could not be read as a record",
+                                "{n} lines could not be read as records")
+                  if ev.journal.unreadable_lines else "")
     return f"""<!DOCTYPE html>
 <html lang="{_e(language)}"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
@@ -323,21 +291,22 @@ def render(ev: Evidence, language: str = "en", tz: tzinfo = UTC) -> str:
 {t("generated")} {_e(format_time(ev.generated))} {t("by sentinel")}
 {_e(__version__)}</p>
 <p class="meta">{len(ev.entries)} {t("alerts")} ({_e(counts)}){"; " + t("most severe") + ": "
-                                                          + _e(worst) if worst else ""}</p>
-{_chips(ev)}</header>
+                                                          + t(worst) if worst else ""}</p>
+{_chips(ev, language)}</header>
 <section><h2>{t("Timeline")}</h2>
 {chart}</section>
+<section><h2>{t("Incidents and sources")}</h2>
+{incidents.section(ev.entries, language, tz, lambda s: _sev_badge(s, language),
+                   lambda e: implausible(e, ev.generated))}</section>
 <section><h2>{t("Alerts")}</h2>
 {_alerts_table(ev, language, tz)}</section>
 <section><h2>{t("Delivery per recipient")}</h2>
-{_delivery_table(ev)}</section>
+{delivery_table(ev, language, site_language or language)}</section>
 <section><h2>{t("Journal")}</h2>
-<p>{_chip(ev.journal.ok, ev.journal.summary)}</p>
-<p class="muted"><code>{_e(ev.journal.path)}</code>{
-    f"; {ev.journal.unreadable_lines} line(s) could not be read as records"
-    if ev.journal.unreadable_lines else ""}</p></section>
+<p>{_chip(ev.journal.ok, shown(ev.journal.said, language))}</p>
+<p class="muted"><code>{_e(ev.journal.path)}</code>{unreadable}</p></section>
 <section><h2>{t("Attestations")}</h2>
-{_attest_section(ev)}</section>
+{attest_section(ev, language)}</section>
 <footer>{t("Generated")} {_e(format_time(ev.generated))} ({_e(human_time(ev.generated, tz))})
 {t("on")} {_e(ev.host)}. {t("Times are UTC, with local time beside them.")}
 {t("This page has no scripts and loads nothing from the network.")}</footer>

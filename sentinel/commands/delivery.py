@@ -23,15 +23,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "          (alerts a receiver refused for good: a 4xx other than 408/429).\n"
         "  retry   move dead letters back into the queue, e.g. after fixing a\n"
         "          receiver's secret; a running daemon sends them within a second.\n"
-        "Exit 0; status 1 when a spool is corrupt or unreadable; 2 on errors.",
+        "Exit codes of status: 0 nothing refused; 1 dead letters exist (each listed with\n"
+        "  its rule, title and time from the journal) or a spool is corrupt or unreadable;\n"
+        "  2 on errors. retry: 0, or 2 on errors.",
         "sentinel delivery retry bawaslu -c /etc/sentinel/config.yaml",
     )
     actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=type(p))
     st = actions.add_parser(
         "status", help="pending alerts and dead letters per target",
         description="Per target (per URL of an Alertmanager cluster): alerts pending, the"
-        " oldest pending alert's age, and every dead letter with its HTTP status.",
-        epilog="example:\n  sentinel delivery status -c /etc/sentinel/config.yaml --format json",
+        " oldest pending alert's age, and every dead letter with its HTTP status and the"
+        " alert's rule, title and time (read from the journal).",
+        epilog="exit status:\n  0  no dead letters, every spool readable\n"
+        "  1  dead letters exist, or a spool is corrupt or unreadable\n  2  error\n"
+        "example:\n  sentinel delivery status -c /etc/sentinel/config.yaml --format json",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arg(st)
     st.add_argument("--format", choices=("text", "json"), default="text",
@@ -58,12 +63,59 @@ def _usage(p: argparse.ArgumentParser) -> int:
 
 def _lanes(args: argparse.Namespace, secrets: bool) -> list[tuple[str, str, Any]]:
     """(target, lane, spool path) of every configured URL; ``secrets`` for what sends."""
+    return _lanes_of(_config(args, secrets))
+
+
+def _config(args: argparse.Namespace, secrets: bool) -> Any:
     from sentinel.config import load_config
+
+    return load_config(args.config, secrets=secrets)
+
+
+def _lanes_of(config: Any) -> list[tuple[str, str, Any]]:
     from sentinel.sinks import lane_name, spool_path
 
-    config = load_config(args.config, secrets=secrets)
     return [(hook.name, lane_name(hook, i), spool_path(config, hook, i))
             for hook in config.outputs.webhooks for i in range(len(hook.urls))]
+
+
+def _journaled(config: Any, ids: set[str]) -> dict[str, dict[str, Any]]:
+    """The journaled alerts of ``ids`` (a dead letter's rule, title and time).
+
+    Read without the journal key (status needs no secrets); an unreadable line is
+    skipped: the dead letter is still listed, by id, with what is unknown said so.
+    """
+    from sentinel.sinks.journal import journal_files
+
+    found: dict[str, dict[str, Any]] = {}
+    if not ids:
+        return found
+    try:
+        files = journal_files(config.in_state(config.outputs.journal.path))
+    except OSError:
+        return found
+    for f in files:
+        try:
+            fh = f.open("rb")
+        except OSError:
+            continue
+        with fh:
+            for raw in fh:
+                try:
+                    alert = json.loads(raw)["alert"]
+                except (ValueError, KeyError, TypeError):
+                    continue
+                if isinstance(alert, dict) and alert.get("id") in ids:
+                    found[str(alert["id"])] = alert
+    return found
+
+
+def _shown(value: object) -> str:
+    """A journaled text for a terminal: control characters (escape sequences that could
+    rewrite what the operator sees) and bidi overrides shown as escapes."""
+    from sentinel.events import visible
+
+    return visible(str(value))
 
 
 def _open(path: Path) -> tuple[Any, str | None]:
@@ -82,10 +134,11 @@ def _open(path: Path) -> tuple[Any, str | None]:
 
 
 def status(args: argparse.Namespace) -> int:
-    """Exit 0, or 1 when a spool cannot be read (corrupt or unreadable)."""
+    """Exit 0; 1 when dead letters exist or a spool cannot be read; 2 errors."""
     now = time.time()
+    config = _config(args, secrets=False)
     rows = []
-    for target, lane, path in _lanes(args, secrets=False):
+    for target, lane, path in _lanes_of(config):
         row: dict[str, Any] = {"target": target, "lane": lane, "pending": 0,
                                "oldest_pending_seconds": None, "dead": [], "problem": None}
         if path.exists():
@@ -102,7 +155,12 @@ def status(args: argparse.Namespace) -> int:
                 finally:
                     spool.close()
         rows.append(row)
-    code = 1 if any(r["problem"] for r in rows) else 0
+    journaled = _journaled(config, {d["id"] for r in rows for d in r["dead"]})
+    for r in rows:
+        for d in r["dead"]:
+            a = journaled.get(d["id"], {})
+            d.update(rule=a.get("rule"), title=a.get("title"), time=a.get("time"))
+    code = 1 if any(r["problem"] or r["dead"] for r in rows) else 0
     if args.format == "json":
         print(json.dumps({"targets": rows}))
         return code
@@ -114,7 +172,12 @@ def status(args: argparse.Namespace) -> int:
         since = f", oldest {age:.0f}s" if age is not None else ""
         print(f"{r['lane']}: {r['pending']} pending{since}, {len(r['dead'])} dead")
         for d in r["dead"]:
-            print(f"  dead {d['id']}: {d['reason']}")
+            if d["rule"] is None:
+                what = "(not in the journal)"
+            else:
+                what = f"{_shown(d['time'])} {_shown(d['rule'])}: {_shown(d['title'])}"
+            status = f"HTTP {d['status']}: " if d["status"] else ""
+            print(f"  dead {_shown(d['id'])} {what} -- {status}{_shown(d['reason'])}")
     return code
 
 

@@ -7,11 +7,15 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sentinel.commands import add_config_arg, subparser
 from sentinel.config import load_config
 from sentinel.events import parse_time
 from sentinel.located import parse_duration
+
+if TYPE_CHECKING:
+    from sentinel.attest.evidence import Evidence
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -20,11 +24,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "report",
         "render the alert journal as a self-contained HTML incident report",
         "Render the journal's alerts into one HTML page for responders and overseers: a"
-        " timeline of alerts by severity, a table of the alerts and their events, the delivery"
-        " status per recipient, and the journal and attestation checks. The page has no"
-        " scripts and loads nothing, so it opens offline.\nT is an RFC 3339 time"
-        " (2024-02-14T13:00:00+07:00) or a duration before now (24h, 7d).\nExit 0 written,"
-        " 2 error.",
+        " timeline of alerts by severity zoomed to their span, the alerts grouped by incident"
+        " or source, a table of the alerts in time order with their events, each recipient's"
+        " routing and delivery status, and the journal and attestation checks. The page has"
+        " no scripts and loads nothing, so it opens offline.\nT is an RFC 3339 time"
+        " (2024-02-14T13:00:00+07:00) or a duration before now (24h, 7d).\nExit 0 written and"
+        " everything verifies; 1 written, but the journal or the attestations do not verify"
+        " (tampered, or present and not checkable: stderr says why); 2 error, nothing"
+        " written.",
         "sentinel report -c /etc/sentinel/config.yaml --since 24h -o incident.html",
     )
     add_config_arg(p)
@@ -52,6 +59,7 @@ def parse_when(text: str, now: float) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Exit 0 written and verified, 1 written but not verified, 2 error."""
     from sentinel.attest.evidence import gather
     from sentinel.attest.report import render
 
@@ -68,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         ev = gather(config, since, until, now, args.pubkey)
-        page = render(ev, config.language, config.display_zone())
+        page = render(ev, config.language, config.display_zone(), config.language)
         tmp = args.output.with_name(f".{args.output.name}.tmp")
         tmp.write_text(page, encoding="utf-8")
         os.replace(tmp, args.output)
@@ -80,4 +88,36 @@ def run(args: argparse.Namespace) -> int:
     attest = ev.attest.ok
     print(f"{args.output}: {len(ev.entries)} alerts; journal {journal}; attestations"
           f" {'valid' if attest else 'NOT VALID' if attest is False else 'not checked'}")
-    return 0
+    problems = unverified(ev)
+    for p in problems:
+        print(f"sentinel report: {p}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def unverified(ev: Evidence) -> list[str]:
+    """Why the page cannot be trusted as a whole; empty when everything verifies.
+
+    A journal or attestations that exist but cannot be checked (a missing key)
+    count: a reader must not take an unchecked page for a checked one. No
+    journal (nothing was ever alerted) and no attestations (attestation off)
+    do not: there is nothing to verify.
+    """
+    from sentinel.sinks.journal import journal_files
+
+    out = []
+    j = ev.journal
+    if j.ok is False:
+        out.append(f"the journal does not verify: {j.summary}")
+    elif j.ok is None and any(journal_files(j.path)):
+        out.append(f"the journal is {j.summary}")
+    a = ev.attest
+    if a.attestations and a.ok is False:
+        bad = [str(s) for s, m in sorted(a.journal_match.items()) if m is False]
+        why = "; ".join(a.chain.problems) if a.chain is not None and a.chain.problems else ""
+        if bad:
+            why = (why + "; " if why else "") + ("the journal no longer matches the head"
+                                                 f" signed by attestation {', '.join(bad)}")
+        out.append(f"the attestations do not verify: {why or 'chain not valid'}")
+    elif a.attestations and a.ok is None:
+        out.append(f"the attestations are not checked: {a.key_note}")
+    return out

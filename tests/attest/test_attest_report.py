@@ -60,9 +60,9 @@ def _journal_ids(config: Config) -> list[str]:
     return ids
 
 
-def _report(incident: Incident, out: Path, *extra: str) -> str:
-    code = main(["report", "-c", str(incident.config.source), "-o", str(out), *extra])
-    assert code == 0
+def _report(incident: Incident, out: Path, *extra: str, code: int = 0) -> str:
+    """The page written; ``code`` is the exit status expected (1: does not verify)."""
+    assert main(["report", "-c", str(incident.config.source), "-o", str(out), *extra]) == code
     return out.read_text(encoding="utf-8")
 
 
@@ -86,7 +86,9 @@ def test_report_holds_every_journaled_alert_escaped(incident: Incident, tmp_path
     tags = {t for t, _ in parser.tags}
     assert not tags & {"script", "img", "iframe", "object", "embed", "link", "image"}
     for tag, attrs in parser.tags:
-        assert not {"src", "href"} & set(attrs), tag
+        assert "src" not in attrs, tag
+        # links only within the page (incident group -> its alert rows)
+        assert str(attrs.get("href", "#")).startswith("#"), (tag, attrs)
         assert not any(a.startswith("on") for a in attrs), tag
     assert "Content-Security-Policy" in page
     assert "journal intact" in page
@@ -122,7 +124,7 @@ def test_since_and_until_select_the_window(incident: Incident, tmp_path: Path) -
 def test_an_edited_journal_record_is_reported(incident: Incident, tmp_path: Path) -> None:
     path = incident.config.in_state(incident.config.outputs.journal.path)
     path.write_text(path.read_text().replace('"severity":"critical"', '"severity":"low"'))
-    page = _report(incident, tmp_path / "t.html")
+    page = _report(incident, tmp_path / "t.html", code=1)
     assert "journal TAMPERED" in page
     assert "record fails its MAC" in page
 
@@ -140,7 +142,7 @@ def test_a_record_with_a_year_1_time_is_rendered_and_flagged(incident: Incident,
     victim = json.loads(lines[0])["alert"]
     lines[0] = lines[0].replace(f'"time":"{victim["time"]}"', f'"time":"{bad_time}"')
     path.write_text("".join(lines))
-    page = _report(incident, tmp_path / "y1.html")
+    page = _report(incident, tmp_path / "y1.html", code=1)
     row = _row(page, victim["id"])
     assert html.escape(bad_time).split("T")[0] in row
     assert "time implausible" in row
@@ -159,7 +161,7 @@ def test_a_cut_journal_tail_is_caught_by_the_attestation(incident: Incident,
     path = incident.config.in_state(incident.config.outputs.journal.path)
     lines = path.read_text().splitlines(keepends=True)
     path.write_text("".join(lines[:-2]))
-    page = _report(incident, tmp_path / "t.html")
+    page = _report(incident, tmp_path / "t.html", code=1)
     assert "journal intact" in page
     assert "attestations NOT VALID" in page
     assert "DOES NOT match the journal" in page
@@ -223,3 +225,67 @@ def test_report_renders_chart_and_table_in_chromium(incident: Incident, tmp_path
     striped = [y for y in range(table_top, h)
                if sum(_near(px[x, y], stripe, 2) for x in range(0, w, 8)) > w // 8 // 3]
     assert len(striped) > 20, "no striped table rows under the header"
+
+
+@pytest.mark.slow
+def test_report_layout_in_chromium(incident: Incident, tmp_path: Path) -> None:
+    """Three days asked, 3.7 hours of alerts: in the rendered page the bars spread over
+    the plot, the axis ends with a label that stays inside the chart, and the incidents
+    table comes between the timeline and the alert table."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip("needs the chromium package")
+    from PIL import Image
+
+    page = tmp_path / "layout.html"
+    _report(incident, page, "--since", "2024-02-13T00:00:00Z", "--until",
+            "2024-02-16T00:00:00Z")
+    png = tmp_path / "layout.png"
+    _screenshot(page, png, tmp_path / "profile")
+    if keep := os.environ.get("SENTINEL_KEEP_SCREENSHOT"):  # for a human to look at
+        shutil.copy(png, keep)
+    img = Image.open(png).convert("RGB")
+    w, h = img.size
+    px = img.load()
+    assert px is not None
+    bands = [y for y in range(h)
+             if sum(_near(px[x, y], TABLE_HEADER) for x in range(0, w, 8)) > w // 8 // 2]
+    tops = [y for y in bands if y - 1 not in bands]
+    assert len(tops) >= 3, "incidents, alerts and delivery tables each have a header"
+    chart_bottom = tops[0]
+    # the plot's frame: the outermost columns with a run as tall as the plot of pixels
+    # that are not page white (nothing else in the chart region is that tall)
+
+    def run(x: int) -> tuple[int, int]:
+        """The longest vertical run of non-white pixels in column ``x``: (first, end)."""
+        best: tuple[int, int] = (0, 0)
+        start: int | None = None
+        for y in range(chart_bottom):
+            if max(255 - c for c in px[x, y][:3]) > 3:
+                start = y if start is None else start
+                if y - start + 1 > best[1] - best[0]:
+                    best = (start, y + 1)
+            else:
+                start = None
+        return best
+
+    runs = {x: run(x) for x in range(w)}
+    tall = [x for x, (first, end) in runs.items() if end - first > 200]
+    assert tall, "no plot frame in the screenshot"
+    plot_left, plot_right = min(tall), max(tall)
+    plot_top, plot_bottom = runs[plot_left]
+    bar_cols = [x for x in range(plot_left, plot_right)
+                if any(_near(px[x, y], _rgb(c)) for c in SEVERITY_COLOURS.values()
+                       for y in range(plot_top + 20, plot_bottom, 6))]
+    assert max(bar_cols) - min(bar_cols) > 0.8 * (plot_right - plot_left), \
+        "the timeline does not span the alerts"
+
+    def dark(x: int, y: int) -> bool:
+        return max(px[x, y][:3]) < 140
+
+    labels = range(plot_bottom + 5, plot_bottom + 26)
+    end_label = [x for x in range(plot_right - 90, plot_right + 1)
+                 if any(dark(x, y) for y in labels)]
+    assert end_label, "the axis has no label at its end"
+    assert not [x for x in range(plot_right + 3, plot_right + 13)
+                if any(dark(x, y) for y in labels)], "an axis label runs past the chart"
+    assert tops[0] > plot_bottom, "the incidents table comes after the timeline"
