@@ -230,7 +230,7 @@ def test_delivery_table_shows_every_routing_setting(site: Callable[..., Config])
                         ("include rules", "tally-db-unauthorized-access"),
                         ("exclude rules", "flow-summary"), ("language", "id")):
         assert f"<dt>{name}</dt>" in table and value in table, name
-    assert "https://soc.example:8443/…" in table
+    assert "https://soc.example:8443/..." in table
     assert "SECRET-TOKEN" not in page and "k=v" not in page
 
 
