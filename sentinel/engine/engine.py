@@ -261,16 +261,17 @@ class Engine:
 
     def _emit(self, rule: Rule, mem: RuleMemory | None, ev: Event, count: int,
               extra: dict[str, Any]) -> list[Alert]:
-        alert = self._alert(rule, ev, count, dict(extra))
         if mem is None:
-            return [alert]
+            return [self._alert(rule, ev, count, dict(extra))]
         key: dict[str, Any] | None = None
         if rule.suppress is not None and mem.suppress is not None:
             skey = rule.suppress.key_of(ev)
+            if mem.suppress.fold_into(skey, ev.time, count):
+                return []  # a repeat inside its period: counted, no alert to build
             key = {ref.text: v for ref, v in zip(rule.suppress.key, skey, strict=True)}
-            alerts = mem.suppress.offer(skey, alert, key)
+            alerts = mem.suppress.offer(skey, self._alert(rule, ev, count, dict(extra)), key)
         else:
-            alerts = [alert]
+            alerts = [self._alert(rule, ev, count, dict(extra))]
         if mem.storm is None:
             return alerts
         if key is None:

@@ -191,6 +191,18 @@ class SuppressState:
         self.folds.clear()
         return out
 
+    def fold_into(self, key: Key, at: float, count: int) -> bool:
+        """Fold a repeat of ``key`` at ``at`` into its open period, if there is one.
+
+        True when folded: the caller then need not build the alert at all, which a
+        flood from one source would otherwise cost per event. False: :meth:`offer`.
+        """
+        fold = self.folds.get(key)
+        if fold is None or at >= fold.end:
+            return False
+        fold.total += count
+        return True
+
     def offer(self, key: Key, alert: Alert, group: dict[str, Any]) -> list[Alert]:
         """The alerts to emit for ``alert``: itself when new, a summary of a finished fold."""
         out: list[Alert] = []
