@@ -89,6 +89,8 @@ class Daemon:
         self.files: collections.deque[Event] = collections.deque()
         self._stop = threading.Event()
         self._reload = threading.Event()
+        self._signalled = 0  # SIGTERM/SIGINT seen (set by the handler, read by the main loop)
+        self._hup = False  # SIGHUP seen
         self._sink_lock = threading.Lock()
         self._engine_beat = time.monotonic()
         self._submit_failing = False
@@ -275,12 +277,15 @@ class Daemon:
         return out
 
     def _install_signals(self) -> None:
+        # A handler runs between two bytecodes of the main thread, which may hold a
+        # lock at that moment (the log writer's, an Event's): a handler that logs or
+        # sets an Event can deadlock the daemon at SIGTERM. So it only notes the
+        # signal, and the main loop acts on it within a tick.
         def on_stop(signum: int, _: FrameType | None) -> None:
-            log.info("signal", signal=signal.Signals(signum).name)
-            self._stop.set()
+            self._signalled = signum
 
         def on_hup(_: int, __: FrameType | None) -> None:
-            self._reload.set()
+            self._hup = True
 
         signal.signal(signal.SIGTERM, on_stop)
         signal.signal(signal.SIGINT, on_stop)
@@ -291,7 +296,14 @@ class Daemon:
         tick = min(interval, 1.0) if interval else 1.0
         last_ping = 0.0
         while not self._stop.is_set():
-            self._stop.wait(tick if not self._reload.is_set() else 0)
+            self._stop.wait(tick if not (self._reload.is_set() or self._hup) else 0)
+            if self._signalled:
+                log.info("signal", signal=signal.Signals(self._signalled).name)
+                self._stop.set()
+                break
+            if self._hup:
+                self._hup = False
+                self._reload.set()
             if self._reload.is_set() and not self._stop.is_set():
                 self._reload.clear()
                 self.reload()
