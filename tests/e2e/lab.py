@@ -12,7 +12,8 @@ never touched:
 - ``app``    10.20.0.11, the app server that may reach the database
 - ``client`` 10.20.0.50, a counting-network client
 - ``admin``  10.20.1.5, in the admin network
-- ``attacker`` 10.20.0.66 and 10.20.5.7 (inside the home net, outside the counting net)
+- ``attacker`` 10.20.0.66, 10.20.5.7 and 10.20.6.1-32 (inside the home net, outside the
+  counting net; the last for marker alerts)
 
 While a lab is open, the test process's main thread sits in the ``tally``
 namespace (and returns to its own when the lab closes): every socket, thread and
@@ -59,7 +60,9 @@ HOSTS: dict[str, tuple[list[str], str]] = {
     "app": (["10.20.0.11/16"], "02:00:00:00:00:11"),
     "client": (["10.20.0.50/16"], "02:00:00:00:00:50"),
     "admin": (["10.20.1.5/16"], "02:00:00:00:01:05"),
-    "attacker": (["10.20.0.66/16", "10.20.5.7/16"], "02:00:00:00:00:66"),
+    # 10.20.6.x: sources of the marker alerts tests wait for before asserting an absence
+    "attacker": (["10.20.0.66/16", "10.20.5.7/16",
+                  *(f"10.20.6.{i}/16" for i in range(1, 33))], "02:00:00:00:00:66"),
 }
 INTERNET = ["203.0.113.50", "198.51.100.23"]
 
