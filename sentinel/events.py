@@ -99,9 +99,25 @@ KIND_FIELDS: dict[str, tuple[str, ...]] = {
     "fim.attrib": _FIM_FIELDS,
     # raised by the FIM source itself when the baseline fails its signature
     "fim.baseline_invalid": ("path", "reason"),
+    # a login attempt (sshd, login, PAM): success true/false; src_ip the remote end (absent
+    # for a console login); method password, publickey, keyboard-interactive...; service
+    # the program that wrote the record; invalid_user an account that does not exist
+    "auth.login": ("user", "src_ip", "src_port", "method", "service", "success",
+                   "invalid_user", "tty", "message"),
+    # a privilege change: sudo (command run as target_user) or su; success false when
+    # refused (wrong password, not in sudoers)
+    "auth.privilege": ("user", "target_user", "command", "service", "success", "tty",
+                       "message"),
+    # a kernel device event (NETLINK_KOBJECT_UEVENT): removable true for a block device the
+    # kernel marks removable or one on the USB bus; vendor/model/serial where known
+    "device.added": ("action", "subsystem", "devtype", "devname", "devpath", "removable",
+                     "bus", "vendor", "model", "serial"),
+    "device.removed": ("action", "subsystem", "devtype", "devname", "devpath", "removable",
+                       "bus", "vendor", "model", "serial"),
 }
 
-SOURCES: dict[str, str] = {k: ("network" if k.startswith("net.") else "fim") for k in KIND_FIELDS}
+_SOURCE_OF_PREFIX = {"net": "network", "fim": "fim", "auth": "auth", "device": "device"}
+SOURCES: dict[str, str] = {k: _SOURCE_OF_PREFIX[k.split(".", 1)[0]] for k in KIND_FIELDS}
 
 
 #: Fields that hold a file name: bytes to Linux, carried as :func:`name_fields` says.

@@ -32,6 +32,7 @@ _TYPES: dict[str, str] = {
     **{f: BOOL for f in (
         "src_internal", "dst_internal", "is_response", "final", "is_executable", "is_setuid",
         "is_setgid", "offline", "probe", "midstream", "established", "hosts_capped",
+        "success", "invalid_user", "removable",
     )},
     "path_tags": LIST,
     "changed": LIST,
@@ -44,7 +45,8 @@ _TYPES: dict[str, str] = {
 LOW_CARDINALITY = frozenset({
     "kind", "host", "source", "proto", "direction", "src_internal", "dst_internal", "iface",
     "tcp_flags", "op", "qtype", "is_response", "rcode", "final", "offline", "is_executable",
-    "is_setuid", "is_setgid", "changed", "type", "code",
+    "is_setuid", "is_setgid", "changed", "type", "code", "success", "invalid_user",
+    "removable", "method", "service", "subsystem", "devtype", "bus",
 })
 
 NUMERIC = (INT, FLOAT)

@@ -1,0 +1,117 @@
+"""The device source: the kernel's device events from a NETLINK_KOBJECT_UEVENT socket.
+
+Pure Python: a netlink socket of family 15 bound to the kernel's multicast group
+1, no udev daemon or binding needed (a tally server may run without udevd). Only
+messages whose sender is the kernel (netlink port 0) are read: root on the host
+could send lookalike messages from userspace to the group otherwise.
+
+The socket is the source's one component (``device:uevent``). A receive buffer
+overflow (``ENOBUFS``: the kernel sent faster than the source read) means events
+were lost; it is logged and counted in ``sentinel_device_events_lost``, and the
+source keeps reading.
+"""
+
+from __future__ import annotations
+
+import errno
+import select
+import socket
+import threading
+import time
+
+from sentinel import logs
+from sentinel.config import Config
+from sentinel.events import KIND_FIELDS, Event
+from sentinel.metrics import Metrics
+from sentinel.pipeline import Emit
+from sentinel.sources.device.uevent import ACTIONS, DeviceFacts, parse_uevent
+
+_log = logs.get("device")
+
+NETLINK_KOBJECT_UEVENT = 15
+KERNEL_GROUP = 1
+RCVBUF = 4 * 2**20
+
+
+class DeviceSource:
+    name = "device"
+
+    def __init__(self, config: Config, metrics: Metrics) -> None:
+        self.host = config.host.name
+        self.metrics = metrics
+        self.subsystems = frozenset(config.devices.subsystems)
+        self.facts = DeviceFacts()
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._emit: Emit | None = None
+        self._up = False
+
+    def start(self, emit: Emit) -> None:
+        self._emit = emit
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                             NETLINK_KOBJECT_UEVENT)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+            sock.bind((0, KERNEL_GROUP))
+        except OSError:
+            sock.close()
+            raise
+        self._sock = sock
+        self._up = True
+        _log.info("device_events_reading")
+        self._thread = threading.Thread(target=self._loop, name="sentinel-device",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def components(self) -> dict[str, bool]:
+        return {"device:uevent": self._up}
+
+    def _loop(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        while not self._stop.is_set():
+            ready, _, _ = select.select([sock], [], [], 0.5)
+            if not ready:
+                continue
+            try:
+                data, addr = sock.recvfrom(65536)
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    self.metrics.device_events_lost.inc()
+                    _log.error("device_events_lost", detail="receive buffer overflow")
+                    continue
+                self._up = False
+                _log.error("device_events_blind", detail=str(exc))
+                raise
+            if addr[0] != 0:
+                continue  # not from the kernel
+            self.handle(data, time.time())
+
+    def handle(self, data: bytes, ts: float) -> None:
+        env = parse_uevent(data)
+        if env is None or env["ACTION"] not in ACTIONS:
+            return
+        if env.get("SUBSYSTEM") not in self.subsystems:
+            return
+        kind = ACTIONS[env["ACTION"]]
+        assert self._emit is not None
+        fields = self.facts.fields(env)
+        full = {k: fields.get(k) for k in KIND_FIELDS[kind]}
+        self._emit(Event(kind, ts, self.host, "device", full))
+        self.metrics.events.labels("device", kind).inc()
+
+
+def build_device_source(config: Config, metrics: Metrics) -> DeviceSource | None:
+    return DeviceSource(config, metrics) if config.devices.enabled else None
