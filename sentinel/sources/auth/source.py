@@ -30,8 +30,9 @@ _log = logs.get("auth")
 POLL = 0.25
 RESTART_PAUSE = 2.0
 #: auth (4) and authpriv (10): sshd, sudo, su, login and PAM write there
-_JOURNAL_CMD = ("journalctl", "-o", "json", "--follow", "--no-pager", "--lines=0",
+JOURNAL_ARGS = ("-o", "json", "--follow", "--no-pager", "--lines=0",
                 "SYSLOG_FACILITY=4", "SYSLOG_FACILITY=10")
+_JOURNAL_CMD = ("journalctl", *JOURNAL_ARGS)
 
 
 class AuthSource:
@@ -50,6 +51,7 @@ class AuthSource:
         self._up: dict[str, bool] = {}
         self._proc: subprocess.Popen[bytes] | None = None
         self._cursor: str | None = None
+        self.restart_pause = RESTART_PAUSE
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -118,6 +120,8 @@ class AuthSource:
         while not self._stop.is_set():
             cmd = list(self.journal_cmd)
             if self._cursor is not None:
+                # again after an exit: from the last record read, not from the end
+                cmd = [a for a in cmd if a != "--lines=0"]
                 cmd.append(f"--after-cursor={self._cursor}")
             try:
                 self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE,
@@ -125,7 +129,7 @@ class AuthSource:
             except OSError as exc:
                 _log.error("auth_journal_failed", detail=str(exc))
                 self._set_up("auth:journal", False)
-                self._stop.wait(RESTART_PAUSE)
+                self._stop.wait(self.restart_pause)
                 continue
             self._set_up("auth:journal", True)
             assert self._proc.stdout is not None
@@ -135,7 +139,7 @@ class AuthSource:
                 return
             _log.error("auth_journal_exited", returncode=rc)
             self._set_up("auth:journal", False)
-            self._stop.wait(RESTART_PAUSE)
+            self._stop.wait(self.restart_pause)
 
     def _read_journal(self, out: IO[bytes]) -> None:
         for raw in out:

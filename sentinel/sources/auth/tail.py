@@ -56,9 +56,9 @@ class FileTail:
         if self._fd is None:
             # the first open starts at the end (history is not news); a file that
             # appears later (after a rotation or a late start of rsyslog) from its start
-            if not self._open(self._from_end):
+            first, self._from_end = self._from_end, False
+            if not self._open(first):
                 return lines
-            self._from_end = False
         lines += self._read()
         try:
             st = os.stat(self.path)
