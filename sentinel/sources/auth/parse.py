@@ -33,10 +33,15 @@ _SUDO = re.compile(r"^\s*(?P<user>\S+) : (?P<rest>.*)$", re.S)
 _SU_OK = re.compile(r"^(?:\+ \S+ )?\(to (?P<target>[^)]*)\) (?P<user>\S+) on (?P<tty>\S+)$")
 _SU_FAIL = re.compile(
     r"^(?:FAILED SU|- \S+) \(to (?P<target>[^)]*)\) (?P<user>\S+) on (?P<tty>\S+)$")
-_LOGIN_OK = re.compile(r"^LOGIN ON (?P<tty>\S+) BY (?P<user>\S+)(?: FROM (?P<host>\S+))?$")
-_LOGIN_ROOT = re.compile(r"^ROOT LOGIN\s+ON '?(?P<tty>[^' ]+)'?(?: FROM '?(?P<host>[^' ]+)'?)?$")
+# login(1): shadow's "FAILED LOGIN (1) on '/dev/tty1' [from 'h'] FOR 'alice', reason" and
+# util-linux's "FAILED LOGIN 1 FROM tty1 FOR alice, reason"
 _LOGIN_FAIL = re.compile(
-    r"^FAILED LOGIN \(?\d+\)? (?:FROM '?(?P<host>[^' ]+)'? )?FOR '?(?P<user>[^', ]+)'?,")
+    r"^FAILED LOGIN \(?\d+\)?(?: (?:on|FROM) '?(?P<tty>[^' ]+)'?)?(?: from '?(?P<host>[^' ]+)'?)?"
+    r" FOR '?(?P<user>[^',]+)'?,")
+# a success is PAM's session record: shadow writes ROOT LOGIN beside it for root only
+# (which would count twice) and other users' logins only with LOG_OK_LOGINS
+_LOGIN_OK = re.compile(
+    r"^pam_unix\(login:session\): session opened for user (?P<user>[^(\s]+)(?:\(uid=\d+\))?")
 _PAM_FAIL = re.compile(r"^pam_unix\((?P<svc>[\w.-]+):auth\): authentication failure;(?P<kv>.*)$")
 # rsyslog folds identical lines: "message repeated 3 times: [ Failed password ...]"
 _REPEATED = re.compile(r"^message repeated (?P<n>\d+) times: \[ ?(?P<msg>.*)\]$", re.S)
@@ -101,15 +106,11 @@ def _su(msg: str) -> tuple[str, Fields] | None:
 
 
 def _login(msg: str) -> tuple[str, Fields] | None:
-    if m := _LOGIN_ROOT.match(msg):
-        return "auth.login", {"user": "root", "tty": m["tty"], "method": "password",
-                              "success": True, **_host(m["host"])}
     if m := _LOGIN_OK.match(msg):
-        return "auth.login", {"user": m["user"], "tty": m["tty"], "method": "password",
-                              "success": True, **_host(m["host"])}
+        return "auth.login", {"user": m["user"], "method": "password", "success": True}
     if m := _LOGIN_FAIL.match(msg):
         return "auth.login", {"user": m["user"], "method": "password", "success": False,
-                              **_host(m["host"])}
+                              "tty": m["tty"], **_host(m["host"])}
     return None
 
 
