@@ -101,9 +101,12 @@ KIND_FIELDS: dict[str, tuple[str, ...]] = {
     "fim.baseline_invalid": ("path", "reason"),
     # a login attempt (sshd, login, PAM): success true/false; src_ip the remote end (absent
     # for a console login); method password, publickey, keyboard-interactive...; service
-    # the program that wrote the record; invalid_user an account that does not exist
+    # the program that wrote the record; invalid_user an account that does not exist;
+    # failures_before / src_failures_before: failed logins of this user / from this
+    # address in the 15 minutes before (cleared by a success), see sources/auth/streak.py
     "auth.login": ("user", "src_ip", "src_port", "method", "service", "success",
-                   "invalid_user", "tty", "message"),
+                   "invalid_user", "tty", "message", "failures_before",
+                   "src_failures_before"),
     # a privilege change: sudo (command run as target_user) or su; success false when
     # refused (wrong password, not in sudoers)
     "auth.privilege": ("user", "target_user", "command", "service", "success", "tty",

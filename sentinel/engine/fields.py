@@ -25,7 +25,7 @@ _TYPES: dict[str, str] = {
     **{f: INT for f in (
         "src_port", "dst_port", "type", "code", "bytes_out", "bytes_in", "bytes_out_delta",
         "bytes_in_delta", "packets", "ip_version", "ports", "hosts", "connections", "probes",
-        "answered",
+        "answered", "failures_before", "src_failures_before",
         "uid_before", "uid_after", "gid_before", "gid_after", "size_before", "size_after",
     )},
     "duration": FLOAT,

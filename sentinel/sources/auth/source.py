@@ -23,6 +23,7 @@ from sentinel.events import KIND_FIELDS, Event
 from sentinel.metrics import Metrics
 from sentinel.pipeline import Emit
 from sentinel.sources.auth.parse import Fields, parse_journal_record, parse_syslog_line
+from sentinel.sources.auth.streak import Streaks
 from sentinel.sources.auth.tail import FileTail
 
 _log = logs.get("auth")
@@ -52,6 +53,10 @@ class AuthSource:
         self._proc: subprocess.Popen[bytes] | None = None
         self._cursor: str | None = None
         self.restart_pause = RESTART_PAUSE
+        # one for both inputs: a site reading the journal and auth.log sees each record
+        # twice, which doubles counts; docs/config.md says to choose one
+        self.streaks = Streaks()
+        self._streak_lock = threading.Lock()
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -102,6 +107,9 @@ class AuthSource:
     def _send(self, found: list[tuple[str, float, Fields]]) -> None:
         assert self._emit is not None
         for kind, ts, fields in found:
+            if kind == "auth.login":
+                with self._streak_lock:  # the files and the journal threads share it
+                    self.streaks.note(fields, ts)
             # every field of the kind is present, None when the record does not say
             full = {k: fields.get(k) for k in KIND_FIELDS[kind]}
             self._emit(Event(kind, ts, self.host, "auth", full))

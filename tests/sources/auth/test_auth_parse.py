@@ -111,3 +111,28 @@ def test_unrelated_records_give_nothing() -> None:
                              " root(uid=0) by (uid=0)", 0.0) == []
     assert parse_syslog_line("garbage", 0.0) == []
     assert parse_journal_record({"MESSAGE": 5}, 0.0) == []
+
+
+def test_a_success_after_failures_carries_their_counts_and_clears_them() -> None:
+    from sentinel.sources.auth.streak import WINDOW, Streaks
+
+    st = Streaks()
+    fails = [{"user": "root", "src_ip": "10.0.0.5", "service": "sshd", "success": False}
+             for _ in range(3)]
+    for i, f in enumerate(fails):
+        st.note(f, 100.0 + i)
+    assert [f["failures_before"] for f in fails] == [0, 1, 2]
+    other = {"user": "alice", "src_ip": "10.0.0.5", "service": "sshd", "success": False}
+    st.note(other, 104.0)
+    assert (other["failures_before"], other["src_failures_before"]) == (0, 3)
+    ok = {"user": "root", "src_ip": "10.0.0.5", "service": "sshd", "success": True}
+    st.note(ok, 105.0)
+    assert (ok["failures_before"], ok["src_failures_before"]) == (3, 4)
+    again = {"user": "root", "src_ip": "10.0.0.5", "service": "sshd", "success": True}
+    st.note(again, 106.0)
+    assert (again["failures_before"], again["src_failures_before"]) == (0, 0)
+    # failures older than the window do not count
+    st.note({"user": "bob", "service": "login", "success": False}, 0.0)
+    late = {"user": "bob", "service": "login", "success": True}
+    st.note(late, WINDOW + 1.0)
+    assert (late["failures_before"], late["src_failures_before"]) == (0, 0)
