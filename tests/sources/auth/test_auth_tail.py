@@ -58,3 +58,30 @@ def test_an_endless_line_is_cut(tmp_path: Path) -> None:
     log.write_bytes(b"A" * (MAX_LINE * 3) + b"\nok\n")
     lines = t.poll()
     assert [len(x) for x in lines] == [MAX_LINE, 2]
+
+
+def test_the_source_reports_a_missing_log_as_blind_until_it_appears(tmp_path: Path) -> None:
+    from sentinel.config import load_config
+    from sentinel.events import Event
+    from sentinel.metrics import Metrics
+    from sentinel.sources.auth import AuthSource
+    from tests.support import wait_for
+
+    log = tmp_path / "auth.log"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"host: {{name: t, addresses: [10.0.0.1]}}\nstate_dir: {tmp_path}\n"
+                   f"auth: {{files: [{log}]}}\n")
+    src = AuthSource(load_config(cfg), Metrics())
+    got: list[Event] = []
+    src.start(got.append)
+    try:
+        name = f"auth:{log}"
+        assert src.components() == {name: False} and src.alive()
+        # a file that appears after the start is read from its first line
+        log.write_text("2026-12-01T20:22:25+00:00 t su[5]: FAILED SU (to root) eve on pts/0\n")
+        wait_for(lambda: src.components() == {name: True}, 5.0, "the input to be read")
+        wait_for(lambda: got, 5.0, "the record")
+        assert got[0].kind == "auth.privilege" and got[0].fields["user"] == "eve"
+    finally:
+        src.stop()
+    assert not src.alive()
