@@ -209,6 +209,8 @@ class DeviceConfig:
     enabled: bool = False
     #: subsystems reported; others (input, power_supply...) are dropped at the source
     subsystems: tuple[str, ...] = ("block", "usb", "scsi")
+    #: mount.added / mount.removed from the mount table
+    mounts: bool = True
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ def read_auth(c: Checker, node: Node) -> AuthConfig:
 
 
 def read_devices(c: Checker, node: Node) -> DeviceConfig:
-    m = c.mapping(node, "devices", ("enabled", "subsystems"))
+    m = c.mapping(node, "devices", ("enabled", "subsystems", "mounts"))
     if m is None:
         return DeviceConfig()
     enabled = c.boolean(m["enabled"], "devices.enabled") if "enabled" in m else True
@@ -47,4 +47,5 @@ def read_devices(c: Checker, node: Node) -> DeviceConfig:
             c.error(m["subsystems"].mark, f"devices.subsystems: {', '.join(map(repr, bad))}"
                     " is not a subsystem sentinel reports; valid: " + ", ".join(DEVICE_SUBSYSTEMS))
         subsystems = tuple(n for n in names if n in DEVICE_SUBSYSTEMS)
-    return DeviceConfig(enabled=enabled is True, subsystems=subsystems)
+    mounts = c.boolean(m["mounts"], "devices.mounts") if "mounts" in m else True
+    return DeviceConfig(enabled=enabled is True, subsystems=subsystems, mounts=mounts is not False)

@@ -117,9 +117,14 @@ KIND_FIELDS: dict[str, tuple[str, ...]] = {
                      "bus", "vendor", "model", "serial"),
     "device.removed": ("action", "subsystem", "devtype", "devname", "devpath", "removable",
                        "bus", "vendor", "model", "serial"),
+    # the mount table changed (sentinel's mount namespace): removable true when the mounted
+    # device is removable storage, None when the source is not a known block device
+    "mount.added": ("mount_point", "fs_type", "mount_source", "mount_root", "removable"),
+    "mount.removed": ("mount_point", "fs_type", "mount_source", "mount_root", "removable"),
 }
 
-_SOURCE_OF_PREFIX = {"net": "network", "fim": "fim", "auth": "auth", "device": "device"}
+_SOURCE_OF_PREFIX = {"net": "network", "fim": "fim", "auth": "auth", "device": "device",
+                     "mount": "device"}
 SOURCES: dict[str, str] = {k: _SOURCE_OF_PREFIX[k.split(".", 1)[0]] for k in KIND_FIELDS}
 
 

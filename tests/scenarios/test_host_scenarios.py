@@ -22,8 +22,10 @@ from sentinel.config import AuthConfig, Config, load_config
 from sentinel.engine import Engine, load_rules
 from sentinel.events import Event
 from sentinel.metrics import Metrics
+from sentinel.selfwatch.mounts import Mount, parse_mountinfo
 from sentinel.sources.auth import AuthSource
 from sentinel.sources.device import DeviceSource
+from sentinel.sources.device.mounts import MountEvents
 from sentinel.sources.device.uevent import DeviceFacts
 from tests.conftest import EXAMPLE_SECRETS
 from tests.support import wait_for
@@ -167,4 +169,26 @@ def test_device_attack_raises_its_alert_and_only_once(config: Config, tmp_path: 
                                   "device-removable-storage": "critical"}[rule]
 
 
-HOST_SCENARIOS = {*AUTH_SCENARIOS, *DEVICE_SCENARIOS}
+def test_a_stick_mounted_raises_its_alert(config: Config, tmp_path: Path) -> None:
+    """The mount table gains the stick's partition (mountinfo as the kernel writes it)."""
+    _sysfs(tmp_path)
+    blk = tmp_path / "class" / "block"
+    blk.mkdir(parents=True)
+    (blk / "sdb1").symlink_to(tmp_path / _STICK.decode().lstrip("/") / "sdb1")
+    base = "22 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n"
+    events: list[tuple[str, dict[str, object]]] = []
+    mounts = MountEvents(lambda k, f: events.append((k, f)), sys_root=tmp_path)
+    mounts._changed(*_diff(base, base + "41 22 8:17 / /media/usb0 rw,nosuid shared:2 - vfat"
+                           " /dev/sdb1 rw,fmask=0022\n"))
+    engine = Engine(load_rules(config), host="tally-01")
+    fired = [a for k, f in events for a in engine.process(Event(k, 1707894000.0, "tally-01",
+                                                                 "device", f))]
+    assert [(a.rule, a.severity) for a in fired] == [("device-removable-mounted", "critical")]
+
+
+def _diff(old: str, new: str) -> tuple[list[Mount], list[Mount]]:
+    a, b = parse_mountinfo(old), parse_mountinfo(new)
+    return [m for i, m in b.items() if i not in a], [m for i, m in a.items() if i not in b]
+
+
+HOST_SCENARIOS = {*AUTH_SCENARIOS, *DEVICE_SCENARIOS, "device-removable-mounted"}

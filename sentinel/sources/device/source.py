@@ -18,12 +18,14 @@ import select
 import socket
 import threading
 import time
+from typing import Any
 
 from sentinel import logs
 from sentinel.config import Config
 from sentinel.events import KIND_FIELDS, Event
 from sentinel.metrics import Metrics
 from sentinel.pipeline import Emit
+from sentinel.sources.device.mounts import MountEvents
 from sentinel.sources.device.uevent import ACTIONS, DeviceFacts, parse_uevent
 
 _log = logs.get("device")
@@ -46,6 +48,7 @@ class DeviceSource:
         self._stop = threading.Event()
         self._emit: Emit | None = None
         self._up = False
+        self.mounts = MountEvents(self._send) if config.devices.mounts else None
 
     def start(self, emit: Emit) -> None:
         self._emit = emit
@@ -63,9 +66,13 @@ class DeviceSource:
         self._thread = threading.Thread(target=self._loop, name="sentinel-device",
                                         daemon=True)
         self._thread.start()
+        if self.mounts is not None:
+            self.mounts.start()
 
     def stop(self) -> None:
         self._stop.set()
+        if self.mounts is not None:
+            self.mounts.stop()
         if self._thread is not None:
             self._thread.join(5.0)
         if self._sock is not None:
@@ -73,10 +80,15 @@ class DeviceSource:
             self._sock = None
 
     def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        threads = self._thread is not None and self._thread.is_alive()
+        return threads and (self.mounts is None or self.mounts.alive())
 
     def components(self) -> dict[str, bool]:
-        return {"device:uevent": self._up}
+        out = {"device:uevent": self._up and self._thread is not None
+               and self._thread.is_alive()}
+        if self.mounts is not None:
+            out["device:mounts"] = self.mounts.alive()
+        return out
 
     def _loop(self) -> None:
         sock = self._sock
@@ -105,11 +117,12 @@ class DeviceSource:
             return
         if env.get("SUBSYSTEM") not in self.subsystems:
             return
-        kind = ACTIONS[env["ACTION"]]
+        self._send(ACTIONS[env["ACTION"]], self.facts.fields(env), ts)
+
+    def _send(self, kind: str, fields: dict[str, Any], ts: float | None = None) -> None:
         assert self._emit is not None
-        fields = self.facts.fields(env)
         full = {k: fields.get(k) for k in KIND_FIELDS[kind]}
-        self._emit(Event(kind, ts, self.host, "device", full))
+        self._emit(Event(kind, time.time() if ts is None else ts, self.host, "device", full))
         self.metrics.events.labels("device", kind).inc()
 
 

@@ -46,7 +46,7 @@ def parse_uevent(data: bytes) -> dict[str, str] | None:
     return env
 
 
-def _text(path: Path) -> str | None:
+def sysfs_text(path: Path) -> str | None:
     try:
         with open(path, "rb") as f:
             raw = f.read(MAX_TEXT * 4)
@@ -99,21 +99,21 @@ class DeviceFacts:
             real = str(node)
         usb = "/usb" in real or "/usb" in devpath
         disk = node.parent if env.get("DEVTYPE") == "partition" else node
-        flag = _text(disk / "removable")
+        flag = sysfs_text(disk / "removable")
         removable: bool | None = (flag == "1") if flag in ("0", "1") else None
         if usb:
             removable = True  # a USB stick or disk can leave; some report removable=0
-        vendor = _text(disk / "device" / "vendor")
-        model = _text(disk / "device" / "model")
+        vendor = sysfs_text(disk / "device" / "vendor")
+        model = sysfs_text(disk / "device" / "model")
         serial = None
         if usb:
             # the USB device's own descriptors, on the nearest ancestor that has them
             p = Path(real)
             for _ in range(12):
                 if (p / "idVendor").exists():
-                    vendor = _text(p / "manufacturer") or _text(p / "idVendor")
-                    model = _text(p / "product") or _text(p / "idProduct")
-                    serial = _text(p / "serial")
+                    vendor = sysfs_text(p / "manufacturer") or sysfs_text(p / "idVendor")
+                    model = sysfs_text(p / "product") or sysfs_text(p / "idProduct")
+                    serial = sysfs_text(p / "serial")
                     break
                 if p.parent == p:
                     break
