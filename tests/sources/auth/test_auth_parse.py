@@ -136,3 +136,12 @@ def test_a_success_after_failures_carries_their_counts_and_clears_them() -> None
     late = {"user": "bob", "service": "login", "success": True}
     st.note(late, WINDOW + 1.0)
     assert (late["failures_before"], late["src_failures_before"]) == (0, 0)
+
+
+def test_a_journal_record_tagged_sshd_by_another_program_is_dropped() -> None:
+    """``logger -t sshd "Accepted ..."``: journald's own _COMM says who wrote it."""
+    rec = {"SYSLOG_IDENTIFIER": "sshd", "MESSAGE": "Accepted publickey for root from"
+           " 10.0.0.5 port 22 ssh2", "__REALTIME_TIMESTAMP": "1"}
+    assert parse_journal_record({**rec, "_COMM": "logger"}, 0.0) == []
+    assert len(parse_journal_record({**rec, "_COMM": "sshd"}, 0.0)) == 1
+    assert len(parse_journal_record({**rec, "_COMM": "sshd-session"}, 0.0)) == 1
