@@ -103,7 +103,7 @@ KIND_FIELDS: dict[str, tuple[str, ...]] = {
     # for a console login); method password, publickey, keyboard-interactive...; service
     # the program that wrote the record; invalid_user an account that does not exist;
     # failures_before / src_failures_before: failed logins of this user / from this
-    # address in the 15 minutes before (cleared by a success), see sources/auth/streak.py
+    # address in the 15 minutes before (cleared by a success), see sources/auth/parse.py
     "auth.login": ("user", "src_ip", "src_port", "method", "service", "success",
                    "invalid_user", "tty", "message", "failures_before",
                    "src_failures_before"),

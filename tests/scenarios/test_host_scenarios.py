@@ -25,7 +25,7 @@ from sentinel.metrics import Metrics
 from sentinel.selfwatch.mounts import Mount, parse_mountinfo
 from sentinel.sources.auth import AuthSource
 from sentinel.sources.device import DeviceSource
-from sentinel.sources.device.mounts import MountEvents
+from sentinel.sources.device.source import MountEvents
 from sentinel.sources.device.uevent import DeviceFacts
 from tests.conftest import EXAMPLE_SECRETS
 from tests.support import wait_for

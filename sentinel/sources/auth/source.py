@@ -22,8 +22,7 @@ from sentinel.config import Config
 from sentinel.events import KIND_FIELDS, Event
 from sentinel.metrics import Metrics
 from sentinel.pipeline import Emit
-from sentinel.sources.auth.parse import Fields, parse_journal_record, parse_syslog_line
-from sentinel.sources.auth.streak import Streaks
+from sentinel.sources.auth.parse import Fields, Streaks, parse_journal_record, parse_syslog_line
 from sentinel.sources.auth.tail import FileTail
 
 _log = logs.get("auth")

@@ -5,7 +5,8 @@ Pure Python: a netlink socket of family 15 bound to the kernel's multicast group
 messages whose sender is the kernel (netlink port 0) are read: root on the host
 could send lookalike messages from userspace to the group otherwise.
 
-The socket is the source's one component (``device:uevent``). A receive buffer
+Components: the socket (``device:uevent``) and the mount table watch
+(``device:mounts``, see :class:`MountEvents`). A receive buffer
 overflow (``ENOBUFS``: the kernel sent faster than the source read) means events
 were lost; it is logged and counted in ``sentinel_device_events_lost``, and the
 source keeps reading.
@@ -18,6 +19,8 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sentinel import logs
@@ -25,14 +28,59 @@ from sentinel.config import Config
 from sentinel.events import KIND_FIELDS, Event
 from sentinel.metrics import Metrics
 from sentinel.pipeline import Emit
-from sentinel.sources.device.mounts import MountEvents
-from sentinel.sources.device.uevent import ACTIONS, DeviceFacts, parse_uevent
+from sentinel.selfwatch.mounts import Mount, MountWatch
+from sentinel.sources.device.uevent import (
+    ACTIONS,
+    PSEUDO,
+    DeviceFacts,
+    block_removable,
+    parse_uevent,
+)
 
 _log = logs.get("device")
 
 NETLINK_KOBJECT_UEVENT = 15
 KERNEL_GROUP = 1
 RCVBUF = 4 * 2**20
+
+
+class MountEvents:
+    """Calls ``send(kind, fields)`` for every mount that appears or goes
+    (``mount.added`` / ``mount.removed``; pseudo file systems left out).
+
+    The table is watched by :class:`sentinel.selfwatch.mounts.MountWatch`, the same
+    poll on /proc/self/mountinfo the self-protection uses for mounts over watched
+    paths; this adds an event per mount, with ``removable`` when the mounted device
+    is removable storage, so a rule sees a stick being mounted, not only attached.
+    Only sentinel's mount namespace is seen (see that module).
+    """
+
+    def __init__(self, send: Callable[[str, dict[str, Any]], None],
+                 path: str = "/proc/self/mountinfo", sys_root: Path = Path("/sys")) -> None:
+        self.send = send
+        self.sys_root = sys_root
+        self.watch = MountWatch(self._changed, path)
+
+    def start(self) -> None:
+        self.watch.start()
+
+    def stop(self) -> None:
+        self.watch.stop()
+
+    def alive(self) -> bool:
+        return self.watch.alive()
+
+    def _fields(self, m: Mount) -> dict[str, Any]:
+        return {"mount_point": m.point, "fs_type": m.fs_type, "mount_source": m.source,
+                "mount_root": m.root, "removable": block_removable(m.source, self.sys_root)}
+
+    def _changed(self, new: list[Mount], gone: list[Mount]) -> None:
+        for m in gone:
+            if m.fs_type not in PSEUDO:
+                self.send("mount.removed", self._fields(m))
+        for m in new:
+            if m.fs_type not in PSEUDO:
+                self.send("mount.added", self._fields(m))
 
 
 class DeviceSource:

@@ -121,3 +121,29 @@ class DeviceFacts:
         bus = "usb" if usb else ("virtual" if "/virtual/" in devpath else None)
         return {"removable": removable, "bus": bus, "vendor": vendor, "model": model,
                 "serial": serial}
+
+
+#: pseudo file systems: no device behind them, and containers mount them by the dozen
+PSEUDO = frozenset({"proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue", "nsfs",
+                    "debugfs", "tracefs", "securityfs", "pstore", "bpf", "configfs",
+                    "fusectl", "hugetlbfs", "binfmt_misc", "autofs", "efivarfs", "devtmpfs"})
+
+
+def block_removable(source: str, sys_root: Path = Path("/sys")) -> bool | None:
+    """Whether the block device ``source`` (``/dev/sdb1``) is removable; None when not a
+    block device or not known."""
+    if not source.startswith("/dev/"):
+        return None
+    name = os.path.basename(os.path.realpath(source)) if sys_root == Path("/sys") \
+        else os.path.basename(source)
+    node = sys_root / "class" / "block" / name
+    try:
+        real = os.path.realpath(node)
+    except OSError:
+        return None
+    if not os.path.exists(real):
+        return None
+    if "/usb" in real:
+        return True
+    flag = sysfs_text(Path(real) / "removable") or sysfs_text(Path(real).parent / "removable")
+    return flag == "1" if flag in ("0", "1") else None

@@ -114,7 +114,7 @@ def test_unrelated_records_give_nothing() -> None:
 
 
 def test_a_success_after_failures_carries_their_counts_and_clears_them() -> None:
-    from sentinel.sources.auth.streak import WINDOW, Streaks
+    from sentinel.sources.auth.parse import WINDOW, Streaks
 
     st = Streaks()
     fails = [{"user": "root", "src_ip": "10.0.0.5", "service": "sshd", "success": False}

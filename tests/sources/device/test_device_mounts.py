@@ -13,7 +13,7 @@ from sentinel.config import load_config
 from sentinel.events import KIND_FIELDS, Event
 from sentinel.metrics import Metrics
 from sentinel.sources.device import DeviceSource
-from sentinel.sources.device.mounts import block_removable
+from sentinel.sources.device.uevent import block_removable
 from tests.support import wait_for
 
 
