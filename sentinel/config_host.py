@@ -6,16 +6,19 @@ device events is a choice a site makes (docs/config.md, "Beyond CONTRACT.md").
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from sentinel.config import AuthConfig, DeviceConfig
-from sentinel.located import Checker, Node
+from sentinel.located import Checker, Node, Problem
 
 #: Subsystems the device source can report; others carry nothing about media.
 DEVICE_SUBSYSTEMS = ("block", "usb", "scsi", "mmc", "nvme", "thunderbolt", "net")
 
 
-def read_auth(c: Checker, node: Node) -> AuthConfig:
+def read_auth(c: Checker, node: Node, warnings: list[Problem] | None = None) -> AuthConfig:
+    """The ``auth`` section; a file absent on this host is a warning in ``warnings``
+    (valid: rsyslog may create it later, and the daemon reports it down until then)."""
     m = c.mapping(node, "auth", ("journal", "files"))
     if m is None:
         return AuthConfig()
@@ -31,6 +34,11 @@ def read_auth(c: Checker, node: Node) -> AuthConfig:
                         " e.g. /var/log/auth.log")
                 continue
             files.append(Path(text))
+            if warnings is not None and not os.path.lexists(text):
+                warnings.append(Problem(
+                    item.mark, f"warning: auth.files[{i}]: {text!r} does not exist on this"
+                    " host; the daemon would report the auth source blind on it until it"
+                    " appears"))
     return AuthConfig(journal=journal is True, files=tuple(files))
 
 

@@ -78,7 +78,7 @@ class ConfigReader:
                    if "outputs" in top else OutputsConfig())
         attest = self._attest(top["attest"]) if "attest" in top else AttestConfig()
         language, timezone = self._display(top)
-        auth = read_auth(c, top["auth"]) if "auth" in top else AuthConfig()
+        auth = read_auth(c, top["auth"], self.warnings) if "auth" in top else AuthConfig()
         devices = read_devices(c, top["devices"]) if "devices" in top else DeviceConfig()
         c.raise_if_any()
         return Config(

@@ -59,3 +59,21 @@ def _write(tmp_path: Path, text: str) -> Path:
     cfg = tmp_path / "c.yaml"
     cfg.write_text(HEAD + text)
     return cfg
+
+
+def test_check_warns_at_an_auth_log_absent_on_this_host(tmp_path: Path) -> None:
+    """A warning at the entry (exit 0): valid, but the source would start blind on it."""
+    import subprocess
+    import sys
+
+    text = HEAD + f"auth:\n  files: [{tmp_path}/there.log, {tmp_path}/nosuch.log]\n"
+    (tmp_path / "there.log").write_text("")
+    cfg = _write(tmp_path, text[len(HEAD):])
+    done = subprocess.run([sys.executable, "-m", "sentinel", "check", "-c", str(cfg)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    line, col = where(text, f"{tmp_path}/nosuch.log")
+    assert done.stderr.startswith(
+        f"{cfg}:{line}:{col}: warning: auth.files[1]: '{tmp_path}/nosuch.log' does not exist"
+        " on this host"), done.stderr
+    assert "there.log" not in done.stderr
