@@ -189,6 +189,31 @@ class OutputsConfig:
 
 
 @dataclass(frozen=True)
+class AuthConfig:
+    """Where login and privilege records are read (sentinel.sources.auth); off by default."""
+
+    #: follow the systemd journal through ``journalctl -o json -f``
+    journal: bool = False
+    #: syslog files (rsyslog's /var/log/auth.log) followed across rotation
+    files: tuple[Path, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return self.journal or bool(self.files)
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """Kernel device events (sentinel.sources.device); off by default."""
+
+    enabled: bool = False
+    #: subsystems reported; others (input, power_supply...) are dropped at the source
+    subsystems: tuple[str, ...] = ("block", "usb", "scsi")
+    #: mount.added / mount.removed from the mount table
+    mounts: bool = True
+
+
+@dataclass(frozen=True)
 class AttestConfig:
     """Public attestations: the Ed25519 signing key, how often, where they go."""
 
@@ -214,6 +239,8 @@ class Config:
     schedules: dict[str, tuple[Window, ...]] = field(default_factory=dict)
     outputs: OutputsConfig = OutputsConfig()
     attest: AttestConfig = AttestConfig()
+    auth: AuthConfig = AuthConfig()
+    devices: DeviceConfig = DeviceConfig()
     #: What is valid but suspect on this host (an interface that does not exist here):
     #: ``check`` prints them and still exits 0; the daemon reports the effect as it runs.
     warnings: tuple[Problem, ...] = ()

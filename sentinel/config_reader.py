@@ -16,7 +16,9 @@ from typing import Any
 
 from sentinel.config import (
     AttestConfig,
+    AuthConfig,
     Config,
+    DeviceConfig,
     FimConfig,
     FimPath,
     HostConfig,
@@ -29,11 +31,14 @@ from sentinel.config import (
     StormConfig,
     Window,
 )
+from sentinel.config_host import read_auth, read_devices
 from sentinel.config_outputs import NAME, OutputsReader
+from sentinel.events import SOURCES
 from sentinel.located import Checker, Mark, Node, Problem, type_name
 
+EVENT_SOURCES = tuple(dict.fromkeys(SOURCES.values()))
 TOP_KEYS = ("host", "state_dir", "network", "fim", "rules", "lists", "schedules", "outputs",
-            "attest", "language", "timezone")
+            "attest", "language", "timezone", "auth", "devices")
 
 
 
@@ -73,6 +78,8 @@ class ConfigReader:
                    if "outputs" in top else OutputsConfig())
         attest = self._attest(top["attest"]) if "attest" in top else AttestConfig()
         language, timezone = self._display(top)
+        auth = read_auth(c, top["auth"], self.warnings) if "auth" in top else AuthConfig()
+        devices = read_devices(c, top["devices"]) if "devices" in top else DeviceConfig()
         c.raise_if_any()
         return Config(
             source=self.path,
@@ -87,6 +94,8 @@ class ConfigReader:
             schedules=schedules,
             outputs=outputs,
             attest=attest,
+            auth=auth,
+            devices=devices,
             language=language,
             timezone=timezone,
             warnings=tuple(self.warnings),
@@ -297,9 +306,9 @@ class ConfigReader:
         sources = d.sources
         if "sources" in m and (items := c.strings(m["sources"], "rules.storm.sources")) is not None:
             for i, name in enumerate(items):
-                if name not in ("network", "fim"):
+                if name not in EVENT_SOURCES:
                     c.error(m["sources"].value[i].mark, f"rules.storm.sources[{i}]: {name!r}"
-                            " is not an event source; valid: network, fim")
+                            " is not an event source; valid: " + ", ".join(EVENT_SOURCES))
             sources = frozenset(items)
         return StormConfig(top or d.max_alerts, period or d.period,
                            d.sample if sample is None else sample, sources)

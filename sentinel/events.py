@@ -99,9 +99,33 @@ KIND_FIELDS: dict[str, tuple[str, ...]] = {
     "fim.attrib": _FIM_FIELDS,
     # raised by the FIM source itself when the baseline fails its signature
     "fim.baseline_invalid": ("path", "reason"),
+    # a login attempt (sshd, login, PAM): success true/false; src_ip the remote end (absent
+    # for a console login); method password, publickey, keyboard-interactive...; service
+    # the program that wrote the record; invalid_user an account that does not exist;
+    # failures_before / src_failures_before: failed logins of this user / from this
+    # address in the 15 minutes before (cleared by a success), see sources/auth/parse.py
+    "auth.login": ("user", "src_ip", "src_port", "method", "service", "success",
+                   "invalid_user", "tty", "message", "failures_before",
+                   "src_failures_before"),
+    # a privilege change: sudo (command run as target_user) or su; success false when
+    # refused (wrong password, not in sudoers)
+    "auth.privilege": ("user", "target_user", "command", "service", "success", "tty",
+                       "message"),
+    # a kernel device event (NETLINK_KOBJECT_UEVENT): removable true for a block device the
+    # kernel marks removable or one on the USB bus; vendor/model/serial where known
+    "device.added": ("action", "subsystem", "devtype", "devname", "devpath", "removable",
+                     "bus", "vendor", "model", "serial"),
+    "device.removed": ("action", "subsystem", "devtype", "devname", "devpath", "removable",
+                       "bus", "vendor", "model", "serial"),
+    # the mount table changed (sentinel's mount namespace): removable true when the mounted
+    # device is removable storage, None when the source is not a known block device
+    "mount.added": ("mount_point", "fs_type", "mount_source", "mount_root", "removable"),
+    "mount.removed": ("mount_point", "fs_type", "mount_source", "mount_root", "removable"),
 }
 
-SOURCES: dict[str, str] = {k: ("network" if k.startswith("net.") else "fim") for k in KIND_FIELDS}
+_SOURCE_OF_PREFIX = {"net": "network", "fim": "fim", "auth": "auth", "device": "device",
+                     "mount": "device"}
+SOURCES: dict[str, str] = {k: _SOURCE_OF_PREFIX[k.split(".", 1)[0]] for k in KIND_FIELDS}
 
 
 #: Fields that hold a file name: bytes to Linux, carried as :func:`name_fields` says.

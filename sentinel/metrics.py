@@ -202,6 +202,12 @@ class Metrics:
             ["component"],
             registry=r,
         )
+        self.device_events_lost = Counter(
+            "sentinel_device_events_lost",
+            "Times the kernel's device events overflowed the source's receive buffer:"
+            " device events were lost",
+            registry=r,
+        )
         self.capture_up = Gauge(
             "sentinel_capture_up",
             "1 while the capture on a configured interface is open and reading; 0 while it"

@@ -26,6 +26,8 @@ from sentinel.metrics import Metrics
 from sentinel.pipeline import Emit, Source
 from sentinel.sinks import Delivery, build_delivery
 from sentinel.sinks.metrics_http import Health, MetricsServer, TLSFiles
+from sentinel.sources.auth import build_auth_source
+from sentinel.sources.device import build_device_source
 from sentinel.sources.fim import build_fim_source
 from sentinel.sources.net import build_network_source
 
@@ -44,7 +46,9 @@ class Parts:
 def build_sources(config: Config, metrics: Metrics) -> list[Source]:
     """The sources ``config`` asks for, built but not started."""
     sources: list[Source] = []
-    for build in (build_fim_source, build_network_source):
+    builds: tuple[Callable[[Config, Metrics], Source | None], ...] = (
+        build_fim_source, build_network_source, build_auth_source, build_device_source)
+    for build in builds:
         src = build(config, metrics)
         if src is not None:
             sources.append(src)
@@ -64,8 +68,8 @@ def build_parts(config: Config, metrics: Metrics, health: Health) -> Parts:
 
 
 def _sources_differ(old: Config, new: Config) -> bool:
-    return (old.host, old.state_dir, old.network, old.fim) != (
-        new.host, new.state_dir, new.network, new.fim)
+    return (old.host, old.state_dir, old.network, old.fim, old.auth, old.devices) != (
+        new.host, new.state_dir, new.network, new.fim, new.auth, new.devices)
 
 
 def _sink_differs(old: Config, new: Config) -> bool:

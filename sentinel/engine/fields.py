@@ -25,13 +25,14 @@ _TYPES: dict[str, str] = {
     **{f: INT for f in (
         "src_port", "dst_port", "type", "code", "bytes_out", "bytes_in", "bytes_out_delta",
         "bytes_in_delta", "packets", "ip_version", "ports", "hosts", "connections", "probes",
-        "answered",
+        "answered", "failures_before", "src_failures_before",
         "uid_before", "uid_after", "gid_before", "gid_after", "size_before", "size_after",
     )},
     "duration": FLOAT,
     **{f: BOOL for f in (
         "src_internal", "dst_internal", "is_response", "final", "is_executable", "is_setuid",
         "is_setgid", "offline", "probe", "midstream", "established", "hosts_capped",
+        "success", "invalid_user", "removable",
     )},
     "path_tags": LIST,
     "changed": LIST,
@@ -44,7 +45,8 @@ _TYPES: dict[str, str] = {
 LOW_CARDINALITY = frozenset({
     "kind", "host", "source", "proto", "direction", "src_internal", "dst_internal", "iface",
     "tcp_flags", "op", "qtype", "is_response", "rcode", "final", "offline", "is_executable",
-    "is_setuid", "is_setgid", "changed", "type", "code",
+    "is_setuid", "is_setgid", "changed", "type", "code", "success", "invalid_user",
+    "removable", "method", "service", "subsystem", "devtype", "bus",
 })
 
 NUMERIC = (INT, FLOAT)

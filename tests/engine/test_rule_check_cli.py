@@ -175,6 +175,7 @@ OTHER_V4 = """lists:
   tally_db_ports: [6432]
   tally_web_ports: [8443]
   ssh_ports: [2222]
+  login_accounts: [petugas]
 """
 OTHER_V6 = """lists:
   tally_server: ["2001:db8:40::10"]
@@ -194,6 +195,7 @@ OTHER_V6 = """lists:
   tally_db_ports: [5432]
   tally_web_ports: [443]
   ssh_ports: [22]
+  login_accounts: [petugas]
 """
 
 

@@ -108,6 +108,7 @@ class Site:
             "tally_db_ports": [5432],
             "tally_web_ports": [443],
             "ssh_ports": [22],
+            "login_accounts": ["operator"],
         }
 
     def apply(self, config: dict[str, Any]) -> dict[str, Any]:

@@ -171,9 +171,11 @@ def test_another_site_changes_only_its_config(tmp_path: Path) -> None:
 def test_every_rule_has_an_attack_scenario(pack: RuleSet) -> None:
     """No rule ships without a capture or file-operation script that makes it fire."""
     from test_file_scenarios import EXPECTED
+    from test_host_scenarios import HOST_SCENARIOS
     from test_network_scenarios import SCENARIOS
 
     live_only = {"file-permissions-changed", "fim-baseline-invalid",  # see test_file_scenarios
                  "sentinel-own-file-changed"}  # tests/selfwatch/test_self_files.py
-    covered = {s.rule for s in SCENARIOS.values()} | {e[1] for e in EXPECTED.values()}
+    covered = ({s.rule for s in SCENARIOS.values()} | {e[1] for e in EXPECTED.values()}
+               | HOST_SCENARIOS)
     assert sorted(r.id for r in pack if r.id not in covered | live_only) == []
