@@ -131,8 +131,12 @@ class AuthSource:
                 cmd = [a for a in cmd if a != "--lines=0"]
                 cmd.append(f"--after-cursor={self._cursor}")
             try:
+                # a session of its own: a signal to sentinel's process group (Ctrl-C
+                # in a terminal) must not end the reader before sentinel stops it,
+                # or every stop would look like a reader that died
                 self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE,
-                                              stderr=subprocess.DEVNULL)
+                                              stderr=subprocess.DEVNULL,
+                                              start_new_session=True)
             except OSError as exc:
                 _log.error("auth_journal_failed", detail=str(exc))
                 self._set_up("auth:journal", False)
