@@ -334,12 +334,8 @@ class Engine:
         """At shutdown: end every open suppression and storm period now, so no count is lost."""
         out: list[Alert] = self._closing(now) if self._retired else []
         for mem in self._active.memory.values():
-            if mem.suppress is not None:
-                ended = mem.suppress.flush(now)
-                out.extend(self._storm_pass(mem.storm, ended, None)
-                           if mem.storm is not None and ended else ended)
-            if mem.storm is not None:
-                out.extend(mem.storm.flush(now))
+            # as for a retired rule: a storm open at stop also ends, and says so once
+            out.extend(self._close(mem, now))
         if out:
             self._count(out)
         return out
