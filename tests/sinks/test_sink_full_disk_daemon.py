@@ -27,11 +27,20 @@ N = 20
 
 
 def get(port: int, path: str) -> tuple[int, bytes]:
+    """One answer; (0, b"") when the connection was reset while reading it.
+
+    A reset read of a 503 body was seen once in a full CI run (not reproduced; the
+    endpoint's close after the answer is suspect and noted for follow-up). Callers
+    poll, so a reset poll is a poll that did not see the state yet, never a pass.
+    """
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
             return int(r.status), bytes(r.read())
     except urllib.error.HTTPError as e:
-        return int(e.code), bytes(e.read())
+        try:
+            return int(e.code), bytes(e.read())
+        except ConnectionResetError:
+            return 0, b""
 
 
 def held(port: int) -> float:
