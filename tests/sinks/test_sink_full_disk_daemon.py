@@ -41,6 +41,8 @@ def get(port: int, path: str) -> tuple[int, bytes]:
             return int(e.code), bytes(e.read())
         except ConnectionResetError:
             return 0, b""
+    except ConnectionResetError:
+        return 0, b""
 
 
 def held(port: int) -> float:
