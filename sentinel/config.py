@@ -214,6 +214,20 @@ class DeviceConfig:
 
 
 @dataclass(frozen=True)
+class AttributionConfig:
+    """Who did it: the process behind file changes and connections; off by default.
+
+    ``files``: "audit" asks the kernel's audit subsystem for a record of each
+    change to a watched path (sentinel.sources.audit), "off" does not.
+    ``connections``: resolve the local end of a connection to its process
+    (sentinel.sources.net.owner).
+    """
+
+    files: str = "off"
+    connections: bool = False
+
+
+@dataclass(frozen=True)
 class AttestConfig:
     """Public attestations: the Ed25519 signing key, how often, where they go."""
 
@@ -241,6 +255,7 @@ class Config:
     attest: AttestConfig = AttestConfig()
     auth: AuthConfig = AuthConfig()
     devices: DeviceConfig = DeviceConfig()
+    attribution: AttributionConfig = AttributionConfig()
     #: What is valid but suspect on this host (an interface that does not exist here):
     #: ``check`` prints them and still exits 0; the daemon reports the effect as it runs.
     warnings: tuple[Problem, ...] = ()

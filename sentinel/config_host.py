@@ -1,4 +1,4 @@
-"""Reads the host-activity sections of the config: ``auth`` and ``devices``.
+"""Reads the host-activity sections of the config: ``auth``, ``devices``, ``attribution``.
 
 Both are off unless present: reading another program's logs or the kernel's
 device events is a choice a site makes (docs/config.md, "Beyond CONTRACT.md").
@@ -9,8 +9,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sentinel.config import AuthConfig, DeviceConfig
+from sentinel.config import AttributionConfig, AuthConfig, DeviceConfig
 from sentinel.located import Checker, Node, Problem
+
+#: How file changes can be attributed to a process.
+FILE_ATTRIBUTION = ("audit", "off")
 
 #: Subsystems the device source can report; others carry nothing about media.
 DEVICE_SUBSYSTEMS = ("block", "usb", "scsi", "mmc", "nvme", "thunderbolt", "net")
@@ -57,3 +60,19 @@ def read_devices(c: Checker, node: Node) -> DeviceConfig:
         subsystems = tuple(n for n in names if n in DEVICE_SUBSYSTEMS)
     mounts = c.boolean(m["mounts"], "devices.mounts") if "mounts" in m else True
     return DeviceConfig(enabled=enabled is True, subsystems=subsystems, mounts=mounts is not False)
+
+
+def read_attribution(c: Checker, node: Node) -> AttributionConfig:
+    m = c.mapping(node, "attribution", ("files", "connections"))
+    if m is None:
+        return AttributionConfig()
+    files = AttributionConfig.files
+    if "files" in m and (text := c.string(m["files"], "attribution.files")) is not None:
+        if text in FILE_ATTRIBUTION:
+            files = text
+        else:
+            c.error(m["files"].mark, f"attribution.files: {text!r} is not a way sentinel"
+                    " attributes file changes; valid: " + ", ".join(FILE_ATTRIBUTION))
+    connections = (c.boolean(m["connections"], "attribution.connections")
+                   if "connections" in m else False)
+    return AttributionConfig(files=files, connections=connections is True)

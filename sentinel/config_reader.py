@@ -16,6 +16,7 @@ from typing import Any
 
 from sentinel.config import (
     AttestConfig,
+    AttributionConfig,
     AuthConfig,
     Config,
     DeviceConfig,
@@ -31,14 +32,14 @@ from sentinel.config import (
     StormConfig,
     Window,
 )
-from sentinel.config_host import read_auth, read_devices
+from sentinel.config_host import read_attribution, read_auth, read_devices
 from sentinel.config_outputs import NAME, OutputsReader
 from sentinel.events import SOURCES
 from sentinel.located import Checker, Mark, Node, Problem, type_name
 
 EVENT_SOURCES = tuple(dict.fromkeys(SOURCES.values()))
 TOP_KEYS = ("host", "state_dir", "network", "fim", "rules", "lists", "schedules", "outputs",
-            "attest", "language", "timezone", "auth", "devices")
+            "attest", "language", "timezone", "auth", "devices", "attribution")
 
 
 
@@ -80,6 +81,8 @@ class ConfigReader:
         language, timezone = self._display(top)
         auth = read_auth(c, top["auth"], self.warnings) if "auth" in top else AuthConfig()
         devices = read_devices(c, top["devices"]) if "devices" in top else DeviceConfig()
+        attribution = (read_attribution(c, top["attribution"]) if "attribution" in top
+                       else AttributionConfig())
         c.raise_if_any()
         return Config(
             source=self.path,
@@ -96,6 +99,7 @@ class ConfigReader:
             attest=attest,
             auth=auth,
             devices=devices,
+            attribution=attribution,
             language=language,
             timezone=timezone,
             warnings=tuple(self.warnings),

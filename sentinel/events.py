@@ -18,6 +18,17 @@ from typing import Any
 
 COMMON_FIELDS: tuple[str, ...] = ("kind", "time", "host", "source")
 
+#: The process behind an event, where the kernel could tell (#19): pid, parent pid,
+#: executable (a name: ``process_exe_b64`` holds the raw bytes when not UTF-8), command
+#: line (escaped text), uid and user, login uid and user (the account a person logged
+#: in as, kept across sudo and su), session; ``process_via`` how it was learned
+#: ("audit", "socket"), ``process_unknown`` why it is not known (None when it is).
+ACTOR_FIELDS: tuple[str, ...] = (
+    "process_pid", "process_ppid", "process_exe", "process_exe_b64", "process_command",
+    "process_uid", "process_user", "process_login_uid", "process_login_user",
+    "process_session", "process_via", "process_unknown",
+)
+
 _NET_ENDS = ("src_ip", "dst_ip", "direction", "src_internal", "dst_internal")
 _FIM_FIELDS = (
     "path",
@@ -47,6 +58,7 @@ _FIM_FIELDS = (
     "dest_path_b64",
     "link_target_before_b64",
     "link_target_after_b64",
+    *ACTOR_FIELDS,
 )
 
 #: Every event kind and the fields it carries besides the common ones.
@@ -56,6 +68,7 @@ KIND_FIELDS: dict[str, tuple[str, ...]] = {
     "net.connection": (
         "proto", "src_ip", "src_port", "dst_ip", "dst_port", "direction",
         "src_internal", "dst_internal", "iface", "tcp_flags", "probe", "midstream",
+        *ACTOR_FIELDS,
     ),
     # a TCP connection the other side accepted (SYN-ACK seen, or data on a flow picked up
     # mid-way); src is the side that opened it, as in net.connection
@@ -66,7 +79,7 @@ KIND_FIELDS: dict[str, tuple[str, ...]] = {
     # a SYN-ACK; src is the answering side (a server answering on a port)
     "net.tcp_synack": (
         "src_ip", "src_port", "dst_ip", "dst_port", "direction", "src_internal",
-        "dst_internal", "iface", "tcp_flags",
+        "dst_internal", "iface", "tcp_flags", *ACTOR_FIELDS,
     ),
     "net.dns": (*_NET_ENDS, "qname", "qtype", "is_response", "rcode", "iface"),
     # an IP fragment that is an evasion signal: anomaly "tiny" (a first fragment too short
