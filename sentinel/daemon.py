@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import gc
 import queue
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -460,8 +462,28 @@ def run_daemon(config_path: Path) -> int:
     daemon = Daemon(config_path, config, rules)
     try:
         return daemon.run()
-    except (OSError, BaselineError, JournalError, JournalKeyError) as exc:
+    except (OSError, BaselineError, JournalError, JournalKeyError, sqlite3.Error) as exc:
+        if _disk_full(exc):
+            # not the operator's config: once space is freed a start works, so exit 1
+            # and let the unit restart it (RestartSec) rather than wait for a person
+            print(f"sentinel: cannot start: the disk is full ({exc}); free space in"
+                  f" {config.state_dir}: the service is restarted until it starts",
+                  file=sys.stderr)
+            return 1
         # the metrics port taken, a key that cannot be read, the state dir in use by
         # another sentinel: a clear line, not a traceback, and no restart loop
         print(f"sentinel: cannot start: {exc}", file=sys.stderr)
         return 2
+
+
+def _disk_full(exc: BaseException | None) -> bool:
+    """True when ``exc`` or what caused it is a full disk or quota (ENOSPC, EDQUOT, or
+    SQLite's "database or disk is full")."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(exc, sqlite3.Error) and "disk is full" in str(exc):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
