@@ -100,14 +100,20 @@ class FieldIndex:
         self.is_list = get is None and field_type(name) == LIST
         # the value with ``base`` folded in: a scalar lookup is one dict probe
         self._exact = {v: m | base for v, m in exact.items()}
-        self._ranges = RangeIndex(nets, base) if nets else None
+        self.exact_get = self._exact.get
+        self.ranges = self._ranges = RangeIndex(nets, base) if nets else None
         self._domains = domains
+        #: the field read straight from ``ev.fields`` and looked up by value alone
+        #: (exact values, address ranges): the candidate loop inlines these
+        self.plain: str | None = None
         if get is not None:
             self.get = get
         elif name in COMMON_FIELDS:
             self.get = lambda ev: ev.get(name)
         else:
             self.get = lambda ev: ev.fields.get(name)
+            if not self.is_list and not domains:
+                self.plain = name
 
     def allows(self, ev: Event) -> int:
         try:
@@ -197,8 +203,24 @@ class KindIndex:
 
     def candidates(self, ev: Event) -> Sequence[Any]:
         mask = self.all
+        fields = ev.fields
         for f in self.fields:
-            mask &= f.allows(ev)
+            name = f.plain
+            if name is None:
+                mask &= f.allows(ev)
+            else:  # FieldIndex.allows and _one for a plain field, without the calls
+                v = fields.get(name)
+                if v is None:
+                    mask &= f.base
+                else:
+                    try:
+                        m = f.exact_get(v, f.base)
+                    except TypeError:  # an unhashable value equals no listed value
+                        m = f.base
+                    ranges = f.ranges
+                    if ranges is not None:
+                        m |= ranges.lookup(v)
+                    mask &= m
             if not mask:
                 return ()
         got = self._by_mask.get(mask)
