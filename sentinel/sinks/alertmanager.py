@@ -68,7 +68,10 @@ def am_item(alert: Alert, host: HostConfig, language: str | None = None,
         labels["region"] = host.region
     incident = alert.extra.get("incident")
     if isinstance(incident, str) and incident:
-        labels["incident"] = incident  # group_by: [incident] makes one notification of it
+        labels["incident"] = incident
+    # what a notification gathers (the route's group_by: [site, group]): one incident
+    # (what one source did in one scan, whatever rules it raised), else one rule
+    labels["group"] = incident if isinstance(incident, str) and incident else alert.rule
     shown = localize({"title": alert.title, "description": alert.extra.get("description"),
                       "i18n": alert.extra.get("i18n")}, language, tz, tz_name)
     lang = shown.get("language", alert.extra.get("language", "en"))

@@ -85,10 +85,19 @@ def _local_copy(tmp: Path, receiver: str) -> str:
     return yaml.safe_dump(doc)
 
 
-def _alert(site: str, rule: str, severity: str, host: str) -> dict[str, Any]:
-    return {"labels": {"alertname": rule, "severity": severity, "host": host, "site": site,
-                       "region": "jawa-barat", "source": "network"},
-            "annotations": {"summary": f"{rule} on {host}"}}
+def _alert(site: str, rule: str, severity: str, host: str,
+           incident: str | None = None) -> dict[str, Any]:
+    """An alert labelled as sentinel's Alertmanager webhook labels it (sinks/alertmanager)."""
+    from sentinel.alert import Alert
+    from sentinel.config import HostConfig
+    from sentinel.sinks.alertmanager import am_item
+
+    extra = {"incident": incident} if incident else {}
+    alert = Alert(rule=rule, title=f"{rule} on {host}", severity=severity, time=0.0,
+                  host=host, source="network", tags=(), event={}, extra=extra)
+    labels = am_item(alert, HostConfig(name=host, addresses=(), site=site,
+                                       region="jawa-barat"))["labels"]
+    return {"labels": labels, "annotations": {"summary": f"{rule} on {host}"}}
 
 
 def test_example_config_in_a_real_alertmanager_routes_groups_and_inhibits(
@@ -104,6 +113,12 @@ def test_example_config_in_a_real_alertmanager_routes_groups_and_inhibits(
                 _alert("site-b", "dns-unapproved-domain", "medium", "tally-b1"),
                 _alert("site-b", "dns-unapproved-domain", "medium", "tally-b2"),
                 _alert("site-b", "ssh-from-outside-admin-net", "high", "tally-b1"),
+                # one scan: three rules, one incident, one notification
+                _alert("site-b", "port-scan-of-tally-server", "high", "tally-b1",
+                       "source 10.20.0.66"),
+                _alert("site-b", "udp-probe-of-tally-server", "medium", "tally-b1",
+                       "source 10.20.0.66"),
+                _alert("site-b", "scan-ended", "medium", "tally-b1", "source 10.20.0.66"),
             ])
 
             def state(site: str, rule: str) -> str:
@@ -114,26 +129,33 @@ def test_example_config_in_a_real_alertmanager_routes_groups_and_inhibits(
             wait_for("site-a's medium alert inhibited",
                      lambda: state("site-a", "dns-unapproved-domain") == "suppressed")
             assert state("site-b", "dns-unapproved-domain") == "active"
-            wait_for("the notifications", lambda: len(rx.received()) >= 4)
+            wait_for("the notifications", lambda: len(rx.received()) >= 5)
             # every group flushes group_wait after the one POST above; give the
             # inhibited one a further group_interval in which it must not appear
             deadline = time.monotonic() + 2.0
             while time.monotonic() < deadline:
-                assert len(rx.received()) == 4, rx.received()
+                assert len(rx.received()) == 5, rx.received()
                 time.sleep(0.1)
             by_path: dict[str, list[tuple[tuple[str, str], list[str]]]] = {}
             for path, n in rx.received():
-                key = (n["groupLabels"]["site"], n["groupLabels"]["alertname"])
-                hosts = sorted(a["labels"]["host"] for a in n["alerts"])
-                by_path.setdefault(path, []).append((key, hosts))
+                key = (n["groupLabels"]["site"], n["groupLabels"]["group"])
+                what = sorted(f"{a['labels']['host']} {a['labels']['alertname']}"
+                              for a in n["alerts"])
+                by_path.setdefault(path, []).append((key, what))
         finally:
             node.stop()
-    assert sorted(by_path["/ministry-csirt"]) == [(("site-a", "gateway-arp-spoof"), ["tally-a"])]
+    assert sorted(by_path["/ministry-csirt"]) == [
+        (("site-a", "gateway-arp-spoof"), ["tally-a gateway-arp-spoof"])]
     assert sorted(by_path["/bawaslu"]) == [
-        (("site-a", "gateway-arp-spoof"), ["tally-a"]),
+        (("site-a", "gateway-arp-spoof"), ["tally-a gateway-arp-spoof"]),
         # one group per site and rule: two hosts of site-b in one notification
-        (("site-b", "dns-unapproved-domain"), ["tally-b1", "tally-b2"]),
-        (("site-b", "ssh-from-outside-admin-net"), ["tally-b1"]),
+        (("site-b", "dns-unapproved-domain"),
+         ["tally-b1 dns-unapproved-domain", "tally-b2 dns-unapproved-domain"]),
+        # one group per incident: the scan's three rules in one notification
+        (("site-b", "source 10.20.0.66"),
+         ["tally-b1 port-scan-of-tally-server", "tally-b1 scan-ended",
+          "tally-b1 udp-probe-of-tally-server"]),
+        (("site-b", "ssh-from-outside-admin-net"), ["tally-b1 ssh-from-outside-admin-net"]),
     ]
     assert set(by_path) == {"/bawaslu", "/ministry-csirt"}
     # each receiver authenticates with its own token file

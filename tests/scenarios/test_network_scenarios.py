@@ -700,4 +700,6 @@ def test_incident_key_becomes_an_alertmanager_label(
     labels = [am_item(Alert.from_dict(a), host)["labels"]
               for a in replayed["d05-syn-scan-closed-database"]]
     assert {lab.get("incident") for lab in labels} == {f"source {ATTACKER}"}
+    # the label the routing groups by (alertmanager.yml: group_by [site, group])
+    assert {lab["group"] for lab in labels} == {f"source {ATTACKER}"}
     assert len({lab["alertname"] for lab in labels}) >= 3

@@ -31,7 +31,9 @@ def test_alert_reaches_alertmanager_with_labels_annotations_and_times(
         got = am.alerts()[0]
         assert got["labels"] == {"alertname": a.rule, "severity": "critical",
                                  "host": "tally-01", "source": "network",
-                                 "site": "kota-contoh", "region": "jawa-barat"}
+                                 "site": "kota-contoh", "region": "jawa-barat",
+                                 # no incident key on this rule: the group is the rule
+                                 "group": a.rule}
         assert got["annotations"]["summary"] == a.title
         assert got["annotations"]["description"] == "db reached from 10.20.5.7"
         assert got["annotations"]["alert_id"] == a.id
