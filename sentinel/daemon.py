@@ -337,7 +337,8 @@ class Daemon:
             if parts_differ(self.config, config):
                 self._rebuild(config)
             self.config = config
-            self.engine.swap(rules)  # atomic: on failure the running rules stay
+            # atomic: on failure the running rules stay
+            self.engine.swap(rules, storm=config.rules.storm)
         except Exception as exc:
             # a valid config that cannot be applied (a port taken, a key unreadable):
             # the running parts stay, as for an invalid one

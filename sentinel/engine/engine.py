@@ -85,8 +85,13 @@ class Engine:
     def rules(self) -> RuleSet:
         return self._active.rules
 
-    def swap(self, rules: RuleSet) -> None:
+    def swap(self, rules: RuleSet, storm: StormConfig | str | None = "unchanged") -> None:
         """Replace the rule set; unchanged rules keep their state.
+
+        ``storm`` (a reload's ``rules.storm``) replaces the storm limit when it
+        differs: every rule's open storm period then ends as a removed rule's does
+        (its summary comes from the next ``advance``) and counting starts afresh
+        under the new limit.
 
         A rule removed or changed has its open suppression and storm periods closed
         by the next ``advance`` (or ``flush``), which returns their summaries: a
@@ -99,6 +104,12 @@ class Engine:
         keep = {r.id: old.memory[r.id] for r in rules.rules
                 if fingerprints.get(r.id) == r.fingerprint and r.id in old.memory}
         retired = [mem for rid, mem in old.memory.items() if rid not in keep]
+        if not isinstance(storm, str) and storm != self.storm:
+            self.storm = storm
+            for rid, mem in keep.items():
+                if mem.storm is not None:
+                    retired.append(RuleMemory(storm=mem.storm))
+                keep[rid] = RuleMemory(mem.threshold, mem.change, mem.suppress, None)
         self._active = self._build(rules, keep)
         self._retired.extend(retired)
 

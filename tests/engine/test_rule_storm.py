@@ -224,3 +224,22 @@ def test_a_suppression_summary_sent_early_at_the_cap_is_dated_now(tmp_path: Path
     eng.process(conn(1, dst_port=5432, src_ip="10.0.0.1"))
     alerts = eng.process(conn(2, dst_port=5432, src_ip="10.0.0.2"))
     assert [(a.count, a.time) for a in alerts] == [(2, 2.0), (1, 2.0)]
+
+
+def test_a_reload_that_changes_the_storm_limit_applies_it_and_keeps_the_counts(
+        tmp_path: Path) -> None:
+    """rules.storm read at a reload takes effect: the open storm ends with its summary
+    (no SYN lost) and the next alerts are counted against the new limit."""
+    rules = load(tmp_path, DB.replace("suppress: {key: src_ip, period: 10m}", ""))
+    eng = Engine(rules, storm=LIMIT)
+    first = [a for e in spoofed(300) for a in eng.process(e)]
+    assert len(first) == 100  # the old limit: 100 through, 200 folded
+    eng.swap(rules, storm=StormConfig(max_alerts=10, period=60.0, sample=10))
+    closed = eng.advance(3.5)
+    assert [a.count for a in closed] == [200] and closed[0].extra["storm"]
+    later = [a for e in spoofed(50, t0=4.0) for a in eng.process(e)]
+    assert len(later) == 10  # the new limit
+    rest = eng.flush(100.0)
+    assert sum(a.count for a in first + closed + later + rest) == 350
+    eng.swap(rules, storm=None)  # storm control off: every alert goes out
+    assert len([a for e in spoofed(30, t0=200.0) for a in eng.process(e)]) == 30
