@@ -37,6 +37,8 @@ HOT_SIZE = 256
 COMMAND_MAX = 4096
 #: /proc/<pid>/loginuid and sessionid when unset
 UNSET = 0xFFFFFFFF
+#: reads a full pass is granted at least
+MIN_BUDGET = 2000.0
 #: bit of CAP_SYS_PTRACE in the capability sets of /proc/self/status
 CAP_SYS_PTRACE = 19
 
@@ -74,8 +76,10 @@ class ProcIndex:
         self.clock = clock
         self._links: dict[int, tuple[int, int]] = {}
         self._hot: OrderedDict[int, None] = OrderedDict()
-        # reads allowed (listdir or readlink); one full pass is ``_full`` reads
-        self._full = 2000.0
+        # reads allowed (listdir or readlink); one full pass is ``_full`` reads, estimated
+        # from the processes listed and the reads each took so far
+        self._per_pid = 8.0
+        self._full = MIN_BUDGET
         self._tokens = self._full
         self._refilled = clock()
         #: full passes of /proc done (a pass that saw every process)
@@ -127,10 +131,12 @@ class ProcIndex:
             out.stopped = "budget"
             return out
         listed.sort(reverse=True)
+        self._full = max(MIN_BUDGET, len(listed) * self._per_pid + 1)
         present = set(listed)
         hot = [p for p in reversed(self._hot) if p in present]
         order = hot + [p for p in listed if p not in self._hot]
         cost = 1
+        visited = 0
         for pid in order:
             if self._tokens - cost <= 0:
                 out.stopped = "budget"
@@ -139,11 +145,13 @@ class ProcIndex:
                 out.stopped = "deadline"
                 break
             cost += self._read_fds(pid, want, out)
+            visited += 1
             if not want:
                 break
         else:
             self.full_scans += 1
-            self._full = max(self._full, float(cost))
+        if visited >= 16:  # enough processes to learn their fds per process from
+            self._per_pid = (cost - 1) / visited
         self._tokens -= cost
         return out
 

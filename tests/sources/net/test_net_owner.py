@@ -1,0 +1,254 @@
+"""The process behind a local connection: real processes, real sockets on loopback,
+the real kernel's sock_diag and /proc; each reason a process cannot be named."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from ownerkit import Actor, connect_code, connection, listen_code, program, synack
+from prometheus_client import CollectorRegistry
+
+from sentinel.events import Event
+from sentinel.metrics import Metrics
+from sentinel.sources.net.owner import (
+    CLOSED,
+    LATE,
+    OTHER_USER,
+    QUEUE_FULL,
+    RAW,
+    ConnectionOwners,
+)
+from sentinel.sources.net.procs import ProcIndex
+
+LO = "127.0.0.1"
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics(CollectorRegistry())
+
+
+@pytest.fixture
+def owners(metrics: Metrics) -> Iterator[ConnectionOwners]:
+    o = ConnectionOwners(metrics)
+    o.start()
+    yield o
+    o.stop()
+
+
+@pytest.fixture
+def server() -> Iterator[socket.socket]:
+    with socket.socket() as s:
+        s.bind((LO, 0))
+        s.listen(16)
+        yield s
+
+
+def outcome(metrics: Metrics, name: str) -> float:
+    v = metrics.registry.get_sample_value("sentinel_connection_owner_lookups_total",
+                                          {"outcome": name})
+    return v or 0.0
+
+
+def resolved(owners: ConnectionOwners, ev: Event) -> dict[str, object]:
+    """``ev`` through the worker, as the live source sends it."""
+    out: list[Event] = []
+    owners.wrap(out.append)(ev)
+    deadline = time.monotonic() + 5
+    while not out and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert out, "the worker did not pass the event on"
+    return out[0].to_dict()
+
+
+def test_an_outbound_connection_names_its_program_pid_uid_and_command(
+        owners: ConnectionOwners, server: socket.socket, tmp_path: Path,
+        metrics: Metrics) -> None:
+    exe = program(tmp_path, b"tally-uploader")
+    actor = Actor(exe, connect_code(LO, server.getsockname()[1]), args=["--to", "vault"])
+    try:
+        got = resolved(owners, connection(LO, actor.port, LO, server.getsockname()[1]))
+    finally:
+        actor.end()
+    assert got["process_exe"] == os.fsdecode(exe) and got["process_exe_b64"] is None
+    assert got["process_pid"] == actor.pid and got["process_ppid"] == os.getpid()
+    assert got["process_uid"] == os.getuid() and got["process_user"] == "root"
+    assert str(got["process_command"]).endswith("--to vault")
+    assert got["process_via"] == "socket" and got["process_unknown"] is None
+    assert got["process"] == f"{os.fsdecode(exe)} (pid {actor.pid}, user root, uid 0)"
+    assert outcome(metrics, "resolved") == 1
+
+
+def test_a_program_with_hostile_bytes_in_its_name_is_named_losslessly(
+        owners: ConnectionOwners, server: socket.socket, tmp_path: Path) -> None:
+    name = b"upd\xff\nate\xe2\x80\xaetxt"  # not UTF-8, a newline, a bidi override
+    exe = program(tmp_path, name)
+    actor = Actor(exe, connect_code(LO, server.getsockname()[1]))
+    try:
+        got = resolved(owners, connection(LO, actor.port, LO, server.getsockname()[1]))
+    finally:
+        actor.end()
+    assert base64.b64decode(str(got["process_exe_b64"])) == exe
+    assert str(got["process_exe"]).endswith("upd\\xff\nate\u202etxt")
+
+
+def test_a_listening_port_is_named_by_the_listener_s_process(
+        owners: ConnectionOwners, tmp_path: Path) -> None:
+    exe = program(tmp_path, b"backdoor-4444")
+    actor = Actor(exe, listen_code(LO))
+    try:
+        with socket.create_connection((LO, actor.port)) as c:
+            got = resolved(owners, synack(LO, actor.port, LO, c.getsockname()[1]))
+    finally:
+        actor.end()
+    assert got["process_exe"] == os.fsdecode(exe) and got["process_pid"] == actor.pid
+
+
+def test_a_listener_closed_after_its_accept_is_named_by_the_accepted_socket(
+        owners: ConnectionOwners, tmp_path: Path) -> None:
+    """``nc -l`` closes its listener once it accepted: the SYN-ACK is then matched to
+    the connection it accepted."""
+    exe = program(tmp_path, b"nc-like")
+    actor = Actor(exe, listen_code(LO, once=True))
+    try:
+        with socket.create_connection((LO, actor.port)) as c:
+            deadline = time.monotonic() + 5
+            # wait until the listener is gone (only the accepted socket is left)
+            while time.monotonic() < deadline and _listening(actor.port):
+                time.sleep(0.01)
+            got = resolved(owners, synack(LO, actor.port, LO, c.getsockname()[1]))
+    finally:
+        actor.end()
+    assert got["process_pid"] == actor.pid
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex((LO, port)) == 0
+
+
+def test_a_connection_whose_process_exited_says_the_socket_was_closed(
+        owners: ConnectionOwners, server: socket.socket, metrics: Metrics) -> None:
+    code = connect_code(LO, server.getsockname()[1]).replace("sys.stdin.read()", "")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       check=True, timeout=30)
+    got = resolved(owners, connection(LO, int(p.stdout), LO, server.getsockname()[1]))
+    assert got["process_unknown"] == CLOSED and got["process_pid"] is None
+    assert got["process"] == f"not known ({CLOSED}; socket of user root, uid 0)"
+    assert outcome(metrics, "socket_closed") == 1
+
+
+def test_a_udp_sender_is_named(owners: ConnectionOwners, tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
+        sink.bind((LO, 0))
+        code = ("import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+                f"s.sendto(b'x',({LO!r},{sink.getsockname()[1]}))\n"
+                "print(s.getsockname()[1],flush=True)\nsys.stdin.read()\n")
+        actor = Actor(program(tmp_path, b"dns-tunnel"), code)
+        try:
+            got = resolved(owners, connection(LO, actor.port, LO, sink.getsockname()[1],
+                                              proto="udp"))
+        finally:
+            actor.end()
+    assert got["process_pid"] == actor.pid
+
+
+def test_an_ipv6_connection_is_named(owners: ConnectionOwners, tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET6) as srv:
+        srv.bind(("::1", 0))
+        srv.listen()
+        actor = Actor(program(tmp_path, b"six"), connect_code("::1", srv.getsockname()[1]))
+        try:
+            got = resolved(owners, connection("::1", actor.port, "::1", srv.getsockname()[1]))
+        finally:
+            actor.end()
+    assert got["process_pid"] == actor.pid
+
+
+def test_a_crafted_probe_is_not_looked_up(owners: ConnectionOwners, metrics: Metrics) -> None:
+    got = resolved(owners, connection(LO, 40000, LO, 80, probe=True, tcp_flags="F"))
+    assert got["process_unknown"] == RAW and outcome(metrics, "raw_packet") == 1
+
+
+def test_inbound_and_transit_connections_pass_untouched(owners: ConnectionOwners) -> None:
+    ev = connection("10.20.5.7", 40000, "10.20.0.10", 22)
+    ev.fields["direction"] = "inbound"
+    got = resolved(owners, ev)
+    assert "process_unknown" not in got and "process" not in got
+
+
+def test_a_full_queue_sends_the_event_on_at_once_unattributed(metrics: Metrics) -> None:
+    owners = ConnectionOwners(metrics, queue_size=1)  # worker not started: nothing drains
+    out: list[Event] = []
+    owners.submit(connection(LO, 1, LO, 2), out.append)
+    owners.submit(connection(LO, 3, LO, 4), out.append)
+    assert len(out) == 1 and out[0].fields["src_port"] == 3
+    assert out[0].fields["process_unknown"] == QUEUE_FULL
+    assert outcome(metrics, "queue_full") == 1
+
+
+def test_a_lookup_past_its_deadline_says_so(metrics: Metrics, server: socket.socket,
+                                            tmp_path: Path) -> None:
+    owners = ConnectionOwners(metrics, deadline=0.0)
+    actor = Actor(program(tmp_path, b"slow"), connect_code(LO, server.getsockname()[1]))
+    try:
+        (got,) = owners.resolve([connection(LO, actor.port, LO, server.getsockname()[1])],
+                                time.monotonic() - 1)
+    finally:
+        actor.end()
+    assert got["process_unknown"] == LATE and got["process_uid"] == 0
+    assert outcome(metrics, "deadline") == 1
+
+
+def test_a_flood_of_misses_costs_at_most_one_full_proc_pass_per_interval() -> None:
+    now = [100.0]
+    index = ProcIndex(scan_interval=0.1, clock=lambda: now[0])
+    nowhere = 2**40  # an inode no process holds: every search is a whole pass
+    stopped = [index.find([nowhere], deadline=float("inf")).stopped for _ in range(200)]
+    assert "budget" in stopped
+    passes = index.full_scans
+    assert all(s == "budget" for s in stopped[stopped.index("budget"):])
+    now[0] += 0.1  # one interval later: one more whole pass is allowed, not more
+    assert index.find([nowhere], deadline=float("inf")).stopped is None
+    assert index.full_scans == passes + 1
+    assert passes >= 1  # the budget at start is at least one whole pass
+
+
+def test_another_user_s_process_is_not_named_without_cap_sys_ptrace(
+        server: socket.socket) -> None:
+    """Root without CAP_SYS_PTRACE (setpriv drops it) cannot read the fds of a process of
+    user nobody: the event says so, with the socket's uid from sock_diag."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run processes as another user and drop a capability")
+    nobody = Actor(sys.executable, connect_code(LO, server.getsockname()[1]),
+                   prefix=["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"])
+    probe = (
+        "import json,sys,time\n"
+        "from prometheus_client import CollectorRegistry\n"
+        "from sentinel.metrics import Metrics\n"
+        "from sentinel.events import Event\n"
+        "from sentinel.sources.net.owner import ConnectionOwners\n"
+        "o=ConnectionOwners(Metrics(CollectorRegistry()))\n"
+        f"ev=Event('net.connection',0,'h','network',{{'proto':'tcp','src_ip':{LO!r},"
+        f"'src_port':{nobody.port},'dst_ip':{LO!r},'dst_port':{server.getsockname()[1]},"
+        "'direction':'outbound'})\n"
+        "print(json.dumps(o.resolve([ev],time.monotonic())[0]))\n")
+    try:
+        p = subprocess.run(["setpriv", "--inh-caps=-sys_ptrace", "--bounding-set=-sys_ptrace",
+                            sys.executable, "-c", probe], capture_output=True, text=True,
+                           timeout=60, check=True)
+    finally:
+        nobody.end()
+    got = json.loads(p.stdout.splitlines()[-1])  # the log lines come first
+    assert got["process_unknown"] == OTHER_USER
+    assert got["process_uid"] == 65534 and got["process_user"] == "nobody"
+    assert got["process_pid"] is None
