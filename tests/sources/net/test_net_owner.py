@@ -25,6 +25,7 @@ from sentinel.sources.net.owner import (
     OTHER_USER,
     QUEUE_FULL,
     RAW,
+    UNAVAILABLE,
     ConnectionOwners,
 )
 from sentinel.sources.net.procs import ProcIndex
@@ -252,3 +253,36 @@ def test_another_user_s_process_is_not_named_without_cap_sys_ptrace(
     assert got["process_unknown"] == OTHER_USER
     assert got["process_uid"] == 65534 and got["process_user"] == "nobody"
     assert got["process_pid"] is None
+
+
+def test_no_sock_diag_socket_is_a_down_component_said_once_and_recovered() -> None:
+    """A real failure to open the netlink socket: no file descriptor left (RLIMIT_NOFILE
+    lowered in a child). Down, one log line, events say why; up again once it opens."""
+    script = (
+        "import os,resource,time,json\n"
+        "from prometheus_client import CollectorRegistry\n"
+        "from sentinel.metrics import Metrics\n"
+        "from sentinel.events import Event\n"
+        "from sentinel.sources.net import owner as o\n"
+        "o.REOPEN_EVERY = 0.05\n"
+        "c = o.ConnectionOwners(Metrics(CollectorRegistry()))\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "free = os.dup(0); os.close(free)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (free, hard))\n"
+        "c.start()\n"
+        "down = c.alive()\n"
+        "ev = Event('net.connection',0,'h','network',{'proto':'tcp','src_ip':'127.0.0.1',"
+        "'src_port':1,'dst_ip':'127.0.0.1','dst_port':2,'direction':'outbound'})\n"
+        "why = c.resolve([ev], time.monotonic())[0]['process_unknown']\n"
+        "for _ in range(5): c.resolve([ev], time.monotonic()); time.sleep(0.06)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))\n"
+        "end = time.monotonic() + 10\n"
+        "while not c.alive() and time.monotonic() < end: time.sleep(0.02)\n"
+        "print(json.dumps([down, why, c.alive()]))\n"
+        "c.stop()\n")
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=60, check=True)
+    lines = p.stdout.splitlines()
+    assert json.loads(lines[-1]) == [False, UNAVAILABLE, True]
+    assert sum("connections_owner_down" in x for x in lines) == 1  # once, not per retry
+    assert sum("connections_owner_up" in x for x in lines) == 1
