@@ -286,3 +286,32 @@ def test_no_sock_diag_socket_is_a_down_component_said_once_and_recovered() -> No
     assert json.loads(lines[-1]) == [False, UNAVAILABLE, True]
     assert sum("connections_owner_down" in x for x in lines) == 1  # once, not per retry
     assert sum("connections_owner_up" in x for x in lines) == 1
+
+
+def test_replay_never_looks_up_an_owner(tmp_path: Path, metrics: Metrics) -> None:
+    """A capture file is not this moment's host: even with attribution.connections on,
+    its connections carry no process fields and nothing is looked up."""
+    from netkit import write_pcap
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    from sentinel.config import load_config
+    from sentinel.sources.net import iter_pcap_events
+
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"host: {{name: tally-01, addresses: [127.0.0.1]}}\nstate_dir: {tmp_path}\n"
+                   "attribution: {connections: true}\n")
+    config = load_config(cfg)
+    assert config.attribution.connections
+    with socket.socket() as srv:  # a live socket with these very addresses exists
+        srv.bind((LO, 0))
+        srv.listen()
+        syn = Ether() / IP(src=LO, dst=LO) / TCP(sport=40001, dport=srv.getsockname()[1],
+                                                 flags="S")
+        pcap = write_pcap(tmp_path / "syn.pcap", 1, [(1.0, bytes(syn))])
+        events = [e for e in iter_pcap_events([pcap], config, metrics)
+                  if e.kind == "net.connection"]
+    assert len(events) == 1 and events[0].fields["direction"] == "local"
+    assert not {k for k in events[0].fields if k.startswith("process")}
+    assert metrics.registry.get_sample_value("sentinel_connection_owner_lookups_total",
+                                             {"outcome": "resolved"}) is None
