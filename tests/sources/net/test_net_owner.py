@@ -315,3 +315,45 @@ def test_replay_never_looks_up_an_owner(tmp_path: Path, metrics: Metrics) -> Non
     assert not {k for k in events[0].fields if k.startswith("process")}
     assert metrics.registry.get_sample_value("sentinel_connection_owner_lookups_total",
                                              {"outcome": "resolved"}) is None
+
+
+UNIT_LIKE = """
+import json, os, sys, time
+from prometheus_client import CollectorRegistry
+from sentinel.events import Event
+from sentinel.metrics import Metrics
+from sentinel.sources.net.owner import ConnectionOwners
+sport, dport, holder = (int(x) for x in sys.argv[1:4])
+o = ConnectionOwners(Metrics(CollectorRegistry()))
+ev = Event("net.connection", 0, "h", "network", {"proto": "tcp", "src_ip": "127.0.0.1",
+           "src_port": sport, "dst_ip": "127.0.0.1", "dst_port": dport,
+           "direction": "outbound"})
+got = o.resolve([ev], time.monotonic())[0]
+print(json.dumps([os.path.exists(f"/proc/{holder}"), got]))
+"""
+
+
+@pytest.mark.parametrize("ptrace", [False, True])
+def test_as_the_unit_runs_only_cap_sys_ptrace_lets_another_user_s_process_be_named(
+        server: socket.socket, ptrace: bool) -> None:
+    """The unit's view, reproduced: a non-root user with its capabilities (net_raw,
+    net_admin, dac_read_search) and a /proc mounted as ProtectProc=invisible and
+    ProcSubset=pid mount it. A root process's connection is hidden, /proc/PID and all;
+    with CAP_SYS_PTRACE added it is named."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a /proc and run as another user")
+    caps = "+net_raw,+net_admin,+dac_read_search" + (",+sys_ptrace" if ptrace else "")
+    with socket.create_connection(server.getsockname()) as c:
+        p = subprocess.run(
+            ["unshare", "-m", "sh", "-c",
+             'mount -t proc -o hidepid=invisible,subset=pid proc /proc && exec "$@"', "sh",
+             "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+             f"--inh-caps={caps}", f"--ambient-caps={caps}", sys.executable, "-c", UNIT_LIKE,
+             str(c.getsockname()[1]), str(server.getsockname()[1]), str(os.getpid())],
+            capture_output=True, text=True, timeout=60, check=True)
+    seen, got = json.loads(p.stdout.splitlines()[-1])
+    assert seen is ptrace
+    if ptrace:
+        assert got["process_pid"] == os.getpid() and got["process_unknown"] is None
+    else:
+        assert got["process_unknown"] == OTHER_USER and got["process_uid"] == 0
