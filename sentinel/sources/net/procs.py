@@ -6,10 +6,10 @@ does :class:`ProcIndex`, with three limits on its cost:
 
 - every socket link it reads is remembered (inode -> pid, fd), so a socket of
   a process already read is found again with one ``readlink`` to confirm it;
-- a search stops as soon as every wanted inode is found, visiting first the
-  processes that held looked-up sockets before, then the others newest first
-  (a connection is most often made by a process just started, or by one that
-  made the previous ones);
+- a search stops as soon as every wanted inode is found, visiting in turn the
+  processes that held looked-up sockets before (most recent first) and the
+  others (newest first): a connection is most often made by a process just
+  started, or by one that made the previous ones;
 - the reads it may do are a budget refilled at one full pass per
   ``scan_interval`` (100 ms): a flood of connections costs at most one full
   pass of ``/proc`` per 100 ms, however many there are.
@@ -26,6 +26,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import zip_longest
 
 from sentinel.events import escaped_name
 
@@ -134,7 +135,10 @@ class ProcIndex:
         self._full = max(MIN_BUDGET, len(listed) * self._per_pid + 1)
         present = set(listed)
         hot = [p for p in reversed(self._hot) if p in present]
-        order = hot + [p for p in listed if p not in self._hot]
+        new = [p for p in listed if p not in self._hot]
+        # one of each in turn: a process that made the last connections, the newest
+        # other: a connection from either is found within twice its own rank
+        order = [p for pair in zip_longest(hot, new) for p in pair if p is not None]
         cost = 1
         visited = 0
         for pid in order:
