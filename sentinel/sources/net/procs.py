@@ -148,8 +148,10 @@ class ProcIndex:
             if self.clock() > deadline:
                 out.stopped = "deadline"
                 break
-            cost += self._read_fds(pid, want, out)
+            cost += self._read_fds(pid, want, out, deadline)
             visited += 1
+            if out.stopped:
+                break
             if not want:
                 break
         else:
@@ -159,8 +161,9 @@ class ProcIndex:
         self._tokens -= cost
         return out
 
-    def _read_fds(self, pid: int, want: set[int], out: Search) -> int:
-        """Read one process's socket links into the map; returns the reads done."""
+    def _read_fds(self, pid: int, want: set[int], out: Search, deadline: float) -> int:
+        """Read one process's socket links into the map; returns the reads done. A
+        process with thousands of descriptors is cut at ``deadline``."""
         base = f"{self.proc}/{pid}/fd"
         try:
             fds = os.listdir(base)
@@ -171,7 +174,10 @@ class ProcIndex:
             return 1
         if len(self._links) > CACHE_SIZE:
             self._links.clear()
-        for name in fds:
+        for i, name in enumerate(fds):
+            if i & 255 == 255 and self.clock() > deadline:
+                out.stopped = "deadline"
+                return 1 + i
             try:
                 target = os.readlink(f"{base}/{name}")
             except OSError:
