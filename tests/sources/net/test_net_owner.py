@@ -357,3 +357,21 @@ def test_as_the_unit_runs_only_cap_sys_ptrace_lets_another_user_s_process_be_nam
         assert got["process_pid"] == os.getpid() and got["process_unknown"] is None
     else:
         assert got["process_unknown"] == OTHER_USER and got["process_uid"] == 0
+
+
+def test_a_reload_that_turns_connection_owners_on_rebuilds_the_network_source(
+        tmp_path: Path) -> None:
+    import dataclasses
+
+    from sentinel.config import AttributionConfig, load_config
+    from sentinel.parts import parts_differ
+    from sentinel.sources.net.source import NetworkSource
+
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"host: {{name: tally-01, addresses: [127.0.0.1]}}\nstate_dir: {tmp_path}\n"
+                   "network: {interfaces: [lo]}\n")
+    off = load_config(cfg)
+    on = dataclasses.replace(off, attribution=AttributionConfig(connections=True))
+    assert parts_differ(off, on)
+    assert NetworkSource(off, Metrics(CollectorRegistry())).owners is None
+    assert NetworkSource(on, Metrics(CollectorRegistry())).owners is not None
