@@ -217,6 +217,17 @@ def _id(path: str) -> int | None:
     return None if v == UNSET else v
 
 
+def _text(raw: bytes) -> str:
+    """:func:`escaped_name` of a command line; plain UTF-8 without backslashes (nearly
+    every one) is its own text, without the per-character walk."""
+    if b"\\" not in raw:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    return escaped_name(raw)
+
+
 def read_process(proc: str, pid: int) -> ProcessInfo | None:
     """The process ``pid``, or None when it is gone (or cannot be read at all)."""
     base = f"{proc}/{pid}"
@@ -240,6 +251,6 @@ def read_process(proc: str, pid: int) -> ProcessInfo | None:
         raw = b""
     cut = len(raw) > COMMAND_MAX
     raw = raw[:COMMAND_MAX].rstrip(b"\0").replace(b"\0", b" ")
-    command = escaped_name(raw) + ("..." if cut else "") if raw else None
+    command = _text(raw) + ("..." if cut else "") if raw else None
     return ProcessInfo(pid, ppid, uid, exe, command, _id(f"{base}/loginuid"),
                        _id(f"{base}/sessionid"))
