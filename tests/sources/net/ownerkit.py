@@ -28,7 +28,7 @@ class Actor:
     """A process running ``code`` that prints one line (a port), then waits on stdin."""
 
     def __init__(self, exe: bytes | str, code: str, *, prefix: Sequence[str] = (),
-                 netns: str | None = None, args: Sequence[str] = ()) -> None:
+                 netns: str | None = None, args: Sequence[str | bytes] = ()) -> None:
         cmd: list[str | bytes] = [*prefix, exe, "-c", code, *args]
         if netns is not None:
             cmd = ["ip", "netns", "exec", netns, *cmd]

@@ -93,13 +93,15 @@ def test_a_program_with_hostile_bytes_in_its_name_is_named_losslessly(
         owners: ConnectionOwners, server: socket.socket, tmp_path: Path) -> None:
     name = b"upd\xff\nate\xe2\x80\xaetxt"  # not UTF-8, a newline, a bidi override
     exe = program(tmp_path, name)
-    actor = Actor(exe, connect_code(LO, server.getsockname()[1]))
+    actor = Actor(exe, connect_code(LO, server.getsockname()[1]), args=[b"--to=\xfe\\x"])
     try:
         got = resolved(owners, connection(LO, actor.port, LO, server.getsockname()[1]))
     finally:
         actor.end()
     assert base64.b64decode(str(got["process_exe_b64"])) == exe
     assert str(got["process_exe"]).endswith("upd\\xff\nate\u202etxt")
+    # the command line: a byte that is not UTF-8 and a backslash, each escaped
+    assert str(got["process_command"]).endswith(" --to=\\xfe\\\\x")
 
 
 def test_a_listening_port_is_named_by_the_listener_s_process(
