@@ -377,3 +377,14 @@ def test_a_reload_that_turns_connection_owners_on_rebuilds_the_network_source(
     assert parts_differ(off, on)
     assert NetworkSource(off, Metrics(CollectorRegistry())).owners is None
     assert NetworkSource(on, Metrics(CollectorRegistry())).owners is not None
+
+
+def test_connection_owners_without_live_capture_is_a_check_warning(tmp_path: Path) -> None:
+    from sentinel.config import load_config
+
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"host: {{name: tally-01, addresses: [127.0.0.1]}}\nstate_dir: {tmp_path}\n"
+                   "attribution: {connections: true}\n")
+    (warning,) = load_config(cfg).warnings
+    assert str(warning).startswith(f"{cfg}:3:")
+    assert "no network.interfaces to capture on" in str(warning)
