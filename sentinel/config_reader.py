@@ -83,6 +83,11 @@ class ConfigReader:
         devices = read_devices(c, top["devices"]) if "devices" in top else DeviceConfig()
         attribution = (read_attribution(c, top["attribution"]) if "attribution" in top
                        else AttributionConfig())
+        if attribution.connections and not network.interfaces:
+            self.warnings.append(Problem(
+                top["attribution"].mark, "warning: attribution.connections: no"
+                " network.interfaces to capture on; connections are attributed on live"
+                " capture only, so this names no process"))
         c.raise_if_any()
         return Config(
             source=self.path,

@@ -29,6 +29,11 @@ ACTOR_FIELDS: tuple[str, ...] = (
     "process_session", "process_via", "process_unknown",
 )
 
+#: ``process``, on the two connection kinds the live source attributes
+#: (attribution.connections): the owner in one line for people, "/usr/bin/curl (pid
+#: 4242, user alice, uid 1000)", or "not known (<process_unknown>...)"; None when not
+#: looked up (attribution off, replay, a connection this host did not open).
+
 _NET_ENDS = ("src_ip", "dst_ip", "direction", "src_internal", "dst_internal")
 _FIM_FIELDS = (
     "path",
@@ -68,7 +73,7 @@ KIND_FIELDS: dict[str, tuple[str, ...]] = {
     "net.connection": (
         "proto", "src_ip", "src_port", "dst_ip", "dst_port", "direction",
         "src_internal", "dst_internal", "iface", "tcp_flags", "probe", "midstream",
-        *ACTOR_FIELDS,
+        *ACTOR_FIELDS, "process",
     ),
     # a TCP connection the other side accepted (SYN-ACK seen, or data on a flow picked up
     # mid-way); src is the side that opened it, as in net.connection
@@ -79,7 +84,7 @@ KIND_FIELDS: dict[str, tuple[str, ...]] = {
     # a SYN-ACK; src is the answering side (a server answering on a port)
     "net.tcp_synack": (
         "src_ip", "src_port", "dst_ip", "dst_port", "direction", "src_internal",
-        "dst_internal", "iface", "tcp_flags", *ACTOR_FIELDS,
+        "dst_internal", "iface", "tcp_flags", *ACTOR_FIELDS, "process",
     ),
     "net.dns": (*_NET_ENDS, "qname", "qtype", "is_response", "rcode", "iface"),
     # an IP fragment that is an evasion signal: anomaly "tiny" (a first fragment too short

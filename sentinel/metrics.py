@@ -208,6 +208,14 @@ class Metrics:
             " device events were lost",
             registry=r,
         )
+        self.connection_owner_lookups = Counter(
+            "sentinel_connection_owner_lookups",
+            "Local connection events looked up for their process (attribution.connections),"
+            " by outcome: resolved, or why not (socket_closed, other_user, process_exited,"
+            " no_process, deadline, rate_limited, queue_full, raw_packet, unavailable, error)",
+            ["outcome"],
+            registry=r,
+        )
         self.capture_up = Gauge(
             "sentinel_capture_up",
             "1 while the capture on a configured interface is open and reading; 0 while it"

@@ -244,6 +244,27 @@ def interfaces() -> str:
     return ",".join(names)
 
 
+def connection_owner() -> str:
+    """The owner of a connection (attribution.connections): sock_diag netlink, then /proc."""
+    from prometheus_client import CollectorRegistry
+
+    from sentinel.events import Event
+    from sentinel.metrics import Metrics
+    from sentinel.sources.net.owner import ConnectionOwners
+
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        with socket.create_connection(srv.getsockname()) as c:
+            ev = Event("net.connection", 0, "h", "network", {
+                "proto": "tcp", "src_ip": "127.0.0.1", "src_port": c.getsockname()[1],
+                "dst_ip": "127.0.0.1", "dst_port": srv.getsockname()[1],
+                "direction": "outbound"})
+            got = ConnectionOwners(Metrics(CollectorRegistry())).resolve([ev], time.monotonic())
+    assert got[0]["process_pid"] == os.getpid(), got
+    return str(got[0]["process_exe"])
+
+
 def host_addresses() -> str:
     from sentinel.hostinfo import local_addresses
 
@@ -306,7 +327,7 @@ def main() -> None:
             "ring_capture_lo": lambda: ring_capture("lo"),
             "ring_capture_any": lambda: ring_capture("any"),
             "tls_and_metrics": tls_and_metrics, "interfaces": interfaces,
-            "host_addresses": host_addresses,
+            "host_addresses": host_addresses, "connection_owner": connection_owner,
         }
         for name, step in steps.items():
             try:

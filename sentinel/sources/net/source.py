@@ -8,6 +8,10 @@ created), while the other interfaces go on; the flow table survives the reopen.
 While any configured capture is not open the source is not alive (the
 ``network`` component is down, ``sentinel_capture_up{iface}`` is 0): one log
 line when a capture goes down, one when it recovers.
+
+With ``attribution.connections`` on, the connection events this host opened or
+answered go through :class:`~sentinel.sources.net.owner.ConnectionOwners`
+(a worker of its own, component ``connections-owner``) to be given their process.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from sentinel.sources.net.capture import NetworkHandler, RingCapture
 from sentinel.sources.net.decode import Decoder
 from sentinel.sources.net.emitter import EventMaker
 from sentinel.sources.net.flows import FlowTable
+from sentinel.sources.net.owner import COMPONENT as OWNER_COMPONENT
+from sentinel.sources.net.owner import ConnectionOwners
 
 log = logs.get("net.capture")
 
@@ -52,10 +58,16 @@ class NetworkSource:
         self._threads: list[threading.Thread] = []
         # per interface: is its capture open and reading? (False until the first open)
         self._up: dict[str, bool] = {}
+        #: the process lookup of local connections (attribution.connections), or None
+        self.owners = (ConnectionOwners(metrics) if config.attribution.connections
+                       else None)
 
     def start(self, emit: Callable[[Event], None]) -> None:
         """Start one thread per interface; ``emit`` may block (back-pressure)."""
         self._stop.clear()
+        if self.owners is not None:
+            self.owners.start()
+            emit = self.owners.wrap(emit)
         tried = []
         for iface in self.config.network.interfaces:
             self._up[iface] = False
@@ -78,6 +90,8 @@ class NetworkSource:
         for t in self._threads:
             t.join(timeout=10.0)
         self._threads = []
+        if self.owners is not None:  # after the captures: it emits what still waits
+            self.owners.stop()
 
     def alive(self) -> bool:
         """True while every configured interface is captured: each thread runs and has its
@@ -87,8 +101,12 @@ class NetworkSource:
                 and all(self._up.values()))
 
     def components(self) -> dict[str, bool]:
-        """Each interface's capture, named ``network:IFACE``, for /healthz."""
-        return {f"network:{iface}": up for iface, up in self._up.items()}
+        """Each interface's capture, named ``network:IFACE``, and the process lookup of
+        connections (``connections-owner``) when on, for /healthz."""
+        out = {f"network:{iface}": up for iface, up in self._up.items()}
+        if self.owners is not None:
+            out[OWNER_COMPONENT] = self.owners.alive()
+        return out
 
     def _set_up(self, iface: str, up: bool) -> None:
         """Record a capture's state for alive(), /healthz and sentinel_capture_up."""
