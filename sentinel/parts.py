@@ -68,8 +68,9 @@ def build_parts(config: Config, metrics: Metrics, health: Health) -> Parts:
 
 
 def _sources_differ(old: Config, new: Config) -> bool:
-    return (old.host, old.state_dir, old.network, old.fim, old.auth, old.devices) != (
-        new.host, new.state_dir, new.network, new.fim, new.auth, new.devices)
+    return (old.host, old.state_dir, old.network, old.fim, old.auth, old.devices,
+            old.attribution) != (new.host, new.state_dir, new.network, new.fim, new.auth,
+                                 new.devices, new.attribution)
 
 
 def _sink_differs(old: Config, new: Config) -> bool:
