@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sentinel import logs
 from sentinel.events import escaped_name, visible
@@ -47,7 +47,9 @@ from sentinel.sources.audit.netlink import (
     open_socket,
 )
 from sentinel.sources.audit.records import AUDIT_CONFIG_CHANGE, Assembler
-from sentinel.sources.fim.changes import Change
+
+if TYPE_CHECKING:  # the FIM source imports this package: no import back at run time
+    from sentinel.sources.fim.changes import Change
 
 _log = logs.get("attribution")
 
@@ -122,6 +124,9 @@ class FileAttribution:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        if not self._added and not self._enabled_by_us:
+            self._set(False, "stopped", quiet=True)
+            return
         try:
             with self._control_factory() as ctl:
                 for rule in sorted(self._added):
@@ -192,6 +197,9 @@ class FileAttribution:
                 why = self._configure(ctl)
         except AuditError as exc:
             why = f"audit request refused: {exc.strerror}"
+            if exc.errno in (errno.EPERM, errno.ECONNREFUSED):
+                why += (" (sentinel needs CAP_AUDIT_CONTROL and CAP_AUDIT_READ, in the host's"
+                        " user and PID namespaces)")
         except OSError as exc:
             why = (f"no kernel audit ({exc.strerror}: needs CAP_AUDIT_CONTROL and a kernel"
                    " built with audit)")

@@ -28,7 +28,7 @@ FITS: dict[str, frozenset[str]] = {
     "fim.moved": frozenset(("CREATE", "DELETE")),
 }
 _ANY = frozenset(("NORMAL", "CREATE", "DELETE", "UNKNOWN"))
-_Entry = tuple[str, Record]
+_Entry = tuple[str, int | None, Record]
 
 
 class RecordIndex:
@@ -55,9 +55,10 @@ class RecordIndex:
             for item in rec.paths:
                 if item.nametype == "PARENT":
                     continue
-                self._by_name.setdefault(item.name, []).append((item.nametype, rec))
+                entry = (item.nametype, item.inode, rec)
+                self._by_name.setdefault(item.name, []).append(entry)
                 if item.inode is not None:
-                    self._by_inode.setdefault(item.inode, []).append((item.nametype, rec))
+                    self._by_inode.setdefault(item.inode, []).append(entry)
             self.added += 1
             self._evict(now)
             self._cond.notify_all()
@@ -97,15 +98,19 @@ class RecordIndex:
 
     def _find(self, names: list[bytes], inodes: list[int],
               fits: frozenset[str]) -> Record | None:
-        return (_newest([self._by_name.get(k, []) for k in names], fits)
-                or _newest([self._by_inode.get(k, []) for k in inodes], fits))
+        same = frozenset(inodes)
+        return (_newest([self._by_name.get(k, []) for k in names], fits, same)
+                or _newest([self._by_inode.get(k, []) for k in inodes], fits, same))
 
 
-def _newest(lists: list[list[_Entry]], fits: frozenset[str]) -> Record | None:
+def _newest(lists: list[list[_Entry]], fits: frozenset[str],
+            inodes: frozenset[int]) -> Record | None:
+    # A name must also have the file's inode when both are known: a name the kernel
+    # logged relative to a directory descriptor is joined to the wrong folder
     best: Record | None = None
     for entries in lists:
-        for nametype, rec in reversed(entries):
-            if nametype in fits:
+        for nametype, inode, rec in reversed(entries):
+            if nametype in fits and (not inodes or inode is None or inode in inodes):
                 if best is None or rec.serial > best.serial:
                     best = rec
                 break
@@ -116,7 +121,7 @@ def _drop(table: dict[Any, list[_Entry]], key: Any, rec: Record) -> None:
     recs = table.get(key)
     if recs is None:
         return
-    recs[:] = [e for e in recs if e[1] is not rec]
+    recs[:] = [e for e in recs if e[2] is not rec]
     if not recs:
         del table[key]
 

@@ -1,0 +1,157 @@
+"""Real processes change watched files while the real FIM source and audit reader run;
+each event names the process: pid, parent, exe, command, uid and user.
+
+The writers are copies of sh, rm, mv and chmod in a folder whose name holds a
+non-UTF-8 byte, started by this test (their parent), one of them as nobody.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from sentinel.config import Config, load_config
+from sentinel.events import ACTOR_FIELDS, Event, name_bytes
+from sentinel.sources.audit.netlink import RULE_KEY, AuditControl
+from tests.sources.audit.conftest import Tools
+from tests.sources.fim.fimkit import Site, wait_for
+
+
+def attributed_site(root: Path) -> tuple[Site, Config]:
+    site = Site(root)
+    site.config()
+    cfg = root / "config.yaml"
+    cfg.write_text(cfg.read_text() + "attribution: {files: audit}\n")
+    return site, load_config(cfg)
+
+
+def run(argv: list[bytes], user: int | None = None) -> int:
+    """Run one writer to its end; its pid."""
+    proc = subprocess.Popen(argv, user=user)
+    assert proc.wait(timeout=10) == 0
+    return proc.pid
+
+
+def event_of(site: Site, kind: str, path: bytes) -> Event:
+    def find() -> Event | None:
+        for e in site.changes():
+            if e.kind == kind and name_bytes(e.fields, "path") == path:
+                return e
+        return None
+    site.barrier()
+    return wait_for(find, what=f"{kind} of {path!r}")
+
+
+def assert_actor(ev: Event, pid: int, exe: bytes, uid: int = 0, user: str = "root") -> None:
+    f: dict[str, Any] = ev.fields
+    assert f["process_unknown"] is None, f["process_unknown"]
+    assert f["process_via"] == "audit"
+    assert f["process_pid"] == pid
+    assert f["process_ppid"] == os.getpid()
+    assert base64.b64decode(f["process_exe_b64"]) == exe
+    assert f["process_command"].startswith(os.fsdecode(exe).split("/")[-1]) or \
+        f["process_command"].startswith("/")
+    assert f["process_uid"] == uid and f["process_user"] == user
+
+
+def test_create_modify_chmod_rename_delete_each_name_their_process(
+        audit_kernel: AuditControl, tools: Tools, open_tmp: Path) -> None:
+    site, config = attributed_site(open_tmp)
+    site.start(config)
+    try:
+        assert site.source is not None
+        assert site.source.components() == {"attribution": True}
+        w = os.fsencode(site.w)
+        sh = tools.exe("sh")
+
+        pid = run([sh, b"-c", b"echo new > " + w + b"/new"])
+        assert_actor(event_of(site, "fim.created", w + b"/new"), pid, sh)
+
+        pid = run([sh, b"-c", b"echo more >> " + w + b"/readme"])
+        assert_actor(event_of(site, "fim.modified", w + b"/readme"), pid, sh)
+
+        pid = run([tools.exe("chmod"), b"600", w + b"/readme"])
+        ev = event_of(site, "fim.attrib", w + b"/readme")
+        assert_actor(ev, pid, tools.exe("chmod"))
+        assert "tally-chmod 600 " in ev.fields["process_command"]
+
+        pid = run([tools.exe("mv"), w + b"/readme", w + b"/readme2"])
+        assert_actor(event_of(site, "fim.moved", w + b"/readme"), pid, tools.exe("mv"))
+
+        pid = run([tools.exe("rm"), w + b"/bin/tally"])
+        assert_actor(event_of(site, "fim.deleted", w + b"/bin/tally"), pid, tools.exe("rm"))
+        assert site.metric("sentinel_attributions_total", result="known") >= 5
+    finally:
+        site.stop()
+
+
+def test_a_hostile_name_and_a_non_root_writer_are_named_losslessly(
+        audit_kernel: AuditControl, tools: Tools, open_tmp: Path) -> None:
+    site, config = attributed_site(open_tmp)
+    os.chmod(site.w / "bin", 0o777)
+    site.start(config)
+    try:
+        hostile = os.fsencode(site.w) + b"/bin/evil\xff\nname"
+        sh = tools.exe("sh")
+        pid = run([sh, b"-c", b'printf x > "$1"', b"sh", hostile], user=65534)
+        ev = event_of(site, "fim.created", hostile)
+        assert base64.b64decode(ev.fields["path_b64"]) == hostile
+        assert_actor(ev, pid, sh, uid=65534, user="nobody")
+    finally:
+        site.stop()
+
+
+def test_rules_deleted_under_the_source_are_added_again_logged_and_counted(
+        audit_kernel: AuditControl, tools: Tools, open_tmp: Path) -> None:
+    site, config = attributed_site(open_tmp)
+    site.start(config)
+    try:
+        src = site.source
+        assert src is not None and src.attribution is not None
+        ours = [r for r in audit_kernel.rules() if r.key == RULE_KEY
+                and r.path.startswith(os.fsencode(open_tmp))]
+        assert ours
+        for r in ours:  # what `auditctl -D` does to them
+            audit_kernel.delete(r)
+        wait_for(lambda: site.metric("sentinel_audit_rules_readded_total") >= 1,
+                 what="the rules to be added again")
+        wait_for(lambda: set(ours) <= set(audit_kernel.rules()), what="the rules back")
+        assert src.components() == {"attribution": True}
+        w = os.fsencode(site.w)
+        pid = run([tools.exe("sh"), b"-c", b"echo again >> " + w + b"/readme"])
+        assert_actor(event_of(site, "fim.modified", w + b"/readme"), pid, tools.exe("sh"))
+    finally:
+        site.stop()
+    left = [r for r in audit_kernel.rules() if r.path.startswith(os.fsencode(open_tmp))]
+    assert left == [], "a clean stop deletes sentinel's own rules"
+
+
+def test_changes_found_at_startup_say_they_happened_while_sentinel_was_stopped(
+        audit_kernel: AuditControl, tools: Tools, open_tmp: Path) -> None:
+    site, config = attributed_site(open_tmp)
+    site.start(config)
+    site.stop()
+    (site.w / "readme").write_text("changed while stopped\n")
+    site.start(config)
+    try:
+        (ev,) = [e for e in site.events.snapshot() if e.kind == "fim.modified"]
+        assert ev.fields["offline"] is True
+        assert ev.fields["process_unknown"] == "changed while sentinel was not running"
+        assert ev.fields["process_pid"] is None
+    finally:
+        site.stop()
+
+
+def test_without_attribution_the_process_fields_are_all_none(open_tmp: Path) -> None:
+    site = Site(open_tmp)
+    site.start(site.config())
+    try:
+        assert site.source is not None and site.source.components() == {}
+        (site.w / "readme").write_text("x\n")
+        ev = event_of(site, "fim.modified", os.fsencode(site.w) + b"/readme")
+        assert all(ev.get(f) is None for f in ACTOR_FIELDS)
+    finally:
+        site.stop()
