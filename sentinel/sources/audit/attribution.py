@@ -56,6 +56,9 @@ _log = logs.get("attribution")
 KEEP_EVERY = 10.0
 #: How long a live FIM event waits for its record still on its way from the kernel.
 WAIT = 0.02
+#: How long a live event whose record is not in yet waits for the kernel's sender to
+#: catch up (a busy machine), at most.
+BARRIER_MAX = 1.0
 #: How long the canary's record may take to come back.
 CANARY_WAIT = 2.0
 CANARY_NAME = "audit-canary"
@@ -90,6 +93,7 @@ class FileAttribution:
         self._absent: set[WatchRule] = set()
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._probe = threading.Event()
         self._threads: list[threading.Thread] = []
         self._sock: socket.socket | None = None
         self._kernel_lost: int | None = None
@@ -114,6 +118,7 @@ class FileAttribution:
             self._spawn("sentinel-audit-reader", self._read_loop)
         self._check()
         self._spawn("sentinel-audit-keeper", self._keep_loop)
+        self._spawn("sentinel-audit-barrier", self._barrier_loop)
 
     def stop(self) -> None:
         self._stop.set()
@@ -158,13 +163,37 @@ class FileAttribution:
         if not self.up:
             out = unknown_fields(f"attribution unavailable: {self.reason}")
         else:
-            rec = self.index.wait_for(names, inodes, wait, FITS.get(kind, FITS["fim.modified"]))
+            fits = FITS.get(kind, FITS["fim.modified"])
+            rec = self.index.wait_for(names, inodes, wait, fits)
+            if rec is None and self._caught_up():
+                rec = self.index.wait_for(names, inodes, wait, fits)
             out = (actor_fields(rec, self.users) if rec is not None else unknown_fields(
                 "no audit record (a process started before audit was enabled, or a change"
                 " through a descriptor opened earlier)"))
         self._metrics.attributions.labels(
             "unknown" if out["process_unknown"] else "known").inc()
         return out
+
+    def _caught_up(self) -> bool:
+        """Have the barrier thread write the canary and wait for its record: the kernel
+        sends records in order, so every record of a syscall that ended before is in.
+        A busy machine delays the kernel's sender; this waits for it, not a guess."""
+        last = self.index.find([self.canary], [])
+        self._probe.set()
+        return self.index.wait_for([self.canary], [], BARRIER_MAX,
+                                   after=-1 if last is None else last.serial) is not None
+
+    def _barrier_loop(self) -> None:
+        # made after audit was on, so its writes are audited (see _canary)
+        path = os.fsdecode(self.canary)
+        while not self._stop.is_set():
+            if not self._probe.wait(0.5):
+                continue
+            self._probe.clear()
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            except OSError:
+                continue
 
     def for_change(self, change: Change, offline_why: str | None) -> dict[str, Any]:
         """ACTOR_FIELDS of one FIM change; ``offline_why`` when it was found by a
