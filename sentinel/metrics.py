@@ -221,7 +221,9 @@ class Metrics:
             "sentinel_attribution_up",
             "1 while file changes are attributed to processes (audit enabled, sentinel's"
             " watch rules loaded, records arriving); 0 while attribution.files is on but"
-            " sentinel cannot tell who changed a file",
+            " sentinel cannot tell who changed a file. source: fim (absent while attribution"
+            " of that source is off)",
+            ["source"],
             registry=r,
         )
         self.attribution_audit_was_off = Gauge(

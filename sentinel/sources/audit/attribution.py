@@ -105,7 +105,7 @@ class FileAttribution:
     def start(self) -> None:
         """Set audit up and start reading; never raises (a failure is "down")."""
         self._stop.clear()
-        self._metrics.attribution_up.set(0)
+        self._metrics.attribution_up.labels("fim").set(0)
         try:
             self._sock = open_socket(1 << (AUDIT_NLGRP_READLOG - 1))
             self._sock.settimeout(0.5)
@@ -313,7 +313,7 @@ class FileAttribution:
     def _set(self, up: bool, reason: str, quiet: bool = False) -> None:
         changed = up != self.up or (not up and reason != self.reason)
         self.up, self.reason = up, reason
-        self._metrics.attribution_up.set(1 if up else 0)
+        self._metrics.attribution_up.labels("fim").set(1 if up else 0)
         if not changed or quiet:
             return
         if up:

@@ -19,7 +19,7 @@ def main() -> None:
     metrics = Metrics(CollectorRegistry())
     attr = FileAttribution([(watched, True)], state, metrics)
     attr.start()
-    up = metrics.registry.get_sample_value("sentinel_attribution_up")
+    up = metrics.registry.get_sample_value("sentinel_attribution_up", {"source": "fim"})
     print(json.dumps({"up": attr.alive(), "metric": up, "reason": attr.reason}))
     attr.stop()
 
