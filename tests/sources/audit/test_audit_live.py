@@ -155,3 +155,22 @@ def test_without_attribution_the_process_fields_are_all_none(open_tmp: Path) -> 
         assert all(ev.get(f) is None for f in ACTOR_FIELDS)
     finally:
         site.stop()
+
+
+def test_audit_found_off_is_switched_on_warned_and_counted_and_again_when_switched_off(
+        audit_kernel: AuditControl, tools: Tools, open_tmp: Path) -> None:
+    audit_kernel.set_enabled(0)  # the fixture puts back what it found
+    site, config = attributed_site(open_tmp)
+    site.start(config)
+    try:
+        assert audit_kernel.status().enabled == 1
+        assert site.metric("sentinel_attribution_audit_was_off") == 1
+        assert site.metric("sentinel_attribution_up", source="fim") == 1
+        audit_kernel.set_enabled(0)  # `auditctl -e 0` under a running sentinel
+        wait_for(lambda: audit_kernel.status().enabled == 1, timeout=15,
+                 what="audit switched on again")
+        w = os.fsencode(site.w)
+        pid = run([tools.exe("sh"), b"-c", b"echo on >> " + w + b"/readme"])
+        assert_actor(event_of(site, "fim.modified", w + b"/readme"), pid, tools.exe("sh"))
+    finally:
+        site.stop()
