@@ -54,7 +54,8 @@ if TYPE_CHECKING:  # the FIM source imports this package: no import back at run 
 _log = logs.get("attribution")
 
 KEEP_EVERY = 10.0
-#: How long a live FIM event waits for its record still on its way from the kernel.
+#: How long a live FIM event waits for its record still on its way from the kernel
+#: when the barrier cannot be used (its last canary did not come back).
 WAIT = 0.02
 #: How long a live event whose record is not in yet waits for the kernel's sender to
 #: catch up (a busy machine), at most.
@@ -94,6 +95,7 @@ class FileAttribution:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._probe = threading.Event()
+        self._barrier_ok = True
         self._threads: list[threading.Thread] = []
         self._sock: socket.socket | None = None
         self._kernel_lost: int | None = None
@@ -164,9 +166,21 @@ class FileAttribution:
             out = unknown_fields(f"attribution unavailable: {self.reason}")
         else:
             fits = FITS.get(kind, FITS["fim.modified"])
+            # The newest record of the path may be of an earlier change (a write, then
+            # a chmod whose record is still on its way): first let every record of a
+            # call that ended before now come in. A barrier costs a canary round trip
+            # (about a millisecond on an idle kernel) and waits for a busy one; if the
+            # last one failed, a fixed short wait instead, so a flood of events while
+            # records do not come back is not slowed by a second each (the keeper's
+            # next good canary turns barriers on again)
+            barrier = self._barrier_ok and self._caught_up()
             rec = self.index.wait_for(names, inodes, wait, fits)
-            if rec is None and self._caught_up():
-                rec = self.index.wait_for(names, inodes, wait, fits)
+            if rec is None and barrier:
+                # the writer's call was still running at the first barrier (its
+                # inotify event is queued inside the call, its record at the end):
+                # it has had ``wait`` to end, so a second one settles it
+                self._caught_up()
+                rec = self.index.find(names, inodes, fits)
             out = (actor_fields(rec, self.users) if rec is not None else unknown_fields(
                 "no audit record (a process started before audit was enabled, or a change"
                 " through a descriptor opened earlier)"))
@@ -180,8 +194,9 @@ class FileAttribution:
         A busy machine delays the kernel's sender; this waits for it, not a guess."""
         last = self.index.find([self.canary], [])
         self._probe.set()
-        return self.index.wait_for([self.canary], [], BARRIER_MAX,
-                                   after=-1 if last is None else last.serial) is not None
+        self._barrier_ok = self.index.wait_for(
+            [self.canary], [], BARRIER_MAX, after=-1 if last is None else last.serial) is not None
+        return self._barrier_ok
 
     def _barrier_loop(self) -> None:
         # made after audit was on, so its writes are audited (see _canary)
@@ -305,6 +320,7 @@ class FileAttribution:
         th.start()
         th.join(timeout=CANARY_WAIT)
         found = self.index.wait_for([self.canary], [], CANARY_WAIT, after=after)
+        self._barrier_ok = found is not None
         if found is None:
             return ("audit records do not arrive (sentinel in another network namespace,"
                     " where the kernel sends none? the audit backlog full?)")

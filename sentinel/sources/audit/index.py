@@ -14,20 +14,46 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from sentinel.events import name_fields, name_text
 from sentinel.sources.audit.records import UNSET, Record
 
-#: the PATH items that can stand for each kind of change (a PARENT item is the folder)
-FITS: dict[str, frozenset[str]] = {
-    "fim.created": frozenset(("CREATE", "NORMAL")),
-    "fim.deleted": frozenset(("DELETE",)),
-    "fim.modified": frozenset(("NORMAL", "CREATE", "DELETE", "UNKNOWN")),
-    "fim.attrib": frozenset(("NORMAL", "CREATE", "UNKNOWN")),
-    "fim.moved": frozenset(("CREATE", "DELETE")),
+#: The kernel's "attribute change" class of system calls (asm-generic/audit_change_attr.h:
+#: chmod, chown, the xattr calls, utime*), by audit arch: x86_64, aarch64.
+ATTR_SYSCALLS: dict[int, frozenset[int]] = {
+    0xC000003E: frozenset((90, 91, 92, 93, 94, 132, 188, 189, 190, 197, 198, 199, 235, 260,
+                           261, 268, 280, 452, 463, 466)),
+    0xC00000B7: frozenset((5, 6, 7, 14, 15, 16, 52, 53, 54, 55, 88, 452, 463, 466)),
 }
-_ANY = frozenset(("NORMAL", "CREATE", "DELETE", "UNKNOWN"))
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Which records can stand for a kind of change: the PATH item types (a PARENT
+    item is the folder), and whether the call must (True) or must not (False) be an
+    attribute change: a chmod's record is not the writer's of a content change."""
+
+    nametypes: frozenset[str]
+    attr: bool | None = None
+
+    def accepts(self, nametype: str, rec: Record) -> bool:
+        if nametype not in self.nametypes:
+            return False
+        if self.attr is None or rec.arch not in ATTR_SYSCALLS or rec.syscall is None:
+            return True
+        return (rec.syscall in ATTR_SYSCALLS[rec.arch]) == self.attr
+
+
+_ANY = Fit(frozenset(("NORMAL", "CREATE", "DELETE", "UNKNOWN")))
+FITS: dict[str, Fit] = {
+    "fim.created": Fit(frozenset(("CREATE", "NORMAL"))),
+    "fim.deleted": Fit(frozenset(("DELETE",))),
+    "fim.modified": Fit(frozenset(("NORMAL", "CREATE", "DELETE", "UNKNOWN")), attr=False),
+    "fim.attrib": Fit(frozenset(("NORMAL", "CREATE", "UNKNOWN")), attr=True),
+    "fim.moved": Fit(frozenset(("CREATE", "DELETE"))),
+}
 _Entry = tuple[str, int | None, Record]
 
 
@@ -73,14 +99,14 @@ class RecordIndex:
                     _drop(self._by_inode, item.inode, old)
 
     def find(self, names: Iterable[bytes], inodes: Iterable[int],
-             fits: frozenset[str] = _ANY) -> Record | None:
+             fits: Fit = _ANY) -> Record | None:
         """The newest record naming one of ``names`` as one of the ``fits`` item
         types, else the newest with one of ``inodes``."""
         with self._cond:
             return self._find(list(names), list(inodes), fits)
 
     def wait_for(self, names: Iterable[bytes], inodes: Iterable[int],
-                 timeout: float, fits: frozenset[str] = _ANY,
+                 timeout: float, fits: Fit = _ANY,
                  after: int = -1) -> Record | None:
         """:meth:`find`, waiting up to ``timeout`` for the record to arrive (one with a
         serial above ``after``)."""
@@ -97,20 +123,21 @@ class RecordIndex:
                 self._cond.wait(left)
 
     def _find(self, names: list[bytes], inodes: list[int],
-              fits: frozenset[str]) -> Record | None:
+              fits: Fit) -> Record | None:
         same = frozenset(inodes)
         return (_newest([self._by_name.get(k, []) for k in names], fits, same)
                 or _newest([self._by_inode.get(k, []) for k in inodes], fits, same))
 
 
-def _newest(lists: list[list[_Entry]], fits: frozenset[str],
+def _newest(lists: list[list[_Entry]], fits: Fit,
             inodes: frozenset[int]) -> Record | None:
     # A name must also have the file's inode when both are known: a name the kernel
     # logged relative to a directory descriptor is joined to the wrong folder
     best: Record | None = None
     for entries in lists:
         for nametype, inode, rec in reversed(entries):
-            if nametype in fits and (not inodes or inode is None or inode in inodes):
+            if fits.accepts(nametype, rec) and (not inodes or inode is None
+                                                or inode in inodes):
                 if best is None or rec.serial > best.serial:
                     best = rec
                 break

@@ -55,6 +55,8 @@ class Record:
     serial: int
     time: float
     syscall: int | None = None
+    #: the audit arch (AUDIT_ARCH_X86_64 0xc000003e...): syscall numbers depend on it
+    arch: int | None = None
     success: bool | None = None
     pid: int | None = None
     ppid: int | None = None
@@ -216,7 +218,7 @@ def _syscall(serial: int, ts: float, f: dict[bytes, bytes]) -> Record | None:
     success = f.get(b"success")
     return Record(
         serial=serial, time=ts,
-        syscall=_int(f.get(b"syscall")),
+        syscall=_int(f.get(b"syscall")), arch=_int(f.get(b"arch"), 16),
         success=None if success is None else success == b"yes",
         pid=_int(f.get(b"pid")), ppid=_int(f.get(b"ppid")),
         uid=_int(f.get(b"uid")), auid=_int(f.get(b"auid")), ses=_int(f.get(b"ses")),

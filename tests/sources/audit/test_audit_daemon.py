@@ -24,7 +24,13 @@ def alert_for(d: Daemon, path: bytes, pid: int) -> dict[str, Any]:
             if name_bytes(a["event"], "path") == path and a["event"].get("process_pid") == pid:
                 return a
         return None
-    return wait_for(find, 30, f"an alert on {path!r} naming pid {pid}")
+    try:
+        return wait_for(find, 30, f"an alert on {path!r} naming pid {pid}")
+    except BaseException:
+        seen = [(a["event"]["kind"], a["event"].get("process_pid"),
+                 a["event"].get("process_unknown")) for a in d.alerts()]
+        print("alerts on the path:", seen)
+        raise
 
 
 def test_the_journal_and_the_webhook_name_the_process_and_rules_come_back(

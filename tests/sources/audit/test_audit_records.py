@@ -178,3 +178,19 @@ def test_watch_rules_round_trip_with_hostile_bytes() -> None:
     for rule in (WatchRule(b"/etc/passwd", False), WatchRule(b"/opt/t\xff\nx", True)):
         assert decode_rule(rule.encode()) == rule
     assert decode_rule(b"\x00" * 10) is None
+
+
+def test_a_content_change_is_not_given_a_chmods_record_nor_a_chmod_a_writers() -> None:
+    recs = assemble()
+    index = RecordIndex()
+    for r in recs:
+        if r.comm in (b"chmod", b"evil\nsh"):
+            index.add(r)
+    (chmod,) = [r for r in recs if r.comm == b"chmod"]
+    inode = next(i.inode for i in chmod.paths if i.name == W + b"/f1")
+    assert inode is not None
+    attrib = index.find([W + b"/f1"], [inode], FITS["fim.attrib"])
+    assert attrib is chmod
+    modified = index.find([W + b"/f1"], [inode], FITS["fim.modified"])
+    assert modified is not None and modified.comm == b"evil\nsh"
+    assert modified.syscall == 257  # the shell's open for writing (>>)
