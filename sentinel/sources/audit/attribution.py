@@ -54,6 +54,8 @@ if TYPE_CHECKING:  # the FIM source imports this package: no import back at run 
 _log = logs.get("attribution")
 
 KEEP_EVERY = 10.0
+#: After a configuration-change record, how long the keeper lets the burst go on.
+SETTLE = 0.1
 #: How long a live FIM event waits for its record still on its way from the kernel
 #: when the barrier cannot be used (its last canary did not come back).
 WAIT = 0.02
@@ -96,6 +98,7 @@ class FileAttribution:
         self._wake = threading.Event()
         self._probe = threading.Event()
         self._barrier_ok = True
+        self._readded = False
         self._threads: list[threading.Thread] = []
         self._sock: socket.socket | None = None
         self._kernel_lost: int | None = None
@@ -155,7 +158,8 @@ class FileAttribution:
         self._threads.append(th)
 
     def alive(self) -> bool:
-        return self.up
+        """Up, and every thread of it running (a dead reader is blindness too)."""
+        return self.up and all(th.is_alive() for th in self._threads)
 
     # -- lookups (the FIM worker) ------------------------------------------------
 
@@ -224,7 +228,10 @@ class FileAttribution:
 
     def _keep_loop(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(KEEP_EVERY)
+            if self._wake.wait(KEEP_EVERY):
+                # a configuration change: `auditctl -D` deletes rule after rule, so
+                # let the burst end before looking
+                self._stop.wait(SETTLE)
             self._wake.clear()
             if self._stop.is_set():
                 break
@@ -238,7 +245,10 @@ class FileAttribution:
         """Audit on, rules present, records arriving: else down, saying why."""
         try:
             with self._control_factory() as ctl:
-                why = self._configure(ctl)
+                for _ in range(5):  # again while rules go on being removed meanwhile
+                    why = self._configure(ctl)
+                    if why is not None or not self._readded:
+                        break
         except AuditError as exc:
             why = f"audit request refused: {exc.strerror}"
             if exc.errno in (errno.EPERM, errno.ECONNREFUSED):
@@ -278,6 +288,7 @@ class FileAttribution:
             else:
                 _log.warning("audit_reenabled", detail="kernel audit was switched off under"
                              " sentinel; enabled again")
+        self._readded = bool(missing)
         if missing:
             gone = [r for r in missing if r in self._added]
             os.makedirs(os.path.dirname(self.canary), mode=0o700, exist_ok=True)
@@ -344,6 +355,7 @@ class FileAttribution:
         sock = self._sock
         assert sock is not None
         lost = dict(self.assembler.lost)
+        dropping = failing = False
         while not self._stop.is_set():
             try:
                 data = sock.recv(1 << 16)
@@ -352,22 +364,38 @@ class FileAttribution:
             except OSError as exc:
                 if self._stop.is_set():
                     break
-                # ENOBUFS: the receive buffer overflowed, records were dropped
+                # ENOBUFS: the receive buffer overflowed, records were dropped (one line
+                # per burst; the counter has every one)
                 self._metrics.audit_records_lost.labels("socket").inc()
-                _log.warning("audit_records_dropped", error=exc.strerror)
+                if not dropping:
+                    _log.warning("audit_records_dropped", error=exc.strerror,
+                                 detail="changes in this moment may be reported without"
+                                 " their process")
+                dropping = True
                 continue
-            now = time.monotonic()
-            done = self.assembler.expire(now)
-            for mtype, payload in messages(data):
-                if mtype == AUDIT_CONFIG_CHANGE:
-                    self._wake.set()  # a rule removed, audit switched: check now
-                done.extend(self.assembler.feed(mtype, payload, now))
-            for rec in done:
-                self.index.add(rec)
+            dropping = dropping and not data
+            try:
+                self._take(data)
+                failing = False
+            except Exception:  # the reader must not die: logged once, and on it goes
+                self._metrics.audit_records_lost.labels("unparseable").inc()
+                if not failing:
+                    _log.exception("audit_reader_failed")
+                failing = True
             for reason, n in self.assembler.lost.items():
                 if n > lost[reason]:
                     self._metrics.audit_records_lost.labels(reason).inc(n - lost[reason])
             lost = dict(self.assembler.lost)
+
+    def _take(self, data: bytes) -> None:
+        now = time.monotonic()
+        done = self.assembler.expire(now)
+        for mtype, payload in messages(data):
+            if mtype == AUDIT_CONFIG_CHANGE:
+                self._wake.set()  # a rule removed, audit switched: check now
+            done.extend(self.assembler.feed(mtype, payload, now))
+        for rec in done:
+            self.index.add(rec)
 
 
 def _shown(name: bytes) -> str:

@@ -55,11 +55,13 @@ def test_the_journal_and_the_webhook_name_the_process_and_rules_come_back(
             wait_for(lambda: any(json.loads(q.body)["event"].get("process_pid") == proc.pid
                                  for q in r.requests), 30, "the webhook body naming the pid")
 
-            for rule in audit_kernel.rules():  # what `auditctl -D` at auditd's restart does
-                if rule.key == RULE_KEY and rule.path.startswith(os.fsencode(open_tmp)):
-                    audit_kernel.delete(rule)
+            ours = [x for x in audit_kernel.rules() if x.key == RULE_KEY
+                    and x.path.startswith(os.fsencode(open_tmp))]
+            for rule in ours:  # what `auditctl -D` at auditd's restart does
+                audit_kernel.delete(rule)
             wait_for(lambda: any('"audit_rules_readded"' in x for x in d.log_lines()), 30,
                      "the log line saying the rules were added again")
+            wait_for(lambda: set(ours) <= set(audit_kernel.rules()), 30, "every rule back")
             proc = subprocess.Popen([tools.exe("rm"), w + b"/tally.conf"])
             assert proc.wait(timeout=10) == 0
             ev = alert_for(d, w + b"/tally.conf", proc.pid)["event"]
