@@ -9,13 +9,25 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
+import struct
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from sentinel.config import Config, load_config
 from sentinel.events import ACTOR_FIELDS, Event, name_bytes
-from sentinel.sources.audit.netlink import RULE_KEY, AuditControl
+from sentinel.sources.audit.netlink import (
+    AUDIT_ADD_RULE,
+    AUDIT_BITMASK_SIZE,
+    AUDIT_DEL_RULE,
+    AUDIT_EQUAL,
+    AUDIT_MAX_FIELDS,
+    RULE_KEY,
+    AuditControl,
+)
 from tests.sources.audit.conftest import Tools
 from tests.sources.fim.fimkit import Site, wait_for
 
@@ -173,4 +185,43 @@ def test_audit_found_off_is_switched_on_warned_and_counted_and_again_when_switch
         pid = run([tools.exe("sh"), b"-c", b"echo on >> " + w + b"/readme"])
         assert_actor(event_of(site, "fim.modified", w + b"/readme"), pid, tools.exe("sh"))
     finally:
+        site.stop()
+
+
+#: A task-filter rule ``-a task,never -F gid=UNAUDITED_GID``: a process forked with that
+#: group gets no audit context, as one forked before audit was ever enabled (which
+#: cannot be made on a kernel where audit has been on since boot)
+UNAUDITED_GID = 65533
+
+
+def _task_never_rule() -> bytes:
+    mask = [0xFFFFFFFF] * AUDIT_BITMASK_SIZE
+    pad = [0] * (AUDIT_MAX_FIELDS - 1)
+    return (struct.pack(f"=3I{AUDIT_BITMASK_SIZE}I", 0x01, 0, 1, *mask)  # task list, never
+            + struct.pack(f"={AUDIT_MAX_FIELDS}I", 6, *pad)  # AUDIT_GID
+            + struct.pack(f"={AUDIT_MAX_FIELDS}I", UNAUDITED_GID, *pad)
+            + struct.pack(f"={AUDIT_MAX_FIELDS}I", AUDIT_EQUAL, *pad) + struct.pack("=I", 0))
+
+
+def test_a_process_without_audit_context_is_not_named_and_the_event_says_why(
+        audit_kernel: AuditControl, tools: Tools, open_tmp: Path) -> None:
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("setpriv (util-linux) is not installed")
+    site, config = attributed_site(open_tmp)
+    site.start(config)
+    rule = _task_never_rule()
+    audit_kernel._request(AUDIT_ADD_RULE, rule)
+    try:
+        w = os.fsencode(site.w)
+        # the subshell is forked with the unaudited group: its write has no record, and
+        # the record of its parent (the shell, which only forks) does not name the file
+        run([setpriv.encode(), f"--regid={UNAUDITED_GID}".encode(), b"--clear-groups",
+             tools.exe("sh"), b"-c", b"(echo unseen >> " + w + b"/readme)"])
+        ev = event_of(site, "fim.modified", w + b"/readme")
+        assert ev.fields["process_pid"] is None and ev.fields["process_exe"] is None
+        assert ev.fields["process_unknown"].startswith("no audit record")
+        assert site.metric("sentinel_attributions_total", result="unknown") >= 1
+    finally:
+        audit_kernel._request(AUDIT_DEL_RULE, rule)
         site.stop()
