@@ -24,6 +24,7 @@ sentinel's remains.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
@@ -78,7 +79,7 @@ def watch_rules(paths: list[tuple[bytes, bool]]) -> list[WatchRule]:
 
 
 class FileAttribution:
-    """The audit side of file attribution; :meth:`lookup` names the process."""
+    """The audit side of file attribution; :meth:`for_change` names the process."""
 
     def __init__(self, paths: list[tuple[bytes, bool]], state_dir: Path, metrics: Metrics,
                  control: Callable[[], AuditControl] = AuditControl) -> None:
@@ -96,7 +97,6 @@ class FileAttribution:
         self._absent: set[WatchRule] = set()
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._probe = threading.Event()
         self._barrier_ok = True
         self._readded = False
         self._threads: list[threading.Thread] = []
@@ -123,7 +123,6 @@ class FileAttribution:
             self._spawn("sentinel-audit-reader", self._read_loop)
         self._check()
         self._spawn("sentinel-audit-keeper", self._keep_loop)
-        self._spawn("sentinel-audit-barrier", self._barrier_loop)
 
     def stop(self) -> None:
         self._stop.set()
@@ -193,26 +192,11 @@ class FileAttribution:
         return out
 
     def _caught_up(self) -> bool:
-        """Have the barrier thread write the canary and wait for its record: the kernel
-        sends records in order, so every record of a syscall that ended before is in.
-        A busy machine delays the kernel's sender; this waits for it, not a guess."""
-        last = self.index.find([self.canary], [])
-        self._probe.set()
-        self._barrier_ok = self.index.wait_for(
-            [self.canary], [], BARRIER_MAX, after=-1 if last is None else last.serial) is not None
+        """A barrier: the canary's record is back. The kernel sends records in order, so
+        every record of a call that ended before is in too. A busy machine delays the
+        kernel's sender; this waits for it rather than guessing how long."""
+        self._barrier_ok = self._canary_back(BARRIER_MAX)
         return self._barrier_ok
-
-    def _barrier_loop(self) -> None:
-        # made after audit was on, so its writes are audited (see _canary)
-        path = os.fsdecode(self.canary)
-        while not self._stop.is_set():
-            if not self._probe.wait(0.5):
-                continue
-            self._probe.clear()
-            try:
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
-            except OSError:
-                continue
 
     def for_change(self, change: Change, offline_why: str | None) -> dict[str, Any]:
         """ACTOR_FIELDS of one FIM change; ``offline_why`` when it was found by a
@@ -314,25 +298,29 @@ class FileAttribution:
                              " auditd restart); added again")
         return None
 
-    def _canary(self) -> str | None:
-        """Write the canary from a new (hence audited) thread; its record must come back."""
+    def _canary_back(self, timeout: float) -> bool:
+        """Write the canary and wait for its record. The write is made by a new thread:
+        the kernel gives an audit context to a task made after audit was first on, and
+        sentinel's own threads may be older than that (sentinel switched it on)."""
         last = self.index.find([self.canary], [])
-        after = -1 if last is None else last.serial
         path = os.fsdecode(self.canary)
 
         def touch() -> None:
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-                os.close(fd)
-            except OSError:
-                pass
+            with contextlib.suppress(OSError):  # then no record comes back: the caller says so
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
 
         th = threading.Thread(target=touch, name="sentinel-audit-canary", daemon=True)
         th.start()
-        th.join(timeout=CANARY_WAIT)
-        found = self.index.wait_for([self.canary], [], CANARY_WAIT, after=after)
-        self._barrier_ok = found is not None
-        if found is None:
+        th.join(timeout=timeout)
+        found = self.index.wait_for([self.canary], [], timeout,
+                                    after=-1 if last is None else last.serial)
+        return found is not None
+
+    def _canary(self) -> str | None:
+        """The keeper's proof that records arrive."""
+        back = self._canary_back(CANARY_WAIT)
+        self._barrier_ok = back
+        if not back:
             return ("audit records do not arrive (sentinel in another network namespace,"
                     " where the kernel sends none? the audit backlog full?)")
         return None
