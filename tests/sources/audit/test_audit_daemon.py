@@ -69,3 +69,35 @@ def test_the_journal_and_the_webhook_name_the_process_and_rules_come_back(
         finally:
             assert d.stop() == 0
     assert not [x for x in audit_kernel.rules() if x.path.startswith(os.fsencode(open_tmp))]
+
+
+def test_a_reload_that_turns_attribution_on_names_the_next_writer(
+        audit_kernel: AuditControl, tools: Tools, open_tmp: Path) -> None:
+    d = Daemon(open_tmp)
+    (d.w / "tally.conf").write_text("seats = 5\n")
+    d.start()
+    try:
+        w = os.fsencode(d.w)
+        sh = tools.exe("sh")
+        proc = subprocess.Popen([sh, b"-c", b"echo 'seats = 6' > " + w + b"/tally.conf"])
+        assert proc.wait(timeout=10) == 0
+        wait_for(lambda: any(a["event"]["kind"] == "fim.modified" for a in d.alerts()), 30,
+                 "the first change journaled")
+        (first,) = [a["event"] for a in d.alerts()]
+        assert first["process_pid"] is None and first["process_unknown"] is None  # off
+        # a first reload takes in what the first start made (the baseline key is one of
+        # sentinel's own watched files once it exists), so that the second one differs
+        # from the running config by the attribution section alone
+        d.config.write_text(d.config.read_text() + "# a comment\n")
+        wait_for(lambda: sum('"reloaded"' in x for x in d.log_lines()) == 1, 30, "reload 1")
+        d.config.write_text(d.config.read_text() + "attribution: {files: audit}\n")
+        wait_for(lambda: sum('"reloaded"' in x for x in d.log_lines()) == 2, 30, "reload 2")
+        wait_for(lambda: any(r.key == RULE_KEY and r.path == w for r in audit_kernel.rules()),
+                 30, "sentinel's rule on the watched folder")
+        proc = subprocess.Popen([sh, b"-c", b"echo 'seats = 7' > " + w + b"/tally.conf"])
+        assert proc.wait(timeout=10) == 0
+        ev = alert_for(d, w + b"/tally.conf", proc.pid)["event"]
+        assert base64.b64decode(ev["process_exe_b64"]) == sh
+    finally:
+        assert d.stop() == 0
+    assert not [x for x in audit_kernel.rules() if x.path.startswith(os.fsencode(open_tmp))]
