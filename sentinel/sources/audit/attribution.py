@@ -103,7 +103,7 @@ class FileAttribution:
         self._sock: socket.socket | None = None
         self._kernel_lost: int | None = None
         self._reader_failed: str | None = None
-        self.checks = 0  # keeper rounds done (tests wait on it)
+        self.checks = 0  # keeper rounds done: the first one may find audit off
 
     # -- lifecycle -------------------------------------------------------------
 

@@ -160,12 +160,12 @@ class AuditControl:
 
     def set_enabled(self, enabled: int) -> None:
         body = _STATUS.pack(AUDIT_STATUS_ENABLED, enabled, *([0] * 9))
-        self._drain(self._request(AUDIT_SET, body))
+        self._request(AUDIT_SET, body)  # an error answer raises
 
     def add(self, rule: WatchRule) -> None:
         """Add ``rule``; an identical rule already there is not an error."""
         try:
-            self._drain(self._request(AUDIT_ADD_RULE, rule.encode()))
+            self._request(AUDIT_ADD_RULE, rule.encode())
         except AuditError as exc:
             if exc.errno != errno.EEXIST:
                 raise
@@ -173,7 +173,7 @@ class AuditControl:
     def delete(self, rule: WatchRule) -> None:
         """Delete ``rule``; a rule already gone is not an error."""
         try:
-            self._drain(self._request(AUDIT_DEL_RULE, rule.encode()))
+            self._request(AUDIT_DEL_RULE, rule.encode())
         except AuditError as exc:
             if exc.errno != errno.ENOENT:
                 raise
@@ -187,10 +187,6 @@ class AuditControl:
         return out
 
     # -- the exchange --------------------------------------------------------
-
-    @staticmethod
-    def _drain(answers: list[tuple[int, bytes]]) -> None:
-        del answers  # errors were raised while reading them
 
     def _request(self, mtype: int, body: bytes, ack: bool = True,
                  multi: bool = False) -> list[tuple[int, bytes]]:

@@ -18,7 +18,6 @@ raises.
 
 from __future__ import annotations
 
-import os
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -231,8 +230,3 @@ def config_change(payload: bytes) -> dict[bytes, bytes] | None:
     """The fields of an AUDIT_CONFIG_CHANGE record (a rule removed, audit switched)."""
     head = header(payload)
     return None if head is None else fields(head[2])
-
-
-def fs_name(name: bytes) -> str:
-    """A record's name as Python's ``os`` functions give it (surrogateescape)."""
-    return os.fsdecode(name)
