@@ -27,12 +27,12 @@ ACTOR_FIELDS: tuple[str, ...] = (
     "process_pid", "process_ppid", "process_exe", "process_exe_b64", "process_command",
     "process_uid", "process_user", "process_login_uid", "process_login_user",
     "process_session", "process_via", "process_unknown",
+    # the same in one line for people: "/usr/bin/curl (pid 4242, user alice, uid 1000)",
+    # or "not known (<why>)"; None when not looked up (attribution off, replay, a
+    # connection this host did not open)
+    "process",
 )
 
-#: ``process``, on the two connection kinds the live source attributes
-#: (attribution.connections): the owner in one line for people, "/usr/bin/curl (pid
-#: 4242, user alice, uid 1000)", or "not known (<process_unknown>...)"; None when not
-#: looked up (attribution off, replay, a connection this host did not open).
 
 _NET_ENDS = ("src_ip", "dst_ip", "direction", "src_internal", "dst_internal")
 _FIM_FIELDS = (
@@ -73,7 +73,7 @@ KIND_FIELDS: dict[str, tuple[str, ...]] = {
     "net.connection": (
         "proto", "src_ip", "src_port", "dst_ip", "dst_port", "direction",
         "src_internal", "dst_internal", "iface", "tcp_flags", "probe", "midstream",
-        *ACTOR_FIELDS, "process",
+        *ACTOR_FIELDS,
     ),
     # a TCP connection the other side accepted (SYN-ACK seen, or data on a flow picked up
     # mid-way); src is the side that opened it, as in net.connection
@@ -84,7 +84,7 @@ KIND_FIELDS: dict[str, tuple[str, ...]] = {
     # a SYN-ACK; src is the answering side (a server answering on a port)
     "net.tcp_synack": (
         "src_ip", "src_port", "dst_ip", "dst_port", "direction", "src_internal",
-        "dst_internal", "iface", "tcp_flags", *ACTOR_FIELDS, "process",
+        "dst_internal", "iface", "tcp_flags", *ACTOR_FIELDS,
     ),
     "net.dns": (*_NET_ENDS, "qname", "qtype", "is_response", "rcode", "iface"),
     # an IP fragment that is an evasion signal: anomaly "tiny" (a first fragment too short

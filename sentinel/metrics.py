@@ -224,6 +224,42 @@ class Metrics:
             ["iface"],
             registry=r,
         )
+        # who changed a file (#19): the kernel's audit subsystem (sentinel.sources.audit)
+        self.attribution_up = Gauge(
+            "sentinel_attribution_up",
+            "1 while file changes are attributed to processes (audit enabled, sentinel's"
+            " watch rules loaded, records arriving); 0 while attribution.files is on but"
+            " sentinel cannot tell who changed a file. source: fim (absent while attribution"
+            " of that source is off)",
+            ["source"],
+            registry=r,
+        )
+        self.attribution_audit_was_off = Gauge(
+            "sentinel_attribution_audit_was_off",
+            "1 when kernel audit was off until sentinel enabled it: processes started before"
+            " then are never attributed (boot with audit=1)",
+            registry=r,
+        )
+        self.audit_records_lost = Counter(
+            "sentinel_audit_records_lost",
+            "Audit records sentinel could not use, by reason (unparseable, incomplete,"
+            " overflow, socket: the receive buffer overflowed, kernel: the kernel's own"
+            " lost count grew)",
+            ["reason"],
+            registry=r,
+        )
+        self.audit_rules_readded = Counter(
+            "sentinel_audit_rules_readded",
+            "Times sentinel found its audit watch rules gone (auditctl -D, an auditd restart)"
+            " and added them again",
+            registry=r,
+        )
+        self.attributions = Counter(
+            "sentinel_attributions",
+            "File events by whether their process was named (known) or not (unknown)",
+            ["result"],
+            registry=r,
+        )
         # public attestations
         self.attestations = Counter(
             "sentinel_attestations", "Signed attestations written, by result (success, failure)",

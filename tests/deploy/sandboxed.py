@@ -6,11 +6,12 @@ seccomp filter equivalent to the unit's ``SystemCallFilter=``,
 implements all three with seccomp, the last by refusing mmap with
 PROT_WRITE|PROT_EXEC, mprotect/pkey_mprotect adding PROT_EXEC and shmat with
 SHM_EXEC), then does what the daemon does natively: imports, Ed25519, bcrypt,
-sqlite, TLS, inotify, an AF_PACKET capture on lo, netlink interface listing,
-the host's own addresses, the metrics endpoint. The parent runs it in a network
-namespace of its own, with /proc mounted as the unit's ``ProcSubset=pid`` and
-``ProtectProc=invisible`` mount it. Each step's outcome goes into the report; the parent
-asserts on it. x86_64 only (the parent skips elsewhere).
+sqlite, TLS, inotify, an AF_PACKET capture on lo, netlink interface listing, the
+audit netlink calls of file attribution, the host's own addresses, the metrics
+endpoint. The parent runs it in a network namespace of its own, with /proc
+mounted as the unit's ``ProcSubset=pid`` and ``ProtectProc=invisible`` mount it.
+Each step's outcome goes into the report; the parent asserts on it. x86_64 only
+(the parent skips elsewhere).
 """
 
 from __future__ import annotations
@@ -265,6 +266,18 @@ def connection_owner() -> str:
     return str(got[0]["process_exe"])
 
 
+def audit_netlink() -> str:
+    """File attribution's kernel calls, read-only: the audit status, the rule list, and
+    joining the records' multicast group (no record arrives in this namespace)."""
+    from sentinel.sources.audit.netlink import AUDIT_NLGRP_READLOG, AuditControl, open_socket
+
+    with AuditControl() as ctl:
+        enabled = ctl.status().enabled
+        rules = len(ctl.rules())
+    open_socket(1 << (AUDIT_NLGRP_READLOG - 1)).close()
+    return f"enabled={enabled} rules={rules}"
+
+
 def host_addresses() -> str:
     from sentinel.hostinfo import local_addresses
 
@@ -328,6 +341,7 @@ def main() -> None:
             "ring_capture_any": lambda: ring_capture("any"),
             "tls_and_metrics": tls_and_metrics, "interfaces": interfaces,
             "host_addresses": host_addresses, "connection_owner": connection_owner,
+            "audit_netlink": audit_netlink,
         }
         for name, step in steps.items():
             try:

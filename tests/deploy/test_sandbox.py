@@ -145,7 +145,8 @@ def test_daemon_work_runs_under_the_units_seccomp_policy(tmp_path: Path) -> None
     assert boxed["host_addresses"] == control["host_addresses"]
 
     for step in ("crypto", "bcrypt", "sqlite", "inotify", "packet_capture", "ring_capture_lo",
-                 "ring_capture_any", "tls_and_metrics", "interfaces", "connection_owner"):
+                 "ring_capture_any", "tls_and_metrics", "interfaces", "connection_owner",
+                 "audit_netlink"):
         assert control[step].startswith("ok"), f"{step} fails even unsandboxed: {control[step]}"
         assert boxed[step].startswith("ok"), f"{step} under the unit's policy: {boxed[step]}"
 

@@ -22,7 +22,7 @@ import stat
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from sentinel.events import Event, name_fields
+from sentinel.events import ACTOR_FIELDS, Event, name_fields
 from sentinel.sources.fim.baseline import FileRecord
 
 CHANGE_FIELDS = ("content", "mode", "uid", "gid", "size", "inode", "type", "target")
@@ -143,6 +143,8 @@ def fields(change: Change, tags: tuple[str, ...], offline: bool) -> dict[str, An
         "is_setuid": is_file and bool(mode & stat.S_ISUID),
         "is_setgid": is_file and bool(mode & stat.S_ISGID),
         "offline": offline,
+        # who made the change: filled by attribution when it is on, else all None
+        **dict.fromkeys(ACTOR_FIELDS),
     }
 
 

@@ -49,6 +49,7 @@ from sentinel.config import Config
 from sentinel.events import Event, escaped_name, visible
 from sentinel.metrics import Metrics
 from sentinel.pipeline import Emit
+from sentinel.sources.audit import FileAttribution, build_file_attribution
 from sentinel.sources.fim.acks import Outbox, Retry
 from sentinel.sources.fim.baseline import Baseline, BaselineError, FileRecord, hold_lock
 from sentinel.sources.fim.changes import Change, compare, diff, make_event, moved
@@ -88,6 +89,9 @@ class FimSource:
         self._baseline: Baseline | None = None
         self._emit: Emit | None = None
         self.trusted = False
+        #: who changed a file (attribution.files: audit), None when off
+        self.attribution: FileAttribution | None = build_file_attribution(config, metrics)
+        self._offline_why = "seen by rescan"
         self._reset()
 
     def _reset(self) -> None:
@@ -120,6 +124,9 @@ class FimSource:
         """
         self._emit = emit
         self._reset()
+        if self.attribution is not None:
+            # before the watch: a change from here on can find its record
+            self.attribution.start()
         for entry in self._config.fim.paths:
             if not os.path.lexists(entry.path):
                 # not an error: the parent's watch reports it as created when it appears
@@ -187,6 +194,12 @@ class FimSource:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+        if self.attribution is not None:
+            self.attribution.stop()
+
+    def components(self) -> dict[str, bool]:
+        """``attribution``: whether file changes are named with their process."""
+        return {} if self.attribution is None else {"attribution": self.attribution.alive()}
 
     def alive(self) -> bool:
         """True while the worker and the inotify reader threads run."""
@@ -478,8 +491,11 @@ class FimSource:
 
     def _report(self, change: Change, offline: bool) -> None:
         tags = self.scope.change_tags(change.path, change.dest)
-        self._send(make_event(change, tags, host=self._host, time=self._clock(),
-                              offline=offline))
+        ev = make_event(change, tags, host=self._host, time=self._clock(), offline=offline)
+        if self.attribution is not None:
+            ev.fields.update(self.attribution.for_change(
+                change, self._offline_why if offline else None))
+        self._send(ev)
         assert self._baseline is not None
         # tagged with the event's number: written to the file once it is acknowledged
         if change.before is not None and (change.after is None or change.dest is not None):
@@ -523,6 +539,8 @@ class FimSource:
         for r in sorted(reasons):
             self._metrics.fim_rescans.labels(r).inc()
         self._rescanning = threading.get_ident()
+        self._offline_why = ("changed while sentinel was not running" if "startup" in reasons
+                             else "seen by rescan (" + ", ".join(sorted(reasons)) + ")")
         try:
             if self._watcher is not None:
                 self._watcher.ensure(under)
