@@ -6,7 +6,7 @@ Generates two 100,000-packet captures of the reference site and times each:
   over IPv4 and IPv6, DNS queries and answers, ARP, ICMP echo; about 1% of it
   breaks a rule);
 * the ``scan`` mix: an attack day, where most packets open a new connection or
-  send a DNS query: SYN scans answered by resets (nmap's retries included),
+  send a DNS query: SYN scans answered by resets (a scanner's retries included),
   stealth probes (FIN, NULL, Xmas, ACK), UDP probes, a DNS tunnel's unique
   names, SYNs in 8-byte fragments, and some of the normal traffic.
 
@@ -151,7 +151,7 @@ def generate_scan(path: Path, total: int, seed: int = 11) -> None:
         src = rng.choice(attackers)
         sport = rng.randrange(1024, 65535)
         dport = rng.randrange(1, 65535)
-        if roll < 0.45:  # a SYN scan: SYN, reset; a third of them re-sent (nmap's retry)
+        if roll < 0.45:  # a SYN scan: SYN, reset; a third of them re-sent (a scanner's retry)
             seq = rng.randrange(2**32)
             syn = bytes(eth / IP(src=src, dst=tally) / TCP(sport=sport, dport=dport, flags="S",
                                                           seq=seq))

@@ -169,7 +169,7 @@ def telnet(c: Capture) -> None:
 
 
 def stealth_scan(flags: str) -> Callable[[Capture], None]:
-    """nmap's FIN / NULL / Xmas / ACK / Maimon scans: 100 ports, no SYN at all."""
+    """A scanner's FIN / NULL / Xmas / ACK / Maimon scans: 100 ports, no SYN at all."""
     def build(c: Capture) -> None:
         background(c)
         for i in range(100):
@@ -182,7 +182,7 @@ def stealth_scan(flags: str) -> Callable[[Capture], None]:
 
 
 def syn_scan_with_retries(c: Capture) -> None:
-    """An nmap SYN scan of 200 ports (1-199 and 5432), each SYN re-sent after its answer;
+    """A SYN scan of 200 ports (1-199 and 5432), each SYN re-sent after its answer;
     22 is open."""
     background(c)
     for i, port in enumerate([*range(1, 200), 5432]):
@@ -199,16 +199,16 @@ def syn_scan_with_retries(c: Capture) -> None:
 
 def ssh_guessing_from_admin_net(c: Capture) -> None:
     background(c)
-    for i in range(40):  # hydra: a connection every few seconds, from an admin workstation
+    for i in range(40):  # password guessing: a connection every few seconds, from an admin PC
         c.tcp_session(T0 + 3 + i * 3, "10.20.1.7", 42100 + i, TALLY, 22)
 
 
-def dnscat2_slow(c: Capture) -> None:
-    """dnscat2: 12 lookups of 34-character hexadecimal labels over 20 minutes."""
+def slow_tunnel(c: Capture) -> None:
+    """A slow DNS tunnel: 12 lookups of 34-character hexadecimal labels over 20 minutes."""
     background(c)
     for i in range(12):
         label = f"{i:02x}6b7a1f0e9c3d2b4a5f6e7d8c9b0a1f2e"
-        c.dns(T0 + 3 + i * 100, TALLY, f"{label}.dnscat.exfil-example.net",
+        c.dns(T0 + 3 + i * 100, TALLY, f"{label}.tun.exfil-example.net",
               qtype=("TXT", "CNAME", "MX")[i % 3], sport=44300 + i, answer=None)
 
 
@@ -485,13 +485,13 @@ SCENARIOS: dict[str, Scenario] = {
     "d12-ssh-guessing-from-admin-net": Scenario(
         ssh_guessing_from_admin_net, "ssh-brute-force", "high",
         {"src_ip": "10.20.1.7", "dst_port": 22}, frozenset({"ssh-brute-force"}), count=10),
-    "d13-dnscat2-slow-tunnel": Scenario(
-        dnscat2_slow, "dns-tunnel-encoded-label", "high", {"src_ip": TALLY},
+    "d13-slow-tunnel-labels": Scenario(
+        slow_tunnel, "dns-tunnel-encoded-label", "high", {"src_ip": TALLY},
         frozenset({"dns-tunnel-encoded-label", "dns-tunnel-slow-subdomains",
                    "dns-tunnel-unusual-types", "dns-query-outside-allowed-domains"}),
         times=2),  # 20 minutes: two 10-minute suppression periods (summaries not counted)
-    "d13-dnscat2-slow-subdomains": Scenario(
-        dnscat2_slow, "dns-tunnel-slow-subdomains", "high", {"src_ip": TALLY},
+    "d13-slow-tunnel-subdomains": Scenario(
+        slow_tunnel, "dns-tunnel-slow-subdomains", "high", {"src_ip": TALLY},
         frozenset({"dns-tunnel-encoded-label", "dns-tunnel-slow-subdomains",
                    "dns-tunnel-unusual-types", "dns-query-outside-allowed-domains"}),
         count=10),
@@ -669,7 +669,7 @@ def test_attack_raises_its_alert(name: str, replayed: dict[str, list[dict[str, A
 def test_scan_attempts_are_not_reported_as_reached(
         replayed: dict[str, list[dict[str, Any]]]) -> None:
     """#17.7: a SYN scan raises no critical alert for the closed database port, no
-    clear-text alert for resets, and counts each port once despite nmap's retries."""
+    clear-text alert for resets, and counts each port once despite the scanner's retries."""
     alerts = replayed["d05-syn-scan-closed-database"]
     assert not [a for a in alerts if a["severity"] == "critical"]
     (attempt,) = [a for a in alerts if a["rule"] == "tally-db-access-attempt"]

@@ -2,7 +2,7 @@
 
 Only what the events need is read: the 12-byte header and the question
 section. Names follow compression pointers anywhere inside the message,
-forwards too (masscan's version.bind probe points forwards, and resolvers
+forwards too (a mass scanner's version.bind probe points forwards, and resolvers
 accept it), but at most :data:`MAX_POINTERS` of them per name, so a loop always
 ends; a name may not exceed 255 bytes on the wire or 128 labels; anything else
 is :class:`Malformed`.

@@ -53,7 +53,8 @@ class CaptureFile:
         else:
             self.close()
             msg = (f"{path}: not a pcap or pcapng file (starts with {head.hex()});"
-                   " valid: a capture written by tcpdump, tshark, dumpcap or scapy")
+                   " valid: a classic pcap (magic a1b2c3d4 or a1b23c4d, either byte order) or a"
+                   " pcapng capture file")
             raise CaptureFileError(msg)
 
     def close(self) -> None:

@@ -1,4 +1,4 @@
-"""Stations on the segment, learned from ARP the way arpwatch does.
+"""Stations on the segment, learned from ARP.
 
 Every ARP message names its sender's address and MAC. The first
 :data:`LEARN` seconds of a capture (packet time) learn the segment silently;

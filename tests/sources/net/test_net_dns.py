@@ -49,7 +49,7 @@ def test_pointer_to_itself_or_outside_the_message_is_malformed() -> None:
 
 
 def test_forward_compression_pointer_is_decoded() -> None:
-    """#17.8: a question whose name points forwards (masscan's version.bind probe)."""
+    """#17.8: a question whose name points forwards (a mass scanner's version.bind probe)."""
     msg = (header(flags=0) + struct.pack("!H", 0xC000 | 18) + struct.pack("!HH", 16, 3)
            + name(b"version", b"bind"))
     assert parse_message(msg, 0, len(msg)) == [("version.bind", "TXT", False, "NOERROR")]
