@@ -236,7 +236,9 @@ class ConditionCompiler:
             if ld is None:
                 valid = ", ".join(sorted(self.lists)) or "none defined"
                 self.c.error(arg.mark, f"{ref.text}: {op}: unknown list {name!r}"
-                             f"{_suggest(name, sorted(self.lists))}; valid lists: {valid}")
+                             f"{_suggest(name, sorted(self.lists))}: define it under `lists:` (what"
+                             " each list of the pack holds: rules/README.md, 'The election rule"
+                             f" pack'); valid lists: {valid}")
                 return None
             self.used_lists.add(name)
             if not self._check_named(ref, op, ld):

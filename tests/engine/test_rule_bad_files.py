@@ -62,8 +62,9 @@ BAD: list[tuple[str, str, str]] = [
      'startswith, endswith, contains, gt, gte, lt, lte, exists'),
     ('unknown list',
      HEAD + '    match:\n      src_ip: {in: admin_nett}\n',
-     "F:7:20: rule 'r': src_ip: in: unknown list 'admin_nett' (did you mean 'admin_net'?); "
-     'valid lists: admin_net'),
+     "F:7:20: rule 'r': src_ip: in: unknown list 'admin_nett' (did you mean 'admin_net'?): "
+     "define it under `lists:` (what each list of the pack holds: rules/README.md, 'The"
+     " election rule pack'); valid lists: admin_net"),
     ('bad regex',
      HEAD + "    match:\n      iface: {regex: 'eth[0-'}\n",
      "F:7:22: rule 'r': iface: regex: bad regular expression 'eth[0-': unterminated "
