@@ -27,7 +27,7 @@ ACTOR_FIELDS: tuple[str, ...] = (
     "process_pid", "process_ppid", "process_exe", "process_exe_b64", "process_command",
     "process_uid", "process_user", "process_login_uid", "process_login_user",
     "process_session", "process_via", "process_unknown",
-    # the same in one line for people: "/usr/bin/curl (pid 4242, user alice, uid 1000)",
+    # the same in one line for people: "/usr/bin/curl (pid 4242, user operator1, uid 1000)",
     # or "not known (<why>)"; None when not looked up (attribution off, replay, a
     # connection this host did not open)
     "process",

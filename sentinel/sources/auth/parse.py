@@ -34,8 +34,8 @@ _SUDO = re.compile(r"^\s*(?P<user>\S+) : (?P<rest>.*)$", re.S)
 _SU_OK = re.compile(r"^(?:\+ \S+ )?\(to (?P<target>[^)]*)\) (?P<user>\S+) on (?P<tty>\S+)$")
 _SU_FAIL = re.compile(
     r"^(?:FAILED SU|- \S+) \(to (?P<target>[^)]*)\) (?P<user>\S+) on (?P<tty>\S+)$")
-# login(1): shadow's "FAILED LOGIN (1) on '/dev/tty1' [from 'h'] FOR 'alice', reason" and
-# util-linux's "FAILED LOGIN 1 FROM tty1 FOR alice, reason"
+# login(1): shadow's "FAILED LOGIN (1) on '/dev/tty1' [from 'h'] FOR 'operator1', reason" and
+# util-linux's "FAILED LOGIN 1 FROM tty1 FOR operator1, reason"
 _LOGIN_FAIL = re.compile(
     r"^FAILED LOGIN \(?\d+\)?(?: (?:on|FROM) '?(?P<tty>[^' ]+)'?)?(?: from '?(?P<host>[^' ]+)'?)?"
     r" FOR '?(?P<user>[^',]+)'?,")
