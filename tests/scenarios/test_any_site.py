@@ -19,6 +19,7 @@ dual-stack sites only; a dual-stack site replays every other scenario over IPv6.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -50,11 +51,20 @@ SEEDS = list(range(21))
 ARP_RULES = ("arp-",)
 
 
+@functools.lru_cache(maxsize=4)
+def _loaded(config_path: Path) -> tuple[Any, Any]:
+    """A site's config and compiled rule pack, once per site rather than once per
+    scenario: loading runs every rule's examples, which is most of a replay's time.
+    Each replay still gets an engine of its own (fresh thresholds and suppression)."""
+    config = load_config(config_path)
+    return config, load_rules(config)
+
+
 def in_process_replay(pcap: Path, config_path: Path) -> list[dict[str, Any]]:
     """What `sentinel replay` reports for ``pcap``, plus what the engine still holds at
     the end (open thresholds and suppression periods, as the daemon flushes at stop)."""
-    config = load_config(config_path)
-    engine = Engine(load_rules(config), host=config.host.name)
+    config, rules = _loaded(config_path)
+    engine = Engine(rules, host=config.host.name)
     out: list[Any] = []
     last = 0.0
 
