@@ -60,7 +60,7 @@ def deletes(root: Path, n: int, gap: float) -> list[list[Any]]:
 
 def run(tmp: Path, attribution: bool, n: int, gap: float) -> tuple[list[float], int, int]:
     """(change -> journal latencies, events naming the writer, events) of one run."""
-    from sentinel.config import load_config
+    from sentinel.config_reader import load_config
     from sentinel.engine import Engine, load_rules
     from sentinel.events import Event
     from sentinel.metrics import Metrics

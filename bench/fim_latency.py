@@ -98,7 +98,7 @@ def main() -> None:
     ap.add_argument("--gap", type=float, default=0.003, help="seconds between writes")
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from sentinel.config import load_config
+    from sentinel.config_reader import load_config
     from sentinel.engine import Engine, load_rules
     from sentinel.events import Event
     from sentinel.metrics import Metrics

@@ -85,7 +85,7 @@ def main() -> None:
         print(f"verify / AIDE (its faster run): {ratio:.2f}x the time (goal <= 0.5x)"
               f" {'MET' if ratio <= 0.5 else 'NOT MET'}")
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from sentinel.config import load_config
+        from sentinel.config_reader import load_config
         from sentinel.sources.fim import Baseline, load_key
 
         config = load_config(cfg)

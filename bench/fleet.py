@@ -46,7 +46,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from sentinel import logs
-from sentinel.config import MetricsConfig, load_config
+from sentinel.config import MetricsConfig
+from sentinel.config_reader import load_config
 from sentinel.engine import load_rules
 from sentinel.events import KIND_FIELDS, SOURCES
 from sentinel.metrics import Metrics

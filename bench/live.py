@@ -88,7 +88,7 @@ def child(iface: str) -> int:
     from sentinel import logs
 
     logs.configure(stream=sys.stderr)  # stdout is the report; before loggers are bound
-    from sentinel.config import load_config
+    from sentinel.config_reader import load_config
     from sentinel.events import Event
     from sentinel.metrics import Metrics
     from sentinel.sources.net import NetworkSource

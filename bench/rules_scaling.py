@@ -158,7 +158,7 @@ def best_of(rounds: int, sets: dict[str, RuleSet], events: list[Event],
 
 
 def example_config() -> Config:
-    from sentinel.config import load_config
+    from sentinel.config_reader import load_config
 
     # the example config names its webhook secrets by environment variable; the
     # bench delivers nothing, so placeholders let the config validate

@@ -14,7 +14,7 @@ from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
-from sentinel.located import Mark, Problem, load
+from sentinel.located import Mark, Problem
 
 DEFAULT_CONFIG = Path("/etc/sentinel/config.yaml")
 
@@ -273,18 +273,3 @@ class Config:
     def in_state(self, p: Path) -> Path:
         """Resolve an output path against ``state_dir``."""
         return p if p.is_absolute() else self.state_dir / p
-
-
-def load_config(path: Path, secrets: bool = True) -> Config:
-    """Read ``path`` and return a validated :class:`Config`, or raise ProblemError.
-
-    ``secrets=False`` is for commands that never send (baseline, journal verify,
-    report, attest, delivery status, replay without --deliver): the webhooks'
-    ``secret_env``/``secret_file`` are checked for shape but not read, so a
-    responder needs neither root's secrets file nor the daemon's environment.
-    Their ``secret`` is then None; such a config must not be used to send.
-    """
-    from sentinel.config_reader import ConfigReader  # the reader builds these dataclasses
-
-    root = load(path)
-    return ConfigReader(path, secrets=secrets).read(root)

@@ -35,7 +35,7 @@ from sentinel.config import (
 from sentinel.config_host import read_attribution, read_auth, read_devices
 from sentinel.config_outputs import NAME, OutputsReader
 from sentinel.events import SOURCES
-from sentinel.located import Checker, Mark, Node, Problem, type_name
+from sentinel.located import Checker, Mark, Node, Problem, load, type_name
 
 EVENT_SOURCES = tuple(dict.fromkeys(SOURCES.values()))
 TOP_KEYS = ("host", "state_dir", "network", "fim", "rules", "lists", "schedules", "outputs",
@@ -415,3 +415,16 @@ def _interface_exists(name: str) -> bool:
 
 def _interfaces() -> list[str]:
     return sorted(name for _, name in socket.if_nameindex())
+
+
+def load_config(path: Path, secrets: bool = True) -> Config:
+    """Read ``path`` and return a validated :class:`Config`, or raise ProblemError.
+
+    ``secrets=False`` is for commands that never send (baseline, journal verify,
+    report, attest, delivery status, replay without --deliver): the webhooks'
+    ``secret_env``/``secret_file`` are checked for shape but not read, so a
+    responder needs neither root's secrets file nor the daemon's environment.
+    Their ``secret`` is then None; such a config must not be used to send.
+    """
+    root = load(path)
+    return ConfigReader(path, secrets=secrets).read(root)

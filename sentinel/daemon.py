@@ -32,8 +32,9 @@ from prometheus_client import CollectorRegistry
 from sentinel import __version__, logs
 from sentinel.alert import Alert
 from sentinel.attest import Attestor
-from sentinel.config import Config, load_config
-from sentinel.engine import Engine, RuleSet, load_rules
+from sentinel.config import Config
+from sentinel.config_reader import load_config
+from sentinel.engine import Engine, RuleSet, check_examples, load_rules
 from sentinel.events import Event
 from sentinel.located import ProblemError
 from sentinel.metrics import Metrics
@@ -60,7 +61,7 @@ def load_all(path: Path) -> tuple[Config, RuleSet]:
     # sentinel's own files (config, rules, keys, unit, package) are always watched
     config = with_own_files(load_config(path))
     rules = load_rules(config)
-    problems = rules.check_examples()
+    problems = check_examples(rules)
     if problems:
         raise ProblemError(problems)
     return config, rules

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sentinel.cli import main
-from sentinel.config import load_config
+from sentinel.config_reader import load_config
 from sentinel.located import ProblemError
 from tests.conftest import REPO
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.config import load_config
+from sentinel.config_reader import load_config
 from sentinel.metrics import Metrics
 from sentinel.parts import build_sources, parts_differ
 from tests.test_config import run_check, where

@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from sentinel.config import load_config
+from sentinel.config_reader import load_config
 from sentinel.daemon import Daemon
 from sentinel.engine import load_rules
 from sentinel.events import Event

@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent("""
     import structlog
     from structlog._output import _get_lock_for_file
     from sentinel import logs
-    from sentinel.config import load_config
+    from sentinel.config_reader import load_config
     from sentinel.daemon import Daemon
     from sentinel.engine import load_rules
 

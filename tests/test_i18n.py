@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.config import Config, load_config
+from sentinel.config import Config
+from sentinel.config_reader import load_config
 from sentinel.engine import Engine, ProblemError, RuleSet, load_rules
 from sentinel.events import Event, format_time, parse_time
 from sentinel.i18n import human_time, local_iso, summary_title, zone

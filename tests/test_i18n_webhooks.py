@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from sentinel.config import Config, OutputsConfig, load_config
+from sentinel.config import Config, OutputsConfig
+from sentinel.config_reader import load_config
 from sentinel.engine import Engine, load_rules
 from sentinel.events import Event, parse_time
 from sentinel.metrics import Metrics

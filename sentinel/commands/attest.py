@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from sentinel.commands import add_config_arg, subparser
-from sentinel.config import DEFAULT_CONFIG, load_config
+from sentinel.config import DEFAULT_CONFIG
+from sentinel.config_reader import load_config
 
 PROOF_FORMAT = "sentinel-inclusion-proof/1"
 

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from sentinel.commands import add_config_arg, subparser
-from sentinel.config import Config, load_config
+from sentinel.config import Config
+from sentinel.config_reader import load_config
 from sentinel.events import Event
 
 EXIT_OK, EXIT_DRIFT, EXIT_ERROR = 0, 1, 2

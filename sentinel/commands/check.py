@@ -7,7 +7,7 @@ import json
 import sys
 
 from sentinel.commands import add_config_arg, subparser
-from sentinel.config import load_config
+from sentinel.config_reader import load_config
 from sentinel.located import ProblemError
 
 EXIT_OK = 0
@@ -38,7 +38,7 @@ def _fail(exc: ProblemError, fmt: str) -> int:
 def run(args: argparse.Namespace) -> int:
     # imported here: the engine brings the logging and metrics stacks, and the CLI
     # registers every command's parser at each start
-    from sentinel.engine import load_rules
+    from sentinel.engine import check_examples, load_rules
 
     try:
         config = load_config(args.config)
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         return _fail(exc, args.format)
     from sentinel.i18n import languages_in_use, local_iso, schedule_text
 
-    problems = rules.check_texts(languages_in_use(config)) + rules.check_examples()
+    problems = rules.check_texts(languages_in_use(config)) + check_examples(rules)
     if problems:
         return _fail(ProblemError(problems), args.format)
     for warning in config.warnings:  # suspect on this host, not invalid: exit stays 0

@@ -67,7 +67,7 @@ def _lanes(args: argparse.Namespace, secrets: bool) -> list[tuple[str, str, Any]
 
 
 def _config(args: argparse.Namespace, secrets: bool) -> Any:
-    from sentinel.config import load_config
+    from sentinel.config_reader import load_config
 
     return load_config(args.config, secrets=secrets)
 

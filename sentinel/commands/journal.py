@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 from sentinel.commands import add_config_arg, subparser
-from sentinel.config import Config, load_config
+from sentinel.config import Config
+from sentinel.config_reader import load_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from sentinel.commands import subparser
-from sentinel.config import DEFAULT_CONFIG, Config, HostConfig, load_config
+from sentinel.config import DEFAULT_CONFIG, Config, HostConfig
+from sentinel.config_reader import load_config
 
 EXIT_OK, EXIT_ERROR = 0, 2
 #: Events (and the ticks between them) decoded before the engine takes them, in order:

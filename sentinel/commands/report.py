@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sentinel.commands import add_config_arg, subparser
-from sentinel.config import load_config
+from sentinel.config_reader import load_config
 from sentinel.events import parse_time
 from sentinel.located import parse_duration
 

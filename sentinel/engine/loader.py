@@ -73,35 +73,6 @@ class RuleSet:
         """One problem per rule lacking a title in one of ``languages`` (English is its own)."""
         return missing_texts(self.rules, languages)
 
-    def check_examples(self) -> list[Problem]:
-        """Run each rule's examples on a fresh engine holding only that rule.
-
-        One problem per example whose outcome disagrees, positioned at the example.
-        """
-        from sentinel.engine.engine import Engine
-
-        problems: list[Problem] = []
-        for live in self.rules:
-            compiled, facts = self.example_rules.get(live.id, (None, "the config's lists"))
-            rule = compiled or live
-            alone = RuleSet([rule])
-            for ex in rule.examples:
-                engine = Engine(alone, host="example")
-                alerts = [a for ev in ex.events for a in engine.process(ev)]
-                if bool(alerts) == ex.expect:
-                    continue
-                n = len(ex.events)
-                what = "the event" if n == 1 else f"the {n} events"
-                if ex.expect:
-                    msg = (f"{ex.label}: {what} should raise an alert but did not"
-                           " (check the kind, every field test, the schedule and any threshold;"
-                           f" examples run against {facts})")
-                else:
-                    msg = (f"{ex.label}: {what} should not raise an alert but did:"
-                           f" {alerts[0].title} (examples run against {facts})")
-                problems.append(Problem(ex.mark, msg, rule.id))
-        return problems
-
 
 def _digest(files: Sequence[Path], data: Sequence[bytes]) -> str:
     h = hashlib.sha256()

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.config import Config, load_config
+from sentinel.config import Config
+from sentinel.config_reader import load_config
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from sentinel.cli import main
-from sentinel.config import AttestConfig, load_config
+from sentinel.config import AttestConfig
+from sentinel.config_reader import load_config
 
 HEAD = "host: {name: tally-01, addresses: [10.20.0.10]}\nstate_dir: /var/lib/sentinel\n"
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from sentinel.config import load_config
+from sentinel.config_reader import load_config
 from tests.conftest import REPO
 from tests.e2e.alertmanager_cluster import AMTOOL, Node, WebhookReceiver, binary, wait_for
 from tests.prom import PROMTOOL, need

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.config import load_config
-from sentinel.engine import load_rule_files
+from sentinel.config_reader import load_config
+from sentinel.engine import check_examples, load_rule_files
 from sentinel.engine.conditions import OPERATORS
 from sentinel.engine.fields import TRANSFORMS
 from sentinel.engine.rules import RULE_KEYS
@@ -28,7 +28,7 @@ def test_documented_rules_load_and_their_examples_pass(
     path.write_text(block, encoding="utf-8")
     rules = load_rule_files([path], config.lists, config.list_marks, config.schedules)
     assert len(rules) >= 1
-    assert rules.check_examples() == []
+    assert check_examples(rules) == []
 
 
 def test_documentation_shows_every_feature() -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from enginekit import conn, fired, load, write
 
-from sentinel.config import load_config
-from sentinel.engine import Engine, ProblemError, load_rule_files, load_rules
+from sentinel.config_reader import load_config
+from sentinel.engine import Engine, ProblemError, check_examples, load_rule_files, load_rules
 
 RULE = """
 rules:
@@ -111,7 +111,7 @@ rules:
 def test_examples_disagreeing_are_problems_at_the_example(tmp_path: Path) -> None:
     rs = load(tmp_path, EXAMPLES)
     assert rs.example_count() == 7
-    problems = rs.check_examples()
+    problems = check_examples(rs)
     got = [(p.mark.line, p.mark.col, p.rule_id, p.message) for p in problems]
     assert got == [
         (10, 11, "db", "examples.match[1]: the event should raise an alert but did not (check"
@@ -125,4 +125,4 @@ def test_examples_disagreeing_are_problems_at_the_example(tmp_path: Path) -> Non
 def test_example_engines_are_isolated(tmp_path: Path) -> None:
     """Each example starts with empty state: the threshold examples do not add up."""
     rs = load(tmp_path, EXAMPLES)
-    assert [p.rule_id for p in rs.check_examples()] == ["db", "db"]
+    assert [p.rule_id for p in check_examples(rs)] == ["db", "db"]

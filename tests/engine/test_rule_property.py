@@ -19,7 +19,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sentinel.engine import Engine, load_rule_files
+from sentinel.engine import Engine, check_examples, load_rule_files
 from sentinel.events import Event
 
 LISTS: dict[str, tuple[Any, ...]] = {
@@ -265,7 +265,7 @@ def test_loader_reports_problems_and_never_crashes(body: dict[str, Any]) -> None
             assert exc.problems
             assert all(p.mark.line >= 1 and p.mark.col >= 1 for p in exc.problems)
             return
-    rs.check_examples()
+    check_examples(rs)
     eng = Engine(rs, host="h")
     fields = {f: "10.0.0.1" for f in COMMON_FIELDS if f not in ("kind", "time")}
     eng.process(Event("net.connection", 0.0, "h", "network", {"src_ip": "10.0.0.1", **fields}))

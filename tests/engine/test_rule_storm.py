@@ -18,7 +18,8 @@ import yaml
 from enginekit import conn, ev, load, rule
 from prometheus_client import CollectorRegistry
 
-from sentinel.config import StormConfig, load_config
+from sentinel.config import StormConfig
+from sentinel.config_reader import load_config
 from sentinel.engine import Engine
 from sentinel.located import ProblemError
 from sentinel.metrics import Metrics

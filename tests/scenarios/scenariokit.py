@@ -30,7 +30,7 @@ from scapy.layers.ntp import NTP
 from scapy.packet import Packet, Raw
 from scapy.utils import PcapWriter
 
-from sentinel.config import load_config
+from sentinel.config_reader import load_config
 from sentinel.engine import Engine, load_rules
 from sentinel.events import Event
 from sentinel.metrics import Metrics

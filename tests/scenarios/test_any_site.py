@@ -34,7 +34,7 @@ from sitegen import Site, alert_key, make_site, mover
 from test_file_scenarios import ATTACK
 from test_network_scenarios import SCENARIOS as ALL_SCENARIOS
 
-from sentinel.config import load_config
+from sentinel.config_reader import load_config
 from sentinel.engine import Engine, load_rules
 from sentinel.metrics import Metrics
 from sentinel.sources.net.replay import iter_pcap_events

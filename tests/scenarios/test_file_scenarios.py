@@ -19,7 +19,7 @@ import pytest
 from scenariokit import EXAMPLE_CONFIG, T0, FimSite, Live, by_path
 
 from sentinel.alert import SEVERITY_RANK, Alert
-from sentinel.config import load_config
+from sentinel.config_reader import load_config
 from sentinel.sinks.router import Route
 
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from scenariokit import EXAMPLE_CONFIG
 
-from sentinel.config import AuthConfig, Config, load_config
+from sentinel.config import AuthConfig, Config
+from sentinel.config_reader import load_config
 from sentinel.engine import Engine, load_rules
 from sentinel.events import Event
 from sentinel.metrics import Metrics

@@ -14,7 +14,7 @@ import yaml
 from scenariokit import EXAMPLE_CONFIG, sentinel
 
 from sentinel.alert import SEVERITY_RANK
-from sentinel.config import load_config
+from sentinel.config_reader import load_config
 from sentinel.engine import Engine, RuleSet, load_rules
 from sentinel.events import Event
 from tests.conftest import EXAMPLE_SECRETS, REPO

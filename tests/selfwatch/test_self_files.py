@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.config import load_config
+from sentinel.config_reader import load_config
 from sentinel.selfwatch.own_files import own_files, package_dir, with_own_files
 from tests.conftest import REPO
 from tests.selfwatch.selfkit import Site

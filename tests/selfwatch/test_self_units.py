@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.config import load_config
+from sentinel.config_reader import load_config
 from sentinel.engine import load_rules
 from sentinel.events import parse_time
 from sentinel.selfwatch.journal_head import HeadMarker, check_head

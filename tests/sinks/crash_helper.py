@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sentinel import logs
 from sentinel.alert import Alert
-from sentinel.config import load_config
+from sentinel.config_reader import load_config
 from sentinel.metrics import Metrics
 from sentinel.sinks import build_delivery
 from sentinel.sinks.spool import Spool

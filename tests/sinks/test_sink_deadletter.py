@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from sentinel.config import load_config
+from sentinel.config_reader import load_config
 from tests.sinks.conftest import SECRET, make_alert
 from tests.sinks.receiver import Answer, Receiver, wait_for
 

@@ -123,7 +123,7 @@ def test_environment_proxies_are_ignored(tmp_path: Path, start: Any, proxy: Tiny
 def test_proxy_credentials_from_the_environment(tmp_path: Path, capsys: Any) -> None:
     """A proxy that wants basic auth gets it from proxy_auth_env; without it, 407 keeps
     the alert spooled. The daemon's log never shows the password."""
-    from sentinel.config import load_config
+    from sentinel.config_reader import load_config
     from sentinel.sinks import build_delivery
 
     p = Tinyproxy(tmp_path, auth=("sentinel", "pr0xy-pw"))
@@ -177,7 +177,7 @@ def test_a_proxy_that_wants_credentials_keeps_the_alert_spooled(
 
 
 def test_proxy_setting_is_checked_at_its_position(tmp_path: Path) -> None:
-    from sentinel.config import load_config
+    from sentinel.config_reader import load_config
     from sentinel.located import ProblemError
 
     cfg = tmp_path / "config.yaml"

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from sentinel.config import load_config
+from sentinel.config_reader import load_config
 from sentinel.sinks.router import Route
 from tests.conftest import REPO
 from tests.sinks.conftest import hook, make_alert

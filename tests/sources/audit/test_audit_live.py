@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from sentinel.config import Config, load_config
+from sentinel.config import Config
+from sentinel.config_reader import load_config
 from sentinel.events import ACTOR_FIELDS, Event, name_bytes
 from sentinel.sources.audit.netlink import (
     AUDIT_ADD_RULE,

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.config import Config, load_config
+from sentinel.config import Config
+from sentinel.config_reader import load_config
 from sentinel.events import Event
 from sentinel.metrics import Metrics
 from sentinel.sources.auth import AuthSource

@@ -61,7 +61,7 @@ def test_an_endless_line_is_cut(tmp_path: Path) -> None:
 
 
 def test_the_source_reports_a_missing_log_as_blind_until_it_appears(tmp_path: Path) -> None:
-    from sentinel.config import load_config
+    from sentinel.config_reader import load_config
     from sentinel.events import Event
     from sentinel.metrics import Metrics
     from sentinel.sources.auth import AuthSource

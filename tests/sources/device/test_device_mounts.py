@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.config import load_config
+from sentinel.config_reader import load_config
 from sentinel.events import KIND_FIELDS, Event
 from sentinel.metrics import Metrics
 from sentinel.sources.device import DeviceSource

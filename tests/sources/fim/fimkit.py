@@ -17,7 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sentinel.config import Config, load_config
+from sentinel.config import Config
+from sentinel.config_reader import load_config
 from sentinel.events import Event
 from sentinel.metrics import Metrics
 from sentinel.sources.fim import FimSource, build_fim_source

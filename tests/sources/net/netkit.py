@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from sentinel.config import Config, load_config
+from sentinel.config import Config
+from sentinel.config_reader import load_config
 from tests.support import wait_for
 
 __all__ = ["wait_for"]

@@ -17,7 +17,7 @@ from scapy.layers.inet6 import (
 )
 from scapy.layers.l2 import Ether
 
-from sentinel.config import load_config
+from sentinel.config_reader import load_config
 from sentinel.engine import Engine, load_rules
 from sentinel.events import Event
 from sentinel.metrics import Metrics

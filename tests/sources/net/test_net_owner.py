@@ -297,7 +297,7 @@ def test_replay_never_looks_up_an_owner(tmp_path: Path, metrics: Metrics) -> Non
     from scapy.layers.inet import IP, TCP
     from scapy.layers.l2 import Ether
 
-    from sentinel.config import load_config
+    from sentinel.config_reader import load_config
     from sentinel.sources.net import iter_pcap_events
 
     cfg = tmp_path / "config.yaml"
@@ -365,7 +365,8 @@ def test_a_reload_that_turns_connection_owners_on_rebuilds_the_network_source(
         tmp_path: Path) -> None:
     import dataclasses
 
-    from sentinel.config import AttributionConfig, load_config
+    from sentinel.config import AttributionConfig
+    from sentinel.config_reader import load_config
     from sentinel.parts import parts_differ
     from sentinel.sources.net.source import NetworkSource
 
@@ -380,7 +381,7 @@ def test_a_reload_that_turns_connection_owners_on_rebuilds_the_network_source(
 
 
 def test_connection_owners_without_live_capture_is_a_check_warning(tmp_path: Path) -> None:
-    from sentinel.config import load_config
+    from sentinel.config_reader import load_config
 
     cfg = tmp_path / "config.yaml"
     cfg.write_text(f"host: {{name: tally-01, addresses: [127.0.0.1]}}\nstate_dir: {tmp_path}\n"
