@@ -193,7 +193,9 @@ def run_verify(args: argparse.Namespace) -> int:
                         host=config.host.name, time=now, offline=True)
         if config.attribution.files != "off":
             # a comparison, not a change as it happened: no audit record can name it
-            ev.fields["process_unknown"] = "found by sentinel baseline verify"
+            from sentinel.sources.audit.index import unknown_fields
+
+            ev.fields.update(unknown_fields("found by sentinel baseline verify"))
         out.send(ev)
     out.finish()
     for problem in scan.problems:

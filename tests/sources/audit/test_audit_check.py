@@ -39,4 +39,5 @@ def test_baseline_verify_says_why_its_drift_names_no_process(tmp_path: Path) -> 
     (ev,) = [json.loads(x) for x in p.stdout.splitlines() if x.startswith("{")]
     assert ev["kind"] == "fim.modified"
     assert ev["process_unknown"] == "found by sentinel baseline verify"
+    assert ev["process"] == "not known (found by sentinel baseline verify)"
     assert ev["process_pid"] is None
