@@ -35,9 +35,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sentinel import logs
+from sentinel.actors import Users
 from sentinel.events import escaped_name, visible
 from sentinel.metrics import Metrics
-from sentinel.sources.audit.index import FITS, RecordIndex, Users, actor_fields, unknown_fields
+from sentinel.sources.audit.index import FITS, RecordIndex, actor_fields, unknown_fields
 from sentinel.sources.audit.netlink import (
     AUDIT_NLGRP_READLOG,
     RULE_KEY,

@@ -9,7 +9,6 @@ the file's. Records are kept ``keep`` seconds, ``max_records`` at most.
 
 from __future__ import annotations
 
-import pwd
 import threading
 import time
 from collections import deque
@@ -17,6 +16,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from sentinel import actors
+from sentinel.actors import Users
 from sentinel.events import name_fields, name_text
 from sentinel.sources.audit.records import UNSET, Record
 
@@ -153,31 +154,6 @@ def _drop(table: dict[Any, list[_Entry]], key: Any, rec: Record) -> None:
         del table[key]
 
 
-class Users:
-    """uid → user name, cached (a name that changes later keeps its first lookup;
-    a uid without an account is None, looked up again after ``retry`` seconds)."""
-
-    def __init__(self, retry: float = 60.0) -> None:
-        self._names: dict[int, tuple[str | None, float]] = {}
-        self._retry = retry
-
-    def name(self, uid: int | None) -> str | None:
-        if uid is None:
-            return None
-        now = time.monotonic()
-        hit = self._names.get(uid)
-        if hit is not None and (hit[0] is not None or now - hit[1] < self._retry):
-            return hit[0]
-        try:
-            name: str | None = pwd.getpwuid(uid).pw_name
-        except (KeyError, OverflowError):
-            name = None
-        if len(self._names) > 10_000:
-            self._names.clear()
-        self._names[uid] = (name, now)
-        return name
-
-
 def _set(v: int | None) -> int | None:
     return None if v is None or v == UNSET else v
 
@@ -188,9 +164,6 @@ def actor_fields(rec: Record, users: Users) -> dict[str, Any]:
     command = rec.command()
     exe = name_fields(rec.exe, "process_exe")
     user, login_user = users.name(rec.uid), users.name(login)
-    who = f"user {user}, uid {rec.uid}" if user else f"uid {rec.uid}"
-    if login is not None and login != rec.uid:  # su, sudo: the person behind it
-        who += f", logged in as {login_user or login}"
     text = None if command is None else name_text(command)
     return {
         "process_pid": rec.pid,
@@ -204,7 +177,8 @@ def actor_fields(rec: Record, users: Users) -> dict[str, Any]:
         "process_session": _set(rec.ses),
         "process_via": "audit",
         "process_unknown": None,
-        "process": f"{exe['process_exe'] or text or '?'} (pid {rec.pid}, {who})",
+        "process": actors.known(exe["process_exe"] or text, rec.pid, rec.uid, user, login,
+                                login_user),
     }
 
 
@@ -215,5 +189,5 @@ def unknown_fields(why: str) -> dict[str, Any]:
         "process_exe_b64": None, "process_command": None, "process_uid": None,
         "process_user": None, "process_login_uid": None, "process_login_user": None,
         "process_session": None, "process_via": None, "process_unknown": why,
-        "process": f"not known ({why})",
+        "process": actors.unknown(why),
     }

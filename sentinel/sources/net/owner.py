@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pwd
 import queue
 import socket
 import threading
@@ -32,7 +31,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sentinel import logs
+from sentinel import actors, logs
+from sentinel.actors import Users
 from sentinel.events import Event, name_fields
 from sentinel.metrics import Metrics
 from sentinel.sources.net.procs import ProcessInfo, ProcIndex, Search, can_see_other_users
@@ -78,25 +78,6 @@ _CLOSING = frozenset({4, 5, 6, 7, 9, 11})
 TIME_WAIT, NEW_SYN_RECV = 6, 12
 
 _Item = tuple[Event, Callable[[Event], None], float]
-
-
-class Users:
-    """uid -> user name, remembered (a name service may be slow)."""
-
-    def __init__(self) -> None:
-        self._names: dict[int, str | None] = {}
-
-    def __call__(self, uid: int | None) -> str | None:
-        if uid is None:
-            return None
-        if uid not in self._names:
-            if len(self._names) > 4096:
-                self._names.clear()
-            try:
-                self._names[uid] = pwd.getpwuid(uid).pw_name
-            except KeyError:
-                self._names[uid] = None
-        return self._names[uid]
 
 
 def _packed(text: str) -> bytes:
@@ -304,26 +285,24 @@ class ConnectionOwners:
 
     def _known(self, p: ProcessInfo) -> dict[str, Any]:
         self._counts["resolved"].inc()
-        user = self.users(p.uid)
+        user, login_user = self.users.name(p.uid), self.users.name(p.login_uid)
         exe = name_fields(p.exe, "process_exe")
-        who = f"user {user}, uid {p.uid}" if user else f"uid {p.uid}"
         return {
             "process_pid": p.pid, "process_ppid": p.ppid, **exe,
             "process_command": p.command, "process_uid": p.uid, "process_user": user,
-            "process_login_uid": p.login_uid, "process_login_user": self.users(p.login_uid),
+            "process_login_uid": p.login_uid, "process_login_user": login_user,
             "process_session": p.session, "process_via": "socket", "process_unknown": None,
-            "process": f"{exe['process_exe'] or p.command or '?'} (pid {p.pid}, {who})",
+            "process": actors.known(exe["process_exe"] or p.command, p.pid, p.uid, user,
+                                    p.login_uid, login_user),
         }
 
     def _unknown(self, why: str, uid: int | None = None) -> dict[str, Any]:
         self._counts[REASONS[why]].inc()
-        user = self.users(uid)
-        owner = "" if uid is None else (f"; socket of user {user}, uid {uid}" if user
-                                         else f"; socket of uid {uid}")
+        user = self.users.name(uid)
         return {
             "process_pid": None, "process_ppid": None, "process_exe": None,
             "process_exe_b64": None, "process_command": None, "process_uid": uid,
             "process_user": user, "process_login_uid": None, "process_login_user": None,
             "process_session": None, "process_via": "socket", "process_unknown": why,
-            "process": f"not known ({why}{owner})",
+            "process": actors.unknown(why, uid, user),
         }

@@ -10,7 +10,8 @@ import random
 import re
 from pathlib import Path
 
-from sentinel.sources.audit.index import FITS, RecordIndex, Users, actor_fields
+from sentinel.actors import Users
+from sentinel.sources.audit.index import FITS, RecordIndex, actor_fields
 from sentinel.sources.audit.netlink import WatchRule, decode_rule
 from sentinel.sources.audit.records import (
     AUDIT_EOE,
