@@ -131,9 +131,9 @@ def child(iface: str, n: int, seconds: float) -> int:
             submitted[id(ev)] = time.monotonic()
         submit(ev, to)
 
-    def timed_resolve(evs: list[Event], made: float) -> list[dict[str, Any]]:
+    def timed_resolve(evs: list[Event]) -> list[dict[str, Any]]:
         t = time.perf_counter()
-        out = resolve(evs, made)
+        out = resolve(evs)
         costs.append((time.perf_counter() - t, len(evs)))
         return out
 

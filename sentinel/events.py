@@ -240,6 +240,12 @@ def visible(text: str) -> str:
     return "".join(out)
 
 
+def shown_name(name: str | bytes) -> str:
+    """A name (or a sentence holding one) for a log line: a terminal must not be
+    sent its escape sequences, nor a lone surrogate that cannot be written."""
+    return visible(escaped_name(name))
+
+
 def format_time(ts: float) -> str:
     """RFC 3339 UTC with milliseconds: ``2024-02-14T06:05:00.123Z``."""
     dt = datetime.fromtimestamp(ts, UTC)

@@ -261,7 +261,7 @@ def connection_owner() -> str:
                 "proto": "tcp", "src_ip": "127.0.0.1", "src_port": c.getsockname()[1],
                 "dst_ip": "127.0.0.1", "dst_port": srv.getsockname()[1],
                 "direction": "outbound"})
-            got = ConnectionOwners(Metrics(CollectorRegistry())).resolve([ev], time.monotonic())
+            got = ConnectionOwners(Metrics(CollectorRegistry())).resolve([ev])
     assert got[0]["process_pid"] == os.getpid(), got
     return str(got[0]["process_exe"])
 

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from sentinel import logs
 from sentinel.actors import Users
-from sentinel.events import escaped_name, visible
+from sentinel.events import shown_name
 from sentinel.metrics import Metrics
 from sentinel.sources.audit.index import FITS, RecordIndex, actor_fields, unknown_fields
 from sentinel.sources.audit.netlink import (
@@ -287,7 +287,7 @@ class FileAttribution:
                     # the folder's creation is seen by the rule on the nearest parent
                     if rule not in self._absent:
                         self._absent.add(rule)
-                        _log.warning("audit_watch_pending", path=_shown(rule.path),
+                        _log.warning("audit_watch_pending", path=shown_name(rule.path),
                                      detail="its folder does not exist; added once it does")
                     continue
                 self._absent.discard(rule)
@@ -385,7 +385,3 @@ class FileAttribution:
             done.extend(self.assembler.feed(mtype, payload, now))
         for rec in done:
             self.index.add(rec)
-
-
-def _shown(name: bytes) -> str:
-    return visible(escaped_name(name))

@@ -118,7 +118,7 @@ class Outbox:
             self._open[seq] = failed[seq]
             self._emit(failed[seq])
 
-    def await_acks(self, q: queue.SimpleQueue[Any], wait: float = ACK_WAIT) -> None:
+    def await_acks(self, q: queue.Queue[Any], wait: float = ACK_WAIT) -> None:
         """At stop: take acknowledgements from ``q`` for up to ``wait`` seconds.
 
         Skipped when nothing was ever acknowledged: whoever takes the events

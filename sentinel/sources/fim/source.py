@@ -46,7 +46,7 @@ from typing import Any
 
 from sentinel import logs
 from sentinel.config import Config
-from sentinel.events import Event, escaped_name, visible
+from sentinel.events import Event, shown_name
 from sentinel.metrics import Metrics
 from sentinel.pipeline import Emit
 from sentinel.sources.audit import FileAttribution, build_file_attribution
@@ -83,7 +83,10 @@ class FimSource:
             skip.append(kp)
         self.scope = Scope.from_config(config, skip)
         self._interval = config.fim.rescan_interval
-        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._q: queue.Queue[Any] = queue.Queue()
+        # Held by the worker while it handles an item or fires its timers, so idle()
+        # never sees the gap between a path leaving the holds and its report.
+        self._step = threading.Lock()
         self._worker: threading.Thread | None = None
         self._watcher: Watcher | None = None
         self._baseline: Baseline | None = None
@@ -96,7 +99,7 @@ class FimSource:
 
     def _reset(self) -> None:
         self._stopping = threading.Event()
-        self._q = queue.SimpleQueue()  # nothing left over from a previous run
+        self._q = queue.Queue()  # nothing left over from a previous run
         self._holds = Holds()
         self._rescan_reasons: dict[str | None, set[str]] = {}
         self._rescanning: int | None = None
@@ -207,12 +210,16 @@ class FimSource:
         return worker_ok and (self._watcher is None or self._watcher.alive())
 
     def idle(self) -> bool:
-        """True when nothing is queued or held (new paths, moves, open writers).
+        """True when nothing is queued, in hand or held (new paths, moves, open writers).
 
         Right after a change the kernel may not have delivered its event yet, so
         "idle" alone does not mean "caught up"; tests pair it with a marker file.
+        Waits for the worker's current step (a path being checked is in neither
+        the queue nor the holds).
         """
-        return not (self._holds.waiting() or self._rescan_reasons) and self._q.empty()
+        with self._step:
+            return not (self._holds.waiting() or self._rescan_reasons) \
+                and self._q.unfinished_tasks == 0
 
     def unacknowledged(self) -> int:
         """Events sent whose alerts are not known to be in the journal yet."""
@@ -257,7 +264,7 @@ class FimSource:
 
     def _reader_error(self, what: str) -> None:
         self._metrics.fim_errors.labels("event").inc()
-        _log.exception("fim_reader_failed", item=_shown(what[:300]))
+        _log.exception("fim_reader_failed", item=shown_name(what[:300]))
 
     def _watch_limit(self, path: str, exc: OSError) -> None:
         # Polled until a watch can be added (set.add is atomic: two threads call this).
@@ -265,7 +272,7 @@ class FimSource:
         if self._rescanning == threading.get_ident():
             # The rescan that hit the limit is itself looking at this path.
             return
-        _log.error("fim_watch_limit", path=_shown(path), error=exc.strerror,
+        _log.error("fim_watch_limit", path=shown_name(path), error=exc.strerror,
                    hint="raise fs.inotify.max_user_watches; changes below this directory"
                    " are found by rescans only")
         self._q.put(("rescan", "watch_limit", path))
@@ -288,11 +295,14 @@ class FimSource:
             if item is _STOP:
                 self._guard(functools.partial(self._out.await_acks, self._q), "acks at stop")
                 break
+            with self._step:
+                if item is not None:
+                    self._guard(functools.partial(self._handle, item), item)
+                self._guard(self._fire_due, "timers")
+                if self._q.empty():
+                    self._guard(self._idle, "idle")
             if item is not None:
-                self._guard(functools.partial(self._handle, item), item)
-            self._guard(self._fire_due, "timers")
-            if self._q.empty():
-                self._guard(self._idle, "idle")
+                self._q.task_done()
         self._commit()
 
     def _guard(self, fn: Callable[[], None], what: Any) -> None:
@@ -526,7 +536,7 @@ class FimSource:
     def _problems(self, problems: list[str]) -> None:
         for p in problems:
             self._metrics.fim_errors.labels("read").inc()
-            _log.warning("fim_unreadable", problem=_shown(p))
+            _log.warning("fim_unreadable", problem=shown_name(p))
 
     # -- rescans -----------------------------------------------------------
 
@@ -575,12 +585,6 @@ class FimSource:
         self._commit()
         _log.info("fim_rescan", reasons=sorted(reasons), under=under,
                   files=len(scan.records))
-
-
-def _shown(text: str) -> str:
-    """A name (or a sentence holding one) for a log line: a terminal must not be
-    sent its escape sequences, nor a lone surrogate that cannot be written."""
-    return visible(escaped_name(text))
 
 
 def build_fim_source(config: Config, metrics: Metrics,

@@ -9,7 +9,9 @@ of the engine. Its one worker thread (``connections-owner``):
    the socket still exists: done first, for every waiting event, because a
    short-lived connection's socket is gone within milliseconds;
 2. finds the process holding the inode in /proc (:mod:`procs`) within the
-   event's deadline (``deadline`` after it was made: a few milliseconds);
+   search's deadline (``deadline`` after the search began: time for a few full
+   passes of /proc on a busy machine, counted from the search, not from the
+   hand-over, so a worker that was kept waiting still gets its search);
 3. fills :data:`sentinel.events.ACTOR_FIELDS` (``process_via`` "socket") and
    ``process``, one line for people, then passes the event on.
 
@@ -45,8 +47,10 @@ COMPONENT = "connections-owner"
 #: the kinds looked up, when their src is this host
 LOOKED_UP = frozenset({"net.connection", "net.tcp_synack"})
 LOCAL_SRC = frozenset({"outbound", "local"})
-#: how long after it was made an event may wait for its process
-DEADLINE = 0.01
+#: how long one search of /proc may take (a full pass is ~10 ms on a test machine
+#: with 280 processes; on a loaded one, other threads hold the interpreter for
+#: several ms at a time)
+DEADLINE = 0.05
 QUEUE_SIZE = 1024
 #: events taken from the queue at once (their sockets are looked up first)
 BATCH = 64
@@ -77,7 +81,7 @@ OUTCOMES = ("resolved", *REASONS.values())
 _CLOSING = frozenset({4, 5, 6, 7, 9, 11})
 TIME_WAIT, NEW_SYN_RECV = 6, 12
 
-_Item = tuple[Event, Callable[[Event], None], float]
+_Item = tuple[Event, Callable[[Event], None]]
 
 
 def _packed(text: str) -> bytes:
@@ -169,7 +173,7 @@ class ConnectionOwners:
     def submit(self, ev: Event, emit: Callable[[Event], None]) -> None:
         """Queue ``ev`` for its lookup; a full queue sends it on at once, unattributed."""
         try:
-            self._queue.put_nowait((ev, emit, self.clock()))
+            self._queue.put_nowait((ev, emit))
         except queue.Full:
             ev.fields.update(self._unknown(QUEUE_FULL))
             emit(ev)
@@ -201,22 +205,22 @@ class ConnectionOwners:
 
     def _handle(self, items: list[_Item]) -> None:
         try:
-            filled = self.resolve([ev for ev, _, _ in items], min(t for _, _, t in items))
+            filled = self.resolve([ev for ev, _ in items])
         except Exception as exc:  # the worker must not die: count, log, go on
             log.exception("connections_owner_error", error=str(exc))
             filled = [self._unknown(FAILED) for _ in items]
-        for (ev, emit, _), fields in zip(items, filled, strict=True):
+        for (ev, emit), fields in zip(items, filled, strict=True):
             ev.fields.update(fields)
             emit(ev)
 
     # -- the lookup ----------------------------------------------------------
 
-    def resolve(self, events: list[Event], made: float) -> list[dict[str, Any]]:
-        """The actor fields of each event; ``made``: when the oldest was made (clock)."""
+    def resolve(self, events: list[Event]) -> list[dict[str, Any]]:
+        """The actor fields of each event, searching /proc for up to ``deadline``."""
         socks = [self._socket(ev) for ev in events]
         inodes = {s.inode for s in socks
                   if isinstance(s, SockInfo) and s.inode and self._visible(s)}
-        search = self.index.find(inodes, made + self.deadline) if inodes else Search({})
+        search = self.index.find(inodes, self.clock() + self.deadline) if inodes else Search({})
         return [self._fields(s, search) for s in socks]
 
     def _visible(self, s: SockInfo) -> bool:

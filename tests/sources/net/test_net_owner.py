@@ -4,6 +4,7 @@ the real kernel's sock_diag and /proc; each reason a process cannot be named."""
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
 import socket
@@ -201,11 +202,11 @@ def test_a_full_queue_sends_the_event_on_at_once_unattributed(metrics: Metrics) 
 
 def test_a_lookup_past_its_deadline_says_so(metrics: Metrics, server: socket.socket,
                                             tmp_path: Path) -> None:
-    owners = ConnectionOwners(metrics, deadline=0.0)
+    ticks = itertools.count()  # every reading of the clock is a second later
+    owners = ConnectionOwners(metrics, deadline=0.5, clock=lambda: float(next(ticks)))
     actor = Actor(program(tmp_path, b"slow"), connect_code(LO, server.getsockname()[1]))
     try:
-        (got,) = owners.resolve([connection(LO, actor.port, LO, server.getsockname()[1])],
-                                time.monotonic() - 1)
+        (got,) = owners.resolve([connection(LO, actor.port, LO, server.getsockname()[1])])
     finally:
         actor.end()
     assert got["process_unknown"] == LATE and got["process_uid"] == 0
@@ -244,7 +245,7 @@ def test_another_user_s_process_is_not_named_without_cap_sys_ptrace(
         f"ev=Event('net.connection',0,'h','network',{{'proto':'tcp','src_ip':{LO!r},"
         f"'src_port':{nobody.port},'dst_ip':{LO!r},'dst_port':{server.getsockname()[1]},"
         "'direction':'outbound'})\n"
-        "print(json.dumps(o.resolve([ev],time.monotonic())[0]))\n")
+        "print(json.dumps(o.resolve([ev])[0]))\n")
     try:
         p = subprocess.run(["setpriv", "--inh-caps=-sys_ptrace", "--bounding-set=-sys_ptrace",
                             sys.executable, "-c", probe], capture_output=True, text=True,
@@ -275,8 +276,8 @@ def test_no_sock_diag_socket_is_a_down_component_said_once_and_recovered() -> No
         "down = c.alive()\n"
         "ev = Event('net.connection',0,'h','network',{'proto':'tcp','src_ip':'127.0.0.1',"
         "'src_port':1,'dst_ip':'127.0.0.1','dst_port':2,'direction':'outbound'})\n"
-        "why = c.resolve([ev], time.monotonic())[0]['process_unknown']\n"
-        "for _ in range(5): c.resolve([ev], time.monotonic()); time.sleep(0.06)\n"
+        "why = c.resolve([ev])[0]['process_unknown']\n"
+        "for _ in range(5): c.resolve([ev]); time.sleep(0.06)\n"
         "resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))\n"
         "end = time.monotonic() + 10\n"
         "while not c.alive() and time.monotonic() < end: time.sleep(0.02)\n"
@@ -330,7 +331,7 @@ o = ConnectionOwners(Metrics(CollectorRegistry()))
 ev = Event("net.connection", 0, "h", "network", {"proto": "tcp", "src_ip": "127.0.0.1",
            "src_port": sport, "dst_ip": "127.0.0.1", "dst_port": dport,
            "direction": "outbound"})
-got = o.resolve([ev], time.monotonic())[0]
+got = o.resolve([ev])[0]
 print(json.dumps([os.path.exists(f"/proc/{holder}"), got]))
 """
 

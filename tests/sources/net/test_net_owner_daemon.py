@@ -155,7 +155,7 @@ def test_alerts_name_the_program_behind_an_outbound_connection_and_a_listening_p
 
         out = alert("tally-outbound-unexpected-destination", lambda e: e["dst_port"] == 8080)
         ev = out["event"]
-        assert ev["process_exe"] == os.fsdecode(exfil)
+        assert ev["process_exe"] == os.fsdecode(exfil), ev["process_unknown"]
         assert ev["process_pid"] == up.pid and ev["process_uid"] == 0
         assert ev["process_user"] == "root" and ev["process_via"] == "socket"
         assert f"Program: {os.fsdecode(exfil)} (pid {up.pid}, user root, uid 0)." in \
@@ -163,7 +163,8 @@ def test_alerts_name_the_program_behind_an_outbound_connection_and_a_listening_p
 
         listening = alert("tally-unexpected-listening-port", lambda e: e["src_port"] == 4444)
         ev = listening["event"]
-        assert ev["process_exe"] == os.fsdecode(backdoor) and ev["process_pid"] == door.pid
+        assert ev["process_exe"] == os.fsdecode(backdoor), ev["process_unknown"]
+        assert ev["process_pid"] == door.pid
         assert f"Program: {os.fsdecode(backdoor)} (pid {door.pid}," in \
             listening["description"]
 
