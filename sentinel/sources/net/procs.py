@@ -9,7 +9,9 @@ does :class:`ProcIndex`, with three limits on its cost:
 - a search stops as soon as every wanted inode is found, visiting in turn the
   processes that held looked-up sockets before (most recent first) and the
   others (newest first): a connection is most often made by a process just
-  started, or by one that made the previous ones;
+  started, or by one that made the previous ones. "Newest" counts down from the
+  pid the kernel gave last (``/proc/loadavg``), so once pids have wrapped past
+  ``pid_max`` a new process with a small pid is still among the first seen;
 - the reads it may do are a budget refilled at one full pass per
   ``scan_interval`` (100 ms): a flood of connections costs at most one full
   pass of ``/proc`` per 100 ms, however many there are.
@@ -132,6 +134,9 @@ class ProcIndex:
             out.stopped = "budget"
             return out
         listed.sort(reverse=True)
+        last = _last_pid(self.proc)
+        if last is not None:  # pids wrap at pid_max: the newest are those below the last
+            listed = [p for p in listed if p <= last] + [p for p in listed if p > last]
         self._full = max(MIN_BUDGET, len(listed) * self._per_pid + 1)
         present = set(listed)
         hot = [p for p in reversed(self._hot) if p in present]
@@ -202,6 +207,14 @@ class ProcessInfo:
     command: str | None
     login_uid: int | None
     session: int | None
+
+
+def _last_pid(proc: str) -> int | None:
+    """The pid the kernel gave last (the fifth field of ``loadavg``)."""
+    try:
+        return int(_read(f"{proc}/loadavg").split()[4])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _read(path: str, limit: int = 8192) -> bytes:

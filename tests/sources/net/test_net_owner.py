@@ -227,6 +227,25 @@ def test_a_flood_of_misses_costs_at_most_one_full_proc_pass_per_interval() -> No
     assert passes >= 1  # the budget at start is at least one whole pass
 
 
+def test_after_pids_wrap_the_newest_process_is_searched_first(tmp_path: Path) -> None:
+    """A /proc laid out as after a wrap past pid_max: the kernel gave pid 7 last, so 7
+    is the newest, though pids 32000 and 31000 are larger. The search reads 7 first
+    and stops there; the older processes' descriptors are never read."""
+    for pid, inode in ((7, 111), (31000, 222), (32000, 333)):
+        (tmp_path / str(pid) / "fd").mkdir(parents=True)
+        os.symlink(f"socket:[{inode}]", tmp_path / str(pid) / "fd" / "3")
+    (tmp_path / "loadavg").write_text("0.10 0.20 0.30 1/90 7\n")
+    index = ProcIndex(str(tmp_path))
+    got = index.find([111], deadline=float("inf"))
+    assert got.found == {111: (7, 3)} and got.stopped is None
+    assert index.owner(222) is None and index.owner(333) is None  # never read
+    # without the kernel's word, the largest pid is taken as the newest
+    (tmp_path / "loadavg").unlink()
+    index = ProcIndex(str(tmp_path))
+    assert index.find([111], deadline=float("inf")).found == {111: (7, 3)}
+    assert index.owner(333) == (32000, 3) and index.owner(222) == (31000, 3)
+
+
 def test_another_user_s_process_is_not_named_without_cap_sys_ptrace(
         server: socket.socket) -> None:
     """Root without CAP_SYS_PTRACE (setpriv drops it) cannot read the fds of a process of
