@@ -194,6 +194,30 @@ _ID: dict[str, str] = {
     "Windows open": "Jendela aktif",
     "The {n} older one is in the folder.": "{n} atestasi yang lebih lama ada di folder.",
     "The {n} older ones are in the folder.": "{n} atestasi yang lebih lama ada di folder.",
+    # the one-line process field (sentinel.actors), and why a process is not known
+    "user": "pengguna",
+    "logged in as": "masuk sebagai",
+    "not known": "tidak diketahui",
+    "socket of": "soket milik",
+    "socket closed before lookup": "soket sudah ditutup sebelum dicari",
+    "process of another user not visible: needs CAP_SYS_PTRACE":
+        "proses milik pengguna lain tidak terlihat: memerlukan CAP_SYS_PTRACE",
+    "process exited before lookup": "proses sudah berakhir sebelum dicari",
+    "socket held by no process": "soket tidak dipegang oleh proses mana pun",
+    "lookup deadline passed": "batas waktu pencarian terlewati",
+    "process lookup rate limited": "laju pencarian proses sedang dibatasi",
+    "lookup queue full": "antrean pencarian penuh",
+    "crafted packet, no socket": "paket rakitan, tanpa soket",
+    "socket lookup unavailable": "pencarian soket tidak tersedia",
+    "socket lookup failed": "pencarian soket gagal",
+    "no audit record (a process started before audit was enabled, or a change"
+    " through a descriptor opened earlier)":
+        "tidak ada catatan audit (proses yang dimulai sebelum audit diaktifkan, atau"
+        " perubahan melalui deskriptor yang dibuka sebelumnya)",
+    "changed while sentinel was not running": "diubah saat sentinel tidak berjalan",
+    "found by sentinel baseline verify": "ditemukan oleh sentinel baseline verify",
+    "attribution unavailable: ": "atribusi tidak tersedia: ",
+    "seen by rescan (": "terlihat saat pemindaian ulang (",
     # severities, as people read them
     "critical": "kritis",
     "high": "tinggi",

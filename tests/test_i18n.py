@@ -355,3 +355,69 @@ def test_sentinels_own_alerts_read_in_the_site_language_and_carry_both(
         assert reload_texts["id"]["title"].startswith("Aturan atau konfigurasi sentinel berubah")
         assert "Tidak lagi mendeteksi: tally-binary-tampered" in reload_texts["id"]["description"]
         assert reload_texts["en"]["title"].startswith("sentinel's rules or config changed")
+
+
+# -- who did it, in the reader's language ------------------------------------------
+
+
+def fim_change(**actor: object) -> Event:
+    fields: dict[str, object] = {
+        "path": "/opt/tally/bin/tally", "path_tags": ["tally-binaries"],
+        "changed": ["content"], "offline": False, **actor}
+    return Event("fim.modified", T, "tally-01", "fim", fields)
+
+
+def test_the_process_line_is_written_in_each_alert_language(
+        example_secrets: dict[str, str]) -> None:
+    """An Indonesian description names the process in Indonesian words; the English
+    text and the event's own ``process`` field (what machines read) stay English."""
+    engine = Engine(load_rules(example("id")), host="tally-01")
+    known = fim_change(process_pid=4242, process_exe="/usr/bin/vim.basic", process_uid=0,
+                       process_user="root", process_login_uid=1000,
+                       process_login_user="operator1", process_unknown=None,
+                       process="/usr/bin/vim.basic (pid 4242, user root, uid 0,"
+                       " logged in as operator1)")
+    (a,) = [x.to_dict() for x in engine.process(known)]
+    assert a["rule"] == "tally-binary-tampered"
+    assert "Proses: /usr/bin/vim.basic (pid 4242, pengguna root, uid 0, masuk sebagai" \
+        " operator1)." in str(a["description"])
+    texts = a["i18n"]
+    assert isinstance(texts, dict)
+    assert "Process: /usr/bin/vim.basic (pid 4242, user root, uid 0, logged in as" \
+        " operator1)." in texts["en"]["description"]
+    assert a["event"]["process"].startswith("/usr/bin/vim.basic (pid 4242, user root")
+
+
+@pytest.mark.parametrize(("why", "shown"), [
+    ("changed while sentinel was not running",
+     "tidak diketahui (diubah saat sentinel tidak berjalan)"),
+    ("seen by rescan (overflow, periodic)",
+     "tidak diketahui (terlihat saat pemindaian ulang (overflow, periodic))"),
+    ("attribution unavailable: no kernel audit (EPERM)",
+     "tidak diketahui (atribusi tidak tersedia: no kernel audit (EPERM))"),
+])
+def test_why_a_process_is_not_known_is_written_in_indonesian(
+        example_secrets: dict[str, str], why: str, shown: str) -> None:
+    engine = Engine(load_rules(example("id")), host="tally-01")
+    (a,) = [x.to_dict() for x in engine.process(fim_change(
+        process_unknown=why, process_uid=None, process=f"not known ({why})"))]
+    assert f"Proses: {shown}." in str(a["description"])
+
+
+def test_every_fixed_reason_a_process_is_not_known_has_its_indonesian_text() -> None:
+    """Each reason the connection owner and the file attribution give, and each fixed
+    start of a reason with a detail, is in the Indonesian catalog: a new reason added
+    in English only would show English inside an Indonesian description."""
+    from sentinel import actors
+    from sentinel.i18n import text
+    from sentinel.sources.audit.index import FOUND_BY_VERIFY, NO_RECORD, UNAVAILABLE
+    from sentinel.sources.fim.source import RESCANNED, WHILE_STOPPED
+    from sentinel.sources.net.owner import REASONS
+    fixed = [*REASONS, WHILE_STOPPED, FOUND_BY_VERIFY, NO_RECORD, *actors.DETAILED,
+             "user", "logged in as", "not known", "socket of"]
+    assert f"{RESCANNED} (" in actors.DETAILED and UNAVAILABLE in actors.DETAILED
+    missing = [w for w in fixed if text("id", w) == w]
+    assert missing == []
+    owner = actors.unknown("socket closed before lookup", 1000, "operator1", "id")
+    assert owner == ("tidak diketahui (soket sudah ditutup sebelum dicari; soket milik"
+                     " pengguna operator1, uid 1000)")

@@ -193,9 +193,9 @@ def run_verify(args: argparse.Namespace) -> int:
                         host=config.host.name, time=now, offline=True)
         if config.attribution.files != "off":
             # a comparison, not a change as it happened: no audit record can name it
-            from sentinel.sources.audit.index import unknown_fields
+            from sentinel.sources.audit.index import FOUND_BY_VERIFY, unknown_fields
 
-            ev.fields.update(unknown_fields("found by sentinel baseline verify"))
+            ev.fields.update(unknown_fields(FOUND_BY_VERIFY))
         out.send(ev)
     out.finish()
     for problem in scan.problems:

@@ -20,6 +20,7 @@ from dataclasses import field as dc_field
 from datetime import tzinfo
 from typing import Any
 
+from sentinel import actors
 from sentinel.alert import SEVERITIES
 from sentinel.config import Window
 from sentinel.engine.conditions import ConditionCompiler, ListDef
@@ -63,12 +64,14 @@ class Windows:
 class Template:
     """A title with ``{field}`` and ``{field?text}`` placeholders; ``{count}`` too.
 
-    ``{time}`` is shown in ``tz`` (the configured display zone) for people to read.
+    ``{time}`` is shown in ``tz`` (the configured display zone) for people to read,
+    and ``{process}`` in the template's language ``lang``.
     """
 
     parts: tuple[str | tuple[FieldRef | None, str | None], ...]
     text: str
     tz: tzinfo | None = None
+    lang: str = "en"
 
     def placeholders(self) -> frozenset[str]:
         """The field names it shows (``count`` included), for comparing translations."""
@@ -86,7 +89,12 @@ class Template:
                     and cond_text is None:
                 out.append(human_time(ev.time, self.tz))
                 continue
-            value: Any = count if ref is None else ref.get(ev)
+            if ref is None:
+                value: Any = count
+            elif ref.text == "process" and self.lang != "en":
+                value = actors.line(ev.fields, self.lang)
+            else:
+                value = ref.get(ev)
             if cond_text is not None:
                 if value:
                     out.append(cond_text)
@@ -304,7 +312,7 @@ class RuleReader:
                         " into; valid: " + ", ".join(x for x in LANGUAGES if x != "en")
                         + " (English is the rule's own title and description)")
                 continue
-            got = read_texts(self, item, f"i18n.{lang}", (title, desc), known, shown)
+            got = read_texts(self, item, f"i18n.{lang}", (title, desc), known, shown, lang)
             if got is not None:
                 out[lang] = got
         return out
@@ -345,7 +353,8 @@ class RuleReader:
             return None
         return tuple(r for r in refs if r is not None)
 
-    def _template(self, node: Node, where: str, known: set[str], shown: str) -> Template | None:
+    def _template(self, node: Node, where: str, known: set[str], shown: str,
+                  lang: str = "en") -> Template | None:
         text = self.c.string(node, where)
         if text is None:
             return None
@@ -373,7 +382,7 @@ class RuleReader:
                          " brace")
             return None
         parts.append(rest)
-        return Template(tuple(p for p in parts if p != ""), text, self.tz)
+        return Template(tuple(p for p in parts if p != ""), text, self.tz, lang)
 
     def _cap(self, m: dict[str, Node], key: str, where: str) -> int | None:
         return self.c.integer(m[key], f"{where}.{key}", 1) if key in m else None

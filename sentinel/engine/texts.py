@@ -37,16 +37,16 @@ _NAMES = {"en": "English", "id": "Indonesian"}
 
 
 def read_texts(reader: RuleReader, node: Node, where: str, english: tuple[Template,
-               Template | None], known: set[str], shown: str) -> TextPair | None:
+               Template | None], known: set[str], shown: str, lang: str) -> TextPair | None:
     """One language's ``{title, description}`` mapping, compiled and compared with English."""
     c = reader.c
     m = c.mapping(node, where, ("title", "description"), required=("title",))
     if m is None or "title" not in m:
         return None
-    title = reader._template(m["title"], f"{where}.title", known, shown)
+    title = reader._template(m["title"], f"{where}.title", known, shown, lang)
     desc = None
     if "description" in m:
-        desc = reader._template(m["description"], f"{where}.description", known, shown)
+        desc = reader._template(m["description"], f"{where}.description", known, shown, lang)
     elif english[1] is not None:
         c.error(node.mark, f"{where}: the description is missing; the English rule has one")
         return None
@@ -120,7 +120,7 @@ def read_catalog(c: Checker, reader: RuleReader, path: Path, text: str,
             rule = rules[rid]
             known = fields_of(rule.kinds)
             got = read_texts(reader, node, f"{rid} ({lang})", (rule.title, rule.description),
-                             known, ", ".join(sorted(rule.kinds)))
+                             known, ", ".join(sorted(rule.kinds)), lang)
             taken[rid, lang] = kmark
             if got is not None:
                 rule.i18n[lang] = got

@@ -38,7 +38,14 @@ from sentinel import logs
 from sentinel.actors import Users
 from sentinel.events import shown_name
 from sentinel.metrics import Metrics
-from sentinel.sources.audit.index import FITS, RecordIndex, actor_fields, unknown_fields
+from sentinel.sources.audit.index import (
+    FITS,
+    NO_RECORD,
+    UNAVAILABLE,
+    RecordIndex,
+    actor_fields,
+    unknown_fields,
+)
 from sentinel.sources.audit.netlink import (
     AUDIT_NLGRP_READLOG,
     RULE_KEY,
@@ -167,7 +174,7 @@ class FileAttribution:
               wait: float = WAIT) -> dict[str, Any]:
         """ACTOR_FIELDS for a live change of ``names`` (the inodes as fallback)."""
         if not self.up:
-            out = unknown_fields(f"attribution unavailable: {self.reason}")
+            out = unknown_fields(UNAVAILABLE + self.reason)
         else:
             fits = FITS.get(kind, FITS["fim.modified"])
             # The newest record of the path may be of an earlier change (a write, then
@@ -185,9 +192,8 @@ class FileAttribution:
                 # it has had ``wait`` to end, so a second one settles it
                 self._caught_up()
                 rec = self.index.find(names, inodes, fits)
-            out = (actor_fields(rec, self.users) if rec is not None else unknown_fields(
-                "no audit record (a process started before audit was enabled, or a change"
-                " through a descriptor opened earlier)"))
+            out = (actor_fields(rec, self.users) if rec is not None
+                   else unknown_fields(NO_RECORD))
         self._metrics.attributions.labels(
             "unknown" if out["process_unknown"] else "known").inc()
         return out

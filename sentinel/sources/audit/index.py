@@ -182,6 +182,15 @@ def actor_fields(rec: Record, users: Users) -> dict[str, Any]:
     }
 
 
+#: why a live change has no writer (one of the reasons people read, translated in i18n)
+NO_RECORD = ("no audit record (a process started before audit was enabled, or a change"
+             " through a descriptor opened earlier)")
+#: the start of why none is looked up while attribution is down (what is wrong follows)
+UNAVAILABLE = "attribution unavailable: "
+#: why a change found by ``sentinel baseline verify`` has none
+FOUND_BY_VERIFY = "found by sentinel baseline verify"
+
+
 def unknown_fields(why: str) -> dict[str, Any]:
     """ACTOR_FIELDS of an event whose process is not known, and why."""
     return {

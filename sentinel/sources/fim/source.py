@@ -60,6 +60,9 @@ from sentinel.sources.fim.watcher import C, Raw, Watcher
 
 _log = logs.get("fim")
 _STOP = object()
+#: why a change found offline has no writer (translated in i18n, as actors.DETAILED)
+WHILE_STOPPED = "changed while sentinel was not running"
+RESCANNED = "seen by rescan"
 FLUSH_EVERY = 1.0
 
 
@@ -94,7 +97,7 @@ class FimSource:
         self.trusted = False
         #: who changed a file (attribution.files: audit), None when off
         self.attribution: FileAttribution | None = build_file_attribution(config, metrics)
-        self._offline_why = "seen by rescan"
+        self._offline_why = RESCANNED
         self._reset()
 
     def _reset(self) -> None:
@@ -549,8 +552,8 @@ class FimSource:
         for r in sorted(reasons):
             self._metrics.fim_rescans.labels(r).inc()
         self._rescanning = threading.get_ident()
-        self._offline_why = ("changed while sentinel was not running" if "startup" in reasons
-                             else "seen by rescan (" + ", ".join(sorted(reasons)) + ")")
+        self._offline_why = (WHILE_STOPPED if "startup" in reasons
+                             else f"{RESCANNED} ({', '.join(sorted(reasons))})")
         try:
             if self._watcher is not None:
                 self._watcher.ensure(under)
