@@ -260,6 +260,13 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.attribution_barriers = Counter(
+            "sentinel_attribution_barriers",
+            "Waits for the audit records of file changes to come in: made (a canary round"
+            " trip) or shared (a change whose event was read before a barrier began)",
+            ["kind"],
+            registry=r,
+        )
         # public attestations
         self.attestations = Counter(
             "sentinel_attestations", "Signed attestations written, by result (success, failure)",

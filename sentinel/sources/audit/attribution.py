@@ -106,6 +106,7 @@ class FileAttribution:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._barrier_ok = True
+        self._barrier_began = -1.0  # monotonic start of the last barrier that came back
         self._readded = False
         self._threads: list[threading.Thread] = []
         self._sock: socket.socket | None = None
@@ -171,8 +172,9 @@ class FileAttribution:
     # -- lookups (the FIM worker) ------------------------------------------------
 
     def actor(self, kind: str, names: list[bytes], inodes: list[int],
-              wait: float = WAIT) -> dict[str, Any]:
-        """ACTOR_FIELDS for a live change of ``names`` (the inodes as fallback)."""
+              wait: float = WAIT, seen: float | None = None) -> dict[str, Any]:
+        """ACTOR_FIELDS for a live change of ``names`` (the inodes as fallback);
+        ``seen``: when its last inotify event was read (monotonic), if known."""
         if not self.up:
             out = unknown_fields(UNAVAILABLE + self.reason)
         else:
@@ -183,8 +185,14 @@ class FileAttribution:
             # (about a millisecond on an idle kernel) and waits for a busy one; if the
             # last one failed, a fixed short wait instead, so a flood of events while
             # records do not come back is not slowed by a second each (the keeper's
-            # next good canary turns barriers on again)
-            barrier = self._barrier_ok and self._caught_up()
+            # next good canary turns barriers on again). A barrier begun after the
+            # change's event was read is as good as a new one: in a burst, the events
+            # queued behind one barrier share it
+            if seen is not None and self._barrier_ok and seen < self._barrier_began:
+                barrier = True
+                self._metrics.attribution_barriers.labels("shared").inc()
+            else:
+                barrier = self._barrier_ok and self._caught_up()
             rec = self.index.wait_for(names, inodes, wait, fits)
             if rec is None and barrier:
                 # the writer's call was still running at the first barrier (its
@@ -202,18 +210,24 @@ class FileAttribution:
         """A barrier: the canary's record is back. The kernel sends records in order, so
         every record of a call that ended before is in too. A busy machine delays the
         kernel's sender; this waits for it rather than guessing how long."""
+        began = time.monotonic()
         self._barrier_ok = self._canary_back(BARRIER_MAX)
+        self._metrics.attribution_barriers.labels("made").inc()
+        if self._barrier_ok:
+            self._barrier_began = began
         return self._barrier_ok
 
-    def for_change(self, change: Change, offline_why: str | None) -> dict[str, Any]:
+    def for_change(self, change: Change, offline_why: str | None,
+                   seen: float | None = None) -> dict[str, Any]:
         """ACTOR_FIELDS of one FIM change; ``offline_why`` when it was found by a
-        comparison (startup, rescan), not as it happened: no record can be its."""
+        comparison (startup, rescan), not as it happened: no record can be its;
+        ``seen``: when the change's last inotify event was read (monotonic)."""
         if offline_why is not None:
             self._metrics.attributions.labels("unknown").inc()
             return unknown_fields(offline_why)
         names = [os.fsencode(p) for p in (change.path, change.dest) if p is not None]
         inodes = [r.inode for r in (change.after, change.before) if r is not None]
-        return self.actor(change.kind, names, inodes)
+        return self.actor(change.kind, names, inodes, seen=seen)
 
     # -- the keeper ------------------------------------------------------------
 

@@ -313,6 +313,17 @@ class Baseline:
         out = [self.get(p) for p in sorted(self._rows) if p.startswith(prefix)]
         return [r for r in out if r is not None]
 
+    def at_and_under(self, path: str | None) -> dict[str, FileRecord]:
+        """The records of ``path`` and of everything below it (all when None), by path."""
+        prefix = None if path is None else path.rstrip("/") + "/"
+        out: dict[str, FileRecord] = {}
+        for p in list(self._rows):
+            if prefix is None or p == path or p.startswith(prefix):
+                r = self.get(p)
+                assert r is not None
+                out[p] = r
+        return out
+
     # -- writing ----------------------------------------------------------
 
     def put(self, rec: FileRecord, tag: int = 0) -> None:

@@ -30,7 +30,7 @@ class Holds:
     """Held paths, open writers, unpaired moves and a pending commit, by deadline."""
 
     def __init__(self) -> None:
-        self._new: dict[str, tuple[float, float]] = {}  # path -> (first seen, due)
+        self._new: dict[str, tuple[float, float, float]] = {}  # path -> (first, due, last)
         self._dirty: dict[str, tuple[float, float]] = {}  # path -> (first write, last write)
         self._from: dict[int, tuple[str, float]] = {}  # cookie -> (path, due)
         self._flush = False
@@ -47,7 +47,7 @@ class Holds:
         held = self._new.get(path)
         first = held[0] if held is not None else now
         due = min(first + SETTLE_MAX, now + SETTLE)
-        self._new[path] = (first, due)
+        self._new[path] = (first, due, now)
         if held is None:
             self._push(due, "new", path)
 
@@ -93,8 +93,9 @@ class Holds:
     def next_due(self) -> float | None:
         return self._heap[0][0] if self._heap else None
 
-    def due(self, now: float) -> Iterator[tuple[str, str | None]]:
-        """What has come due: ("new", path), ("dirty", path), ("from", path), ("flush", None).
+    def due(self, now: float) -> Iterator[tuple[str, str | None, float | None]]:
+        """What has come due: ("new", path, last), ("dirty", path, last), ("from", path,
+        None), ("flush", None, None); ``last``: the time of the path's last event.
 
         "from" is a move whose other half never came: its source left the scope.
         """
@@ -109,7 +110,7 @@ class Holds:
                     self._push(held[1], kind, key)
                     continue
                 del self._new[key]
-                yield kind, key
+                yield kind, key, held[2]
             elif kind == "dirty":
                 assert isinstance(key, str)
                 span = self._dirty.get(key)
@@ -120,15 +121,15 @@ class Holds:
                     self._push(when, kind, key)
                     continue
                 del self._dirty[key]
-                yield kind, key
+                yield kind, key, span[1]
             elif kind == "from":
                 assert isinstance(key, int)
                 src = self._from.pop(key, None)
                 if src is not None:
-                    yield kind, src[0]
+                    yield kind, src[0], None
             else:
                 self._flush = False
-                yield kind, None
+                yield kind, None, None
 
     def waiting(self) -> bool:
         """True while a path is held, a writer is open or a move is unpaired."""

@@ -233,7 +233,7 @@ class FimSource:
     def _start_watcher(self) -> None:
         try:
             self._watcher = Watcher(self.scope, self._q.put, self._overflowed,
-                                    self._watch_limit, self._clock, self._reader_error)
+                                    self._watch_limit, time.monotonic, self._reader_error)
             self._watcher.start()
         except OSError as exc:
             # No inotify instance at all (EMFILE): rescans are all that is left.
@@ -355,7 +355,7 @@ class FimSource:
 
     def _fire_due(self) -> None:
         now = time.monotonic()
-        for kind, path in self._holds.due(now):
+        for kind, path, last in self._holds.due(now):
             if kind == "flush":
                 if not self._commits.failing:
                     self._commit()
@@ -365,7 +365,7 @@ class FimSource:
                 self._moved_away(path)
             else:  # a new path has settled, or a writer has gone quiet
                 assert path is not None
-                self._check(path)
+                self._check(path, seen=last)
         if (resend := self._out.resend_due()) is not None and now >= resend:
             self._out.send_again()
         if self._commits.failing and now >= self._commits.due:
@@ -407,10 +407,13 @@ class FimSource:
             self._holds.wrote(path, now)
             return
         self._holds.closed(path)
-        self._check(path)
+        self._check(path, seen=ev.seen)
 
-    def _check(self, path: str, offline: bool = False) -> None:
-        """Compare ``path`` on disk with its record; report and record the difference."""
+    def _check(self, path: str, offline: bool = False, seen: float | None = None) -> None:
+        """Compare ``path`` on disk with its record; report and record the difference.
+
+        ``seen``: when the last event about it was read (monotonic), for attribution.
+        """
         assert self._baseline is not None
         if self.scope.entry_for(path) is None:
             return
@@ -428,10 +431,10 @@ class FimSource:
         if new is None and old is not None and old.type == "dir":
             # Whatever was below a vanished directory is gone too (deepest first).
             for child in reversed(self._baseline.under(path)):
-                self._check(child.path, offline)
+                self._check(child.path, offline, seen)
         change = compare(path, old, new)
         if change is not None:
-            self._report(change, offline)
+            self._report(change, offline, seen)
         elif new is not None:
             self._baseline.put(new, self._out.sent)  # e.g. a new mtime: not a change, but current
         if new is not None and new.type == "dir" and (
@@ -502,12 +505,12 @@ class FimSource:
 
     # -- reporting -------------------------------------------------------
 
-    def _report(self, change: Change, offline: bool) -> None:
+    def _report(self, change: Change, offline: bool, seen: float | None = None) -> None:
         tags = self.scope.change_tags(change.path, change.dest)
         ev = make_event(change, tags, host=self._host, time=self._clock(), offline=offline)
         if self.attribution is not None:
             ev.fields.update(self.attribution.for_change(
-                change, self._offline_why if offline else None))
+                change, self._offline_why if offline else None, seen))
         self._send(ev)
         assert self._baseline is not None
         # tagged with the event's number: written to the file once it is acknowledged
@@ -563,17 +566,10 @@ class FimSource:
             if scan.cancelled:
                 return  # stopping: a partial scan must not be taken for deletions
             self._problems(scan.problems)
-            prefix = None if under is None else under.rstrip("/") + "/"
-            old: dict[str, FileRecord] = {}
-            for p in list(self._baseline.paths()):
-                if prefix is not None and p != under and not p.startswith(prefix):
-                    continue
-                rec = self._baseline.get(p)
-                assert rec is not None
-                if p not in scan.records and self.scope.entry_for(p) is None:
-                    self._baseline.delete(p, self._out.sent)  # no longer in scope (config changed)
-                    continue
-                old[p] = rec
+            old = self._baseline.at_and_under(under)
+            for p in [p for p in old if p not in scan.records and self.scope.entry_for(p) is None]:
+                self._baseline.delete(p, self._out.sent)  # no longer in scope (config changed)
+                del old[p]
             for change in diff(old, scan.records):
                 self._holds.release(change.path)
                 if change.dest is not None:

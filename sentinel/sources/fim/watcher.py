@@ -55,12 +55,12 @@ LIMIT_ERRNOS = (errno.ENOSPC, errno.EMFILE)
 
 
 class Raw(NamedTuple):
-    """One inotify event with its full path; ``time`` when it was read."""
+    """One inotify event with its full path; ``seen`` when it was read (monotonic)."""
 
     mask: int
     cookie: int
     path: str
-    time: float
+    seen: float
 
 
 class _InotifyFD(InotifyFD):

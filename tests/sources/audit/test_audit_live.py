@@ -101,6 +101,42 @@ def test_create_modify_chmod_rename_delete_each_name_their_process(
         site.stop()
 
 
+def test_a_burst_shares_its_waits_for_records_and_names_every_writer_right(
+        audit_kernel: AuditControl, tools: Tools, open_tmp: Path) -> None:
+    """One process rewrites 40 known files at once, then another changes their mode
+    at once: the events queued behind one wait for the records share it (fewer
+    canary round trips than events), and each event still names its own writer:
+    a chmod is never given to the process that wrote the file just before."""
+    site, config = attributed_site(open_tmp)
+    w = os.fsencode(site.w)
+    names = [w + b"/conf/f%02d" % i for i in range(40)]
+    for n in names:
+        Path(os.fsdecode(n)).write_text("0\n")
+    site.start(config)
+
+    def burst(kind: str) -> dict[bytes, Event]:
+        def all_in() -> dict[bytes, Event] | None:
+            got = {name_bytes(e.fields, "path"): e for e in site.changes() if e.kind == kind}
+            return got if all(n in got for n in names) else None
+        return wait_for(all_in, what=f"{kind} of all 40")
+
+    try:
+        sh = tools.exe("sh")
+        writer = run([sh, b"-c", b'for f in "$@"; do echo 1 >> "$f"; done', b"sh", *names])
+        # reported before the modes change, so no change is merged into another
+        written = burst("fim.modified")
+        changer = run([tools.exe("chmod"), b"600", *names])
+        changed = burst("fim.attrib")
+        for n in names:
+            assert_actor(written[n], writer, sh)
+            assert_actor(changed[n], changer, tools.exe("chmod"))
+        made = site.metric("sentinel_attribution_barriers_total", kind="made")
+        shared = site.metric("sentinel_attribution_barriers_total", kind="shared")
+        assert shared > 0 and made < 80, (made, shared)
+    finally:
+        site.stop()
+
+
 def test_a_hostile_name_and_a_non_root_writer_are_named_losslessly(
         audit_kernel: AuditControl, tools: Tools, open_tmp: Path) -> None:
     site, config = attributed_site(open_tmp)
