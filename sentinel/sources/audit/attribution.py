@@ -71,6 +71,8 @@ WAIT = 0.02
 #: How long a live event whose record is not in yet waits for the kernel's sender to
 #: catch up (a busy machine), at most.
 BARRIER_MAX = 1.0
+#: A barrier is shared only by changes whose events were read this long before it began.
+SHARE_MARGIN = 0.002
 #: How long the canary's record may take to come back.
 CANARY_WAIT = 2.0
 CANARY_NAME = "audit-canary"
@@ -187,8 +189,11 @@ class FileAttribution:
             # records do not come back is not slowed by a second each (the keeper's
             # next good canary turns barriers on again). A barrier begun after the
             # change's event was read is as good as a new one: in a burst, the events
-            # queued behind one barrier share it
-            if seen is not None and self._barrier_ok and seen < self._barrier_began:
+            # queued behind one barrier share it. Only events read SHARE_MARGIN before
+            # it began: a writer's call could still be ending right after its event
+            # was queued, and a barrier made for the event itself would start later
+            if seen is not None and self._barrier_ok and \
+                    seen < self._barrier_began - SHARE_MARGIN:
                 barrier = True
                 self._metrics.attribution_barriers.labels("shared").inc()
             else:
