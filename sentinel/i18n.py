@@ -246,6 +246,17 @@ def text(lang: str, english: str) -> str:
     return _CATALOGS.get(lang, {}).get(english, english)
 
 
+#: Languages that write a decimal comma: to an Indonesian reader 4.948 is four
+#: thousand nine hundred and forty-eight, 4,948 is a little under five.
+DECIMAL_COMMA = frozenset({"id"})
+
+
+def decimal(value: float, lang: str) -> str:
+    """A fractional number as ``lang`` writes it."""
+    shown = str(value)
+    return shown.replace(".", ",") if lang in DECIMAL_COMMA else shown
+
+
 def zone(name: str) -> tzinfo:
     """The time zone of an IANA name; raises ``ValueError`` saying what is valid."""
     if name in ("UTC", "Z", "Etc/UTC"):

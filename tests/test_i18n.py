@@ -421,3 +421,22 @@ def test_every_fixed_reason_a_process_is_not_known_has_its_indonesian_text() -> 
     owner = actors.unknown("socket closed before lookup", 1000, "operator1", "id")
     assert owner == ("tidak diketahui (soket sudah ditutup sebelum dicari; soket milik"
                      " pengguna operator1, uid 1000)")
+
+
+def test_a_fraction_is_written_with_a_decimal_comma_in_indonesian(
+        example_secrets: dict[str, str]) -> None:
+    """4.948 reads as four thousand nine hundred and forty-eight to an Indonesian
+    reader: the Indonesian text writes 4,948; the English keeps 4.948."""
+    engine = Engine(load_rules(example("id")), host="tally-01")
+    scan = Event("net.scan", T, "tally-01", "network", {
+        "src_ip": "10.20.0.63", "src_internal": True, "dst_ip": "10.20.0.10", "ports": 223,
+        "hosts": 1, "hosts_capped": False, "connections": 224, "probes": 39, "answered": 0,
+        "duration": 4.948, "iface": "eth0"})
+    (a,) = [x.to_dict() for x in engine.process(scan)]
+    assert a["rule"] == "scan-ended"
+    assert str(a["title"]).endswith("selama 4,948 detik")
+    assert "selama 4,948 detik" in str(a["description"])
+    texts = a["i18n"]
+    assert isinstance(texts, dict)
+    assert texts["en"]["title"].endswith("over 4.948 s")
+    assert a["event"]["duration"] == 4.948  # the value machines read is a number

@@ -38,7 +38,7 @@ from sentinel.engine.fields import (
 )
 from sentinel.engine.matchers import Hint, Match
 from sentinel.events import KIND_FIELDS, Event, visible
-from sentinel.i18n import LANGUAGES, human_time
+from sentinel.i18n import LANGUAGES, decimal, human_time
 from sentinel.located import Checker, Mark, Node, type_name
 
 RULE_KEYS = ("id", "title", "description", "severity", "tags", "kind", "match", "threshold",
@@ -102,6 +102,8 @@ class Template:
             # overrides are shown escaped, never rendered, wherever a title is read
             elif isinstance(value, list):
                 out.append(visible(",".join(str(x) for x in value)))
+            elif isinstance(value, float):
+                out.append(decimal(value, self.lang))
             else:
                 out.append("-" if value is None else visible(str(value)))
         return "".join(out)
