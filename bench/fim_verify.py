@@ -86,10 +86,11 @@ def main() -> None:
               f" {'MET' if ratio <= 0.5 else 'NOT MET'}")
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         from sentinel.config_reader import load_config
-        from sentinel.sources.fim import Baseline, load_key
+        from sentinel.keys import load_key
+        from sentinel.sources.fim import Baseline
 
         config = load_config(cfg)
-        key = load_key(config.fim.key, config.state_dir, create=False)
+        key = load_key(config.fim.key, config.state_dir, create=False, what="fim")
         t = time.perf_counter()
         Baseline.open(config.in_state(config.fim.baseline), key).close()
         print(f"baseline open + verify of {args.files + 201} records:"

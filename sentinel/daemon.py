@@ -36,13 +36,14 @@ from sentinel.config import Config
 from sentinel.config_reader import load_config
 from sentinel.engine import Engine, RuleSet, check_examples, load_rules
 from sentinel.events import Event
+from sentinel.keys import KeyUnavailable
 from sentinel.located import ProblemError
 from sentinel.metrics import Metrics
 from sentinel.notify import Notifier
 from sentinel.parts import Parts, Rebuild, build_parts, parts_differ
 from sentinel.selfwatch import SelfGuard
 from sentinel.selfwatch.own_files import with_own_files
-from sentinel.sinks import JournalError, JournalKeyError
+from sentinel.sinks import JournalError
 from sentinel.sources.fim import BaselineError
 from sentinel.watchfiles import FileWatch
 
@@ -464,7 +465,7 @@ def run_daemon(config_path: Path) -> int:
     daemon = Daemon(config_path, config, rules)
     try:
         return daemon.run()
-    except (OSError, BaselineError, JournalError, JournalKeyError, sqlite3.Error) as exc:
+    except (OSError, BaselineError, JournalError, KeyUnavailable, sqlite3.Error) as exc:
         if _disk_full(exc):
             # not the operator's config: once space is freed a start works, so exit 1
             # and let the unit restart it (RestartSec) rather than wait for a person

@@ -25,7 +25,12 @@ MIN_KEY_BYTES = 32
 
 
 class KeyUnavailable(Exception):
-    """A key cannot be read or made, or is not fit for use; the message says how to fix it."""
+    """A key cannot be read or made, or is not fit for use; the message says which key
+    (fim, journal, attestation) and how to fix it. The one exception of every key."""
+
+
+#: What to do about a key file that does not exist, by key.
+_MAKE_IT = {"fim": "; `sentinel baseline init` creates it (with the baseline)"}
 
 
 def key_path(source: KeySource, state_dir: Path) -> Path | None:
@@ -55,7 +60,7 @@ def load_key(source: KeySource, state_dir: Path, *, create: bool, what: str) -> 
         return read_key_file(path, what)
     except FileNotFoundError:
         if not create:
-            msg = f"{what} key file {path} does not exist"
+            msg = f"{what} key file {path} does not exist{_MAKE_IT.get(what, '')}"
             raise KeyUnavailable(msg) from None
         return _generate(path, what)
 
@@ -63,6 +68,15 @@ def load_key(source: KeySource, state_dir: Path, *, create: bool, what: str) -> 
 def read_key_file(path: Path, what: str = "the") -> bytes:
     """An existing key file's key; FileNotFoundError when there is none."""
     return _checked(read_private_file(path, what).strip(), f"{what} key file {path}")
+
+
+def read_existing_key(path: Path, what: str) -> bytes:
+    """The key in a file named on the command line (``journal verify --key-file``)."""
+    try:
+        return read_key_file(path, what)
+    except FileNotFoundError:
+        msg = f"{what} key file {path}: cannot read: it does not exist"
+        raise KeyUnavailable(msg) from None
 
 
 def read_private_file(path: Path, what: str) -> bytes:

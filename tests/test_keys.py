@@ -10,10 +10,7 @@ import pytest
 
 from sentinel.attest import AttestKeyError, generate_keypair, load_private_key
 from sentinel.config import KeySource
-from sentinel.sinks.keys import JournalKeyError
-from sentinel.sinks.keys import load_key as load_journal_key
-from sentinel.sources.fim.keys import KeyUnavailable
-from sentinel.sources.fim.keys import load_key as load_fim_key
+from sentinel.keys import KeyUnavailable, load_key
 
 
 def _hmac_key(path: Path) -> Path:
@@ -27,16 +24,16 @@ def _attest(path: Path) -> None:
 
 
 def _journal(path: Path) -> None:
-    load_journal_key(KeySource(file=path), path.parent, create=False)
+    load_key(KeySource(file=path), path.parent, create=False, what="journal")
 
 
 def _fim(path: Path) -> None:
-    load_fim_key(KeySource(file=path), path.parent, create=False)
+    load_key(KeySource(file=path), path.parent, create=False, what="fim")
 
 
 LOADERS: dict[str, tuple[Callable[[Path], None], type[Exception]]] = {
     "attestation": (_attest, AttestKeyError),
-    "journal": (_journal, JournalKeyError),
+    "journal": (_journal, KeyUnavailable),
     "fim": (_fim, KeyUnavailable),
 }
 

@@ -33,15 +33,15 @@ class AttestError(Exception):
 
 def load_tree(config: Config) -> MerkleTree:
     """The Merkle tree over the signed baseline; AttestError if absent or not authentic."""
+    from sentinel.keys import load_key
     from sentinel.sources.fim.baseline import Baseline
-    from sentinel.sources.fim.keys import load_key
 
     path = config.in_state(config.fim.baseline)
     if not path.exists():
         msg = f"no baseline at {path}; make one with `sentinel baseline init`"
         raise AttestError(msg)
     try:
-        key = load_key(config.fim.key, config.state_dir, create=False)
+        key = load_key(config.fim.key, config.state_dir, create=False, what="fim")
         baseline = Baseline.open(path, key)
         try:
             return MerkleTree.from_records(baseline.records())

@@ -21,10 +21,10 @@ from sentinel.attest.statement import Attestation, ChainReport, load_folder, ver
 from sentinel.config import Config, WebhookConfig
 from sentinel.events import parse_time
 from sentinel.i18n import text
+from sentinel.keys import KeyUnavailable, load_key
 from sentinel.sinks import lane_name, spool_path
 from sentinel.sinks.http import safe_url
 from sentinel.sinks.journal import decode_record, journal_files
-from sentinel.sinks.keys import JournalKeyError, load_key
 from sentinel.sinks.router import Route
 from sentinel.sinks.verify import JournalReport, verify_journal
 
@@ -188,8 +188,8 @@ def read_journal(config: Config, since: float | None, until: float | None,
     key_problem = ""
     try:
         key: bytes | None = load_key(config.outputs.journal.key, config.state_dir,
-                                     create=False)
-    except JournalKeyError as exc:
+                                     create=False, what="journal")
+    except KeyUnavailable as exc:
         key, key_problem = None, str(exc)
     entries: list[Entry] = []
     macs: dict[int, str] = {}

@@ -68,7 +68,7 @@ def _fail(what: str, exc: object) -> int:
 
 
 def _scope(config: Config) -> Any:
-    from sentinel.sources.fim.keys import key_path
+    from sentinel.keys import key_path
     from sentinel.sources.fim.scan import Scope
 
     skip = [config.in_state(config.fim.baseline)]
@@ -97,13 +97,13 @@ def run_init(args: argparse.Namespace) -> int:
 
 
 def _init(config: Config, path: Path) -> int:
-    from sentinel.sources.fim.baseline import Baseline, BaselineError
-    from sentinel.sources.fim.keys import load_key
+    from sentinel.keys import KeyUnavailable, load_key
+    from sentinel.sources.fim.baseline import Baseline
     from sentinel.sources.fim.scan import snapshot_all
 
     try:
-        key = load_key(config.fim.key, config.state_dir, create=True)
-    except (BaselineError, OSError) as exc:
+        key = load_key(config.fim.key, config.state_dir, create=True, what="fim")
+    except (KeyUnavailable, OSError) as exc:
         return _fail("init", exc)
     started = time.perf_counter()
     scope = _scope(config)
@@ -155,10 +155,10 @@ def _progress(total: int) -> tuple[Any, Callable[[int], None] | None]:
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    from sentinel.keys import KeyUnavailable, load_key
     from sentinel.selfwatch.own_files import with_own_files
     from sentinel.sources.fim.baseline import Baseline, BaselineError, BaselineInvalid
     from sentinel.sources.fim.changes import diff, make_event
-    from sentinel.sources.fim.keys import load_key
     from sentinel.sources.fim.scan import snapshot_all
 
     config = with_own_files(load_config(args.config, secrets=False))
@@ -169,14 +169,14 @@ def run_verify(args: argparse.Namespace) -> int:
     if not path.exists():
         return _fail("verify", f"no baseline at {path}; create it with: sentinel baseline init")
     try:
-        key = load_key(config.fim.key, config.state_dir, create=False)
+        key = load_key(config.fim.key, config.state_dir, create=False, what="fim")
         baseline = Baseline.open(path, key)
     except BaselineInvalid as exc:
         out.send(Event("fim.baseline_invalid", time.time(), config.host.name, "fim",
                        {"path": str(path), "reason": str(exc)}))
         out.finish()
         return _fail("verify", f"the baseline is not trusted: {exc}")
-    except BaselineError as exc:
+    except (BaselineError, KeyUnavailable) as exc:
         return _fail("verify", exc)
     started = time.perf_counter()
     scope = _scope(config)

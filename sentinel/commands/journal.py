@@ -83,22 +83,23 @@ def _cut(path: Path, key: bytes, head: tuple[int, str], config: Config | None) -
 
 
 def verify(args: argparse.Namespace) -> int:
-    from sentinel.sinks import JournalKeyError, verify_journal
-    from sentinel.sinks.keys import load_key, read_key_file
+    from sentinel.keys import KeyUnavailable, load_key, read_existing_key
+    from sentinel.sinks import verify_journal
 
     path: Path | None = args.path
     config = None
     try:
         if args.key_file is not None and path is not None:
-            key = read_key_file(args.key_file)
+            key = read_existing_key(args.key_file, "journal")
         else:
             config = load_config(args.config, secrets=False)
             if path is None:
                 path = config.in_state(config.outputs.journal.path)
-            key = (read_key_file(args.key_file) if args.key_file is not None
-                   else load_key(config.outputs.journal.key, config.state_dir, create=False))
+            key = (read_existing_key(args.key_file, "journal") if args.key_file is not None
+                   else load_key(config.outputs.journal.key, config.state_dir, create=False,
+                                 what="journal"))
         report = verify_journal(path, key)
-    except (JournalKeyError, OSError) as exc:
+    except (KeyUnavailable, OSError) as exc:
         print(f"sentinel journal verify: {exc}", file=sys.stderr)
         return 2
     if report.truncated is not None:

@@ -120,11 +120,12 @@ def run(args: argparse.Namespace) -> int:
         engine = Engine(load_rules(config), host=config.host.name, metrics=metrics,
                         storm=config.rules.storm)
     if args.deliver:
-        from sentinel.sinks import JournalError, JournalKeyError, build_delivery
+        from sentinel.keys import KeyUnavailable
+        from sentinel.sinks import JournalError, build_delivery
 
         try:
             delivery = build_delivery(config, metrics)
-        except (JournalError, JournalKeyError, OSError) as exc:
+        except (JournalError, KeyUnavailable, OSError) as exc:
             print(f"sentinel replay: cannot deliver: {exc}", file=sys.stderr)
             return EXIT_ERROR
 

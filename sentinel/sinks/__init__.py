@@ -11,13 +11,11 @@ from __future__ import annotations
 from sentinel.sinks.build import build_delivery, lane_name, spool_path
 from sentinel.sinks.delivery import Delivery, Target
 from sentinel.sinks.journal import JournalError
-from sentinel.sinks.keys import JournalKeyError
 from sentinel.sinks.verify import JournalReport, verify_journal
 
 __all__ = [
     "Delivery",
     "JournalError",
-    "JournalKeyError",
     "JournalReport",
     "Target",
     "build_delivery",

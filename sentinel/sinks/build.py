@@ -20,12 +20,12 @@ from sentinel import logs
 from sentinel.alert import Alert
 from sentinel.config import Config, WebhookConfig
 from sentinel.i18n import alert_texts
+from sentinel.keys import load_key
 from sentinel.metrics import Metrics
 from sentinel.sinks.alertmanager import AlertmanagerLane, am_item, api_url
 from sentinel.sinks.delivery import Delivery, Target
 from sentinel.sinks.http import Backoff, Transport, safe_url
 from sentinel.sinks.journal import Journal, open_journal
-from sentinel.sinks.keys import load_key
 from sentinel.sinks.lane import Lane
 from sentinel.sinks.router import Route
 from sentinel.sinks.spool import Spool, SpoolCorrupt, move_aside, read_floor
@@ -99,11 +99,11 @@ def build_delivery(config: Config, metrics: Metrics, clock: Callable[[], float] 
     a lane never took, and start the workers.
 
     Whatever the spools hold from an earlier run is delivered first. Raises
-    ``JournalKeyError`` or ``JournalError`` (one clear message) when the journal key
+    ``KeyUnavailable`` or ``JournalError`` (one clear message) when the journal key
     or file cannot be used.
     """
     jc = config.outputs.journal
-    key = load_key(jc.key, config.state_dir)
+    key = load_key(jc.key, config.state_dir, create=True, what="journal")
     journal = open_journal(config.in_state(jc.path), key, jc.fsync, jc.fsync_interval,
                            jc.rotate_size, on_record=metrics.journal_records.inc)
     _log().info("journal_opened", path=str(journal.path), records=journal.head()[0],

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from sentinel.keys import read_key_file
 from sentinel.sinks import verify_journal
-from sentinel.sinks.keys import read_key_file
 from tests.conftest import REPO
 from tests.sinks.conftest import SECRET
 from tests.sinks.receiver import Answer, Receiver, wait_for
@@ -75,7 +75,7 @@ def test_kill_9_with_a_backlog_then_restart_delivers_the_rest(
         # at least once: an alert in flight at the kill may come twice, never zero times
         assert r.delivered_ids() == accepted
 
-    rep = verify_journal(state / "alerts.jsonl", read_key_file(state / "journal.key"))
+    rep = verify_journal(state / "alerts.jsonl", read_key_file(state / "journal.key", "journal"))
     assert rep.ok and rep.records == N
 
 

@@ -19,9 +19,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from sentinel.config import MetricsConfig
+from sentinel.keys import read_key_file
 from sentinel.metrics import Metrics
 from sentinel.sinks import verify_journal
-from sentinel.sinks.keys import read_key_file
 from sentinel.sinks.metrics_http import MetricsServer
 from tests.sinks.conftest import SECRET, hook, make_alert, make_config, metric
 from tests.sinks.receiver import Receiver, wait_for
@@ -118,7 +118,8 @@ def test_journal_survives_the_full_disk_whole(tmp_path: Path, start: Any) -> Non
         filler.unlink()
         wait_for(lambda: d.held == 0, timeout=20, what="the held alerts")
         d.close(5.0)
-        rep = verify_journal(state / "alerts.jsonl", read_key_file(state / "journal.key"))
+        key = read_key_file(state / "journal.key", "journal")
+        rep = verify_journal(state / "alerts.jsonl", key)
         assert rep.ok, rep
         assert rep.records == 55
 

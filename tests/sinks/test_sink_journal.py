@@ -13,15 +13,21 @@ from pathlib import Path
 
 import pytest
 
+from sentinel import keys
 from sentinel.config import KeySource
+from sentinel.keys import KeyUnavailable
 from sentinel.sinks import verify_journal
 from sentinel.sinks.journal import GENESIS, Journal, alert_json, journal_files
-from sentinel.sinks.keys import JournalKeyError, load_key
 from tests.conftest import REPO
 from tests.sinks.conftest import make_alert
 
 KEY = b"k" * 32
 
+
+
+def load_key(source: KeySource, state_dir: Path, create: bool = True) -> bytes:
+    """The journal's key, as the journal sink loads it."""
+    return keys.load_key(source, state_dir, create=create, what="journal")
 
 def write(path: Path, n: int, key: bytes = KEY, **kw: object) -> list[bytes]:
     j = Journal(path, key, **kw)  # type: ignore[arg-type]
@@ -193,7 +199,7 @@ def test_key_file_is_created_private_and_reused(tmp_path: Path) -> None:
     assert stat.S_IMODE(f.stat().st_mode) == 0o600
     assert stat.S_IMODE(f.parent.stat().st_mode) == 0o700
     assert load_key(src, tmp_path) == key and len(key) == 64  # hex of 32 random bytes
-    with pytest.raises(JournalKeyError, match="does not exist"):
+    with pytest.raises(KeyUnavailable, match="does not exist"):
         load_key(KeySource(file=Path("absent.key")), tmp_path, create=False)
 
 
@@ -201,7 +207,7 @@ def test_key_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("J_KEY", "ab" * 32)
     assert load_key(KeySource(env="J_KEY"), tmp_path) == b"ab" * 32
     monkeypatch.setenv("J_KEY", "short")
-    with pytest.raises(JournalKeyError, match="at least 32"):
+    with pytest.raises(KeyUnavailable, match="at least 32"):
         load_key(KeySource(env="J_KEY"), tmp_path)
 
 
@@ -315,5 +321,5 @@ def test_key_file_readable_by_others_is_refused(tmp_path: Path) -> None:
     f = tmp_path / "journal.key"
     f.write_text("ab" * 32 + "\n")
     f.chmod(0o644)
-    with pytest.raises(JournalKeyError, match=r"mode 0644.*chmod 600"):
+    with pytest.raises(KeyUnavailable, match=r"mode 0644.*chmod 600"):
         load_key(KeySource(file=f), tmp_path)

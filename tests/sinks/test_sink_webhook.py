@@ -228,8 +228,8 @@ def test_reload_overlap_shares_one_journal_chain_and_loses_nothing(
         tmp_path: Path, start: Any, metrics: Metrics) -> None:
     """A reload builds the new Delivery before closing the old; alerts submitted to
     either land in one intact chain and are all delivered."""
+    from sentinel.keys import read_key_file
     from sentinel.sinks import verify_journal
-    from sentinel.sinks.keys import read_key_file
 
     port = free_port()
     config = make_config(tmp_path, hook("soc", f"http://127.0.0.1:{port}/hook"))
@@ -247,7 +247,8 @@ def test_reload_overlap_shares_one_journal_chain_and_loses_nothing(
     with Receiver(secret=SECRET, port=port) as r:
         wait_for(lambda: r.delivered_ids() >= {a.id for a in [*first, late, *rest]})
     new.close(5)
-    rep = verify_journal(tmp_path / "alerts.jsonl", read_key_file(tmp_path / "journal.key"))
+    key = read_key_file(tmp_path / "journal.key", "journal")
+    rep = verify_journal(tmp_path / "alerts.jsonl", key)
     assert rep.ok and rep.records == 11
 
 

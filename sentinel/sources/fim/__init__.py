@@ -4,7 +4,7 @@ What the daemon and other parts use::
 
     source = build_fim_source(config, metrics)   # None when fim.paths is empty
     source.start(emit)                           # offline events emitted before it returns
-    key = load_key(config.fim.key, config.state_dir, create=False)
+    key = load_key(config.fim.key, config.state_dir, create=False, what="fim")  # sentinel.keys
     for record in Baseline.open(path, key).records():   # BaselineInvalid if tampered
         ...
 
@@ -15,7 +15,6 @@ operator running ``sentinel baseline init``.
 from __future__ import annotations
 
 from sentinel.sources.fim.baseline import Baseline, BaselineError, BaselineInvalid, FileRecord
-from sentinel.sources.fim.keys import KeyUnavailable, load_key
 from sentinel.sources.fim.source import FimSource, build_fim_source
 
 __all__ = [
@@ -24,7 +23,5 @@ __all__ = [
     "BaselineInvalid",
     "FileRecord",
     "FimSource",
-    "KeyUnavailable",
     "build_fim_source",
-    "load_key",
 ]

@@ -47,6 +47,7 @@ from typing import Any
 from sentinel import logs
 from sentinel.config import Config
 from sentinel.events import Event, shown_name
+from sentinel.keys import KeyUnavailable, key_path, load_key
 from sentinel.metrics import Metrics
 from sentinel.pipeline import Emit
 from sentinel.sources.audit import FileAttribution, build_file_attribution
@@ -54,7 +55,6 @@ from sentinel.sources.fim.acks import Outbox, Retry
 from sentinel.sources.fim.baseline import Baseline, BaselineError, FileRecord, hold_lock
 from sentinel.sources.fim.changes import Change, compare, diff, make_event, moved
 from sentinel.sources.fim.holds import Holds
-from sentinel.sources.fim.keys import key_path, load_key
 from sentinel.sources.fim.scan import Scope, record_from_stat, snapshot, snapshot_all
 from sentinel.sources.fim.watcher import C, Raw, Watcher
 
@@ -151,10 +151,11 @@ class FimSource:
         invalid: str | None = None
         first_run = not self.baseline_path.exists()
         try:
-            key = load_key(self._config.fim.key, self._config.state_dir, create=first_run)
+            key = load_key(self._config.fim.key, self._config.state_dir, create=first_run,
+                           what="fim")
             if not first_run:
                 self._baseline = Baseline.open(self.baseline_path, key)
-        except BaselineError as exc:
+        except (BaselineError, KeyUnavailable) as exc:
             if first_run:
                 raise
             invalid = str(exc)

@@ -10,12 +10,18 @@ from pathlib import Path
 
 import pytest
 
+from sentinel import keys
 from sentinel.config import KeySource
-from sentinel.sources.fim import Baseline, BaselineError, BaselineInvalid, FileRecord, load_key
-from sentinel.sources.fim.keys import KeyUnavailable
+from sentinel.keys import KeyUnavailable
+from sentinel.sources.fim import Baseline, BaselineError, BaselineInvalid, FileRecord
 
 KEY = b"k" * 32
 
+
+
+def load_key(source: KeySource, state_dir: Path, create: bool) -> bytes:
+    """The baseline's key, as the FIM source loads it."""
+    return keys.load_key(source, state_dir, create=create, what="fim")
 
 def rec(i: int, **kw: object) -> FileRecord:
     base = FileRecord(f"/opt/tally/bin/f{i:06d}", "file", f"{i:064x}", i, 0o755, 0, 0,
@@ -177,7 +183,8 @@ def test_key_file_generated_0600_in_new_0700_dirs(tmp_path: Path) -> None:
 
 
 def test_key_refusals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(KeyUnavailable, match="does not exist"):
+    with pytest.raises(KeyUnavailable, match="does not exist; `sentinel baseline init`"
+                       " creates it"):
         load_key(KeySource(file=Path("k")), tmp_path, create=False)
     loose = tmp_path / "loose.key"
     loose.write_text("a" * 64)
