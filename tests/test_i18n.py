@@ -411,7 +411,7 @@ def test_every_fixed_reason_a_process_is_not_known_has_its_indonesian_text() -> 
     from sentinel import actors
     from sentinel.i18n import text
     from sentinel.sources.audit.index import FOUND_BY_VERIFY, NO_RECORD, UNAVAILABLE
-    from sentinel.sources.fim.source import RESCANNED, WHILE_STOPPED
+    from sentinel.sources.fim.reconcile import RESCANNED, WHILE_STOPPED
     from sentinel.sources.net.owner import REASONS
     fixed = [*REASONS, WHILE_STOPPED, FOUND_BY_VERIFY, NO_RECORD, *actors.DETAILED,
              "user", "logged in as", "not known", "socket of"]

@@ -2,9 +2,10 @@
 
 Every raw inotify event only says "look at this path". The worker thread
 compares what is on disk with the baseline record and reports the difference,
-then updates the record; a second event about the same change finds nothing
-new. That is what makes each change reported exactly once, whichever of
-the live watch, the startup reconciliation or a rescan sees it first.
+then updates the record (:mod:`sentinel.sources.fim.reconcile`); a second event
+about the same change finds nothing new. That is what makes each change
+reported exactly once, whichever of the live watch, the startup
+reconciliation or a rescan sees it first.
 
 Three holds (:mod:`sentinel.sources.fim.holds`) shape the live events:
 
@@ -52,17 +53,15 @@ from sentinel.metrics import Metrics
 from sentinel.pipeline import Emit
 from sentinel.sources.audit import FileAttribution, build_file_attribution
 from sentinel.sources.fim.acks import Outbox, Retry
-from sentinel.sources.fim.baseline import Baseline, BaselineError, FileRecord, hold_lock
-from sentinel.sources.fim.changes import Change, compare, diff, make_event, moved
+from sentinel.sources.fim.baseline import Baseline, BaselineError, hold_lock
+from sentinel.sources.fim.changes import diff
 from sentinel.sources.fim.holds import Holds
-from sentinel.sources.fim.scan import Scope, record_from_stat, snapshot, snapshot_all
-from sentinel.sources.fim.watcher import C, Raw, Watcher
+from sentinel.sources.fim.reconcile import RESCANNED, WHILE_STOPPED, Reconciler
+from sentinel.sources.fim.scan import Scope, snapshot_all
+from sentinel.sources.fim.watcher import Raw, Watcher
 
 _log = logs.get("fim")
 _STOP = object()
-#: why a change found offline has no writer (translated in i18n, as actors.DETAILED)
-WHILE_STOPPED = "changed while sentinel was not running"
-RESCANNED = "seen by rescan"
 FLUSH_EVERY = 1.0
 
 
@@ -92,12 +91,10 @@ class FimSource:
         self._step = threading.Lock()
         self._worker: threading.Thread | None = None
         self._watcher: Watcher | None = None
-        self._baseline: Baseline | None = None
         self._emit: Emit | None = None
         self.trusted = False
         #: who changed a file (attribution.files: audit), None when off
         self.attribution: FileAttribution | None = build_file_attribution(config, metrics)
-        self._offline_why = RESCANNED
         self._reset()
 
     def _reset(self) -> None:
@@ -112,6 +109,10 @@ class FimSource:
         self._next_periodic = time.monotonic() + self._interval
         # events not yet known to be journaled; acknowledgements come back on the queue
         self._out = Outbox(self._emit_event, self._q.put)
+        # what changed, reported once; the baseline lives there once open
+        self._rec = Reconciler(self.scope, self._holds, self._out, self._metrics,
+                               self.attribution, self._host, self._clock,
+                               lambda: self._watcher)
         self._commits = Retry("fim_baseline_commit_failed", "fim_baseline_commit_recovered",
                               "the baseline cannot be written (disk full?); changes stay"
                               " pending and are written when it can be")
@@ -154,7 +155,7 @@ class FimSource:
             key = load_key(self._config.fim.key, self._config.state_dir, create=first_run,
                            what="fim")
             if not first_run:
-                self._baseline = Baseline.open(self.baseline_path, key)
+                self._rec.baseline = Baseline.open(self.baseline_path, key)
         except (BaselineError, KeyUnavailable) as exc:
             if first_run:
                 raise
@@ -162,10 +163,10 @@ class FimSource:
         self._start_watcher()
         if invalid is not None:
             self._untrusted(invalid)
-        elif self._baseline is None:
+        elif self._rec.baseline is None:
             assert key is not None
             scan = snapshot_all(self.scope.walk())
-            self._baseline = Baseline.create(self.baseline_path, key, scan.records.values())
+            self._rec.baseline = Baseline.create(self.baseline_path, key, scan.records.values())
             self.trusted = True
             self._metrics.fim_baseline_valid.set(1)
             _log.info("fim_baseline_created", path=str(self.baseline_path),
@@ -174,10 +175,10 @@ class FimSource:
             self.trusted = True
             self._metrics.fim_baseline_valid.set(1)
             self._rescan({"startup"}, None)
-        assert self._baseline is not None
+        assert self._rec.baseline is not None
         self._commit()
-        self._metrics.fim_watched_files.set(len(self._baseline))
-        baseline = self._baseline
+        self._metrics.fim_watched_files.set(len(self._rec.baseline))
+        baseline = self._rec.baseline
         self._metrics.fim_oldest_uncommitted.set_function(
             lambda: baseline.oldest_pending(time.monotonic()))
         self._worker = threading.Thread(target=self._run, name="fim-worker", daemon=True)
@@ -193,10 +194,10 @@ class FimSource:
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
-        if self._baseline is not None:
+        if self._rec.baseline is not None:
             # changes whose alerts are not known to be journaled stay out of the file
-            self._baseline.close(self._out.safe())
-            self._baseline = None
+            self._rec.baseline.close(self._out.safe())
+            self._rec.baseline = None
             self._metrics.fim_oldest_uncommitted.set_function(lambda: 0.0)
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -251,10 +252,10 @@ class FimSource:
                    hint="not trusted; re-establish with `sentinel baseline init`")
         ev = Event("fim.baseline_invalid", self._clock(), self._host, "fim",
                    {"path": str(self.baseline_path), "reason": reason})
-        self._send(ev)
+        self._rec.send(ev)
         scan = snapshot_all(self.scope.walk())
         # In memory only: the file on disk stays as found, for the operator.
-        self._baseline = Baseline.create(None, os.urandom(32), scan.records.values())
+        self._rec.baseline = Baseline.create(None, os.urandom(32), scan.records.values())
 
     # -- triggers from the reader thread -----------------------------------
 
@@ -330,12 +331,12 @@ class FimSource:
                         self._rescan(why, under)
             finally:
                 self._rescan_reasons = {}
-        assert self._baseline is not None
-        self._metrics.fim_watched_files.set(len(self._baseline))
+        assert self._rec.baseline is not None
+        self._metrics.fim_watched_files.set(len(self._rec.baseline))
         # Commits (each an fsync) at most every FLUSH_EVERY, so a burst of
         # changes does not wait on the disk once per change. A crash loses at
         # most that much: those changes are then reported again, never lost.
-        if not self._baseline.pending or self._commits.failing:
+        if not self._rec.baseline.pending or self._commits.failing:
             return  # a failing commit is retried by its own timer
         now = time.monotonic()
         if now >= self._last_flush + FLUSH_EVERY:
@@ -346,7 +347,7 @@ class FimSource:
 
     def _handle(self, item: Any) -> None:
         if isinstance(item, Raw):
-            self._raw(item)
+            self._rec.raw(item)
             return
         if item[0] == "ack":
             self._out.acked(item[1], item[2])
@@ -363,10 +364,10 @@ class FimSource:
                 self._last_flush = now
             elif kind == "from":
                 assert path is not None
-                self._moved_away(path)
+                self._rec.moved_away(path)
             else:  # a new path has settled, or a writer has gone quiet
                 assert path is not None
-                self._check(path, seen=last)
+                self._rec.check(path, seen=last)
         if (resend := self._out.resend_due()) is not None and now >= resend:
             self._out.send_again()
         if self._commits.failing and now >= self._commits.due:
@@ -381,148 +382,7 @@ class FimSource:
                 self._rescan({"watch_limit"}, d, quick=True)
             self._next_poll = time.monotonic() + self.UNWATCHED_POLL
 
-    # -- live events ----------------------------------------------------------
-
-    def _raw(self, ev: Raw) -> None:
-        now = time.monotonic()
-        mask, path = ev.mask, ev.path
-        if mask & C.IN_MOVED_FROM:
-            self._holds.moved_from(ev.cookie, path, now)
-            return
-        if mask & C.IN_MOVED_TO:
-            src = self._holds.moved_to(ev.cookie)
-            if src is not None:
-                self._move(src, path)
-                return
-        if self._holds.is_held(path):
-            self._holds.hold(path, now)
-            return
-        if self.scope.entry_for(path) is None:
-            return
-        assert self._baseline is not None
-        if path not in self._baseline:
-            if not mask & (C.IN_DELETE | C.IN_DELETE_SELF):
-                self._holds.hold(path, now)
-            return
-        if mask & C.IN_MODIFY and not mask & C.IN_CLOSE_WRITE:
-            self._holds.wrote(path, now)
-            return
-        self._holds.closed(path)
-        self._check(path, seen=ev.seen)
-
-    def _check(self, path: str, offline: bool = False, seen: float | None = None) -> None:
-        """Compare ``path`` on disk with its record; report and record the difference.
-
-        ``seen``: when the last event about it was read (monotonic), for attribution.
-        """
-        assert self._baseline is not None
-        if self.scope.entry_for(path) is None:
-            return
-        old = self._baseline.get(path)
-        if old is None and self.scope.excluded(path):
-            # an exclude hides only what cannot run, and never what is known already
-            try:
-                if self.scope.hides(path, os.lstat(path).st_mode):
-                    return
-            except OSError:
-                return
-        problems: list[str] = []
-        new = snapshot(path, problems=problems)
-        self._problems(problems)
-        if new is None and old is not None and old.type == "dir":
-            # Whatever was below a vanished directory is gone too (deepest first).
-            for child in reversed(self._baseline.under(path)):
-                self._check(child.path, offline, seen)
-        change = compare(path, old, new)
-        if change is not None:
-            self._report(change, offline, seen)
-        elif new is not None:
-            self._baseline.put(new, self._out.sent)  # e.g. a new mtime: not a change, but current
-        if new is not None and new.type == "dir" and (
-                old is None or old.type != "dir" or old.inode != new.inode):
-            self._adopt(path)
-
-    def _adopt(self, directory: str) -> None:
-        """A directory new to sentinel: what it holds that sentinel has not seen is new.
-
-        Its watch was added before its event was passed on, so anything made
-        before that is found here, and anything after has events of its own.
-        """
-        assert self._baseline is not None
-        now = time.monotonic()
-        for p, _ in self.scope.walk(under=directory):
-            if p != directory and not self._holds.is_held(p) and p not in self._baseline:
-                self._holds.hold(p, now)
-
-    def _moved_away(self, path: str) -> None:
-        """An IN_MOVED_FROM without its IN_MOVED_TO: moved out of the watched area."""
-        assert self._baseline is not None
-        if self._watcher is not None:
-            self._watcher.drop_stale(path)  # watches of a directory now elsewhere
-        if path in self._baseline:
-            self._check(path)
-
-    def _move(self, src: str, dst: str) -> None:
-        assert self._baseline is not None
-        self._holds.release(src)
-        old = self._baseline.get(src)
-        dst_known = dst in self._baseline
-        dst_covered = self.scope.entry_for(dst) is not None
-        if old is None or not dst_covered or dst_known or self.scope.entry_for(src) is None:
-            # A temp file saved over a known path, a move out of the scope, a
-            # move in from outside, or a rename over a known file: the state
-            # of each end says what happened.
-            if dst_covered:
-                if dst_known:
-                    self._check(dst)
-                else:
-                    self._holds.hold(dst, time.monotonic())
-            if old is not None:
-                self._check(src)
-            return
-        new = snapshot(dst)
-        if new is None:
-            self._check(src)
-            return
-        children = self._baseline.under(src) if old.type == "dir" else []
-        self._report(moved(old, new), offline=False)
-        for child in children:
-            self._move_child(child, dst + child.path[len(src):])
-        if new.type == "dir":
-            self._adopt(dst)
-
-    def _move_child(self, old: FileRecord, path: str) -> None:
-        try:
-            st = os.lstat(path)
-        except OSError:
-            st = None
-        if st is None or st.st_ino != old.inode:
-            self._check(old.path)
-            return
-        # Same inode, so the same content and link target: no need to re-read them.
-        new = record_from_stat(path, st, old.sha256 if old.type == "file" else None,
-                               old.target)
-        self._report(moved(old, new), offline=False)
-
     # -- reporting -------------------------------------------------------
-
-    def _report(self, change: Change, offline: bool, seen: float | None = None) -> None:
-        tags = self.scope.change_tags(change.path, change.dest)
-        ev = make_event(change, tags, host=self._host, time=self._clock(), offline=offline)
-        if self.attribution is not None:
-            ev.fields.update(self.attribution.for_change(
-                change, self._offline_why if offline else None, seen))
-        self._send(ev)
-        assert self._baseline is not None
-        # tagged with the event's number: written to the file once it is acknowledged
-        if change.before is not None and (change.after is None or change.dest is not None):
-            self._baseline.delete(change.before.path, self._out.sent)
-        if change.after is not None:
-            self._baseline.put(change.after, self._out.sent)
-
-    def _send(self, ev: Event) -> None:
-        self._metrics.events.labels("fim", ev.kind).inc()
-        self._out.send(ev)
 
     def _emit_event(self, ev: Event) -> None:
         assert self._emit is not None
@@ -530,20 +390,15 @@ class FimSource:
 
     def _commit(self) -> None:
         """Write the acknowledged changes to the baseline file; back off while it fails."""
-        assert self._baseline is not None
+        assert self._rec.baseline is not None
         try:
-            self._baseline.flush(self._out.safe())
+            self._rec.baseline.flush(self._out.safe())
         except (sqlite3.Error, OSError) as exc:
             self._metrics.fim_errors.labels("commit").inc()
-            self._commits.failed(time.monotonic(), held=self._baseline.pending, error=str(exc))
+            self._commits.failed(time.monotonic(), held=self._rec.baseline.pending, error=str(exc))
             return
         if self._commits.failing:
             self._commits.recovered()
-
-    def _problems(self, problems: list[str]) -> None:
-        for p in problems:
-            self._metrics.fim_errors.labels("read").inc()
-            _log.warning("fim_unreadable", problem=shown_name(p))
 
     # -- rescans -----------------------------------------------------------
 
@@ -552,32 +407,32 @@ class FimSource:
 
         ``quick`` re-reads only files whose size, mtime or inode changed.
         """
-        assert self._baseline is not None
+        assert self._rec.baseline is not None
         for r in sorted(reasons):
             self._metrics.fim_rescans.labels(r).inc()
         self._rescanning = threading.get_ident()
-        self._offline_why = (WHILE_STOPPED if "startup" in reasons
+        self._rec.offline_why = (WHILE_STOPPED if "startup" in reasons
                              else f"{RESCANNED} ({', '.join(sorted(reasons))})")
         try:
             if self._watcher is not None:
                 self._watcher.ensure(under)
-            scan = snapshot_all(self.scope.walk(under, tracked=self._baseline.__contains__),
-                                known=self._baseline.get if quick else None,
+            scan = snapshot_all(self.scope.walk(under, tracked=self._rec.baseline.__contains__),
+                                known=self._rec.baseline.get if quick else None,
                                 cancelled=self._stopping.is_set)
             if scan.cancelled:
                 return  # stopping: a partial scan must not be taken for deletions
-            self._problems(scan.problems)
-            old = self._baseline.at_and_under(under)
+            self._rec.problems(scan.problems)
+            old = self._rec.baseline.at_and_under(under)
             for p in [p for p in old if p not in scan.records and self.scope.entry_for(p) is None]:
-                self._baseline.delete(p, self._out.sent)  # no longer in scope (config changed)
+                self._rec.baseline.delete(p, self._out.sent)  # no longer in scope (config changed)
                 del old[p]
             for change in diff(old, scan.records):
                 self._holds.release(change.path)
                 if change.dest is not None:
                     self._holds.release(change.dest)
-                self._report(change, offline=True)
+                self._rec.report(change, offline=True)
             for rec in scan.records.values():
-                self._baseline.put(rec, self._out.sent)
+                self._rec.baseline.put(rec, self._out.sent)
         finally:
             self._rescanning = None
         if under is None:
