@@ -54,6 +54,8 @@ class Reconciler:
     # -- live events ----------------------------------------------------------
 
     def raw(self, ev: Raw) -> None:
+        """One inotify event: pair a move, hold a new path, wait for a writer to close,
+        or check a known path now."""
         now = time.monotonic()
         mask, path = ev.mask, ev.path
         if mask & C.IN_MOVED_FROM:
@@ -134,6 +136,8 @@ class Reconciler:
             self.check(path)
 
     def move(self, src: str, dst: str) -> None:
+        """A paired move: one ``fim.moved`` (with what it moved below it) when a known
+        path moved within the scope; otherwise each end is checked for what it is."""
         assert self.baseline is not None
         self.holds.release(src)
         old = self.baseline.get(src)
@@ -178,6 +182,8 @@ class Reconciler:
     # -- reporting -------------------------------------------------------
 
     def report(self, change: Change, offline: bool, seen: float | None = None) -> None:
+        """Send ``change`` (with its process when attribution is on) and record it in the
+        baseline, written to the file once its alerts are journaled."""
         tags = self.scope.change_tags(change.path, change.dest)
         ev = make_event(change, tags, host=self.host, time=self.clock(), offline=offline)
         if self.attribution is not None:
@@ -192,10 +198,12 @@ class Reconciler:
             self.baseline.put(change.after, self.out.sent)
 
     def send(self, ev: Event) -> None:
+        """Count ``ev`` and hand it to the outbox (acknowledged once journaled)."""
         self.metrics.events.labels("fim", ev.kind).inc()
         self.out.send(ev)
 
     def problems(self, problems: list[str]) -> None:
+        """Count and log what could not be read (a path is shown escaped)."""
         for p in problems:
             self.metrics.fim_errors.labels("read").inc()
             _log.warning("fim_unreadable", problem=shown_name(p))
