@@ -10,6 +10,9 @@ from __future__ import annotations
 import os
 import socket
 
+#: How long one notification may wait for room in the notify socket's queue.
+SEND_WAIT = 0.1
+
 
 class Notifier:
     """Sends ``READY=1``, ``WATCHDOG=1``, ``STOPPING=1``, ``STATUS=…`` datagrams."""
@@ -35,14 +38,22 @@ class Notifier:
         return self._addr is not None
 
     def send(self, *states: str) -> bool:
-        """Send one datagram of newline-separated states; False if it could not go."""
+        """Send one datagram of newline-separated states; False if it could not go.
+
+        Waits at most ``SEND_WAIT`` for room: a datagram socket whose reader has fallen
+        behind (its queue holds ``net.unix.max_dgram_qlen`` datagrams, 10 by default)
+        blocks the sender, and the main loop that pings the watchdog must never hang
+        on it. A ping that could not go is tried again at the next interval; if none
+        can, systemd's watchdog restarts sentinel, which is what it is for.
+        """
         if self._addr is None:
             return False
         msg = "\n".join(states).encode()
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+                s.settimeout(SEND_WAIT)
                 s.sendto(msg, self._addr)
-        except OSError:
+        except OSError:  # TimeoutError included
             return False
         return True
 

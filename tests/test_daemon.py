@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -25,29 +26,52 @@ SENTINEL = str(Path(sys.executable).with_name("sentinel"))
 
 
 class NotifySocket:
-    """A datagram socket standing in for systemd's notify socket."""
+    """A datagram socket standing in for systemd's notify socket. Like systemd, it
+    reads every datagram as it comes (a thread), so the daemon's queue never fills."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
         self.messages: list[str] = []
+        self._read = 0  # messages already looked at by wait_for
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._drain, name="notify-socket", daemon=True)
+        self._thread.start()
 
-    def wait_for(self, state: str, timeout: float = 30.0) -> list[str]:
-        """Collect datagrams until one carries ``state``; fail after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+    def _drain(self) -> None:
+        while not self._closed:
             try:
                 msg = self.sock.recv(4096).decode()
             except TimeoutError:
-                break
-            self.messages.append(msg)
-            if state in msg.split("\n"):
-                return self.messages
-        pytest.fail(f"no {state} within {timeout}s; got {self.messages}")
+                continue
+            except OSError:
+                return
+            with self._cond:
+                self.messages.append(msg)
+                self._cond.notify_all()
+
+    def wait_for(self, state: str, timeout: float = 30.0) -> list[str]:
+        """Wait for a datagram not looked at before that carries ``state``; fail after
+        ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                while self._read < len(self.messages):
+                    msg = self.messages[self._read]
+                    self._read += 1
+                    if state in msg.split("\n"):
+                        return list(self.messages)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    pytest.fail(f"no {state} within {timeout}s; got {self.messages}")
+                self._cond.wait(left)
 
     def close(self) -> None:
+        self._closed = True
+        self._thread.join(timeout=2)
         self.sock.close()
 
 
@@ -74,6 +98,18 @@ def metric(text: str, name: str) -> float | None:
     return None
 
 
+def stop_in_time(proc: subprocess.Popen[str], timeout: float) -> int:
+    """The exit code of a daemon sent SIGTERM; one still running after ``timeout`` is
+    made to dump its threads (SIGABRT, with PYTHONFAULTHANDLER) and the test fails
+    with where each one was."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        _, err = proc.communicate(timeout=10)
+        pytest.fail(f"no exit {timeout:.0f} s after SIGTERM; its threads:\n{err[-30000:]}")
+
+
 def wait_metric(port: int, name: str, want: float, timeout: float = 20.0,
                 at_least: bool = False) -> None:
     """Poll the endpoint until ``name`` equals ``want`` (or reaches it, ``at_least``)."""
@@ -97,7 +133,9 @@ def daemon(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], NotifySocket
     cfg = tmp_path / "config.yaml"
     port = free_port()
     write_config(cfg, tmp_path / "state", port)
-    env = {**os.environ, "NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "400000"}
+    # PYTHONFAULTHANDLER: a daemon that hangs dumps its threads at SIGABRT (stop_in_time)
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "400000",
+           "PYTHONFAULTHANDLER": "1"}
     env.pop("WATCHDOG_PID", None)
     proc = subprocess.Popen(
         [SENTINEL, "run", "-c", str(cfg)], env=env, text=True,
@@ -112,15 +150,35 @@ def daemon(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], NotifySocket
         notify.close()
 
 
+def test_a_notify_socket_nobody_reads_never_blocks_the_daemon(tmp_path: Path) -> None:
+    """A datagram queue that is full (the reader fell behind: 10 datagrams by default)
+    blocks a plain send; sentinel's main loop must not hang on a watchdog ping, so
+    each send gives up after SEND_WAIT and says it could not go."""
+    from sentinel.notify import SEND_WAIT
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify.sock"))
+    try:
+        notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "notify.sock")})
+        qlen = int(Path("/proc/sys/net/unix/max_dgram_qlen").read_text())
+        sent = [notifier.watchdog() for _ in range(qlen + 5)]
+        t0 = time.monotonic()
+        assert notifier.stopping() is False  # the queue is full: it could not go
+        assert time.monotonic() - t0 < SEND_WAIT + 1.0
+        assert sent[:qlen] == [True] * qlen and not any(sent[qlen + 1:])
+    finally:
+        sock.close()
+
+
 def test_ready_watchdog_and_clean_stop(
     daemon: tuple[subprocess.Popen[str], NotifySocket, Path, int],
 ) -> None:
     """READY=1 arrives, WATCHDOG=1 follows at half WATCHDOG_USEC, SIGTERM exits 0 in time."""
     proc, notify, _, port = daemon
     notify.wait_for("READY=1")
-    before = len(notify.messages)
+    # pings keep coming after READY: two more, each after the one before
     notify.wait_for("WATCHDOG=1", timeout=5)
-    assert len(notify.messages) > before
+    notify.wait_for("WATCHDOG=1", timeout=5)
     assert metric(scrape(port), "sentinel_build_info{version=\"0.1.0\"}") == 1.0
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
@@ -386,7 +444,7 @@ def test_hostile_rule_file_at_reload_is_refused_and_old_rules_keep_running(
     assert metric(text_now, "sentinel_rules_loaded") == 1.0
     assert metric(text_now, "sentinel_config_last_reload_success") == 0.0
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=20) == 0
+    assert stop_in_time(proc, 20) == 0
     _, err = proc.communicate()
     assert "Traceback" not in err
     # and the same file at start is a clean exit 2, not a crash loop
