@@ -20,7 +20,12 @@ For each mix, in this run:
 * dpkt (a fast pure-Python parser) dissecting every packet and reading the
   same fields, in-process, import excluded: a baseline of dissection alone,
   with no flows, events or rules;
-* ``tshark -r FILE -T fields`` printing the fields the events carry.
+* ``tshark -r FILE -T fields`` printing the fields the events carry;
+* a floor: the least any pure-Python reader does per packet (walk the records,
+  one struct unpack of the headers and one small dict a packet, in-process),
+  and the interpreter's own start-up (``python -c pass``): the most that any
+  pure-Python command could reach against dpkt and tshark, measured on the
+  same file in the same run, so a goal beyond it reads as such.
 
 Prints packets/s for each and sentinel's ratio to all three (goals: >= 50x
 scapy, >= 2x dpkt, >= 5x tshark on both mixes, with reassembly and the rules),
@@ -310,6 +315,36 @@ def time_dpkt(pcap: Path) -> tuple[float, int]:
     return time.process_time() - t0, n
 
 
+#: The floor's one unpack per packet: Ethernet addresses and type, IPv4 length, TTL,
+#: protocol, addresses and ports (right for IPv4 without options; enough to time).
+_FLOOR_HEADER = struct.Struct("!12sH2xH4xBB2x4s4sHH")
+_FLOOR_RECORD = struct.Struct("<IIII")
+
+
+def time_floor(pcap: Path) -> tuple[float, int]:
+    """The least any pure-Python reader does per packet, timed in-process.
+
+    Walk the capture's records, unpack each packet's headers with one struct call
+    and build one small dict of its fields: no IPv6, fragments, DNS, flows, events
+    or rules. What sentinel does per packet can cost no less than this.
+    """
+    t0 = time.process_time()
+    buf = pcap.read_bytes()
+    record, header = _FLOOR_RECORD.unpack_from, _FLOOR_HEADER.unpack_from
+    off, end, n = 24, len(buf), 0
+    kept = []
+    while off + 16 <= end:
+        secs, usecs, caplen, _ = record(buf, off)
+        off += 16
+        if caplen >= _FLOOR_HEADER.size:
+            _macs, _etype, _length, _ttl, proto, src, dst, sport, dport = header(buf, off)
+            kept.append({"time": secs + usecs / 1e6, "proto": proto, "src": src, "dst": dst,
+                         "sport": sport, "dport": dport})
+        off += caplen
+        n += 1
+    return time.process_time() - t0, n
+
+
 def tshark_cmd(pcap: Path) -> list[str]:
     cmd = ["tshark", "-n", "-r", str(pcap), "-T", "fields"]
     for f in TSHARK_FIELDS:
@@ -362,6 +397,7 @@ def bench_mix(tmp: Path, mix: str, args: argparse.Namespace) -> None:
     no_rules = str(bench_config(tmp, False))
     _run_once([*me, "replay", "-c", str(bench_config(tmp)), str(empty)], env)  # fills the cache
     up_wall, up_cpu, _ = run_timed([*me, "replay", "-c", no_rules, str(empty)], env)
+    ur_wall, ur_cpu, _ = run_timed([*me, "replay", "-c", str(bench_config(tmp)), str(empty)], env)
     v_wall, v_cpu, _ = run_timed([*me, "--version"], env)
     s_wall, s_cpu, summary = run_timed([*me, "replay", "-c", str(bench_config(tmp)),
                                         str(pcap)], env)
@@ -373,7 +409,8 @@ def bench_mix(tmp: Path, mix: str, args: argparse.Namespace) -> None:
     print(f"sentinel replay, no rules:      {b_cpu:.2f} s ({b_wall:.2f}) ="
           f" {n / b_cpu:,.0f} packets/s")
     print(f"sentinel start-up: replay of no packets without rules {up_cpu:.2f} s"
-          f" ({up_wall:.2f}); --version {v_cpu:.2f} s ({v_wall:.2f})")
+          f" ({up_wall:.2f}), with the rules {ur_cpu:.2f} s ({ur_wall:.2f});"
+          f" --version {v_cpu:.2f} s ({v_wall:.2f})")
     steady = n / max(s_cpu - up_cpu, 1e-9)
     decoder = n / max(b_cpu - up_cpu, 1e-9)
     print(f"  once started: {steady:,.0f} packets/s with the rules,"
@@ -385,6 +422,11 @@ def bench_mix(tmp: Path, mix: str, args: argparse.Namespace) -> None:
     d_time, d_n = min(time_dpkt(pcap) for _ in range(REPEAT))
     d_rate = d_n / d_time
     print(f"dpkt dissection + fields: {d_rate:,.0f} packets/s in-process, import excluded")
+    f_time, f_n = min(time_floor(pcap) for _ in range(REPEAT))
+    f_rate = f_n / f_time
+    _, py_cpu, _ = run_timed([sys.executable, "-c", "pass"])
+    print(f"pure-Python floor (one header unpack and one dict a packet, nothing else):"
+          f" {f_rate:,.0f} packets/s in-process; the interpreter starts in {py_cpu:.2f} s")
     if shutil.which("tshark"):
         t_wall, t_cpu, _ = run_timed(tshark_cmd(pcap))
         t_rate = n / t_cpu
@@ -396,9 +438,15 @@ def bench_mix(tmp: Path, mix: str, args: argparse.Namespace) -> None:
           f" {decoder / c_rate:.1f}x without  (goal >= 50x)")
     print(f"ratio sentinel/dpkt, both once started:   {steady / d_rate:6.2f}x with the rules,"
           f" {decoder / d_rate:.2f}x without  (goal >= 2x)")
+    print(f"ratio floor/dpkt, once started:          {f_rate / d_rate:6.2f}x  (the most any"
+          " pure-Python reader reaches)")
     if t_rate:
         print(f"ratio sentinel/tshark, whole commands:    {n / s_cpu / t_rate:6.1f}x with the"
               f" rules, {n / b_cpu / t_rate:.1f}x without  (goal >= 5x)")
+        floor_cmd = py_cpu + f_time * n / f_n
+        print(f"ratio floor/tshark, whole command:        {n / floor_cmd / t_rate:6.1f}x"
+              f"  (interpreter start-up plus the floor: the most any pure-Python command"
+              f" reaches; at 5x, {t_cpu / 5:.2f} s is the whole budget)")
 
 
 if __name__ == "__main__":
