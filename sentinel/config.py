@@ -263,6 +263,9 @@ class Config:
     language: str = "en"
     #: IANA zone of times shown to people; the journal and signed records stay UTC
     timezone: str = "UTC"
+    #: Addresses the kernel gives the capture interfaces that host.addresses did not
+    #: list, added to it and to the tally_server list by the daemon (sentinel.hostinfo)
+    learned_addresses: tuple[IPAddress, ...] = ()
 
     def display_zone(self) -> tzinfo:
         """The zone of :attr:`timezone` (validated when the config was read)."""

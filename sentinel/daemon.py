@@ -36,6 +36,7 @@ from sentinel.config import Config
 from sentinel.config_reader import load_config
 from sentinel.engine import Engine, RuleSet, check_examples, load_rules
 from sentinel.events import Event
+from sentinel.hostinfo import with_own_addresses
 from sentinel.keys import KeyUnavailable
 from sentinel.located import ProblemError
 from sentinel.metrics import Metrics
@@ -59,8 +60,9 @@ ENGINE_STALL = 30.0
 
 def load_all(path: Path) -> tuple[Config, RuleSet]:
     """Config and compiled rules, or ProblemError with every problem found."""
-    # sentinel's own files (config, rules, keys, unit, package) are always watched
-    config = with_own_files(load_config(path))
+    # sentinel's own files (config, rules, keys, unit, package) are always watched, and
+    # its own addresses are its own even where the config does not list them
+    config, _ = with_own_addresses(with_own_files(load_config(path)))
     rules = load_rules(config)
     problems = check_examples(rules)
     if problems:
@@ -268,6 +270,7 @@ class Daemon:
         log.info("started", version=__version__, host=self.config.host.name,
                  rules=len(self.engine.rules),
                  sources=[s.name for s in self._parts.sources])
+        _log_learned((), self.config.learned_addresses)
         self._main_loop()
         return self._shutdown()
 
@@ -348,6 +351,7 @@ class Daemon:
                           error_type=type(exc).__name__)
             return self._refuse(f"cannot apply: {type(exc).__name__}")
         self._zero_alert_series(rules)
+        _log_learned(old_config.learned_addresses, config.learned_addresses)
         change = self.guard.reloaded(old_config, config, old_rules, rules)
         if change is not None:
             self.attestor.note_change(change)
@@ -444,6 +448,16 @@ class _Journaled:
 
     def failed(self) -> None:
         self._call(False)
+
+
+def _log_learned(before: tuple[Any, ...], now: tuple[Any, ...]) -> None:
+    """One line when the addresses added to host.addresses and tally_server change."""
+    if now != before and now:
+        log.info("own_addresses_added", addresses=[str(a) for a in now],
+                    hint="the capture interfaces have them; list them in host.addresses"
+                         " and tally_server to make this line go")
+    elif before and not now:
+        log.info("own_addresses_listed")
 
 
 def run_daemon(config_path: Path) -> int:

@@ -1,0 +1,218 @@
+"""The tally server's addresses nobody wrote down are still the tally server's.
+
+A Linux server has an IPv6 link-local address on every interface (and often
+autoconfigured ones) that a config listing ``host.addresses: [10.20.0.10]`` and
+``tally_server: [10.20.0.10]`` does not name. Anyone on the segment can reach the
+server's services over it; unless sentinel counts it as its own, no rule keyed on
+``tally_server`` sees a port scan or a database connection made that way. The
+daemon adds the capture interfaces' own addresses to both (``sentinel.hostinfo``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import socket
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from netkit import in_netns, ip, needs_netns, sysctl, wait_for
+
+from sentinel.config_reader import load_config
+from sentinel.hostinfo import local_addresses, with_own_addresses
+from tests.conftest import REPO
+from tests.support import free_port
+from tests.test_daemon import SENTINEL, NotifySocket
+
+TALLY, STRANGER = "10.20.0.10", "10.20.0.66"
+
+
+def _config(tmp: Path, dev: str, port: int | None = None) -> Path:
+    example = yaml.safe_load((REPO / "config.example.yaml").read_text())
+    cfg: dict[str, Any] = {
+        "host": {"name": "tally-01", "addresses": [TALLY]},
+        "state_dir": str(tmp / "state"),
+        "network": {"interfaces": [dev], "home_nets": ["10.20.0.0/16"]},
+        "rules": {"paths": [str(REPO / "rules")]},
+        "lists": example["lists"],
+        "schedules": example["schedules"],
+        "outputs": {"journal": {"path": "alerts.jsonl", "key_file": str(tmp / "j.key")},
+                    "metrics": {"listen": f"127.0.0.1:{port or free_port()}"}},
+    }
+    path = tmp / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def test_addresses_the_config_does_not_list_join_host_addresses_and_tally_server(
+        tmp_path: Path) -> None:
+    config = load_config(_config(tmp_path, "eth0"))
+    ll = ipaddress.ip_address("fe80::ff:fe00:10")
+    v4 = ipaddress.ip_address(TALLY)
+    got, added = with_own_addresses(config, [v4, ll, ll])
+    assert added == [ll] and got.learned_addresses == (ll,)
+    assert got.host.addresses == (v4, ll)
+    assert got.lists["tally_server"] == (TALLY, "fe80::ff:fe00:10")
+    # every item keeps a place in the file for messages about it: the list's own
+    assert len(got.list_item_marks["tally_server"]) == 2
+    assert got.list_item_marks["tally_server"][1] == config.list_marks["tally_server"]
+    # the other lists and the file's own config are untouched
+    assert got.lists["admin_net"] == config.lists["admin_net"]
+    assert config.lists["tally_server"] == (TALLY,)
+    # nothing to add: the same config back
+    same, none = with_own_addresses(config, [v4])
+    assert same is config and none == []
+
+
+def test_a_config_without_a_tally_server_list_gets_only_host_addresses(
+        tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(f"host: {{name: t, addresses: [{TALLY}]}}\nstate_dir: {tmp_path}\n")
+    config = load_config(path)
+    got, _ = with_own_addresses(config, [ipaddress.ip_address("fd00:20::10")])
+    assert "tally_server" not in got.lists
+    assert [str(a) for a in got.host.addresses] == [TALLY, "fd00:20::10"]
+
+
+class Segment:
+    """The tally server and a stranger on one segment, IPv6 left as Linux sets it up
+    (link-local addresses on), ``tag`` keeping parallel runs apart."""
+
+    def __init__(self) -> None:
+        tag = f"oa{os.getpid() % 100000}"
+        self.tally, self.other = f"{tag}-tally", f"{tag}-other"
+        self.dev = f"{tag}t"
+        self.tally_ll = "fe80::ff:fe00:10"  # from the MAC below (EUI-64)
+        self.other_ll = "fe80::ff:fe00:66"
+
+    def create(self) -> None:
+        self.destroy()
+        for ns in (self.tally, self.other):
+            ip("netns", "add", ns)
+            for key in ("all", "default"):
+                # the link-local address usable at once; no solicitations on the wire
+                sysctl(ns, f"net.ipv6.conf.{key}.accept_dad", "0")
+                sysctl(ns, f"net.ipv6.conf.{key}.router_solicitations", "0")
+                sysctl(ns, f"net.ipv6.conf.{key}.addr_gen_mode", "0")
+            ip("-n", ns, "link", "set", "lo", "up")
+        ip("link", "add", self.dev, "netns", self.tally, "address", "02:00:00:00:00:10",
+           "type", "veth", "peer", "name", "eth0", "netns", self.other, "address",
+           "02:00:00:00:00:66")
+        ip("-n", self.tally, "addr", "add", f"{TALLY}/16", "dev", self.dev)
+        ip("-n", self.other, "addr", "add", f"{STRANGER}/16", "dev", "eth0")
+        ip("-n", self.tally, "link", "set", self.dev, "up")
+        ip("-n", self.other, "link", "set", "eth0", "up")
+        for ns, dev, addr in ((self.tally, self.dev, self.tally_ll),
+                              (self.other, "eth0", self.other_ll)):
+            # the kernel adds a link-local address once the link has its carrier
+            wait_for(lambda ns=ns, dev=dev, addr=addr: addr in subprocess.run(
+                ["ip", "-n", ns, "-6", "addr", "show", "dev", dev], capture_output=True,
+                text=True, check=True).stdout or None, 10, f"{addr} on {ns}")
+
+    def destroy(self) -> None:
+        for ns in (self.tally, self.other):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+
+
+@pytest.fixture
+def segment() -> Iterator[Segment]:
+    needs_netns()
+    s = Segment()
+    s.create()
+    try:
+        yield s
+    finally:
+        s.destroy()
+
+
+@pytest.mark.root
+def test_the_kernel_names_the_capture_interfaces_own_addresses(segment: Segment) -> None:
+    mine = in_netns(segment.tally, lambda: local_addresses([segment.dev]))
+    assert ipaddress.ip_address(TALLY) in mine
+    assert ipaddress.ip_address(segment.tally_ll) in mine
+    # only the interfaces asked for: loopback and other interfaces are not the segment's
+    assert in_netns(segment.tally, lambda: local_addresses(["lo"])) == []
+
+
+def _serve(ns: str, port: int) -> socket.socket:
+    def make() -> socket.socket:
+        s = socket.socket(socket.AF_INET6)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("::", port))
+        s.listen(16)
+        return s
+
+    srv = in_netns(ns, make)
+
+    def accept() -> None:
+        while True:
+            try:
+                srv.accept()[0].close()
+            except OSError:
+                return
+
+    threading.Thread(target=accept, name=f"serve-{port}", daemon=True).start()
+    return srv
+
+
+@pytest.mark.root
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_scan_and_a_database_connection_over_link_local_ipv6_are_alerts(
+        segment: Segment, tmp_path: Path) -> None:
+    cfg = _config(tmp_path, segment.dev)
+    notify = NotifySocket(tmp_path / "notify.sock")
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify.path)}
+    log_path = tmp_path / "sentinel.log"
+    log = log_path.open("w")
+    daemon = subprocess.Popen(["ip", "netns", "exec", segment.tally, SENTINEL, "run", "-c",
+                               str(cfg)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    db = _serve(segment.tally, 5432)
+
+    def to(port: int) -> None:
+        def go() -> None:
+            index = socket.if_nametoindex("eth0")
+            with socket.socket(socket.AF_INET6) as s, contextlib.suppress(OSError):
+                s.settimeout(1)
+                s.connect((segment.tally_ll, port, 0, index))
+        in_netns(segment.other, go)
+
+    def alert(rule: str, where: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        def find() -> dict[str, Any] | None:
+            journal = tmp_path / "state" / "alerts.jsonl"
+            lines = journal.read_text().splitlines() if journal.exists() else []
+            return next((a for a in (json.loads(x)["alert"] for x in lines)
+                         if a["rule"] == rule and where(a["event"])), None)
+        return wait_for(find, 30, f"alert {rule}")
+
+    try:
+        notify.wait_for("READY=1", timeout=60)
+        to(5432)  # accepted: the stranger reached the tally database
+        for port in range(6000, 6020):  # refused: a port scan
+            to(port)
+        reached = alert("tally-db-unauthorized-access",
+                        lambda e: e["src_ip"] == segment.other_ll)
+        assert reached["severity"] == "critical"
+        assert reached["event"]["dst_ip"] == segment.tally_ll
+        assert reached["event"]["direction"] == "inbound"
+        scan = alert("port-scan-of-tally-server", lambda e: e["src_ip"] == segment.other_ll)
+        assert scan["severity"] == "high"
+    finally:
+        db.close()
+        daemon.terminate()
+        daemon.wait(timeout=20)
+        log.close()
+        notify.close()
+    assert daemon.returncode == 0
+    text = log_path.read_text()
+    assert "Traceback" not in text
+    learned = [json.loads(x) for x in text.splitlines()
+               if x.startswith("{") and '"own_addresses_added"' in x]
+    assert len(learned) == 1 and segment.tally_ll in learned[0]["addresses"]
