@@ -18,7 +18,7 @@ import pytest
 import yaml
 from scapy.layers.dhcp import BOOTP, DHCP
 from scapy.layers.dns import DNS, DNSQR, DNSRR
-from scapy.layers.inet import TCP, UDP
+from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.ntp import NTP
 from scenariokit import (
     ADMIN,
@@ -233,7 +233,7 @@ def db_probe_refused(c: Capture) -> None:
 
 def fragmented_db_syn(c: Capture) -> None:
     """A SYN to the database in 8-byte fragments, accepted by the tally server."""
-    from scapy.layers.inet import IP, fragment
+    from scapy.layers.inet import fragment
     background(c)
     syn = IP(src=ATTACKER, dst=TALLY, id=999) / TCP(sport=41700, dport=5432, flags="S",
                                                   seq=1000)
@@ -243,7 +243,7 @@ def fragmented_db_syn(c: Capture) -> None:
 
 
 def overlapping_fragments(c: Capture) -> None:
-    from scapy.layers.inet import IP, fragment
+    from scapy.layers.inet import fragment
     from scapy.packet import Raw
     background(c)
     syn = IP(src=ATTACKER, dst=TALLY, id=1001) / TCP(sport=41701, dport=22, flags="S")
@@ -308,7 +308,7 @@ def ipv6_chain_db_syn(c: Capture) -> None:
 
 def fragmented_dns(c: Capture) -> None:
     """The tally server asks an outside name in a query split into two IP fragments."""
-    from scapy.layers.inet import IP, fragment
+    from scapy.layers.inet import fragment
     background(c)
     q = IP(src=TALLY, dst="10.20.0.2", id=4000) / UDP(sport=44500, dport=53) / DNS(
         id=5, rd=1, qd=DNSQR(qname="hidden.exfil-example.net", qtype="A"))
@@ -356,6 +356,22 @@ def ntp_spoof(c: Capture) -> None:
 def udp_probe(c: Capture) -> None:
     background(c)
     c.ip(T0 + 3, ATTACKER, TALLY, UDP(sport=40001, dport=161) / b"\x30\x26")
+
+
+def udp_probe_tftp(c: Capture) -> None:
+    """A UDP scan's probe of port 69, answered by port unreachable: a probe, not TFTP in use."""
+    background(c)
+    c.ip(T0 + 3, ATTACKER, TALLY, UDP(sport=40002, dport=69) / b"\x00\x01x\x00octet\x00")
+    c.ip(T0 + 3.001, TALLY, ATTACKER, ICMP(type=3, code=3) / IP(src=ATTACKER, dst=TALLY)
+         / UDP(sport=40002, dport=69))
+
+
+def tftp_from_tally(c: Capture) -> None:
+    """The tally server fetches a file over TFTP; the answer comes from another port."""
+    background(c)
+    c.ip(T0 + 3, TALLY, "10.20.0.40", UDP(sport=40003, dport=69) / b"\x00\x01boot\x00octet\x00")
+    c.ip(T0 + 3.01, "10.20.0.40", TALLY, UDP(sport=51515, dport=40003) / (b"\x00\x03\x00\x01"
+                                                                     + b"x" * 512))
 
 
 def _eth(src: str, dst: str) -> Any:
@@ -562,6 +578,16 @@ SCENARIOS: dict[str, Scenario] = {
     "d14-ntp-from-impostor": Scenario(
         ntp_spoof, "ntp-from-unlisted-server", "high", {"src_ip": ATTACKER, "src_port": 123},
         frozenset({"ntp-from-unlisted-server"})),
+    "d07-udp-probe-of-tftp": Scenario(
+        udp_probe_tftp, "udp-probe-of-tally-server", "medium",
+        {"src_ip": ATTACKER, "dst_port": 69}, frozenset({"udp-probe-of-tally-server"})),
+    "d07-tftp-from-tally-server": Scenario(
+        tftp_from_tally, "tftp-from-tally-server", "high",
+        {"src_ip": TALLY, "dst_ip": "10.20.0.40", "dst_port": 69, "proto": "udp"},
+        # the request is also a destination the site does not allow, and the answer,
+        # from a port of its own, is a datagram outside an exchange the tally server began
+        frozenset({"tftp-from-tally-server", "tally-outbound-unexpected-internal",
+                   "udp-probe-of-tally-server"})),
     "d14-udp-probe": Scenario(
         udp_probe, "udp-probe-of-tally-server", "medium", {"src_ip": ATTACKER, "dst_port": 161},
         frozenset({"udp-probe-of-tally-server"})),
