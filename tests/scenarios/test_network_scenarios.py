@@ -374,6 +374,15 @@ def tftp_from_tally(c: Capture) -> None:
                                                                      + b"x" * 512))
 
 
+def ping_tunnel(c: Capture) -> None:
+    """Data leaving in echo requests to an internet host (a tunnel over ICMP)."""
+    background(c)
+    for i in range(20):
+        c.ip(T0 + 3 + i * 0.2, TALLY, "198.51.100.66", ICMP(type=8, id=77, seq=i)
+             / (b"results-chunk-%03d" % i * 40))
+        c.ip(T0 + 3.05 + i * 0.2, "198.51.100.66", TALLY, ICMP(type=0, id=77, seq=i) / b"ok")
+
+
 def _eth(src: str, dst: str) -> Any:
     from scapy.layers.l2 import Ether
     return Ether(src=src, dst=dst)
@@ -588,6 +597,10 @@ SCENARIOS: dict[str, Scenario] = {
         # from a port of its own, is a datagram outside an exchange the tally server began
         frozenset({"tftp-from-tally-server", "tally-outbound-unexpected-internal",
                    "udp-probe-of-tally-server"})),
+    "d08-ping-tunnel": Scenario(
+        ping_tunnel, "tally-ping-to-internet", "high",
+        {"src_ip": TALLY, "dst_ip": "198.51.100.66", "type": 8},
+        frozenset({"tally-ping-to-internet"})),
     "d14-udp-probe": Scenario(
         udp_probe, "udp-probe-of-tally-server", "medium", {"src_ip": ATTACKER, "dst_port": 161},
         frozenset({"udp-probe-of-tally-server"})),
