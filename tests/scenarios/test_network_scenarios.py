@@ -383,6 +383,26 @@ def ping_tunnel(c: Capture) -> None:
         c.ip(T0 + 3.05 + i * 0.2, "198.51.100.66", TALLY, ICMP(type=0, id=77, seq=i) / b"ok")
 
 
+def sctp_scan(c: Capture) -> None:
+    """An SCTP INIT scan of 20 ports: each answered by an ABORT, or by nothing."""
+    from scapy.layers.sctp import SCTP, SCTPChunkInit
+
+    background(c)
+    for i in range(20):
+        c.ip(T0 + 3 + i * 0.001, ATTACKER, TALLY, SCTP(sport=41000, dport=1000 + i)
+             / SCTPChunkInit())
+
+
+def gre_tunnel_out(c: Capture) -> None:
+    """The tally server opens a GRE tunnel to an internet host (no port to match)."""
+    from scapy.layers.l2 import GRE
+
+    background(c)
+    for i in range(5):
+        c.ip(T0 + 3 + i, TALLY, "198.51.100.77", GRE() / IP(src="192.168.77.1",
+             dst="192.168.77.2") / UDP(sport=5000, dport=5000) / (b"r" * 200))
+
+
 def _eth(src: str, dst: str) -> Any:
     from scapy.layers.l2 import Ether
     return Ether(src=src, dst=dst)
@@ -601,6 +621,15 @@ SCENARIOS: dict[str, Scenario] = {
         ping_tunnel, "tally-ping-to-internet", "high",
         {"src_ip": TALLY, "dst_ip": "198.51.100.66", "type": 8},
         frozenset({"tally-ping-to-internet"})),
+    "d05-sctp-scan": Scenario(
+        sctp_scan, "unusual-protocol-to-tally-server", "medium",
+        {"src_ip": ATTACKER, "dst_ip": TALLY, "proto": "sctp"},
+        frozenset({"unusual-protocol-to-tally-server", "port-scan-of-tally-server",
+                   "scan-ended"})),
+    "d08-gre-tunnel-out": Scenario(
+        gre_tunnel_out, "tally-outbound-unexpected-destination", "high",
+        {"src_ip": TALLY, "dst_ip": "198.51.100.77", "proto": "gre", "dst_port": 0},
+        frozenset({"tally-outbound-unexpected-destination"})),
     "d14-udp-probe": Scenario(
         udp_probe, "udp-probe-of-tally-server", "medium", {"src_ip": ATTACKER, "dst_port": 161},
         frozenset({"udp-probe-of-tally-server"})),

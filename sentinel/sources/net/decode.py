@@ -45,6 +45,13 @@ _IP6_TCP = struct.Struct("!4xH34xHHI4xH").unpack_from  # payload length; TCP por
 _IP6 = struct.Struct("!4xHB").unpack_from  # payload length, next header
 _TCP = struct.Struct("!HHI4xH").unpack_from  # ports, sequence number, data offset + flags
 _UDP = struct.Struct("!HHH").unpack_from  # ports, length
+_PORTS = struct.Struct("!HH").unpack_from
+#: IP protocols whose header starts with two ports, as UDP's: SCTP, DCCP, UDP-Lite
+_PORTED = frozenset({132, 33, 136})
+_NO_NEXT_HEADER = 59
+#: the first byte from which a destination is multicast (or IPv4's reserved and
+#: broadcast range), by address length: 224.0.0.0/4 and up, ff00::/8
+_MULTICAST = {4: 224, 16: 0xFF}
 _ARP = struct.Struct("!2xHBBH").unpack_from  # protocol type, hlen, plen, op
 
 LINKTYPE_NULL, LINKTYPE_ETHERNET, LINKTYPE_PPP, LINKTYPE_RAW = 0, 1, 9, 101
@@ -417,6 +424,16 @@ class Decoder:
             self.maker.icmp(ts, src, dst, buf[off], buf[off + 1])
             if proto == 58 and buf[off] in _NDP_OPS:
                 self._ndp(buf, off, end, ts, src, dst)
+        elif proto != _NO_NEXT_HEADER and dst[0] < _MULTICAST[len(dst)]:
+            # any other protocol sent to one host (not the LAN's multicast routing and
+            # redundancy chatter): a tunnel (GRE, IP in IP, ESP), an SCTP or protocol
+            # scan. A flow like UDP's; SCTP, DCCP and UDP-Lite carry ports as UDP does.
+            sport = dport = 0
+            if proto in _PORTED:
+                if off + 4 > end:
+                    raise _TRUNCATED
+                sport, dport = _PORTS(buf, off)
+            self.flows.udp(ts, wirelen, src, dst, sport, dport, proto)
 
     def _ndp(self, buf: bytes, off: int, end: int, ts: float, src: bytes, dst: bytes) -> None:
         """Neighbour discovery: who claims to be a router, or to own an address."""

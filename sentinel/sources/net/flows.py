@@ -47,6 +47,15 @@ _SYN_SEEN, _SYNACK_SEEN, _FIN_SRC, _FIN_DST, _ENDED = 1, 2, 4, 8, 16
 _ANNOUNCED, _ESTABLISHED, _PROBE, _SETTLED = 32, 64, 128, 256
 
 FlowKey = tuple[bytes, bytes, int, int, int]
+
+#: The ``proto`` text of IP protocols other than TCP and UDP (IANA keywords, lower
+#: case); any other number is ``ip-N``.
+PROTO_NAMES = {1: "icmp", 4: "ipip", 6: "tcp", 17: "udp", 33: "dccp", 41: "ipv6-in-ip",
+               47: "gre", 50: "esp", 51: "ah", 58: "icmpv6", 132: "sctp", 136: "udplite"}
+
+
+def proto_name(proto: int) -> str:
+    return PROTO_NAMES.get(proto) or f"ip-{proto}"
 _PORTS = struct.Struct("!HH").pack
 
 
@@ -287,13 +296,15 @@ class FlowTable:
             self._report(flow, ts, final=True)
 
     def udp(self, ts: float, wirelen: int, src: bytes, dst: bytes, sport: int,
-            dport: int) -> None:
-        """Account one UDP datagram."""
-        flow, key, from_a = self._lookup(17, src, dst, sport, dport, ts)
+            dport: int, proto: int = 17) -> None:
+        """Account one UDP datagram, or one packet of another protocol without TCP's
+        handshake (``proto``: SCTP, GRE, ESP...; ports 0 where it has none)."""
+        flow, key, from_a = self._lookup(proto, src, dst, sport, dport, ts)
         if flow is None:
-            flow = Flow(17, src, sport, dst, dport, from_a, ts, self.maker.iface)
+            flow = Flow(proto, src, sport, dst, dport, from_a, ts, self.maker.iface)
             self._add(key, flow)
-            self.maker.connection(ts, "udp", src, sport, dst, dport, "", flow.iface)
+            self.maker.connection(ts, proto_name(proto), src, sport, dst, dport, "",
+                                  flow.iface)
             flow.state = _ANNOUNCED
         flow.last = ts
         flow.packets += 1
@@ -312,8 +323,8 @@ class FlowTable:
         flow.reported_out, flow.reported_in = flow.bytes_out, flow.bytes_in
         if flow.proto == 6:
             proto, established = "tcp", bool(flow.state & _ESTABLISHED)
-        else:  # a UDP flow is answered once the other side sent anything
-            proto, established = "udp", flow.bytes_in > 0
+        else:  # a UDP (or other) flow is answered once the other side sent anything
+            proto, established = proto_name(flow.proto), flow.bytes_in > 0
         self.maker.flow(ts, proto, flow.src, flow.sport, flow.dst, flow.dport, flow.bytes_out,
                         flow.bytes_in, delta_out, delta_in, flow.packets,
                         flow.last - flow.first, final, flow.iface, established)

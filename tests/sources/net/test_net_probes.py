@@ -111,3 +111,39 @@ def test_a_client_ack_first_then_data_becomes_a_midstream_connection(tmp_path: P
     conns = [(e["probe"], e["midstream"]) for e in events if e["kind"] == "net.connection"]
     assert conns == [(True, False), (False, True)]
     assert [e["kind"] for e in events].count("net.established") == 1
+
+
+def test_other_ip_protocols_to_one_host_are_connections_named_by_protocol(
+        tmp_path: Path) -> None:
+    """SCTP (ports read as UDP's), GRE and an unassigned protocol sent to one host are
+    flows of their own: one net.connection each, then a net.flow; a reply answers it."""
+    from scapy.layers.sctp import SCTP, SCTPChunkInit
+
+    events, _ = run(tmp_path, [
+        (0, IP(src=B, dst=A) / SCTP(sport=40000, dport=3868) / SCTPChunkInit()),
+        (0.1, IP(src=B, dst=A) / SCTP(sport=40000, dport=3868) / SCTPChunkInit()),
+        (0.2, IP(src=A, dst=B, proto=47) / Raw(b"\x00\x00\x08\x00" + b"x" * 40)),
+        (0.3, IP(src=B, dst=A, proto=47) / Raw(b"\x00\x00\x08\x00")),
+        (0.4, IP(src=B, dst=A, proto=253) / Raw(b"probe")),
+    ])
+    conns = [(e["proto"], e["src_ip"], e["dst_ip"], e["src_port"], e["dst_port"])
+             for e in events if e["kind"] == "net.connection"]
+    assert conns == [("sctp", B, A, 40000, 3868), ("gre", A, B, 0, 0), ("ip-253", B, A, 0, 0)]
+    flows = {e["proto"]: e for e in events if e["kind"] == "net.flow"}
+    assert flows["sctp"]["packets"] == 2 and not flows["sctp"]["established"]
+    assert flows["gre"]["established"] and flows["gre"]["src_ip"] == A
+
+
+def test_multicast_routing_and_redundancy_chatter_is_no_connection(tmp_path: Path) -> None:
+    """VRRP, OSPF and PIM to their multicast groups, IGMP reports, IPv6's 'no next
+    header': the LAN's own protocols are not probes or tunnels, and raise no event."""
+    from scapy.layers.inet6 import IPv6
+
+    events, _ = run(tmp_path, [
+        (0, IP(src=B, dst="224.0.0.18", proto=112) / Raw(b"\x21\x01\x64\x01")),
+        (0.1, IP(src=B, dst="224.0.0.5", proto=89) / Raw(b"\x02\x01")),
+        (0.2, IP(src=B, dst="224.0.0.13", proto=103) / Raw(b"\x20\x00")),
+        (0.3, IP(src=B, dst="239.1.2.3", proto=2) / Raw(b"\x16\x00\x00\x00\xef\x01\x02\x03")),
+        (0.4, IPv6(src="fd00::2", dst="fd00::1", nh=59) / Raw(b"")),
+    ])
+    assert not [e for e in events if e["kind"] in ("net.connection", "net.flow")]
