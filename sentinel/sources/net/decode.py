@@ -368,8 +368,8 @@ class Decoder:
                 nh, p = buf[p], p + 8
             elif nh == 51:  # authentication header
                 nh, p = buf[p], p + (buf[p + 1] + 2) * 4
-            else:  # no next header, ESP, or a protocol sentinel does not read
-                return
+            else:  # no next header, or another protocol (ESP, SCTP, GRE...): transport's
+                break
         if p > end:
             raise _TRUNCATED
         self.transport(nh, buf, p, end, wirelen, ts, src, dst, wire_end)

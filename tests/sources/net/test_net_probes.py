@@ -147,3 +147,21 @@ def test_multicast_routing_and_redundancy_chatter_is_no_connection(tmp_path: Pat
         (0.4, IPv6(src="fd00::2", dst="fd00::1", nh=59) / Raw(b"")),
     ])
     assert not [e for e in events if e["kind"] in ("net.connection", "net.flow")]
+
+
+def test_other_ip_protocols_over_ipv6_are_connections_too(tmp_path: Path) -> None:
+    """The same over IPv6, also behind an extension header; 'no next header' is nothing."""
+    from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt
+    from scapy.layers.sctp import SCTP, SCTPChunkInit
+
+    a6, b6 = "fd00::1", "fd00::2"
+    events, _ = run(tmp_path, [
+        (0, IPv6(src=b6, dst=a6) / SCTP(sport=40000, dport=3868) / SCTPChunkInit()),
+        (0.1, IPv6(src=b6, dst=a6) / IPv6ExtHdrDestOpt() / SCTP(sport=40001, dport=3869)
+         / SCTPChunkInit()),
+        (0.2, IPv6(src=a6, dst=b6, nh=47) / Raw(b"\x00\x00\x86\xdd" + b"x" * 40)),
+        (0.3, IPv6(src=b6, dst=a6, nh=59) / Raw(b"")),
+    ])
+    conns = [(e["proto"], e["src_ip"], e["dst_port"]) for e in events
+             if e["kind"] == "net.connection"]
+    assert conns == [("sctp", b6, 3868), ("sctp", b6, 3869), ("gre", a6, 0)]
