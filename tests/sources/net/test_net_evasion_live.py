@@ -93,7 +93,7 @@ def test_live_dns_query_in_two_ip_fragments(pair: VethPair, tmp_path: Path) -> N
         send_frames(pair.b, pair.vb, [bytes(Ether(src=pair.BMAC, dst=pair.AMAC) / f)
                                       for f in frags])
         data, peer = server.recvfrom(4096)  # the kernel delivered the reassembled query
-        assert peer == (pair.B4, 45003) and bytes(DNS(data).qd.qname) == (
+        assert peer == (pair.B4, 45003) and bytes(DNS(data).qd[0].qname) == (
             b"frag.exfil-example.net.")
         dns = got.one("net.dns", src_ip=pair.B4)
         assert (dns["qname"], dns["qtype"], dns["is_response"]) == (
