@@ -36,7 +36,7 @@ from sentinel.config import Config
 from sentinel.config_reader import load_config
 from sentinel.engine import Engine, RuleSet, check_examples, load_rules
 from sentinel.events import Event
-from sentinel.hostinfo import with_own_addresses
+from sentinel.hostinfo import local_addresses, with_own_addresses
 from sentinel.keys import KeyUnavailable
 from sentinel.located import ProblemError
 from sentinel.metrics import Metrics
@@ -54,6 +54,8 @@ log = logs.get("daemon")
 STOP_BUDGET = 8.0
 #: Events waiting for the engine; sources block (back-pressure) when it is full.
 QUEUE_SIZE = 50_000
+#: How often the capture interfaces' own addresses are compared with those counted.
+ADDRESS_CHECK = 10.0
 #: The engine thread must loop at least this often to count as healthy.
 ENGINE_STALL = 30.0
 
@@ -97,6 +99,8 @@ class Daemon:
         self._reload = threading.Event()
         self._signalled = 0  # SIGTERM/SIGINT seen (set by the handler, read by the main loop)
         self._hup = False  # SIGHUP seen
+        self._next_address_check = time.monotonic() + ADDRESS_CHECK
+        self._addresses_tried: set[Any] | None = None  # the learned set a reload was asked for
         self._sink_lock = threading.Lock()
         self._engine_beat = time.monotonic()
         self._submit_failing = False
@@ -318,11 +322,31 @@ class Daemon:
             if interval and now - last_ping >= interval and self._engine_healthy():
                 self.notifier.watchdog()
                 last_ping = now
+            if now >= self._next_address_check:
+                self._next_address_check = now + ADDRESS_CHECK
+                self._check_own_addresses()
             self.health()
             if self._parts is not None:
                 self.guard.tick(self._parts.sink, len(self.engine.rules))
             # on start, at schedule boundaries and every attest.interval (once a key exists)
             self.attestor.maybe_attest()
+
+    def _check_own_addresses(self) -> None:
+        """Reload when the capture interfaces gained or lost an address the config does
+        not list (an autoconfigured IPv6 address arriving after start, a renumbering):
+        the reload adds it to host.addresses and tally_server as at start."""
+        config = self.config
+        listed = set(config.host.addresses) - set(config.learned_addresses)
+        try:
+            found = local_addresses(config.network.interfaces)
+        except OSError:
+            return
+        learned = {a for a in found if a not in listed}
+        # once per change: a reload refused (a bad file on disk) is not retried in a loop
+        if learned != set(config.learned_addresses) and learned != self._addresses_tried:
+            self._addresses_tried = learned
+            log.info("own_addresses_changed", addresses=sorted(str(a) for a in learned))
+            self._reload.set()
 
     def reload(self) -> bool:
         """Load config and rules beside the running ones; swap only if all is valid."""

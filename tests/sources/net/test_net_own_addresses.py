@@ -5,7 +5,8 @@ autoconfigured ones) that a config listing ``host.addresses: [10.20.0.10]`` and
 ``tally_server: [10.20.0.10]`` does not name. Anyone on the segment can reach the
 server's services over it; unless sentinel counts it as its own, no rule keyed on
 ``tally_server`` sees a port scan or a database connection made that way. The
-daemon adds the capture interfaces' own addresses to both (``sentinel.hostinfo``).
+daemon adds the capture interfaces' own addresses to both (``sentinel.hostinfo``),
+at start and when they change.
 """
 
 from __future__ import annotations
@@ -204,6 +205,20 @@ def test_a_scan_and_a_database_connection_over_link_local_ipv6_are_alerts(
         assert reached["event"]["direction"] == "inbound"
         scan = alert("port-scan-of-tally-server", lambda e: e["src_ip"] == segment.other_ll)
         assert scan["severity"] == "high"
+
+        # an address that arrives while the daemon runs (autoconfiguration, renumbering)
+        # is counted within ADDRESS_CHECK seconds, through a reload
+        ip("-n", segment.tally, "addr", "add", "fd00:20::10/64", "dev", segment.dev, "nodad")
+        ip("-n", segment.other, "addr", "add", "fd00:20::66/64", "dev", "eth0", "nodad")
+        wait_for(lambda: '"reloaded"' in log_path.read_text() or None, 40, "a reload")
+
+        def to_new() -> None:
+            with socket.socket(socket.AF_INET6) as s, contextlib.suppress(OSError):
+                s.settimeout(1)
+                s.connect(("fd00:20::10", 5432))
+        in_netns(segment.other, to_new)
+        later = alert("tally-db-unauthorized-access", lambda e: e["dst_ip"] == "fd00:20::10")
+        assert later["event"]["src_ip"] == "fd00:20::66"
     finally:
         db.close()
         daemon.terminate()
@@ -215,4 +230,6 @@ def test_a_scan_and_a_database_connection_over_link_local_ipv6_are_alerts(
     assert "Traceback" not in text
     learned = [json.loads(x) for x in text.splitlines()
                if x.startswith("{") and '"own_addresses_added"' in x]
-    assert len(learned) == 1 and segment.tally_ll in learned[0]["addresses"]
+    # one line at start, one when the new address joined
+    assert [sorted(x["addresses"]) for x in learned] == [
+        [segment.tally_ll], sorted([segment.tally_ll, "fd00:20::10"])]
