@@ -179,7 +179,8 @@ class EventMaker:
             "dst_ip": self.ends.info(dst)[0] if dst is not None else None,
             "ports": ports, "hosts": hosts, "hosts_capped": hosts_capped,
             "connections": connections, "probes": probes, "answered": answered,
-            "duration": round(duration, 6), "iface": self.iface,
+            # milliseconds: a scan's length is read by people ("over 0.042 s")
+            "duration": round(duration, 3), "iface": self.iface,
         })
 
     def station(self, ts: float, addr: bytes, mac: bytes, previous: bytes, change: str) -> None:
