@@ -99,11 +99,14 @@ def rule_files(paths: Sequence[Path], problems: list[Problem], origin: str) -> l
 
 def load_rules(config: Config) -> RuleSet:
     """Load and compile every rule file of ``config``; raise ProblemError with all problems."""
+    from sentinel.hostinfo import SELF_LIST
+
+    learned = {SELF_LIST: frozenset(str(a) for a in config.learned_addresses)}
     return load_rule_files(rule_files_of(config), config.lists, config.list_marks,
                            config.schedules, origin=str(config.source),
                            language=config.language, tz=config.display_zone(),
                            catalogs=catalog_files(config.rules.paths),
-                           item_marks=config.list_item_marks)
+                           item_marks=config.list_item_marks, learned=learned)
 
 
 def rule_files_of(config: Config) -> list[Path]:
@@ -124,11 +127,13 @@ def load_rule_files(
     tz: tzinfo | None = None,
     catalogs: Sequence[Path] = (),
     item_marks: dict[str, tuple[Mark, ...]] | None = None,
+    learned: dict[str, frozenset[str]] | None = None,
 ) -> RuleSet:
     """Load ``files`` with config ``lists`` and ``schedules``; the core of :func:`load_rules`.
 
     Titles render in ``language`` (English when a rule has no text in it) with
-    ``{time}`` in ``tz``; ``catalogs`` are translation files (:mod:`.texts`).
+    ``{time}`` in ``tz``; ``catalogs`` are translation files (:mod:`.texts`);
+    ``learned`` list items (the daemon's own addresses) leave fingerprints alone.
     """
     c = Checker()
     defs: dict[str, ListDef] = {}
@@ -157,7 +162,7 @@ def load_rule_files(
         if AGAINST_KEY in top and (choice := c.choice(top[AGAINST_KEY], AGAINST_KEY, AGAINST)):
             against[path] = choice
         parsed.append((path, blob, top))
-    reader = RuleReader(c, defs, schedules or {}, language, tz)
+    reader = RuleReader(c, defs, schedules or {}, language, tz, learned)
     rules: list[Rule] = []
     seen: dict[str, Mark] = {}
     for path, _, top in parsed:

@@ -215,11 +215,16 @@ class RuleReader:
 
     def __init__(self, checker: Checker, lists: dict[str, ListDef],
                  schedules: dict[str, tuple[Window, ...]], language: str = "en",
-                 tz: tzinfo | None = None) -> None:
+                 tz: tzinfo | None = None,
+                 learned: dict[str, frozenset[str]] | None = None) -> None:
         self.c = checker
         self.language = language
         self.tz = tz
         self.lists = lists
+        #: list items the daemon learned rather than read (the server's own addresses,
+        #: sentinel.hostinfo): they leave a rule's fingerprint alone, so that an address
+        #: arriving or going keeps the rule's thresholds and suppression periods running
+        self.learned = learned or {}
         self.schedules = schedules
         self._windows = {name: Windows(w) for name, w in schedules.items()}
         self._used_schedules: set[str] = set()
@@ -277,7 +282,9 @@ class RuleReader:
         if len(c.problems) > before or enabled is False or not (title and cond):
             return None
         assert rule_id and title and severity and cond
-        used = {name: list(self.lists[name].items) for name in sorted(cc.used_lists)}
+        used = {name: [i for i in self.lists[name].items
+                       if i not in self.learned.get(name, ())]
+                for name in sorted(cc.used_lists)}
         scheds = {n: [(w.start.isoformat(), w.end.isoformat()) for w in self.schedules[n]]
                   for n in sorted(self._used_schedules)}
         blob = json.dumps({"rule": node.plain(), "lists": used, "schedules": scheds},

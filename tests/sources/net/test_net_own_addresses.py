@@ -72,6 +72,39 @@ def test_addresses_the_config_does_not_list_join_host_addresses_and_tally_server
     assert same is config and none == []
 
 
+def test_an_address_learned_keeps_the_rules_state_running(tmp_path: Path) -> None:
+    """An address arriving reloads the rules with a longer tally_server list; their
+    fingerprints stay, so a scan counted before the reload goes on counting after it
+    (and a rogue router advertisement that makes the kernel add addresses cannot reset
+    sentinel's counters that way)."""
+    from sentinel.engine import Engine, load_rules
+    from sentinel.events import Event
+
+    config = load_config(_config(tmp_path, "eth0"))
+    before = load_rules(config)
+    learned, _ = with_own_addresses(config, [ipaddress.ip_address("fe80::ff:fe00:10")])
+    after = load_rules(learned)
+    prints = {r.id: r.fingerprint for r in before.rules}
+    assert all(prints[r.id] == r.fingerprint for r in after.rules)
+
+    def probe(port: int, dst: str = TALLY) -> Event:
+        return Event("net.connection", 1000.0 + port, "tally-01", "network", {
+            "proto": "tcp", "src_ip": STRANGER, "src_port": 50000, "dst_ip": dst,
+            "dst_port": port, "direction": "inbound", "src_internal": True,
+            "dst_internal": True, "iface": "eth0", "tcp_flags": "S", "probe": False,
+            "midstream": False})
+
+    engine = Engine(before, host="tally-01", storm=None)
+    for port in range(1, 15):  # 14 ports: one short of the port scan
+        assert not [a for a in engine.process(probe(port))
+                    if a.rule == "port-scan-of-tally-server"]
+    engine.swap(after)
+    # the 15th port, over the learned address: the same scan, now crossing
+    crossed = [a for a in engine.process(probe(15, "fe80::ff:fe00:10"))
+               if a.rule == "port-scan-of-tally-server"]
+    assert len(crossed) == 1 and crossed[0].count == 15
+
+
 def test_a_config_without_a_tally_server_list_gets_only_host_addresses(
         tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
