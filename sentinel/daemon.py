@@ -478,8 +478,8 @@ def _log_learned(before: tuple[Any, ...], now: tuple[Any, ...]) -> None:
     """One line when the addresses added to host.addresses and tally_server change."""
     if now != before and now:
         log.info("own_addresses_added", addresses=[str(a) for a in now],
-                    hint="the capture interfaces have them; list them in host.addresses"
-                         " and tally_server to make this line go")
+                 hint="the capture interfaces have them; list them in host.addresses"
+                      " and tally_server to make this line go")
     elif before and not now:
         log.info("own_addresses_listed")
 

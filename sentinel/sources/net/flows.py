@@ -47,16 +47,15 @@ _SYN_SEEN, _SYNACK_SEEN, _FIN_SRC, _FIN_DST, _ENDED = 1, 2, 4, 8, 16
 _ANNOUNCED, _ESTABLISHED, _PROBE, _SETTLED = 32, 64, 128, 256
 
 FlowKey = tuple[bytes, bytes, int, int, int]
-
-#: The ``proto`` text of IP protocols other than TCP and UDP (IANA keywords, lower
-#: case); any other number is ``ip-N``.
+_PORTS = struct.Struct("!HH").pack
+#: The ``proto`` text of an IP protocol number (IANA keywords, lower case); any
+#: other number is ``ip-N``.
 PROTO_NAMES = {1: "icmp", 4: "ipip", 6: "tcp", 17: "udp", 33: "dccp", 41: "ipv6-in-ip",
                47: "gre", 50: "esp", 51: "ah", 58: "icmpv6", 132: "sctp", 136: "udplite"}
 
 
 def proto_name(proto: int) -> str:
     return PROTO_NAMES.get(proto) or f"ip-{proto}"
-_PORTS = struct.Struct("!HH").pack
 
 
 class Flow:
