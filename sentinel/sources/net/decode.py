@@ -413,7 +413,7 @@ class Decoder:
             if off + 8 > end:
                 raise _TRUNCATED
             sport, dport, ulen = _UDP(buf, off)
-            self.flows.udp(ts, wirelen, src, dst, sport, dport)
+            self.flows.datagram(ts, wirelen, src, dst, sport, dport, 17)
             if (sport == 53 or dport == 53) and off + 8 < end:  # an empty datagram is no DNS
                 if ulen < 8:
                     raise _E_UDP_LENGTH
@@ -433,7 +433,7 @@ class Decoder:
                 if off + 4 > end:
                     raise _TRUNCATED
                 sport, dport = _PORTS(buf, off)
-            self.flows.udp(ts, wirelen, src, dst, sport, dport, proto)
+            self.flows.datagram(ts, wirelen, src, dst, sport, dport, proto)
 
     def _ndp(self, buf: bytes, off: int, end: int, ts: float, src: bytes, dst: bytes) -> None:
         """Neighbour discovery: who claims to be a router, or to own an address."""

@@ -294,10 +294,10 @@ class FlowTable:
         if flow.state & _ENDED:
             self._report(flow, ts, final=True)
 
-    def udp(self, ts: float, wirelen: int, src: bytes, dst: bytes, sport: int,
-            dport: int, proto: int = 17) -> None:
-        """Account one UDP datagram, or one packet of another protocol without TCP's
-        handshake (``proto``: SCTP, GRE, ESP...; ports 0 where it has none)."""
+    def datagram(self, ts: float, wirelen: int, src: bytes, dst: bytes, sport: int,
+                 dport: int, proto: int) -> None:
+        """Account one packet of a protocol without TCP's handshake: a UDP datagram, or
+        SCTP, GRE, ESP... (``proto``; ports 0 where the protocol has none)."""
         flow, key, from_a = self._lookup(proto, src, dst, sport, dport, ts)
         if flow is None:
             flow = Flow(proto, src, sport, dst, dport, from_a, ts, self.maker.iface)
