@@ -91,9 +91,10 @@ KIND_FIELDS: dict[str, tuple[str, ...]] = {
     # for its transport header) or "overlap" (the datagram was discarded, as Linux does)
     "net.fragment": (*_NET_ENDS, "proto", "anomaly", "ip_version", "iface"),
     # IPv6 neighbour discovery: op router_solicit, router_advert, neighbor_solicit,
-    # neighbor_advert or redirect; target_ip the address it is about (not for routers);
+    # neighbor_advert or redirect; target_ip the address it is about (not for routers;
+    # a redirect's better first hop for redirected_ip, the destination it moves);
     # mac the link-layer address it claims ("" when it carries none)
-    "net.ndp": (*_NET_ENDS, "op", "target_ip", "mac", "iface"),
+    "net.ndp": (*_NET_ENDS, "op", "target_ip", "redirected_ip", "mac", "iface"),
     # what one source did, once it has been quiet for a minute (or the capture ended):
     # distinct ports and hosts it opened connections or sent probes to, and how many
     # were accepted; dst_ip is the one host when there was only one
@@ -104,7 +105,9 @@ KIND_FIELDS: dict[str, tuple[str, ...]] = {
     # had before its last change); previous_mac the MAC it leaves
     "net.station": ("change", "sender_ip", "sender_mac", "previous_mac", "iface"),
     "net.arp": ("op", "sender_ip", "sender_mac", "target_ip", "target_mac", "iface"),
-    "net.icmp": (*_NET_ENDS, "type", "code", "iface"),
+    # a redirect (type 5) names its new gateway (target_ip) and the destination whose
+    # traffic it moves there (redirected_ip); None for every other message
+    "net.icmp": (*_NET_ENDS, "type", "code", "target_ip", "redirected_ip", "iface"),
     "net.flow": (
         "proto", "src_ip", "src_port", "dst_ip", "dst_port", "direction",
         "src_internal", "dst_internal", "bytes_out", "bytes_in", "bytes_out_delta",

@@ -36,7 +36,7 @@ _TYPES: dict[str, str] = {
     )},
     "path_tags": LIST,
     "changed": LIST,
-    **{f: IP for f in ("src_ip", "dst_ip", "sender_ip", "target_ip")},
+    **{f: IP for f in ("src_ip", "dst_ip", "sender_ip", "target_ip", "redirected_ip")},
     # rcode is text (NOERROR, NXDOMAIN); modes are octal text ("0644"), so that an
     # unquoted 0644 in a rule (a YAML number) is reported instead of never matching
 }

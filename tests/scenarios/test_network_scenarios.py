@@ -348,6 +348,37 @@ def dns_spoof(c: Capture) -> None:
         an=DNSRR(rrname="sirekap.kpu.go.id", rdata=ATTACKER)))
 
 
+def rogue_dhcp6(sport: int) -> Callable[[Capture], None]:
+    """The tally server's own DHCPv6 solicit (no alert), answered by a rogue server from
+    the server port, or from a port of its own (a client takes either)."""
+    def build(c: Capture) -> None:
+        from scapy.layers.dhcp6 import DHCP6_Advertise, DHCP6_Solicit
+        from scapy.layers.inet6 import IPv6
+        background(c)
+        c.add(T0 + 3, _eth(TALLY_MAC, "33:33:00:01:00:02")
+              / IPv6(src="fe80::10", dst="ff02::1:2") / UDP(sport=546, dport=547)
+              / DHCP6_Solicit(trid=7))
+        c.add(T0 + 3.01, _eth(ATTACKER_MAC, TALLY_MAC) / IPv6(src="fe80::66", dst="fe80::10")
+              / UDP(sport=sport, dport=546) / DHCP6_Advertise(trid=7))
+    return build
+
+
+def icmp_redirect(c: Capture) -> None:
+    """A redirect forged with the gateway's address: traffic for central via the attacker."""
+    background(c)
+    c.add(T0 + 3, _eth(ATTACKER_MAC, TALLY_MAC) / _ip(GATEWAY, TALLY)
+          / ICMP(type=5, code=1, gw=ATTACKER) / IP(src=TALLY, dst=CENTRAL)
+          / TCP(sport=50004, dport=443))
+
+
+def icmp6_redirect(c: Capture) -> None:
+    from scapy.layers.inet6 import ICMPv6ND_Redirect, ICMPv6NDOptDstLLAddr, IPv6
+    background(c)
+    c.add(T0 + 3, _eth(ATTACKER_MAC, TALLY_MAC) / IPv6(src="fe80::1", dst=TALLY6)
+          / ICMPv6ND_Redirect(tgt="fe80::66", dst="2001:db8:99::50")
+          / ICMPv6NDOptDstLLAddr(lladdr=ATTACKER_MAC))
+
+
 def ntp_spoof(c: Capture) -> None:
     background(c)
     c.ip(T0 + 3, ATTACKER, TALLY, UDP(sport=123, dport=123) / NTP(mode=4))
@@ -600,6 +631,22 @@ SCENARIOS: dict[str, Scenario] = {
     "d14-rogue-dhcp": Scenario(
         rogue_dhcp, "rogue-dhcp-server", "critical", {"src_ip": ATTACKER, "src_port": 67},
         frozenset({"rogue-dhcp-server"})),
+    **{f"d14-rogue-dhcp6-from-{sport}": Scenario(
+        rogue_dhcp6(sport), "rogue-dhcp-server", "critical",
+        {"src_ip": "fe80::66", "src_port": sport, "dst_port": 546},
+        # the link-local address the daemon learns from the interface, as it does live
+        frozenset({"rogue-dhcp-server"}), lists={"tally_server": [TALLY, "fe80::10"]})
+       for sport in (547, 40433)},
+    "d16-icmp-redirect": Scenario(
+        icmp_redirect, "icmp-redirect-to-tally-server", "high",
+        {"kind": "net.icmp", "src_ip": GATEWAY, "type": 5, "target_ip": ATTACKER,
+         "redirected_ip": CENTRAL},
+        frozenset({"icmp-redirect-to-tally-server"})),
+    "d16-icmp6-redirect": Scenario(
+        icmp6_redirect, "icmp-redirect-to-tally-server", "high",
+        {"kind": "net.ndp", "op": "redirect", "src_ip": "fe80::1", "target_ip": "fe80::66",
+         "redirected_ip": "2001:db8:99::50", "mac": ATTACKER_MAC},
+        frozenset({"icmp-redirect-to-tally-server"}), lists=DUAL_STACK),
     "d14-dns-answer-from-impostor": Scenario(
         dns_spoof, "dns-answer-from-unknown-server", "high",
         {"src_ip": ATTACKER, "dst_ip": TALLY, "is_response": True},

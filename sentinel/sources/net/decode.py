@@ -90,6 +90,8 @@ _E_FRAGMENT_CUT = Malformed("IP fragment cut short by the capture: not reassembl
 _TRANSPORTS = frozenset((6, 17, 58))
 _E_NDP_OPTION = Malformed("neighbour discovery option of length 0")
 #: ICMPv6 neighbour discovery types: the event's op, and where the options start.
+#: ICMP (IPv4) redirect: "send traffic for this destination to that gateway".
+_ICMP_REDIRECT = 5
 _NDP_OPS = {133: ("router_solicit", 8), 134: ("router_advert", 16),
             135: ("neighbor_solicit", 24), 136: ("neighbor_advert", 24), 137: ("redirect", 40)}
 
@@ -421,7 +423,13 @@ class Decoder:
         elif proto in {1, 58}:
             if off + 2 > end:
                 raise _TRUNCATED
-            self.maker.icmp(ts, src, dst, buf[off], buf[off + 1])
+            if proto == 1 and buf[off] == _ICMP_REDIRECT and off + 28 <= end:
+                # a redirect names the new gateway and, in the header it quotes, the
+                # destination whose traffic it moves there
+                self.maker.icmp(ts, src, dst, buf[off], buf[off + 1], buf[off + 4 : off + 8],
+                                buf[off + 24 : off + 28])
+            else:
+                self.maker.icmp(ts, src, dst, buf[off], buf[off + 1])
             if proto == 58 and buf[off] in _NDP_OPS:
                 self._ndp(buf, off, end, ts, src, dst)
         elif proto != _NO_NEXT_HEADER and dst[0] < _MULTICAST[len(dst)]:
@@ -439,11 +447,15 @@ class Decoder:
         """Neighbour discovery: who claims to be a router, or to own an address."""
         kind = buf[off]
         op, opts = _NDP_OPS[kind]
-        target = b""
+        target = redirected = b""
         if kind in {135, 136, 137}:  # solicitations, advertisements, redirects name a target
             if off + 24 > end:
                 raise _TRUNCATED
             target = buf[off + 8 : off + 24]
+            if kind == 137:  # a redirect: target is the better first hop for this destination
+                if off + 40 > end:
+                    raise _TRUNCATED
+                redirected = buf[off + 24 : off + 40]
         mac = b""
         p = off + opts
         while p + 8 <= end:  # options: type, length in 8-byte units, value
@@ -453,7 +465,7 @@ class Decoder:
             if otype in {1, 2} and olen == 1:  # source / target link-layer address
                 mac = buf[p + 2 : p + 8]
             p += olen * 8
-        self.maker.ndp(ts, src, dst, op, target, mac)
+        self.maker.ndp(ts, src, dst, op, target, mac, redirected)
 
     def _dns(self, questions: list[tuple[str, str, bool, str]], ts: float, src: bytes,
              dst: bytes) -> None:

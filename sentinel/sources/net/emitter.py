@@ -163,10 +163,15 @@ class EventMaker:
             "rcode": rcode, "iface": self.iface,
         })
 
-    def icmp(self, ts: float, src: bytes, dst: bytes, icmp_type: int, code: int) -> None:
-        """``net.icmp``: one ICMP or ICMPv6 message."""
+    def icmp(self, ts: float, src: bytes, dst: bytes, icmp_type: int, code: int,
+             target: bytes = b"", redirected: bytes = b"") -> None:
+        """``net.icmp``: one ICMP or ICMPv6 message; a redirect's new gateway (``target``)
+        and the destination it moves there (``redirected``), None for other messages."""
         self._send("net.icmp", ts, {
-            **self._pair(src, dst), "type": icmp_type, "code": code, "iface": self.iface,
+            **self._pair(src, dst), "type": icmp_type, "code": code,
+            "target_ip": self.ends.info(target)[0] if target else None,
+            "redirected_ip": self.ends.info(redirected)[0] if redirected else None,
+            "iface": self.iface,
         })
 
     def scan(self, ts: float, src: bytes, dst: bytes | None, ports: int, hosts: int,
@@ -192,13 +197,15 @@ class EventMaker:
         })
 
     def ndp(self, ts: float, src: bytes, dst: bytes, op: str, target: bytes,
-            mac: bytes) -> None:
+            mac: bytes, redirected: bytes = b"") -> None:
         """``net.ndp``: an IPv6 neighbour-discovery message; ``mac`` is the link-layer
         address it claims (source option of a router advert, target option of a neighbour
-        advert), empty when it carries none; ``target_ip`` None for router messages."""
+        advert), empty when it carries none; ``target_ip`` None for router messages, a
+        redirect's better first hop for ``redirected_ip`` (None for other messages)."""
         self._send("net.ndp", ts, {
             **self._pair(src, dst), "op": op,
             "target_ip": self.ends.info(target)[0] if len(target) == 16 else None,
+            "redirected_ip": self.ends.info(redirected)[0] if redirected else None,
             "mac": mac.hex(":"), "iface": self.iface,
         })
 

@@ -3,23 +3,26 @@
 Namespace ``a`` is the tally server: real sockets listen there and sentinel
 captures on its side of the veth pair. Namespace ``b`` sends crafted frames: a
 SYN in 8-byte IP fragments, a SYN behind 13 IPv6 destination-options headers,
-a DNS query in two IP fragments. Each test first proves that the kernel took
-the evasion (it answered the SYN with a SYN-ACK; the UDP socket received the
-query), then that sentinel saw what the kernel saw.
+a DNS query in two IP fragments, an ICMPv6 redirect. Each test first proves
+that the kernel took the evasion (it answered the SYN with a SYN-ACK; the UDP
+socket received the query; its route changed), then that sentinel saw what the
+kernel saw.
 """
 
 from __future__ import annotations
 
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
 from netkit import VethPair, in_netns, send_frames
 from scapy.layers.dns import DNS, DNSQR
 from scapy.layers.inet import IP, TCP, UDP, fragment
-from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt
+from scapy.layers.inet6 import ICMPv6ND_Redirect, ICMPv6NDOptDstLLAddr, IPv6, IPv6ExtHdrDestOpt
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet
+from support import wait_for
 from test_net_live import _ready, pair, start
 
 __all__ = ["pair"]  # the fixture, used by name
@@ -134,4 +137,35 @@ def test_live_ipv6_first_fragment_without_tcp_header_is_refused_by_both(
         assert (tiny["anomaly"], tiny["ip_version"]) == ("tiny", 6)
     finally:
         listener.close()
+        src.stop()
+
+
+def _route(ns: str, dst: str) -> str:
+    return subprocess.run(["ip", "-n", ns, "-6", "route", "get", dst], capture_output=True,
+                          text=True, check=True).stdout
+
+
+def test_live_ipv6_redirect_taken_by_the_kernel(pair: VethPair, tmp_path: Path) -> None:
+    """b is a's IPv6 router; a redirect from it moves a's traffic for one destination to
+    another first hop (an attacker forges it with the router's address as sender)."""
+    out = subprocess.run(["ip", "-n", pair.b, "-6", "-o", "addr", "show", "dev", pair.vb,
+                          "scope", "link"], capture_output=True, text=True, check=True).stdout
+    router = out.split()[3].split("/")[0]
+    subprocess.run(["ip", "-n", pair.a, "-6", "route", "add", "default", "via", router, "dev",
+                    pair.va], check=True)
+    moved, rogue, rogue_mac = "2001:db8:99::50", "fe80::66", "02:00:00:99:00:66"
+    assert f"via {router}" in _route(pair.a, moved)
+    src, got, _ = start(pair, tmp_path, [pair.va], snaplen=256)
+    try:
+        _ready(pair, got)
+        redirect = (Ether(src=pair.BMAC, dst=pair.AMAC) / IPv6(src=router, dst=pair.A6, hlim=255)
+                    / ICMPv6ND_Redirect(tgt=rogue, dst=moved)
+                    / ICMPv6NDOptDstLLAddr(lladdr=rogue_mac))
+        send_frames(pair.b, pair.vb, [bytes(redirect)])
+        # the kernel took it: its route to the destination now leads to the new first hop
+        wait_for(lambda: f"via {rogue}" in _route(pair.a, moved), what="the redirected route")
+        ev = got.one("net.ndp", op="redirect")
+        assert (ev["src_ip"], ev["dst_ip"], ev["direction"]) == (router, pair.A6, "inbound")
+        assert (ev["target_ip"], ev["redirected_ip"], ev["mac"]) == (rogue, moved, rogue_mac)
+    finally:
         src.stop()

@@ -75,9 +75,9 @@ def pair() -> Iterator[VethPair]:
         yield p
 
 
-def start(pair: VethPair, tmp: Path, interfaces: list[str], **kw: Any
+def start(pair: VethPair, tmp: Path, interfaces: list[str], snaplen: int = 64, **kw: Any
           ) -> tuple[NetworkSource, Collector, Metrics]:
-    config = site_config(tmp, interfaces="[" + ", ".join(interfaces) + "]", snaplen=64,
+    config = site_config(tmp, interfaces="[" + ", ".join(interfaces) + "]", snaplen=snaplen,
                          flow_timeout="1s")
     # the watched side is the host; its /24 and /64 are home
     config = _with_host(config, pair)

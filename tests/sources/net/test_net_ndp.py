@@ -66,3 +66,34 @@ def test_neighbor_advert_for_the_ipv6_gateway_from_another_mac_alerts(tmp_path: 
     alerts = engine.process(Event("net.ndp", T0, "tally-01", "network", fields))
     assert [a.rule for a in alerts] == ["ndp-gateway-spoofed"]
     assert alerts[0].severity == "critical"
+
+
+def test_redirects_name_the_new_first_hop_and_the_destination_moved(tmp_path: Path) -> None:
+    """ICMPv6's redirect in net.ndp, IPv4's (type 5) in net.icmp: both say which
+    destination goes where; a redirect cut short is counted, not half-read."""
+    from scapy.layers.inet import ICMP, IP, TCP
+    from scapy.layers.inet6 import ICMPv6ND_Redirect
+
+    from sentinel.metrics import Metrics as M
+
+    v6 = (IPv6(src="fe80::1", dst="2001:db8::10") / ICMPv6ND_Redirect(
+        tgt="fe80::66", dst="2001:db8:99::50") / ICMPv6NDOptDstLLAddr(lladdr=EVIL))
+    v4 = (IP(src="10.20.0.1", dst="10.20.0.10") / ICMP(type=5, code=1, gw="10.20.0.66")
+          / IP(src="10.20.0.10", dst="203.0.113.50") / TCP(sport=50000, dport=443))
+    echo = IP(src="10.20.0.1", dst="10.20.0.10") / ICMP(type=8)
+    short = bytes(Ether(src=EVIL, dst="02:00:00:00:00:10") / IPv6(src="fe80::1", dst="2001:db8::10")
+                  / ICMPv6ND_Redirect(tgt="fe80::66", dst="2001:db8:99::50"))[:-8]
+    L2 = Ether(src=EVIL, dst="02:00:00:00:00:10")
+    frames = [(T0, bytes(L2 / v6)), (T0 + 1, bytes(L2 / v4)),
+              (T0 + 2, bytes(L2 / echo)), (T0 + 3, short)]
+    pcap = write_pcap(tmp_path / "r.pcap", 1, frames)
+    metrics = M()
+    got = [e.to_dict() for e in iter_pcap_events([pcap], site_config(tmp_path), metrics)]
+    ndps = [e for e in got if e["kind"] == "net.ndp"]
+    assert [(e["op"], e["target_ip"], e["redirected_ip"], e["mac"]) for e in ndps] == [
+        ("redirect", "fe80::66", "2001:db8:99::50", EVIL)]
+    icmps = [(e["src_ip"], e["type"], e["target_ip"], e["redirected_ip"])
+             for e in got if e["kind"] == "net.icmp" and not e["src_ip"].startswith("fe80")]
+    assert icmps == [("10.20.0.1", 5, "10.20.0.66", "203.0.113.50"),
+                     ("10.20.0.1", 8, None, None)]
+    assert metrics.decode_errors._value.get() == 1
