@@ -274,6 +274,8 @@ class Engine:
               extra: dict[str, Any]) -> list[Alert]:
         if mem is None:
             return [self._alert(rule, ev, count, dict(extra))]
+        if mem.storm is not None and mem.storm.folding(ev.time):
+            return self._fold_unbuilt(rule, mem, mem.storm, ev, count, extra)
         key: dict[str, Any] | None = None
         if rule.suppress is not None and mem.suppress is not None:
             skey = rule.suppress.key_of(ev)
@@ -289,6 +291,34 @@ class Engine:
             key = extra.get("group") or extra.get("key") or {
                 f: ev.fields[f] for f in _SAMPLE_FIELDS if f in ev.fields}
         return self._storm_pass(mem.storm, alerts, key)
+
+    def _fold_unbuilt(self, rule: Rule, mem: RuleMemory, storm: StormState, ev: Event,
+                      count: int, extra: dict[str, Any]) -> list[Alert]:
+        """:meth:`_emit` while the rule's storm folds: the alert is counted, not built
+        (a flood from ever new sources would otherwise build and drop one per event);
+        a suppression period it opens builds it only if its summary needs it."""
+        out: list[Alert] = []
+        key: dict[str, Any]
+        if rule.suppress is not None and mem.suppress is not None:
+            skey = rule.suppress.key_of(ev)
+            if mem.suppress.fold_into(skey, ev.time, count):
+                return out
+            key = {ref.text: v for ref, v in zip(rule.suppress.key, skey, strict=True)}
+            closed = mem.suppress.open(
+                skey, lambda: self._alert(rule, ev, count, dict(extra)), ev.time, count, key)
+            if closed is None:
+                return out
+            if closed:  # summaries of periods this one's opening ended
+                out = self._storm_pass(storm, closed, key)
+        else:
+            key = extra.get("group") or extra.get("key") or {
+                f: ev.fields[f] for f in _SAMPLE_FIELDS if f in ev.fields}
+        storm.fold_in(count, ev.time, key)
+        folded = storm.folded_total
+        if folded and self.metrics is not None:
+            storm.folded_total = 0
+            self.metrics.alerts_storm_folded.labels(rule.id).inc(folded)
+        return out
 
     def _storm_pass(self, storm: StormState, alerts: list[Alert],
                     key: dict[str, Any] | None) -> list[Alert]:

@@ -1,15 +1,18 @@
 """Per-rule memory: threshold windows, last values for change rules, suppression folds.
 
-Every store is bounded: a dict kept in least-recently-used order (a touched key
-is moved to the end), and when it grows past its cap the oldest entry goes and
-``on_evict`` counts it. Time is the caller's (event or ``advance`` time), never
-the wall clock, so replay behaves like live.
+Every store is bounded: an ordered dict kept in least-recently-used order (a
+touched key is moved to the end), and when it grows past its cap the oldest entry
+goes and ``on_evict`` counts it. The stores are OrderedDicts, not dicts: taking a
+plain dict's oldest entry walks past every slot freed at its front since the dict
+was last resized, which a flood from ever new sources turns into thousands of
+steps an event; an OrderedDict's is one step. Time is the caller's (event or
+``advance`` time), never the wall clock, so replay behaves like live.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,7 +46,7 @@ class ThresholdState:
         self.spec = spec
         self.cap = spec.max_groups or cap
         self.on_evict = on_evict
-        self.groups: dict[Key, Window] = {}
+        self.groups: OrderedDict[Key, Window] = OrderedDict()
         self._need = int(spec.at_least)
         self.measure = {"count": self._count, "distinct": self._distinct,
                         "sum": self._sum}[spec.measure]
@@ -72,13 +75,14 @@ class ThresholdState:
     def add(self, key: Key, t: float, value: Any) -> tuple[float, int] | None:
         """Account one event; (measured value, events it stands for) when crossed now."""
         groups = self.groups
-        w = groups.pop(key, None)
+        w = groups.get(key)
         if w is None:
-            w = Window()
             if len(groups) >= self.cap:
-                del groups[next(iter(groups))]
+                groups.popitem(last=False)
                 self.on_evict()
-        groups[key] = w
+            w = groups[key] = Window()
+        else:
+            groups.move_to_end(key)
         if t > w.last:  # noqa: PLR1730 (max() costs a call per event)
             w.last = t
         measured, events = self.measure(w, t, t - self._window, value)
@@ -128,11 +132,12 @@ class ThresholdState:
     def expire(self, now: float) -> None:
         """Drop groups with nothing left in their window (the oldest-touched first)."""
         horizon = now - self.spec.window
-        while self.groups:
-            key = next(iter(self.groups))
-            if self.groups[key].last > horizon:
+        groups = self.groups
+        while groups:
+            key = next(iter(groups))
+            if groups[key].last > horizon:
                 break
-            del self.groups[key]
+            del groups[key]
 
 
 def _number(v: Any) -> float:
@@ -153,14 +158,18 @@ class ChangeState:
         self.spec = spec
         self.cap = spec.max_keys or cap
         self.on_evict = on_evict
-        self.values: dict[Key, Any] = {}
+        self.values: OrderedDict[Key, Any] = OrderedDict()
 
     def see(self, key: Key, value: Any) -> tuple[bool, Any]:
-        prev = self.values.pop(key, self._NONE)
-        if prev is self._NONE and len(self.values) >= self.cap:
-            del self.values[next(iter(self.values))]
-            self.on_evict()
-        self.values[key] = value
+        values = self.values
+        prev = values.get(key, self._NONE)
+        if prev is self._NONE:
+            if len(values) >= self.cap:
+                values.popitem(last=False)
+                self.on_evict()
+        else:
+            values.move_to_end(key)
+        values[key] = value
         if prev is self._NONE or prev == value:
             return False, None
         return True, prev
@@ -168,10 +177,21 @@ class ChangeState:
 
 @dataclass(slots=True)
 class Fold:
-    first: Alert
+    """A key's open suppression period: its first alert, or what builds it when needed
+    (an alert the storm limit folded is built only if a summary must name it)."""
+
+    made: Alert | Callable[[], Alert]
     end: float
     total: int
     group: dict[str, Any]
+    first_count: int
+
+    @property
+    def first(self) -> Alert:
+        made = self.made
+        if not isinstance(made, Alert):
+            made = self.made = made()
+        return made
 
 
 class SuppressState:
@@ -181,7 +201,7 @@ class SuppressState:
         self.spec = spec
         self.cap = spec.max_keys or cap
         self.on_evict = on_evict
-        self.folds: dict[Key, Fold] = {}  # in order of period start, so of period end
+        self.folds: OrderedDict[Key, Fold] = OrderedDict()  # by period start, so by end
 
     def flush(self, now: float) -> list[Alert]:
         """Close every open fold as of ``now``: the summaries of all that folded repeats."""
@@ -205,23 +225,32 @@ class SuppressState:
 
     def offer(self, key: Key, alert: Alert, group: dict[str, Any]) -> list[Alert]:
         """The alerts to emit for ``alert``: itself when new, a summary of a finished fold."""
+        out = self.open(key, alert, alert.time, alert.count, group)
+        if out is None:
+            return []
+        out.append(alert)
+        return out
+
+    def open(self, key: Key, made: Alert | Callable[[], Alert], at: float, count: int,
+             group: dict[str, Any]) -> list[Alert] | None:
+        """Open ``key``'s period with its first alert (or what builds it), and return the
+        summaries of folds this closes; None when ``at`` falls in an open period, which
+        then counts it."""
         out: list[Alert] = []
         fold = self.folds.get(key)
         if fold is not None:
-            if alert.time < fold.end:
-                fold.total += alert.count
-                return out
+            if at < fold.end:
+                fold.total += count
+                return None
             del self.folds[key]
             out.extend(summarize(fold, self.spec))
         if len(self.folds) >= self.cap:
-            oldest = next(iter(self.folds))
             # an evicted fold still reports what it folded, early rather than never,
             # dated now: its period's end is still to come
-            evicted = self.folds.pop(oldest)
-            out.extend(summarize(evicted, self.spec, at=min(evicted.end, alert.time)))
+            _, evicted = self.folds.popitem(last=False)
+            out.extend(summarize(evicted, self.spec, at=min(evicted.end, at)))
             self.on_evict()
-        self.folds[key] = Fold(alert, alert.time + self.spec.period, alert.count, group)
-        out.append(alert)
+        self.folds[key] = Fold(made, at + self.spec.period, count, group, count)
         return out
 
     def expire(self, now: float) -> list[Alert]:
@@ -241,9 +270,9 @@ def summarize(fold: Fold, spec: Suppress, at: float | None = None) -> list[Alert
 
     It is dated at the period's end, or ``at`` when the fold is closed early.
     """
-    first = fold.first
-    if fold.total <= first.count:
+    if fold.total <= fold.first_count:
         return []
+    first = fold.first
     title, texts = summary_texts(first.extra, first.title, fold.total, spec.period)
     return [Alert(
         rule=first.rule,
@@ -306,13 +335,26 @@ class StormState:
                 self.on_change(True)
         # what the alert adds to the true count: a suppression summary's count includes
         # its first alert, which was counted on its own (shown or folded)
-        fold.total += alert.extra["repeats"] if alert.extra.get("summary") else alert.count
+        self.fold_in(alert.extra["repeats"] if alert.extra.get("summary") else alert.count,
+                     alert.time, key)
+        return out
+
+    def folding(self, at: float) -> bool:
+        """Whether an alert at ``at`` would be folded into a fold already open: then the
+        caller need not build it, only :meth:`fold_in` its count (a flood of alerts from
+        ever new sources would otherwise cost a whole alert each)."""
+        return at < self.window_end and self.fold is not None
+
+    def fold_in(self, count: int, at: float, key: dict[str, Any]) -> None:
+        """Count one folded alert of ``count`` events at ``at`` (a fold is open)."""
+        fold = self.fold
+        assert fold is not None
+        fold.total += count
         fold.alerts += 1
-        fold.last = max(fold.last, alert.time)
+        fold.last = max(fold.last, at)
         self.folded_total += 1
         if len(fold.sample) < self.limit.sample and key not in fold.sample:
             fold.sample.append(key)
-        return out
 
     def expire(self, now: float) -> list[Alert]:
         """Close the window if it ended by ``now``: its summary, if it folded anything."""

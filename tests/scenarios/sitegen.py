@@ -150,7 +150,12 @@ class Site:
             hdr[12:16], hdr[16:20] = _v4(plan, body[12:16]), _v4(plan, body[16:20])
             hdr[10:12] = b"\0\0"
             hdr[10:12] = struct.pack("!H", _checksum(bytes(hdr)))
-            return eth + etype + bytes(hdr) + body[ihl:]
+            rest = body[ihl:]
+            if body[9] == 1 and rest[:1] == b"\x05" and len(rest) >= 28:
+                # a redirect: its new gateway and the header it quotes move too
+                rest = (rest[:4] + _v4(plan, rest[4:8]) + rest[8:20] + _v4(plan, rest[20:24])
+                        + _v4(plan, rest[24:28]) + rest[28:])
+            return eth + etype + bytes(hdr) + rest
         plan = self.plans[6]
         ihl = (body[0] & 0x0F) * 4
         total = struct.unpack("!H", body[2:4])[0]
@@ -248,7 +253,7 @@ def make_site(seed: int) -> Site:
 
 
 #: event fields holding addresses, and MACs, that move with the site
-ADDRESS_FIELDS = ("src_ip", "dst_ip", "sender_ip", "target_ip")
+ADDRESS_FIELDS = ("src_ip", "dst_ip", "sender_ip", "target_ip", "redirected_ip")
 MAC_FIELDS = ("sender_mac", "target_mac")
 #: what identifies an alert across sites (titles, ids and times say the same in
 #: other words; byte totals differ by the IPv6 header's extra 20 bytes a frame)

@@ -94,9 +94,11 @@ def network_config(folder: Path, site: Site | None) -> Path:
 #: IPv4 fragment attacks: translated to IPv6 they are another attack (an IPv6 first
 #: fragment that stops inside the TCP header is dropped by the receiver, RFC 8200),
 #: so like ARP they run over IPv4 wherever a site has it. IPv6 fragments have their
-#: own scenarios in test_network_scenarios.
+#: own scenarios in test_network_scenarios. So does ICMPv6's redirect, which is
+#: neighbour discovery, not IPv4's translated.
 IPV4_ONLY = frozenset({"d15-fragmented-syn-to-database", "d15-tiny-first-fragment",
-                       "d15-overlapping-fragments", "d15-dns-in-two-fragments"})
+                       "d15-overlapping-fragments", "d15-dns-in-two-fragments",
+                       "d16-icmp-redirect"})
 
 
 def version_for(site: Site, index: int, name: str) -> int | None:

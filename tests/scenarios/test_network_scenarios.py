@@ -363,6 +363,15 @@ def rogue_dhcp6(sport: int) -> Callable[[Capture], None]:
     return build
 
 
+def ndp_takeover(c: Capture) -> None:
+    """A station's link-local address answered for by its owner, then by the attacker."""
+    from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6
+    background(c)
+    for i, mac in enumerate(("02:00:00:00:01:15", ATTACKER_MAC)):
+        c.add(T0 + 3 + i, _eth(mac, TALLY_MAC) / IPv6(src="fe80::21", dst="fe80::10")
+              / ICMPv6ND_NA(tgt="fe80::21", S=1, O=1) / ICMPv6NDOptDstLLAddr(lladdr=mac))
+
+
 def icmp_redirect(c: Capture) -> None:
     """A redirect forged with the gateway's address: traffic for central via the attacker."""
     background(c)
@@ -637,6 +646,11 @@ SCENARIOS: dict[str, Scenario] = {
         # the link-local address the daemon learns from the interface, as it does live
         frozenset({"rogue-dhcp-server"}), lists={"tally_server": [TALLY, "fe80::10"]})
        for sport in (547, 40433)},
+    "d16-ndp-address-changed-mac": Scenario(
+        ndp_takeover, "ndp-address-changed-mac", "medium",
+        {"kind": "net.ndp", "op": "neighbor_advert", "target_ip": "fe80::21",
+         "mac": ATTACKER_MAC},
+        frozenset({"ndp-address-changed-mac"})),
     "d16-icmp-redirect": Scenario(
         icmp_redirect, "icmp-redirect-to-tally-server", "high",
         {"kind": "net.icmp", "src_ip": GATEWAY, "type": 5, "target_ip": ATTACKER,

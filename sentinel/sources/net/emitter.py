@@ -51,13 +51,26 @@ class Endpoints:
             text = socket.inet_ntop(socket.AF_INET, raw)
             nets = self._nets4
         else:
-            text = str(ipaddress.IPv6Address(raw))  # RFC 5952 form, as the config writes it
+            text = ipv6_text(raw)
             nets = self._nets6
         value = int.from_bytes(raw, "big")
         internal = any(value & mask == net for net, mask in nets)
         got = (text, raw in self._host, internal)
         self._cache[raw] = got
         return got
+
+
+#: The first 80 bits of an IPv4-mapped or IPv4-compatible IPv6 address.
+_V4_IN_V6 = bytes(10)
+
+
+def ipv6_text(raw: bytes) -> str:
+    """RFC 5952 text of a 16-byte address, as the config writes it. The C library's is
+    the same, and ten times quicker, for every address but those whose first 80 bits
+    are zero, which it writes with a dotted IPv4 tail (``::ffff:1.2.3.4``)."""
+    if raw[:10] == _V4_IN_V6:
+        return str(ipaddress.IPv6Address(raw))
+    return socket.inet_ntop(socket.AF_INET6, raw)
 
 
 def direction(src_host: bool, dst_host: bool) -> str:
