@@ -266,6 +266,9 @@ class Config:
     #: Addresses the kernel gives the capture interfaces that host.addresses did not
     #: list, added to it and to the tally_server list by the daemon (sentinel.hostinfo)
     learned_addresses: tuple[IPAddress, ...] = ()
+    #: Next hops of the capture interfaces' default routes that the gateway_ip list
+    #: did not name, added to it by the daemon (sentinel.hostinfo)
+    learned_gateways: tuple[IPAddress, ...] = ()
 
     def display_zone(self) -> tzinfo:
         """The zone of :attr:`timezone` (validated when the config was read)."""

@@ -36,7 +36,14 @@ from sentinel.config import Config
 from sentinel.config_reader import load_config
 from sentinel.engine import Engine, RuleSet, check_examples, load_rules
 from sentinel.events import Event
-from sentinel.hostinfo import local_addresses, with_own_addresses
+from sentinel.hostinfo import (
+    GATEWAY_LIST,
+    addresses_of,
+    learnable_gateways,
+    local_addresses,
+    local_gateways,
+    with_own_addresses,
+)
 from sentinel.keys import KeyUnavailable
 from sentinel.located import ProblemError
 from sentinel.metrics import Metrics
@@ -100,7 +107,8 @@ class Daemon:
         self._signalled = 0  # SIGTERM/SIGINT seen (set by the handler, read by the main loop)
         self._hup = False  # SIGHUP seen
         self._next_address_check = time.monotonic() + ADDRESS_CHECK
-        self._addresses_tried: set[Any] | None = None  # the learned set a reload was asked for
+        # the learned addresses and gateways a reload was asked for
+        self._addresses_tried: tuple[frozenset[Any], frozenset[Any]] | None = None
         self._sink_lock = threading.Lock()
         self._engine_beat = time.monotonic()
         self._submit_failing = False
@@ -274,7 +282,7 @@ class Daemon:
         log.info("started", version=__version__, host=self.config.host.name,
                  rules=len(self.engine.rules),
                  sources=[s.name for s in self._parts.sources])
-        _log_learned((), self.config.learned_addresses)
+        _log_learned(None, self.config)
         self._main_loop()
         return self._shutdown()
 
@@ -333,19 +341,29 @@ class Daemon:
 
     def _check_own_addresses(self) -> None:
         """Reload when the capture interfaces gained or lost an address the config does
-        not list (an autoconfigured IPv6 address arriving after start, a renumbering):
-        the reload adds it to host.addresses and tally_server as at start."""
+        not list (an autoconfigured IPv6 address arriving after start, a renumbering),
+        or a default route through a gateway it does not list (a router advertisement,
+        a new lease): the reload adds them to host.addresses, tally_server and
+        gateway_ip as at start."""
         config = self.config
         listed = set(config.host.addresses) - set(config.learned_addresses)
+        listed_gws = addresses_of(config.lists.get(GATEWAY_LIST, ())) - set(
+            config.learned_gateways)
         try:
             found = local_addresses(config.network.interfaces)
+            gateways = local_gateways(config.network.interfaces)
         except OSError:
             return
         learned = {a for a in found if a not in listed}
+        gws = ({g for g in learnable_gateways(gateways) if g not in listed_gws}
+               if GATEWAY_LIST in config.lists else set())
+        now = (frozenset(learned), frozenset(gws))
+        had = (frozenset(config.learned_addresses), frozenset(config.learned_gateways))
         # once per change: a reload refused (a bad file on disk) is not retried in a loop
-        if learned != set(config.learned_addresses) and learned != self._addresses_tried:
-            self._addresses_tried = learned
-            log.info("own_addresses_changed", addresses=sorted(str(a) for a in learned))
+        if now not in (had, self._addresses_tried):
+            self._addresses_tried = now
+            log.info("own_addresses_changed", addresses=sorted(str(a) for a in learned),
+                     gateways=sorted(str(g) for g in gws))
             self._reload.set()
 
     def reload(self) -> bool:
@@ -375,7 +393,7 @@ class Daemon:
                           error_type=type(exc).__name__)
             return self._refuse(f"cannot apply: {type(exc).__name__}")
         self._zero_alert_series(rules)
-        _log_learned(old_config.learned_addresses, config.learned_addresses)
+        _log_learned(old_config, config)
         change = self.guard.reloaded(old_config, config, old_rules, rules)
         if change is not None:
             self.attestor.note_change(change)
@@ -474,14 +492,23 @@ class _Journaled:
         self._call(False)
 
 
-def _log_learned(before: tuple[Any, ...], now: tuple[Any, ...]) -> None:
-    """One line when the addresses added to host.addresses and tally_server change."""
-    if now != before and now:
-        log.info("own_addresses_added", addresses=[str(a) for a in now],
+def _log_learned(before: Config | None, now: Config) -> None:
+    """One line when the addresses added to host.addresses and tally_server change, and
+    one when the gateways added to gateway_ip do (``before`` None: at start)."""
+    was, got = before.learned_addresses if before else (), now.learned_addresses
+    if got != was and got:
+        log.info("own_addresses_added", addresses=[str(a) for a in got],
                  hint="the capture interfaces have them; list them in host.addresses"
                       " and tally_server to make this line go")
-    elif before and not now:
+    elif was and not got:
         log.info("own_addresses_listed")
+    was, got = before.learned_gateways if before else (), now.learned_gateways
+    if got != was and got:
+        log.info("gateways_added", gateways=[str(a) for a in got],
+                 hint="the default routes lead through them; list them in gateway_ip"
+                      " to make this line go")
+    elif was and not got:
+        log.info("gateways_listed")
 
 
 def run_daemon(config_path: Path) -> int:

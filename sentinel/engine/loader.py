@@ -99,9 +99,10 @@ def rule_files(paths: Sequence[Path], problems: list[Problem], origin: str) -> l
 
 def load_rules(config: Config) -> RuleSet:
     """Load and compile every rule file of ``config``; raise ProblemError with all problems."""
-    from sentinel.hostinfo import SELF_LIST
+    from sentinel.hostinfo import GATEWAY_LIST, SELF_LIST
 
-    learned = {SELF_LIST: frozenset(str(a) for a in config.learned_addresses)}
+    learned = {SELF_LIST: frozenset(str(a) for a in config.learned_addresses),
+               GATEWAY_LIST: frozenset(str(a) for a in config.learned_gateways)}
     return load_rule_files(rule_files_of(config), config.lists, config.list_marks,
                            config.schedules, origin=str(config.source),
                            language=config.language, tz=config.display_zone(),

@@ -24,10 +24,15 @@ from typing import Any
 
 import pytest
 import yaml
-from netkit import in_netns, ip, needs_netns, sysctl, wait_for
+from netkit import in_netns, ip, needs_netns, send_frames, sysctl, wait_for
 
 from sentinel.config_reader import load_config
-from sentinel.hostinfo import local_addresses, with_own_addresses
+from sentinel.hostinfo import (
+    learnable_gateways,
+    local_addresses,
+    local_gateways,
+    with_own_addresses,
+)
 from tests.conftest import REPO
 from tests.support import free_port
 from tests.test_daemon import SENTINEL, NotifySocket
@@ -35,8 +40,10 @@ from tests.test_daemon import SENTINEL, NotifySocket
 TALLY, STRANGER = "10.20.0.10", "10.20.0.66"
 
 
-def _config(tmp: Path, dev: str, port: int | None = None) -> Path:
+def _config(tmp: Path, dev: str, port: int | None = None,
+            lists: dict[str, list[str]] | None = None) -> Path:
     example = yaml.safe_load((REPO / "config.example.yaml").read_text())
+    example["lists"].update(lists or {})
     cfg: dict[str, Any] = {
         "host": {"name": "tally-01", "addresses": [TALLY]},
         "state_dir": str(tmp / "state"),
@@ -57,7 +64,7 @@ def test_addresses_the_config_does_not_list_join_host_addresses_and_tally_server
     config = load_config(_config(tmp_path, "eth0"))
     ll = ipaddress.ip_address("fe80::ff:fe00:10")
     v4 = ipaddress.ip_address(TALLY)
-    got, added = with_own_addresses(config, [v4, ll, ll])
+    got, added = with_own_addresses(config, [v4, ll, ll], gateways=[])
     assert added == [ll] and got.learned_addresses == (ll,)
     assert got.host.addresses == (v4, ll)
     assert got.lists["tally_server"] == (TALLY, "fe80::ff:fe00:10")
@@ -68,7 +75,7 @@ def test_addresses_the_config_does_not_list_join_host_addresses_and_tally_server
     assert got.lists["admin_net"] == config.lists["admin_net"]
     assert config.lists["tally_server"] == (TALLY,)
     # nothing to add: the same config back
-    same, none = with_own_addresses(config, [v4])
+    same, none = with_own_addresses(config, [v4], gateways=[])
     assert same is config and none == []
 
 
@@ -82,7 +89,8 @@ def test_an_address_learned_keeps_the_rules_state_running(tmp_path: Path) -> Non
 
     config = load_config(_config(tmp_path, "eth0"))
     before = load_rules(config)
-    learned, _ = with_own_addresses(config, [ipaddress.ip_address("fe80::ff:fe00:10")])
+    learned, _ = with_own_addresses(config, [ipaddress.ip_address("fe80::ff:fe00:10")],
+                                    gateways=[ipaddress.ip_address("fe80::1")])
     after = load_rules(learned)
     prints = {r.id: r.fingerprint for r in before.rules}
     assert all(prints[r.id] == r.fingerprint for r in after.rules)
@@ -110,9 +118,30 @@ def test_a_config_without_a_tally_server_list_gets_only_host_addresses(
     path = tmp_path / "config.yaml"
     path.write_text(f"host: {{name: t, addresses: [{TALLY}]}}\nstate_dir: {tmp_path}\n")
     config = load_config(path)
-    got, _ = with_own_addresses(config, [ipaddress.ip_address("fd00:20::10")])
-    assert "tally_server" not in got.lists
+    got, _ = with_own_addresses(config, [ipaddress.ip_address("fd00:20::10")],
+                                gateways=[ipaddress.ip_address("fe80::1")])
+    assert "tally_server" not in got.lists and "gateway_ip" not in got.lists
     assert [str(a) for a in got.host.addresses] == [TALLY, "fd00:20::10"]
+
+
+def test_default_route_next_hops_join_the_gateway_list(tmp_path: Path) -> None:
+    """An IPv6 router is known by its link-local address, which no config names: the
+    default routes' next hops join gateway_ip, so a neighbour advertisement claiming
+    one for another MAC is the gateway spoofed."""
+    config = load_config(_config(tmp_path, "eth0"))
+    router, listed = ipaddress.ip_address("fe80::1"), ipaddress.ip_address("10.20.0.1")
+    got, added = with_own_addresses(config, [], gateways=[listed, router, router])
+    assert added == [] and got.learned_gateways == (router,)
+    assert got.lists["gateway_ip"] == ("10.20.0.1", "fe80::1")
+    assert got.list_item_marks["gateway_ip"][1] == config.list_marks["gateway_ip"]
+    assert got.host.addresses == config.host.addresses
+    # more default routes of one IP version than a site has gateways: router
+    # advertisements from others, none of them learned (the other version still is)
+    flood = [ipaddress.ip_address(f"fe80::{i}") for i in range(1, 40)]
+    assert learnable_gateways([listed, *flood]) == [listed]
+    assert learnable_gateways(flood[:2]) == flood[:2]
+    same, _ = with_own_addresses(config, [], gateways=[listed, *flood])
+    assert same is config
 
 
 class Segment:
@@ -173,6 +202,27 @@ def test_the_kernel_names_the_capture_interfaces_own_addresses(segment: Segment)
     assert ipaddress.ip_address(segment.tally_ll) in mine
     # only the interfaces asked for: loopback and other interfaces are not the segment's
     assert in_netns(segment.tally, lambda: local_addresses(["lo"])) == []
+
+
+@pytest.mark.root
+def test_the_kernel_names_the_capture_interfaces_gateways(segment: Segment) -> None:
+    ip("-n", segment.tally, "route", "add", "default", "via", STRANGER)
+    ip("-n", segment.tally, "-6", "route", "add", "default", "via", segment.other_ll, "dev",
+       segment.dev)
+    gws = in_netns(segment.tally, lambda: local_gateways([segment.dev]))
+    assert gws == [ipaddress.ip_address(STRANGER), ipaddress.ip_address(segment.other_ll)]
+    assert in_netns(segment.tally, lambda: local_gateways(["lo"])) == []
+    # an address whose duplicate-address detection failed is not the server's own
+    sysctl(segment.tally, f"net.ipv6.conf.{segment.dev}.accept_dad", "1")
+    sysctl(segment.other, "net.ipv6.conf.eth0.accept_dad", "1")
+    ip("-n", segment.other, "addr", "add", "fd00:20::77/64", "dev", "eth0", "nodad")
+    ip("-n", segment.tally, "addr", "add", "fd00:20::77/64", "dev", segment.dev)
+    wait_for(lambda: "dadfailed" in subprocess.run(
+        ["ip", "-n", segment.tally, "-6", "addr", "show", "dev", segment.dev],
+        capture_output=True, text=True, check=True).stdout or None, 10, "DAD to fail")
+    mine = in_netns(segment.tally, lambda: local_addresses([segment.dev]))
+    assert ipaddress.ip_address("fd00:20::77") not in mine
+    assert ipaddress.ip_address(segment.tally_ll) in mine
 
 
 def _serve(ns: str, port: int) -> socket.socket:
@@ -266,3 +316,52 @@ def test_a_scan_and_a_database_connection_over_link_local_ipv6_are_alerts(
     # one line at start, one when the new address joined
     assert [sorted(x["addresses"]) for x in learned] == [
         [segment.tally_ll], sorted([segment.tally_ll, "fd00:20::10"])]
+
+
+@pytest.mark.root
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_neighbour_advertisement_claiming_the_learned_ipv6_gateway_is_gateway_spoofing(
+        segment: Segment, tmp_path: Path) -> None:
+    """The tally server routes IPv6 through the other host's link-local address, which
+    the config does not name: sentinel learns it as the gateway, and a neighbour
+    advertisement that claims it for another MAC is the critical gateway-spoofing
+    alert, not the medium one for any address."""
+    from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6
+    from scapy.layers.l2 import Ether
+
+    ip("-n", segment.tally, "-6", "route", "add", "default", "via", segment.other_ll, "dev",
+       segment.dev)
+    # the router's own MAC is the gateway's; the config names no IPv6 gateway address
+    cfg = _config(tmp_path, segment.dev, lists={"gateway_mac": ["02:00:00:00:00:66"]})
+    notify = NotifySocket(tmp_path / "notify.sock")
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify.path)}
+    log_path = tmp_path / "sentinel.log"
+    log = log_path.open("w")
+    daemon = subprocess.Popen(["ip", "netns", "exec", segment.tally, SENTINEL, "run", "-c",
+                               str(cfg)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    evil = "02:00:00:00:09:99"
+    claim = (Ether(src=evil, dst="02:00:00:00:00:10")
+             / IPv6(src=segment.other_ll, dst=segment.tally_ll)
+             / ICMPv6ND_NA(tgt=segment.other_ll, S=0, O=1) / ICMPv6NDOptDstLLAddr(lladdr=evil))
+    journal = tmp_path / "state" / "alerts.jsonl"
+
+    def spoofed() -> dict[str, Any] | None:
+        lines = journal.read_text().splitlines() if journal.exists() else []
+        return next((a for a in (json.loads(x)["alert"] for x in lines)
+                     if a["rule"] == "ndp-gateway-spoofed"), None)
+    try:
+        notify.wait_for("READY=1", timeout=60)
+        send_frames(segment.other, "eth0", [bytes(claim)])
+        got = wait_for(spoofed, 30, "the gateway-spoofing alert")
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=20)
+        log.close()
+        notify.close()
+    assert got["severity"] == "critical"
+    assert (got["event"]["target_ip"], got["event"]["mac"]) == (segment.other_ll, evil)
+    text = log_path.read_text()
+    learned = [json.loads(x) for x in text.splitlines()
+               if x.startswith("{") and '"gateways_added"' in x]
+    assert [x["gateways"] for x in learned] == [[segment.other_ll]]
