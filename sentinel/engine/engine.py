@@ -79,6 +79,7 @@ class Engine:
         self._now = 0.0  # the latest event or advance time: when a reload closes periods
         self._retired: list[RuleMemory] = []  # of rules a reload removed or changed
         self._alert_counters: dict[tuple[str, str], Any] = {}  # (rule, severity) -> child
+        self._folded_counters: dict[str, Any] = {}  # rule -> its storm-folded child
         self._active = self._build(rules, {})
 
     @property
@@ -317,7 +318,11 @@ class Engine:
         folded = storm.folded_total
         if folded and self.metrics is not None:
             storm.folded_total = 0
-            self.metrics.alerts_storm_folded.labels(rule.id).inc(folded)
+            child = self._folded_counters.get(rule.id)
+            if child is None:  # labels() takes a lock and checks its labels: once per rule
+                child = self._folded_counters[rule.id] = (
+                    self.metrics.alerts_storm_folded.labels(rule.id))
+            child.inc(folded)
         return out
 
     def _storm_pass(self, storm: StormState, alerts: list[Alert],
