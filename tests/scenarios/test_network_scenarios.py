@@ -372,6 +372,21 @@ def ndp_takeover(c: Capture) -> None:
               / ICMPv6ND_NA(tgt="fe80::21", S=1, O=1) / ICMPv6NDOptDstLLAddr(lladdr=mac))
 
 
+def mac_flood(c: Capture) -> None:
+    """A flooding tool's frames from made-up MACs and addresses, after the first five
+    minutes that learn the segment: TCP to made-up hosts, flooded to every port."""
+    import random
+    rng = random.Random(7)
+    background(c)
+    for i in range(120):
+        mac = "06:" + ":".join(f"{rng.randrange(256):02x}" for _ in range(5))
+        src = f"10.{rng.randrange(30, 250)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+        dst = f"10.{rng.randrange(30, 250)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+        c.add(T0 + 400 + i * 0.01, _eth(mac, "0a:" + mac[3:]) / _ip(src, dst)
+              / TCP(sport=rng.randrange(1024, 65535), dport=rng.randrange(1, 65535),
+                    flags="S"))
+
+
 def icmp_redirect(c: Capture) -> None:
     """A redirect forged with the gateway's address: traffic for central via the attacker."""
     background(c)
@@ -651,6 +666,10 @@ SCENARIOS: dict[str, Scenario] = {
         {"kind": "net.ndp", "op": "neighbor_advert", "target_ip": "fe80::21",
          "mac": ATTACKER_MAC},
         frozenset({"ndp-address-changed-mac"})),
+    "d17-mac-flooding": Scenario(
+        mac_flood, "mac-flooding", "high", {"kind": "net.station", "change": "new"},
+        # each made-up MAC is also a new station, those past the storm limit folded
+        frozenset({"mac-flooding", "arp-new-station"}), count=50),
     "d16-icmp-redirect": Scenario(
         icmp_redirect, "icmp-redirect-to-tally-server", "high",
         {"kind": "net.icmp", "src_ip": GATEWAY, "type": 5, "target_ip": ATTACKER,

@@ -105,6 +105,7 @@ class Decoder:
     def __init__(self, flows: FlowTable, maker: EventMaker, metrics: Metrics) -> None:
         self.flows = flows
         self.maker = maker
+        self.stations = maker.stations  # every sender MAC: new stations, MAC floods
         self._errors = metrics.decode_errors
         self.defrag = Reassembler(maker, metrics)
         self.tcp_dns = TcpDnsStreams()
@@ -197,6 +198,9 @@ class Decoder:
                         # addresses then ports are contiguous: one slice finds the flow
                         if not self.flows.tcp_known(ts, wirelen, buf[ip + 12 : ip + 24],
                                                     offflags & 0xFF):
+                            # a frame opening a flow: is its sender a new station?
+                            self.stations.frame(ts, buf[off + 6 : off + 12],
+                                                buf[ip + 12 : ip + 16])
                             self.flows.tcp(ts, wirelen, buf[ip + 12 : ip + 16],
                                            buf[ip + 16 : ip + 20], sport, dport,
                                            offflags & 0xFF, seq,
@@ -207,6 +211,7 @@ class Decoder:
                 if plen >= 20 and ip + 40 + plen >= ip + 54 and sport != 53 and dport != 53:
                     if not self.flows.tcp_known(ts, wirelen, buf[ip + 8 : ip + 44],
                                                 offflags & 0xFF):
+                        self.stations.frame(ts, buf[off + 6 : off + 12], buf[ip + 8 : ip + 24])
                         self.flows.tcp(ts, wirelen, buf[ip + 8 : ip + 24],
                                        buf[ip + 24 : ip + 40], sport, dport, offflags & 0xFF,
                                        seq, plen - (offflags >> 12 << 2))
@@ -215,8 +220,12 @@ class Decoder:
             raise _TRUNCATED
         etype = _U16(buf, off + 12)[0]
         if etype == ETH_IPV4:
+            if off + 30 <= end:
+                self.stations.frame(ts, buf[off + 6 : off + 12], buf[off + 26 : off + 30])
             self.ipv4(buf, off + 14, end, wirelen, ts)
         else:
+            if etype == ETH_IPV6 and off + 38 <= end:
+                self.stations.frame(ts, buf[off + 6 : off + 12], buf[off + 22 : off + 38])
             self.network(etype, buf, off + 14, end, wirelen, ts)
 
     def sll(self, buf: bytes, off: int, end: int, wirelen: int, ts: float) -> None:

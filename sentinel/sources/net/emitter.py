@@ -93,7 +93,8 @@ class EventMaker:
         self._counters: dict[str, Any] = {}
         #: every source's connections, summed up as net.scan when a scan ends
         self.scans = ScanTracker(self.scan)
-        #: MACs and addresses of the segment, from ARP: new stations and flip-flops
+        #: MACs and addresses of the segment, from ARP and from the frames that open
+        #: flows: new stations and flip-flops
         self.stations = StationTable(self.station)
 
     def _send(self, kind: str, ts: float, fields: dict[str, Any]) -> None:
@@ -202,9 +203,10 @@ class EventMaker:
         })
 
     def station(self, ts: float, addr: bytes, mac: bytes, previous: bytes, change: str) -> None:
-        """``net.station``: a new MAC on the segment, or an address flip-flopping."""
+        """``net.station``: a new MAC on the segment, or an address flip-flopping;
+        ``addr`` the sender's IPv4 or IPv6 address, empty when its frame had none."""
         self._send("net.station", ts, {
-            "change": change, "sender_ip": socket.inet_ntop(socket.AF_INET, addr),
+            "change": change, "sender_ip": self.ends.info(addr)[0] if addr else None,
             "sender_mac": mac.hex(":"),
             "previous_mac": previous.hex(":") if previous else None, "iface": self.iface,
         })

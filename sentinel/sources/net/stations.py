@@ -1,11 +1,15 @@
-"""Stations on the segment, learned from ARP.
+"""Stations on the segment, learned from ARP and from the frames that open flows.
 
-Every ARP message names its sender's address and MAC. The first
+Every ARP message names its sender's address and MAC; every IP frame that opens a
+flow (or is not TCP) names its sender's MAC, which is how a MAC flood shows (a
+tool sending frames from thousands of made-up MACs, to overflow the switch's table
+so that it sends everyone's traffic to every port). The first
 :data:`LEARN` seconds of a capture (packet time) learn the segment silently;
 after that, a MAC never seen before is a ``new`` station, and an address that
 goes back to the MAC it had before its last change (A, then B, then A again) is
 a ``flip_flop``: two machines answering for one address, the mark of ARP
-poisoning in progress or of a duplicate address. A plain change of MAC is left
+poisoning in progress or of a duplicate address (from ARP only: an IP frame's
+sender address may be anyone's behind a router). A plain change of MAC is left
 to the ``change`` rule on ``net.arp`` (arp-address-changed-mac).
 
 Memory is bounded: :data:`MAX_STATIONS` MACs and as many addresses are
@@ -37,6 +41,20 @@ class StationTable:
         self.macs: OrderedDict[bytes, float] = OrderedDict()
         # address -> (its MAC now, the MAC before its last change)
         self.addrs: OrderedDict[bytes, tuple[bytes, bytes]] = OrderedDict()
+
+    def frame(self, ts: float, mac: bytes, addr: bytes) -> None:
+        """``mac`` sent an IP frame from ``addr``: a new station if never seen."""
+        macs = self.macs
+        if mac in macs:
+            macs.move_to_end(mac)
+            return
+        if self.start is None:
+            self.start = ts
+        if len(macs) >= MAX_STATIONS:
+            macs.popitem(last=False)
+        macs[mac] = ts
+        if ts - self.start >= self.learn:
+            self.report(ts, addr, mac, b"", "new")
 
     def arp(self, ts: float, mac: bytes, addr: bytes) -> None:
         if self.start is None:
