@@ -492,23 +492,27 @@ class _Journaled:
         self._call(False)
 
 
+#: What the daemon learns from the kernel: (Config field, log event, its key, where to
+#: list them so that the line goes).
+_LEARNED = (
+    ("learned_addresses", "own_addresses", "addresses",
+     "the capture interfaces have them; list them in host.addresses and tally_server"),
+    ("learned_gateways", "gateways", "gateways",
+     "the default routes lead through them; list them in gateway_ip"),
+)
+
+
 def _log_learned(before: Config | None, now: Config) -> None:
     """One line when the addresses added to host.addresses and tally_server change, and
     one when the gateways added to gateway_ip do (``before`` None: at start)."""
-    was, got = before.learned_addresses if before else (), now.learned_addresses
-    if got != was and got:
-        log.info("own_addresses_added", addresses=[str(a) for a in got],
-                 hint="the capture interfaces have them; list them in host.addresses"
-                      " and tally_server to make this line go")
-    elif was and not got:
-        log.info("own_addresses_listed")
-    was, got = before.learned_gateways if before else (), now.learned_gateways
-    if got != was and got:
-        log.info("gateways_added", gateways=[str(a) for a in got],
-                 hint="the default routes lead through them; list them in gateway_ip"
-                      " to make this line go")
-    elif was and not got:
-        log.info("gateways_listed")
+    for field, event, key, where in _LEARNED:
+        was = getattr(before, field) if before else ()
+        got = getattr(now, field)
+        if got != was and got:
+            log.info(f"{event}_added", **{key: [str(a) for a in got]},
+                     hint=f"{where} to make this line go")
+        elif was and not got:
+            log.info(f"{event}_listed")
 
 
 def run_daemon(config_path: Path) -> int:

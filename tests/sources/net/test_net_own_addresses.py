@@ -246,18 +246,25 @@ def _serve(ns: str, port: int) -> socket.socket:
     return srv
 
 
+def _start(segment: Segment, tmp: Path, cfg: Path
+           ) -> tuple[NotifySocket, Path, Any, subprocess.Popen[bytes]]:
+    """``sentinel run`` in the tally namespace: its notify socket, log path, open log
+    file and process."""
+    notify = NotifySocket(tmp / "notify.sock")
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify.path)}
+    log_path = tmp / "sentinel.log"
+    log = log_path.open("w")
+    daemon = subprocess.Popen(["ip", "netns", "exec", segment.tally, SENTINEL, "run", "-c",
+                               str(cfg)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    return notify, log_path, log, daemon
+
+
 @pytest.mark.root
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_a_scan_and_a_database_connection_over_link_local_ipv6_are_alerts(
         segment: Segment, tmp_path: Path) -> None:
-    cfg = _config(tmp_path, segment.dev)
-    notify = NotifySocket(tmp_path / "notify.sock")
-    env = {**os.environ, "NOTIFY_SOCKET": str(notify.path)}
-    log_path = tmp_path / "sentinel.log"
-    log = log_path.open("w")
-    daemon = subprocess.Popen(["ip", "netns", "exec", segment.tally, SENTINEL, "run", "-c",
-                               str(cfg)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    notify, log_path, log, daemon = _start(segment, tmp_path, _config(tmp_path, segment.dev))
     db = _serve(segment.tally, 5432)
 
     def to(port: int) -> None:
@@ -334,12 +341,7 @@ def test_a_neighbour_advertisement_claiming_the_learned_ipv6_gateway_is_gateway_
        segment.dev)
     # the router's own MAC is the gateway's; the config names no IPv6 gateway address
     cfg = _config(tmp_path, segment.dev, lists={"gateway_mac": ["02:00:00:00:00:66"]})
-    notify = NotifySocket(tmp_path / "notify.sock")
-    env = {**os.environ, "NOTIFY_SOCKET": str(notify.path)}
-    log_path = tmp_path / "sentinel.log"
-    log = log_path.open("w")
-    daemon = subprocess.Popen(["ip", "netns", "exec", segment.tally, SENTINEL, "run", "-c",
-                               str(cfg)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    notify, log_path, log, daemon = _start(segment, tmp_path, cfg)
     evil = "02:00:00:00:09:99"
     claim = (Ether(src=evil, dst="02:00:00:00:00:10")
              / IPv6(src=segment.other_ll, dst=segment.tally_ll)
