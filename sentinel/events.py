@@ -100,7 +100,8 @@ KIND_FIELDS: dict[str, tuple[str, ...]] = {
     # were accepted; dst_ip is the one host when there was only one
     "net.scan": ("src_ip", "src_internal", "dst_ip", "ports", "hosts", "hosts_capped",
                  "connections", "probes", "answered", "duration", "iface"),
-    # a station on the segment, learned from ARP: change "new" (a MAC first
+    # a station on the segment, learned from ARP and from the frames that open flows
+    # (sender_ip then IPv4 or IPv6, the frame's): change "new" (a MAC first
     # seen after the first five minutes) or "flip_flop" (an address back on the MAC it
     # had before its last change); previous_mac the MAC it leaves
     "net.station": ("change", "sender_ip", "sender_mac", "previous_mac", "iface"),

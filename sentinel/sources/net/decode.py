@@ -89,9 +89,9 @@ _E_UDP_LENGTH = Malformed("UDP length below 8")
 _E_FRAGMENT_CUT = Malformed("IP fragment cut short by the capture: not reassembled")
 _TRANSPORTS = frozenset((6, 17, 58))
 _E_NDP_OPTION = Malformed("neighbour discovery option of length 0")
-#: ICMPv6 neighbour discovery types: the event's op, and where the options start.
 #: ICMP (IPv4) redirect: "send traffic for this destination to that gateway".
 _ICMP_REDIRECT = 5
+#: ICMPv6 neighbour discovery types: the event's op, and where the options start.
 _NDP_OPS = {133: ("router_solicit", 8), 134: ("router_advert", 16),
             135: ("neighbor_solicit", 24), 136: ("neighbor_advert", 24), 137: ("redirect", 40)}
 
