@@ -179,7 +179,8 @@ def ring_capture(iface: str) -> str:
     seen = threading.Event()
     stop = threading.Event()
 
-    def handle(etype: int, buf: bytes, off: int, end: int, length: int, t: float) -> None:
+    def handle(etype: int, buf: bytes, off: int, end: int, length: int, t: float,
+               mac: int) -> None:
         if payload in bytes(buf[off:end]):
             seen.set()
             stop.set()

@@ -9,7 +9,10 @@ it to the capture ring, and decides how many bytes of it to keep:
 * DNS (TCP or UDP port 53) and IP fragments (IPv4 and IPv6) are kept whole, so
   long names decode and fragmented datagrams can be reassembled, and every other
   packet is cut to ``snaplen`` bytes — enough for the headers, while the wire
-  length still reaches the flow counters.
+  length still reaches the flow counters. A frame no longer than ``snaplen`` is
+  kept whole without looking further: a load past a frame's end ends a classic
+  BPF program with "drop", so a truncated frame (a MAC flooder's 34-byte frames
+  claim a TCP header they lack) would otherwise never reach the decoder.
 
 For IPv4 the port test is libpcap's own code for ``ip and (udp port 53 or tcp
 port 53)`` on raw IP, with its packet loads moved to the kernel's network-header
@@ -44,7 +47,7 @@ DNS_SNAPLEN = 65535
 _SKF_AD_OFF = -0x1000
 _SKF_AD_PROTOCOL, _SKF_AD_PKTTYPE, _SKF_AD_HATYPE = 0, 4, 28
 _SKF_NET_OFF = -0x100000
-_LD_W_ABS, _JEQ_K, _RET_K = 0x20, 0x15, 0x06
+_LD_W_ABS, _JEQ_K, _RET_K, _LD_W_LEN, _JGT_K = 0x20, 0x15, 0x06, 0x80, 0x25
 _LD_B_ABS, _LD_B_IND, _LD_H_IND, _LD_MEM, _ST = 0x30, 0x50, 0x48, 0x60, 0x02
 _LDX_IMM, _TAX, _TXA, _JA, _JSET_K = 0x01, 0x07, 0x87, 0x05, 0x45
 _ADD_K, _ADD_X, _AND_K, _LSH_K = 0x04, 0x0C, 0x54, 0x64
@@ -160,6 +163,12 @@ def capture_program(snaplen: int) -> list[Insn]:
         (_JEQ_K, 2, 1, 0x86DD),  # 7: IPv6 -> 10, else -> 9
         (_RET_K, 0, 0, snaplen),  # 8
         (_RET_K, 0, 0, 0),  # 9
+        # A frame no longer than snaplen is kept whole whatever it carries: no need to
+        # read its ports, and a load past its end would end the program with "drop"
+        # (a truncated frame, such as a MAC flooder's, would not be seen at all).
+        (_LD_W_LEN, 0, 0, 0),  # 10
+        (_JGT_K, 1, 0, snaplen),  # 11: longer -> 13 (the DNS test), else -> 12
+        (_RET_K, 0, 0, snaplen),  # 12
     ]
     return head + dns
 

@@ -45,8 +45,9 @@ _IFINDEX = struct.Struct("=i").unpack_from  # sll_ifindex, host order
 _STATS = struct.Struct("=III").unpack  # packets, drops, freeze count (reading resets them)
 _RELEASE = b"\0\0\0\0"
 
-#: Decodes one frame from its network header: (EtherType, buf, offset, end, wire length, time).
-NetworkHandler = Callable[[int, bytes, int, int, int, float], None]
+#: Decodes one frame from its network header: (EtherType, buf, offset, end, wire length,
+#: time, offset of the sender's 6-byte MAC in buf or -1 when the link has none).
+NetworkHandler = Callable[[int, bytes, int, int, int, float, int], None]
 
 
 class RingCapture:
@@ -147,7 +148,10 @@ class RingCapture:
                     if name is None:
                         name = names[ifindex] = _ifname(ifindex)
                     set_iface(name)
-                handle(etype, ring, p + net, p + mac + snap, length, sec + nsec * 1e-9)
+                # sockaddr_ll's sll_addr: the sender's link-layer address, sll_halen long
+                sll = p + _SLL_OFFSET
+                handle(etype, ring, p + net, p + mac + snap, length, sec + nsec * 1e-9,
+                       sll + 12 if ring[sll + 11] == 6 else -1)
                 p += nxt
             mapped[base + 8 : base + 12] = _RELEASE
             index = (index + 1) % nblocks

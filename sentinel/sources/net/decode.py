@@ -151,12 +151,20 @@ class Decoder:
 
         return handle
 
-    def network_handler(self) -> Callable[[int, bytes, int, int, int, float], None]:
-        """The never-raising decode function for a frame whose link layer the kernel parsed."""
+    def network_handler(self) -> Callable[[int, bytes, int, int, int, float, int], None]:
+        """The never-raising decode function for a frame whose link layer the kernel parsed;
+        ``mac`` is where in ``buf`` the sender's MAC is (-1: none), for the station table."""
         errors = self._errors
+        frame = self.stations.frame
 
-        def handle(etype: int, buf: bytes, off: int, end: int, wirelen: int, ts: float) -> None:
+        def handle(etype: int, buf: bytes, off: int, end: int, wirelen: int, ts: float,
+                   mac: int = -1) -> None:
             try:
+                if mac >= 0:
+                    if etype == ETH_IPV4 and off + 16 <= end:
+                        frame(ts, buf[mac : mac + 6], buf[off + 12 : off + 16])
+                    elif etype == ETH_IPV6 and off + 24 <= end:
+                        frame(ts, buf[mac : mac + 6], buf[off + 8 : off + 24])
                 self.network(etype, buf, off, end, wirelen, ts)
             except DECODE_ERRORS:
                 errors.inc()

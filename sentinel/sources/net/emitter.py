@@ -17,6 +17,7 @@ from typing import Any
 from sentinel.config import Config
 from sentinel.events import Event
 from sentinel.metrics import Metrics
+from sentinel.sources.net import stations
 from sentinel.sources.net.scans import ScanTracker
 from sentinel.sources.net.stations import StationTable
 
@@ -95,7 +96,7 @@ class EventMaker:
         self.scans = ScanTracker(self.scan)
         #: MACs and addresses of the segment, from ARP and from the frames that open
         #: flows: new stations and flip-flops
-        self.stations = StationTable(self.station)
+        self.stations = StationTable(self.station, learn=stations.LEARN)
 
     def _send(self, kind: str, ts: float, fields: dict[str, Any]) -> None:
         counter = self._counters.get(kind)

@@ -350,7 +350,8 @@ def test_kernel_filter_cuts_frames_keeps_dns_whole_and_drops_other_protocols(
 
     seen: list[tuple[int, int, int]] = []  # EtherType, bytes captured, wire length
 
-    def handle(etype: int, buf: bytes, off: int, end: int, wirelen: int, ts: float) -> None:
+    def handle(etype: int, buf: bytes, off: int, end: int, wirelen: int, ts: float,
+               mac: int) -> None:
         seen.append((etype, end - off, wirelen))
 
     cap = in_netns(pair.a, lambda: RingCapture(pair.va, 200, 4 * 2**20))

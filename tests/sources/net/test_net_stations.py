@@ -6,14 +6,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from netkit import site_config, write_pcap
+import pytest
+from netkit import VethPair, send_frames, site_config, write_pcap
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
+from support import wait_for
+from test_net_live import _ready, pair, start
 
 from sentinel.metrics import Metrics
 from sentinel.sources.net import iter_pcap_events
+from sentinel.sources.net import stations as stations_module
 from sentinel.sources.net.stations import LEARN, StationTable
+
+__all__ = ["pair"]  # the fixture, used by name
 
 T0 = 1_707_890_400.0
 TALLY_MAC = "02:00:00:00:00:10"
@@ -64,3 +70,38 @@ def test_ip_frames_feed_no_flip_flops() -> None:
         table.frame(1.0, mac, a)
     assert [s[4] for s in seen] == ["new", "new"]
     assert not table.addrs
+
+
+@pytest.mark.root
+@pytest.mark.timeout(120)
+def test_live_frames_from_made_up_macs_are_new_stations(pair: VethPair, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Live, the kernel parses the link layer and the sender's MAC comes from the ring's
+    link-layer address: frames from made-up MACs (a MAC flood) are new stations, the
+    flooding tool's truncated frames too."""
+    monkeypatch.setattr(stations_module, "LEARN", 0.0)  # no five minutes to wait here
+    src, got, metrics = start(pair, tmp_path, [pair.va])
+    try:
+        _ready(pair, got)
+        made_up = [f"06:00:00:00:{i // 256:02x}:{i % 256:02x}" for i in range(40)]
+        frames = [bytes(Ether(src=mac, dst="0a:11:22:33:44:55")
+                        / IP(src=f"10.66.{i}.1", dst=f"10.77.{i}.1")
+                        / TCP(sport=1000 + i, dport=80, flags="S"))
+                  for i, mac in enumerate(made_up)]
+        frames.append(bytes(Ether(src="06:00:00:00:06:06", dst=pair.AMAC)
+                            / IPv6(src="2001:db8::66", dst=pair.A6) / UDP(dport=9)))
+        # a flooding tool's frame: 34 bytes, an IPv4 header claiming a TCP header it
+        # lacks. The kernel filter must not drop it for reading ports past its end.
+        cut = bytes(Ether(src="06:00:00:00:03:04", dst="0a:11:22:33:44:55")
+                    / IP(src="10.66.200.1", dst="10.77.200.1", len=40, proto=6))[:34]
+        assert len(cut) == 34
+        frames.append(cut)
+        send_frames(pair.b, pair.vb, frames)
+        wait_for(lambda: len(got.find("net.station", change="new")) >= 42, what="42 stations")
+        new = {e["sender_mac"]: e["sender_ip"] for e in got.find("net.station", change="new")}
+        assert all(new[m] == f"10.66.{i}.1" for i, m in enumerate(made_up))
+        assert new["06:00:00:00:06:06"] == "2001:db8::66"
+        assert new["06:00:00:00:03:04"] == "10.66.200.1"
+        assert metrics.decode_errors._value.get() >= 1  # the cut frame, counted
+    finally:
+        src.stop()
