@@ -103,6 +103,7 @@ class Daemon:
         # events waiting) must not hold back the alert of a changed file
         self.files: collections.deque[Event] = collections.deque()
         self._stop = threading.Event()
+        self._abandon = threading.Event()  # stopping, out of time: leave the queue as is
         self._reload = threading.Event()
         self._signalled = 0  # SIGTERM/SIGINT seen (set by the handler, read by the main loop)
         self._hup = False  # SIGHUP seen
@@ -163,7 +164,7 @@ class Daemon:
 
     def _engine_loop(self) -> None:
         last_tick = 0.0
-        while True:
+        while not self._abandon.is_set():
             self._engine_beat = time.monotonic()
             while self.files:
                 ev = self.files.popleft()
@@ -446,11 +447,15 @@ class Daemon:
             except Exception:
                 log.exception("source_stop_failed", source=src.name)
         # the engine thread drains what is queued, then exits (stop flag is set)
-        self._engine_thread.join(max(0.1, deadline - time.monotonic() - 2.0))
+        self._engine_thread.join(max(0.1, deadline - time.monotonic() - 3.0))
         if self._engine_thread.is_alive():
+            # out of time (a flood's backlog): the events still queued are given up, but
+            # what the engine folded so far must not be, so it stops taking events
+            self._abandon.set()
+            self._engine_thread.join(1.0)
             log.error("engine_drain_timeout", pending=self.queue.qsize())
-        else:
-            # suppression periods still open end now: their folded counts go out
+        if not self._engine_thread.is_alive():
+            # suppression periods and storm folds still open end now: their counts go out
             self._handle(self.engine.flush, self.clock())
         with self._sink_lock:
             parts.sink.close(max(0.1, deadline - time.monotonic()))
