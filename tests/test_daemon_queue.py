@@ -21,17 +21,24 @@ rules:
 """
 
 
-def test_a_file_event_is_processed_before_a_queued_packet_flood(tmp_path: Path) -> None:
-    """5,000 connection events wait in the queue; a file change emitted after them is
-    journaled first (real engine, real journal; only the sources are left out)."""
-    (tmp_path / "rules.yaml").write_text(RULES)
-    cfg = tmp_path / "config.yaml"
-    cfg.write_text(f"host: {{name: t, addresses: [10.20.0.10]}}\nstate_dir: {tmp_path}\n"
-                   "rules: {paths: [rules.yaml], storm: {sources: []}}\n"
+def _daemon(tmp: Path, storm: bool) -> Daemon:
+    """A daemon on RULES with a journal, its engine thread not started, no sources."""
+    (tmp / "rules.yaml").write_text(RULES)
+    cfg = tmp / "config.yaml"
+    rules = "{paths: [rules.yaml]}" if storm else "{paths: [rules.yaml], storm: {sources: []}}"
+    cfg.write_text(f"host: {{name: t, addresses: [10.20.0.10]}}\nstate_dir: {tmp}\n"
+                   f"rules: {rules}\n"
                    "outputs: {journal: {path: alerts.jsonl, fsync: none}}\n")
     config = load_config(cfg)
     d = Daemon(cfg, config, load_rules(config))
     d._parts = build_parts(config, d.metrics, d.health)
+    return d
+
+
+def test_a_file_event_is_processed_before_a_queued_packet_flood(tmp_path: Path) -> None:
+    """5,000 connection events wait in the queue; a file change emitted after them is
+    journaled first (real engine, real journal; only the sources are left out)."""
+    d = _daemon(tmp_path, storm=False)
     for i in range(5000):  # the engine is not running yet: they queue up
         d.emit(Event("net.connection", float(i), "t", "network",
                      {"dst_port": 5432, "src_ip": f"198.51.{i // 256}.{i % 256}"}))
@@ -59,14 +66,7 @@ def test_a_stop_that_cannot_drain_a_flood_still_reports_what_was_folded(
     true count (before, the engine thread was left running and the counts were lost)."""
     import sentinel.daemon as daemon_module
 
-    (tmp_path / "rules.yaml").write_text(RULES)
-    cfg = tmp_path / "config.yaml"
-    cfg.write_text(f"host: {{name: t, addresses: [10.20.0.10]}}\nstate_dir: {tmp_path}\n"
-                   "rules: {paths: [rules.yaml]}\n"
-                   "outputs: {journal: {path: alerts.jsonl, fsync: none}}\n")
-    config = load_config(cfg)
-    d = Daemon(cfg, config, load_rules(config))
-    d._parts = build_parts(config, d.metrics, d.health)
+    d = _daemon(tmp_path, storm=True)
     n = 40_000
     for i in range(n):  # the engine is not running yet: they queue up
         d.emit(Event("net.connection", float(i) / 1000, "t", "network",
