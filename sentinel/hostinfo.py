@@ -26,6 +26,7 @@ import ipaddress
 import socket
 import struct
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -162,8 +163,9 @@ def with_own_addresses(config: Config, found: Sequence[IPAddress] | None = None,
 def learnable_gateways(gateways: Sequence[IPAddress]) -> list[IPAddress]:
     """``gateways`` without those of an IP version that has over MAX_GATEWAYS."""
     unique = list(dict.fromkeys(gateways))
-    return [g for g in unique
-            if sum(1 for o in unique if o.version == g.version) <= MAX_GATEWAYS]
+    # counted once per version: an RA flood makes thousands, every 10 seconds
+    per_version = Counter(g.version for g in unique)
+    return [g for g in unique if per_version[g.version] <= MAX_GATEWAYS]
 
 
 def addresses_of(items: Sequence[object]) -> set[IPAddress]:

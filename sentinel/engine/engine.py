@@ -288,10 +288,8 @@ class Engine:
             alerts = [self._alert(rule, ev, count, dict(extra))]
         if mem.storm is None:
             return alerts
-        if key is None:
-            key = extra.get("group") or extra.get("key") or {
-                f: ev.fields[f] for f in _SAMPLE_FIELDS if f in ev.fields}
-        return self._storm_pass(mem.storm, alerts, key)
+        return self._storm_pass(mem.storm, alerts,
+                                key if key is not None else _storm_key(ev, extra))
 
     def _fold_unbuilt(self, rule: Rule, mem: RuleMemory, storm: StormState, ev: Event,
                       count: int, extra: dict[str, Any]) -> list[Alert]:
@@ -312,17 +310,9 @@ class Engine:
             if closed:  # summaries of periods this one's opening ended
                 out = self._storm_pass(storm, closed, key)
         else:
-            key = extra.get("group") or extra.get("key") or {
-                f: ev.fields[f] for f in _SAMPLE_FIELDS if f in ev.fields}
+            key = _storm_key(ev, extra)
         storm.fold_in(count, ev.time, key)
-        folded = storm.folded_total
-        if folded and self.metrics is not None:
-            storm.folded_total = 0
-            child = self._folded_counters.get(rule.id)
-            if child is None:  # labels() takes a lock and checks its labels: once per rule
-                child = self._folded_counters[rule.id] = (
-                    self.metrics.alerts_storm_folded.labels(rule.id))
-            child.inc(folded)
+        self._count_folded(storm, rule.id)
         return out
 
     def _storm_pass(self, storm: StormState, alerts: list[Alert],
@@ -331,11 +321,20 @@ class Engine:
         for a in alerts:
             k = key if key is not None else a.extra.get("group") or {}
             out.extend(storm.offer(a, k))
+        if alerts:
+            self._count_folded(storm, alerts[0].rule)
+        return out
+
+    def _count_folded(self, storm: StormState, rule_id: str) -> None:
+        """Add what ``storm`` folded since last asked to the rule's metric."""
         folded = storm.folded_total
         if folded and self.metrics is not None:
             storm.folded_total = 0
-            self.metrics.alerts_storm_folded.labels(alerts[0].rule).inc(folded)
-        return out
+            child = self._folded_counters.get(rule_id)
+            if child is None:  # labels() takes a lock and checks its labels: once per rule
+                child = self._folded_counters[rule_id] = (
+                    self.metrics.alerts_storm_folded.labels(rule_id))
+            child.inc(folded)
 
     def _alert(self, rule: Rule, ev: Event, count: int, extra: dict[str, Any]) -> Alert:
         title, texts = rule.render(ev, count)  # the site language, every language in i18n
@@ -385,6 +384,13 @@ class Engine:
         if out:
             self._count(out)
         return out
+
+
+def _storm_key(ev: Event, extra: dict[str, Any]) -> dict[str, Any]:
+    """What a storm summary samples of an alert: its group, its change key, or the
+    event's identifying fields."""
+    return extra.get("group") or extra.get("key") or {
+        f: ev.fields[f] for f in _SAMPLE_FIELDS if f in ev.fields}
 
 
 def _noop() -> None:

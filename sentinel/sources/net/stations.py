@@ -57,16 +57,10 @@ class StationTable:
             self.report(ts, addr, mac, b"", "new")
 
     def arp(self, ts: float, mac: bytes, addr: bytes) -> None:
-        if self.start is None:
-            self.start = ts
+        """``mac`` sent ARP claiming ``addr``: a new station, and a flip-flop of ``addr``."""
+        self.frame(ts, mac, addr)
+        assert self.start is not None  # set by frame
         learning = ts - self.start < self.learn
-        if mac not in self.macs:
-            if len(self.macs) >= MAX_STATIONS:
-                self.macs.popitem(last=False)
-            if not learning:
-                self.report(ts, addr, mac, b"", "new")
-        self.macs[mac] = ts
-        self.macs.move_to_end(mac)
         if addr == _UNSET:  # an ARP probe: no address claimed yet
             return
         seen = self.addrs.get(addr)
