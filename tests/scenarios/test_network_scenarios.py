@@ -199,8 +199,46 @@ def syn_scan_with_retries(c: Capture) -> None:
 
 def ssh_guessing_from_admin_net(c: Capture) -> None:
     background(c)
-    for i in range(40):  # password guessing: a connection every few seconds, from an admin PC
-        c.tcp_session(T0 + 3 + i * 3, "10.20.1.7", 42100 + i, TALLY, 22)
+    for i in range(40):  # password guessing: a session every few seconds, from an admin PC
+        # a client's banner, key exchange and a few tries; the server's host key and refusals
+        c.tcp_session(T0 + 3 + i * 3, "10.20.1.7", 42100 + i, TALLY, 22, up=1700, down=2300)
+
+
+def os_fingerprint_of_ssh(c: Capture) -> None:
+    """A scan with OS and version detection, SSH being the open port it fingerprints: 20
+    connections to 22, none a login. The prober's SYNs to 22 are each answered and then
+    reset by its kernel; three probes carry no SYN; a version probe reads the banner; three
+    script sessions run a key exchange to list the host keys and algorithms."""
+    background(c)
+    t = T0 + 3
+    for i, port in enumerate([*range(1, 100), 5432]):  # the port scan that finds 22 open
+        c.ip(t + i * 0.002, ATTACKER, TALLY, TCP(sport=61000, dport=port, flags="S"))
+        if port == 22:
+            c.ip(t + i * 0.002 + 0.0001, TALLY, ATTACKER,
+                 TCP(sport=22, dport=61000, flags="SA", seq=1, ack=1))
+            c.ip(t + i * 0.002 + 0.0002, ATTACKER, TALLY,
+                 TCP(sport=61000, dport=22, flags="R", seq=1))
+        else:
+            c.ip(t + i * 0.002 + 0.0001, TALLY, ATTACKER,
+                 TCP(sport=port, dport=61000, flags="RA", ack=1))
+    t += 1
+    probes = [("S", 61101 + k) for k in range(6)] + [("SEC", 61107), ("", 61108),
+                                                        ("SFPU", 61109), ("A", 61110)]
+    for k, (flags, sport) in enumerate(probes * 2):  # each sent twice: the prober re-tries
+        sport += 20 * (k // len(probes))
+        at = t + k * 0.1
+        c.ip(at, ATTACKER, TALLY, TCP(sport=sport, dport=22, flags=flags, seq=7000))
+        if "S" in flags:
+            c.ip(at + 0.0001, TALLY, ATTACKER,
+                 TCP(sport=22, dport=sport, flags="SA", seq=1, ack=7001))
+            c.ip(at + 0.0002, ATTACKER, TALLY, TCP(sport=sport, dport=22, flags="R", seq=7001))
+        else:
+            c.ip(at + 0.0001, TALLY, ATTACKER, TCP(sport=22, dport=sport, flags="R", seq=0))
+    t += 3
+    for k in range(2):  # version detection: connect, read the greeting, close
+        c.tcp_session(t + k, ATTACKER, 61200 + k, TALLY, 22, up=0, down=41)
+    for k in range(3):  # scripts: a key exchange each, no login
+        c.tcp_session(t + 3 + k, ATTACKER, 61300 + k, TALLY, 22, up=1500, down=1900)
 
 
 def slow_tunnel(c: Capture) -> None:
@@ -372,19 +410,25 @@ def ndp_takeover(c: Capture) -> None:
               / ICMPv6ND_NA(tgt="fe80::21", S=1, O=1) / ICMPv6NDOptDstLLAddr(lladdr=mac))
 
 
-def mac_flood(c: Capture) -> None:
+def mac_flood(c: Capture, start: float = T0 + 400, frames: int = 120) -> None:
     """A flooding tool's frames from made-up MACs and addresses, after the first five
     minutes that learn the segment: TCP to made-up hosts, flooded to every port."""
     import random
     rng = random.Random(7)
     background(c)
-    for i in range(120):
+    for i in range(frames):
         mac = "06:" + ":".join(f"{rng.randrange(256):02x}" for _ in range(5))
         src = f"10.{rng.randrange(30, 250)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
         dst = f"10.{rng.randrange(30, 250)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
-        c.add(T0 + 400 + i * 0.01, _eth(mac, "0a:" + mac[3:]) / _ip(src, dst)
+        c.add(start + i * 0.01, _eth(mac, "0a:" + mac[3:]) / _ip(src, dst)
               / TCP(sport=rng.randrange(1024, 65535), dport=rng.randrange(1, 65535),
                     flags="S"))
+
+
+def mac_flood_from_the_start(c: Capture) -> None:
+    """The flood from the capture's first seconds, in the time that learns the segment
+    (a daemon started during a flood, or a capture of one): 400 made-up MACs in 4 s."""
+    mac_flood(c, start=T0 + 2, frames=400)
 
 
 def icmp_redirect(c: Capture) -> None:
@@ -585,6 +629,12 @@ SCENARIOS: dict[str, Scenario] = {
     "d12-ssh-guessing-from-admin-net": Scenario(
         ssh_guessing_from_admin_net, "ssh-brute-force", "high",
         {"src_ip": "10.20.1.7", "dst_port": 22}, frozenset({"ssh-brute-force"}), count=10),
+    # OS and version detection against SSH is a scan, not password guessing
+    "d12-os-fingerprint-is-no-guessing": Scenario(
+        os_fingerprint_of_ssh, "port-scan-of-tally-server", "high",
+        {"src_ip": ATTACKER, "dst_ip": TALLY},
+        frozenset({"port-scan-of-tally-server", "ssh-from-outside-admin-net",
+                   "tally-db-access-attempt", "scan-ended"}), count=15),
     "d13-slow-tunnel-labels": Scenario(
         slow_tunnel, "dns-tunnel-encoded-label", "high", {"src_ip": TALLY},
         frozenset({"dns-tunnel-encoded-label", "dns-tunnel-slow-subdomains",
@@ -669,6 +719,11 @@ SCENARIOS: dict[str, Scenario] = {
     "d17-mac-flooding": Scenario(
         mac_flood, "mac-flooding", "high", {"kind": "net.station", "change": "new"},
         # each made-up MAC is also a new station, those past the storm limit folded
+        frozenset({"mac-flooding", "arp-new-station"}), count=50),
+    # no segment introduces 200 stations within a minute: learning ends, the flood shows
+    "d17-mac-flooding-while-learning": Scenario(
+        mac_flood_from_the_start, "mac-flooding", "high",
+        {"kind": "net.station", "change": "new"},
         frozenset({"mac-flooding", "arp-new-station"}), count=50),
     "d16-icmp-redirect": Scenario(
         icmp_redirect, "icmp-redirect-to-tally-server", "high",
