@@ -224,8 +224,8 @@ def os_fingerprint_of_ssh(c: Capture) -> None:
     t += 1
     probes = [("S", 61101 + k) for k in range(6)] + [("SEC", 61107), ("", 61108),
                                                         ("SFPU", 61109), ("A", 61110)]
-    for k, (flags, sport) in enumerate(probes * 2):  # each sent twice: the prober re-tries
-        sport += 20 * (k // len(probes))
+    for k, (flags, first_port) in enumerate(probes * 2):  # each sent twice: it re-tries
+        sport = first_port + 20 * (k // len(probes))
         at = t + k * 0.1
         c.ip(at, ATTACKER, TALLY, TCP(sport=sport, dport=22, flags=flags, seq=7000))
         if "S" in flags:

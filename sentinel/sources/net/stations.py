@@ -12,6 +12,11 @@ poisoning in progress or of a duplicate address (from ARP only: an IP frame's
 sender address may be anyone's behind a router). A plain change of MAC is left
 to the ``change`` rule on ``net.arp`` (arp-address-changed-mac).
 
+Learning ends early when more than :data:`LEARN_BURST` MACs turn up within
+:data:`BURST_WINDOW` seconds: no segment a tally server sits on introduces itself
+that fast, a flood does, and a flood started with the daemon (or a capture of one)
+must not be taken for the segment.
+
 Memory is bounded: :data:`MAX_STATIONS` MACs and as many addresses are
 remembered; past that the least recently seen is forgotten.
 """
@@ -23,6 +28,9 @@ from collections.abc import Callable
 
 #: Seconds of packet time spent learning the segment before anything is new.
 LEARN = 300.0
+#: More new MACs than this within BURST_WINDOW seconds end the learning: a flood.
+LEARN_BURST = 200
+BURST_WINDOW = 60.0
 MAX_STATIONS = 65536
 _UNSET = b"\0\0\0\0"
 
@@ -38,6 +46,9 @@ class StationTable:
         self.report = report
         self.learn = learn
         self.start: float | None = None
+        self.learning = True
+        # the learning time's current window of BURST_WINDOW seconds: start, MACs new in it
+        self._window, self._burst = 0.0, 0
         self.macs: OrderedDict[bytes, float] = OrderedDict()
         # address -> (its MAC now, the MAC before its last change)
         self.addrs: OrderedDict[bytes, tuple[bytes, bytes]] = OrderedDict()
@@ -49,18 +60,30 @@ class StationTable:
             macs.move_to_end(mac)
             return
         if self.start is None:
-            self.start = ts
+            self.start = self._window = ts
         if len(macs) >= MAX_STATIONS:
             macs.popitem(last=False)
         macs[mac] = ts
-        if ts - self.start >= self.learn:
+        if self.learning and not self._still_learning(ts):
+            self.learning = False
+        if not self.learning:
             self.report(ts, addr, mac, b"", "new")
+
+    def _still_learning(self, ts: float) -> bool:
+        """One more MAC turned up at ``ts``: is this still the learning time?"""
+        assert self.start is not None
+        if ts - self.start >= self.learn:
+            return False
+        if ts - self._window >= BURST_WINDOW:
+            self._window, self._burst = ts, 0
+        self._burst += 1
+        return self._burst <= LEARN_BURST
 
     def arp(self, ts: float, mac: bytes, addr: bytes) -> None:
         """``mac`` sent ARP claiming ``addr``: a new station, and a flip-flop of ``addr``."""
         self.frame(ts, mac, addr)
         assert self.start is not None  # set by frame
-        learning = ts - self.start < self.learn
+        learning = self.learning and ts - self.start < self.learn
         if addr == _UNSET:  # an ARP probe: no address claimed yet
             return
         seen = self.addrs.get(addr)

@@ -17,7 +17,7 @@ from test_net_live import _ready, pair, start
 from sentinel.metrics import Metrics
 from sentinel.sources.net import iter_pcap_events
 from sentinel.sources.net import stations as stations_module
-from sentinel.sources.net.stations import LEARN, StationTable
+from sentinel.sources.net.stations import BURST_WINDOW, LEARN, LEARN_BURST, StationTable
 
 __all__ = ["pair"]  # the fixture, used by name
 
@@ -58,6 +58,34 @@ def test_frames_that_open_flows_name_new_stations_after_the_learning_time(
         ("new", late4, "10.20.0.77"), ("new", late6, "2001:db8::77"),
         ("new", "02:00:00:00:07:17", "10.20.0.78")]
     assert all(e["previous_mac"] is None for e in got)
+
+
+def test_a_flood_ends_the_learning_time() -> None:
+    """More than LEARN_BURST new MACs within a minute are no segment introducing itself:
+    a flood in the first five minutes (a daemon started during one, a capture of one)
+    is reported from the MAC past the burst on, and stays so."""
+    seen: list[tuple[Any, ...]] = []
+    table = StationTable(lambda *a: seen.append(a))
+    addr = bytes([10, 99, 0, 1])
+    for i in range(LEARN_BURST + 30):
+        table.frame(T0 + i * 0.001, b"\x06" + i.to_bytes(5, "big"), addr)
+    assert len(seen) == 30 and all(s[4] == "new" for s in seen)
+    assert seen[0][2] == b"\x06" + LEARN_BURST.to_bytes(5, "big")
+    table.frame(T0 + 100, b"\x08" * 6, addr)  # still in the first five minutes
+    assert len(seen) == 31
+
+
+def test_a_segment_introducing_itself_at_a_steady_pace_is_learned() -> None:
+    """A large segment's stations turning up over the first minutes, up to LEARN_BURST
+    in every minute, stay learned silently; once learning is over, new is new."""
+    seen: list[tuple[Any, ...]] = []
+    table = StationTable(lambda *a: seen.append(a))
+    addr = bytes([10, 20, 0, 1])
+    for i in range(4 * LEARN_BURST):  # LEARN_BURST a minute for four minutes
+        table.frame(T0 + i * BURST_WINDOW / LEARN_BURST, b"\x02" + i.to_bytes(5, "big"), addr)
+    assert seen == []
+    table.frame(T0 + LEARN, b"\x04" * 6, addr)
+    assert [s[4] for s in seen] == ["new"]
 
 
 def test_ip_frames_feed_no_flip_flops() -> None:
