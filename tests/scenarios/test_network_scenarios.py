@@ -298,16 +298,21 @@ def new_station(c: Capture) -> None:
     c.arp_request(T0 + 600, "02:00:00:00:09:99", "10.20.0.199", TALLY)
 
 
-def flip_flop(c: Capture) -> None:
+def flip_flop(c: Capture, start: float = T0 + 400) -> None:
     """A poisoner and the real owner keep claiming 10.20.0.21 in turn."""
     background(c)
     owner, poisoner = "02:00:00:00:01:15", ATTACKER_MAC
     c.arp_request(T0 + 2, owner, "10.20.0.21", TALLY)
     c.arp_request(T0 + 3, poisoner, ATTACKER, TALLY)
     for k in range(3):
-        t = T0 + 400 + k * 10
+        t = start + k * 10
         c.arp_reply(t, poisoner, "10.20.0.21", TALLY_MAC, TALLY)
         c.arp_reply(t + 5, owner, "10.20.0.21", TALLY_MAC, TALLY)
+
+
+def flip_flop_at_once(c: Capture) -> None:
+    """The same, within the capture's first minute (a short capture of a poisoning)."""
+    flip_flop(c, start=T0 + 5)
 
 
 def rogue_router_advert(c: Capture) -> None:
@@ -674,6 +679,12 @@ SCENARIOS: dict[str, Scenario] = {
         frozenset({"arp-new-station"})),
     "d17-flip-flop": Scenario(
         flip_flop, "arp-flip-flop", "high",
+        {"kind": "net.station", "sender_ip": "10.20.0.21", "sender_mac": "02:00:00:00:01:15",
+         "previous_mac": ATTACKER_MAC},
+        frozenset({"arp-flip-flop", "arp-address-changed-mac"})),
+    # a flip-flop is never part of a segment being learned: reported from the start
+    "d17-flip-flop-in-the-first-minute": Scenario(
+        flip_flop_at_once, "arp-flip-flop", "high",
         {"kind": "net.station", "sender_ip": "10.20.0.21", "sender_mac": "02:00:00:00:01:15",
          "previous_mac": ATTACKER_MAC},
         frozenset({"arp-flip-flop", "arp-address-changed-mac"})),

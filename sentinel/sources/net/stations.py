@@ -4,12 +4,13 @@ Every ARP message names its sender's address and MAC; every IP frame that opens 
 flow (or is not TCP) names its sender's MAC, which is how a MAC flood shows (a
 tool sending frames from thousands of made-up MACs, to overflow the switch's table
 so that it sends everyone's traffic to every port). The first
-:data:`LEARN` seconds of a capture (packet time) learn the segment silently;
-after that, a MAC never seen before is a ``new`` station, and an address that
-goes back to the MAC it had before its last change (A, then B, then A again) is
-a ``flip_flop``: two machines answering for one address, the mark of ARP
-poisoning in progress or of a duplicate address (from ARP only: an IP frame's
-sender address may be anyone's behind a router). A plain change of MAC is left
+:data:`LEARN` seconds of a capture (packet time) learn the segment's MACs
+silently; after that, a MAC never seen before is a ``new`` station. From the
+start, an address that goes back to the MAC it had before its last change (A,
+then B, then A again) is a ``flip_flop``: two machines answering for one address,
+the mark of ARP poisoning in progress or of a duplicate address, which no
+learning makes ordinary (from ARP only: an IP frame's sender address may be
+anyone's behind a router). A plain change of MAC is left
 to the ``change`` rule on ``net.arp`` (arp-address-changed-mac).
 
 Learning ends early when more than :data:`LEARN_BURST` MACs turn up within
@@ -82,8 +83,6 @@ class StationTable:
     def arp(self, ts: float, mac: bytes, addr: bytes) -> None:
         """``mac`` sent ARP claiming ``addr``: a new station, and a flip-flop of ``addr``."""
         self.frame(ts, mac, addr)
-        assert self.start is not None  # set by frame
-        learning = self.learning and ts - self.start < self.learn
         if addr == _UNSET:  # an ARP probe: no address claimed yet
             return
         seen = self.addrs.get(addr)
@@ -97,5 +96,5 @@ class StationTable:
         if mac == now:
             return
         self.addrs[addr] = (mac, now)
-        if mac == before and not learning:
+        if mac == before:  # from the start: no segment needs learning to do this
             self.report(ts, addr, mac, now, "flip_flop")
