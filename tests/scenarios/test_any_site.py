@@ -100,7 +100,8 @@ def network_config(folder: Path, site: Site | None) -> Path:
 #: frames feed the station table alike (tests/sources/net/test_net_stations.py).
 IPV4_ONLY = frozenset({"d15-fragmented-syn-to-database", "d15-tiny-first-fragment",
                        "d15-overlapping-fragments", "d15-dns-in-two-fragments",
-                       "d16-icmp-redirect", "d17-mac-flooding"})
+                       "d16-icmp-redirect", "d17-mac-flooding",
+                       "d17-mac-flooding-while-learning"})
 
 
 def version_for(site: Site, index: int, name: str) -> int | None:

@@ -181,6 +181,16 @@ def stealth_scan(flags: str) -> Callable[[Capture], None]:
     return build
 
 
+def stealth_probe_of_few_ports(flags: str) -> Callable[[Capture], None]:
+    """A stealth probe of the three ports that matter, from an admin PC: 22, 443, 5432."""
+    def build(c: Capture) -> None:
+        background(c)
+        for i, port in enumerate((22, 443, 5432)):
+            c.ip(T0 + 3 + i * 0.01, "10.20.1.7", TALLY, TCP(sport=61500, dport=port,
+                                                            flags=flags))
+    return build
+
+
 def syn_scan_with_retries(c: Capture) -> None:
     """A SYN scan of 200 ports (1-199 and 5432), each SYN re-sent after its answer;
     22 is open."""
@@ -627,10 +637,19 @@ SCENARIOS: dict[str, Scenario] = {
     **{f"d11-{name}-scan": Scenario(
         stealth_scan(flags), "port-scan-of-tally-server", "high",
         {"src_ip": ATTACKER, "dst_ip": TALLY, "probe": True, "tcp_flags": flags},
-        frozenset({"port-scan-of-tally-server", "tally-db-access-attempt", "scan-ended"}),
+        frozenset({"port-scan-of-tally-server", "tally-db-access-attempt", "scan-ended",
+                   *(() if "A" in flags else ("tcp-invalid-flags-to-tally-server",))}),
         count=15)
        for name, flags in (("fin", "F"), ("null", ""), ("xmas", "FPU"), ("ack", "A"),
                            ("maimon", "FA"))},
+    # a stealth probe of a few ports, below the port scan's 15: the flags alone tell
+    **{f"d11-{name}-probe-of-few-ports": Scenario(
+        stealth_probe_of_few_ports(flags), "tcp-invalid-flags-to-tally-server", "medium",
+        {"src_ip": "10.20.1.7", "dst_ip": TALLY, "tcp_flags": flags},
+        # (SYN+FIN is also a connection attempt: to the web app from outside the counting net)
+        frozenset({"tcp-invalid-flags-to-tally-server", "tally-db-access-attempt",
+                   *(("tally-web-from-outside-counting-net",) if "S" in flags else ())}))
+       for name, flags in (("fin", "F"), ("null", ""), ("xmas", "FPU"), ("syn-fin", "FS"))},
     "d12-ssh-guessing-from-admin-net": Scenario(
         ssh_guessing_from_admin_net, "ssh-brute-force", "high",
         {"src_ip": "10.20.1.7", "dst_port": 22}, frozenset({"ssh-brute-force"}), count=10),
@@ -639,7 +658,8 @@ SCENARIOS: dict[str, Scenario] = {
         os_fingerprint_of_ssh, "port-scan-of-tally-server", "high",
         {"src_ip": ATTACKER, "dst_ip": TALLY},
         frozenset({"port-scan-of-tally-server", "ssh-from-outside-admin-net",
-                   "tally-db-access-attempt", "scan-ended"}), count=15),
+                   "tally-db-access-attempt", "scan-ended",
+                   "tcp-invalid-flags-to-tally-server"}), count=15),
     "d13-slow-tunnel-labels": Scenario(
         slow_tunnel, "dns-tunnel-encoded-label", "high", {"src_ip": TALLY},
         frozenset({"dns-tunnel-encoded-label", "dns-tunnel-slow-subdomains",
