@@ -34,7 +34,13 @@ from sentinel.selfwatch.journal_head import HeadMarker
 from sentinel.selfwatch.links import LinkWatch
 from sentinel.selfwatch.mounts import Mount, MountWatch, affected
 from sentinel.selfwatch.quiet import QuietWatch
-from sentinel.selfwatch.reload_diff import config_digest, reload_alert, reload_summary
+from sentinel.selfwatch.reload_diff import (
+    addresses_alert,
+    config_digest,
+    learned_only,
+    reload_alert,
+    reload_summary,
+)
 from sentinel.selfwatch.start_checks import (
     baseline_missing,
     journal_cut,
@@ -173,9 +179,14 @@ class SelfGuard:
         if summary is None:
             return None
         now = self.clock()
-        alert = reload_alert(new, summary, now)
-        log.warning("reload_changed_rules_or_config", **{k: v for k, v in summary.items()
-                                                          if not k.endswith(("_old", "_new"))})
+        if learned_only(summary):
+            # the daemon's own reload: the kernel's addresses changed, no one's config
+            alert = addresses_alert(old, new, summary, now)
+            log.info("reload_learned_addresses", title=alert.title)
+        else:
+            alert = reload_alert(new, summary, now)
+            log.warning("reload_changed_rules_or_config",
+                        **{k: v for k, v in summary.items() if not k.endswith(("_old", "_new"))})
         self.submit(alert)
         return {"time": alert.event["time"], "alert_id": alert.id, **summary}
 

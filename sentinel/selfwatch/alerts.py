@@ -19,6 +19,7 @@ SOURCE = "sentinel"
 TAG = "sentinel-self"
 
 RELOAD_CHANGED = "sentinel-config-changed"
+ADDRESSES_CHANGED = "sentinel-addresses-changed"
 BASELINE_MISSING = "sentinel-baseline-missing"
 JOURNAL_TRUNCATED = "sentinel-journal-truncated"
 CAPTURE_QUIET = "sentinel-capture-quiet"
@@ -29,6 +30,7 @@ HEARTBEAT = "sentinel-heartbeat"
 #: Every rule id above with its usual severity, for the metrics' zero series.
 RULES: dict[str, str] = {
     RELOAD_CHANGED: "high",
+    ADDRESSES_CHANGED: "info",
     BASELINE_MISSING: "critical",
     JOURNAL_TRUNCATED: "critical",
     CAPTURE_QUIET: "high",

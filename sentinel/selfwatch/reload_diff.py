@@ -3,6 +3,12 @@
 A rule switched off (``enabled: false``) or deleted, a list widened, a webhook
 dropped: each is as good as beating a detection, so every reload that changes
 anything is an alert (:func:`reload_alert`) and the next attestation lists it.
+
+A reload the daemon made itself because the server's own addresses or gateways
+changed (:data:`LEARNED_KEYS`, with the config file and the rules as they were)
+changed nothing anyone wrote: it is :func:`addresses_alert`, for information, not
+a high (or, during counting, critical) alert at every boot that autoconfigures an
+address.
 """
 
 from __future__ import annotations
@@ -17,12 +23,21 @@ import yaml
 from sentinel.alert import Alert
 from sentinel.config import Config
 from sentinel.engine import RuleSet
-from sentinel.selfwatch.alerts import RELOAD_CHANGED, TAG, in_schedule, self_alert
+from sentinel.selfwatch.alerts import (
+    ADDRESSES_CHANGED,
+    RELOAD_CHANGED,
+    TAG,
+    in_schedule,
+    self_alert,
+)
 
 #: Config fields that are bookkeeping, not settings.
 # where values sit in the file (an edit above them moves them), and what check warns:
 # not what sentinel does
 _SKIP = {"source", "list_marks", "list_item_marks", "warnings"}
+#: The keys the daemon changes itself, from the kernel's addresses and routes.
+LEARNED_KEYS = frozenset({"host.addresses", "lists.tally_server", "lists.gateway_ip",
+                          "learned_addresses", "learned_gateways"})
 
 
 def config_digest(path: Path) -> str:
@@ -135,3 +150,50 @@ def reload_alert(config: Config, summary: dict[str, Any], now: float) -> Alert:
     return self_alert(config, RELOAD_CHANGED, f"sentinel's rules or config changed: {what}",
                       "critical" if open_now else "high", now, "reload", description,
                       indonesian, schedules_open=open_now, **summary)
+
+
+def learned_only(summary: dict[str, Any]) -> bool:
+    """Did only the server's own addresses or gateways change (the file and rules did not)?"""
+    return (summary["config_digest_old"] == summary["config_digest_new"] != ""
+            and summary["rules_digest_old"] == summary["rules_digest_new"]
+            and not any(summary[k] for k in ("rules_added", "rules_removed", "rules_disabled",
+                                             "rules_changed"))
+            and set(summary["config_keys_changed"]) <= LEARNED_KEYS)
+
+
+def addresses_alert(old: Config, new: Config, summary: dict[str, Any], now: float) -> Alert:
+    """Info: the addresses and gateways the daemon learned changed, nothing else."""
+    def diff(before: tuple[Any, ...], after: tuple[Any, ...]) -> tuple[list[str], list[str]]:
+        a, b = {str(x) for x in before}, {str(x) for x in after}
+        return sorted(b - a), sorted(a - b)
+
+    added, removed = diff(old.learned_addresses, new.learned_addresses)
+    gw_added, gw_removed = diff(old.learned_gateways, new.learned_gateways)
+    parts = [f"{label} {', '.join(xs)}" for label, xs in (
+        ("addresses added:", added), ("addresses gone:", removed),
+        ("gateways added:", gw_added), ("gateways gone:", gw_removed)) if xs]
+    what = "; ".join(parts) or "learned addresses changed"
+    id_parts = [f"{label} {', '.join(xs)}" for label, xs in (
+        ("alamat bertambah:", added), ("alamat hilang:", removed),
+        ("gateway bertambah:", gw_added), ("gateway hilang:", gw_removed)) if xs]
+    id_what = "; ".join(id_parts) or "alamat yang dipelajari berubah"
+    description = (
+        f"The kernel changed the tally server's own addresses or default routes ({what});"
+        " sentinel now counts them as the server's and its gateway's, and nothing in its"
+        " config or rules changed. Expected after boot (IPv6 autoconfiguration) or a"
+        " renumbering. Unexpected, it follows someone on the segment: a rogue router"
+        " advertisement has a critical alert of its own. Check first: `ip addr` and"
+        " `ip route` on the server.")
+    indonesian = (
+        f"Alamat milik server penghitungan suara berubah: {id_what}",
+        f"Kernel mengubah alamat atau rute default milik server penghitungan suara"
+        f" ({id_what}); sentinel kini menghitungnya sebagai milik server dan gateway-nya,"
+        " dan tidak ada yang berubah dalam konfigurasi atau aturannya. Wajar setelah boot"
+        " (konfigurasi otomatis IPv6) atau penomoran ulang. Jika tidak terduga, ini akibat"
+        " pihak lain di segmen: iklan router palsu memiliki peringatan kritis tersendiri."
+        " Periksa terlebih dahulu: `ip addr` dan `ip route` di server.")
+    return self_alert(new, ADDRESSES_CHANGED,
+                      f"The tally server's own addresses changed: {what}", "info", now,
+                      "addresses", description, indonesian, addresses_added=added,
+                      addresses_removed=removed, gateways_added=gw_added,
+                      gateways_removed=gw_removed, **summary)

@@ -12,7 +12,12 @@ from sentinel.config_reader import load_config
 from sentinel.engine import load_rules
 from sentinel.events import parse_time
 from sentinel.selfwatch.journal_head import HeadMarker, check_head
-from sentinel.selfwatch.reload_diff import reload_alert, reload_summary
+from sentinel.selfwatch.reload_diff import (
+    addresses_alert,
+    learned_only,
+    reload_alert,
+    reload_summary,
+)
 from sentinel.sinks.journal import Journal
 
 RULE = """\
@@ -71,6 +76,40 @@ def test_a_reload_change_is_critical_during_a_named_schedule(
     alert = reload_alert(new_cfg, s, parse_time(when))  # type: ignore[arg-type]
     assert alert.severity == severity
     assert alert.event["schedules_open"] == (["counting"] if severity == "critical" else [])
+
+
+def test_a_reload_for_the_servers_own_addresses_alone_is_information_not_a_change(
+        tmp_path: Path) -> None:
+    """The kernel's addresses changed (an IPv6 address autoconfigured after boot, a new
+    gateway), the config file and the rules did not: an info alert naming what came and
+    went, not sentinel-config-changed, which would be critical during counting at every
+    boot. The same reload with an edited file stays a config change."""
+    import ipaddress
+
+    from sentinel.hostinfo import with_own_addresses
+    lists = "lists:\n  tally_server: [10.20.0.10]\n  gateway_ip: [10.20.0.1]\n"
+    cfg, rules = _load(tmp_path, RULE.format(id="a", port=1), lists)
+    ll, gw = ipaddress.ip_address("fe80::10"), ipaddress.ip_address("fe80::1")
+    old, _ = with_own_addresses(cfg, [ll], [])  # type: ignore[arg-type]
+    new, _ = with_own_addresses(cfg, [ll, ipaddress.ip_address("2001:db8:20::10")], [gw])  # type: ignore[arg-type]
+    s = reload_summary(old, new, rules, rules, "x", "x")  # type: ignore[arg-type]
+    assert s is not None and learned_only(s)
+    alert = addresses_alert(old, new, s, parse_time("2024-02-14T14:00:00+07:00"))
+    assert (alert.rule, alert.severity) == ("sentinel-addresses-changed", "info")
+    assert alert.event["addresses_added"] == ["2001:db8:20::10"]
+    assert alert.event["gateways_added"] == ["fe80::1"]
+    assert alert.event["addresses_removed"] == [] == alert.event["gateways_removed"]
+    assert "addresses added: 2001:db8:20::10; gateways added: fe80::1" in alert.title
+    assert "alamat bertambah: 2001:db8:20::10" in alert.extra["i18n"]["id"]["title"]
+    # the file changed too (its digest): an operator's change, whatever its keys
+    s = reload_summary(old, new, rules, rules, "x", "y")  # type: ignore[arg-type]
+    assert s is not None and not learned_only(s)
+    # or another key changed beside the learned ones
+    other, _ = _load(tmp_path, RULE.format(id="a", port=1),
+                     lists + "  admin_net: [10.20.1.0/28]\n")
+    other, _ = with_own_addresses(other, [ll], [gw])  # type: ignore[arg-type]
+    s = reload_summary(old, other, rules, rules, "x", "x")  # type: ignore[arg-type]
+    assert s is not None and not learned_only(s)
 
 
 def test_the_head_marker_is_signed_and_a_cut_or_a_rewrite_is_found(tmp_path: Path) -> None:

@@ -309,6 +309,12 @@ def test_a_scan_and_a_database_connection_over_link_local_ipv6_are_alerts(
         in_netns(segment.other, to_new)
         later = alert("tally-db-unauthorized-access", lambda e: e["dst_ip"] == "fd00:20::10")
         assert later["event"]["src_ip"] == "fd00:20::66"
+        # the reload is the daemon's own: information naming the address, no config change
+        told = alert("sentinel-addresses-changed",
+                     lambda e: e["addresses_added"] == ["fd00:20::10"])
+        assert told["severity"] == "info"
+        journal = (tmp_path / "state" / "alerts.jsonl").read_text()
+        assert '"sentinel-config-changed"' not in journal
     finally:
         db.close()
         daemon.terminate()
