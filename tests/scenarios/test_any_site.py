@@ -95,13 +95,14 @@ def network_config(folder: Path, site: Site | None) -> Path:
 #: fragment that stops inside the TCP header is dropped by the receiver, RFC 8200),
 #: so like ARP they run over IPv4 wherever a site has it. IPv6 fragments have their
 #: own scenarios in test_network_scenarios. So does ICMPv6's redirect, which is
-#: neighbour discovery, not IPv4's translated. A MAC flood is one whatever the IP
+#: neighbour discovery, not IPv4's translated. ICMP's timestamp request has no ICMPv6
+#: form, so its sweep runs over IPv4 only. A MAC flood is one whatever the IP
 #: version (its alerts name a made-up sender as ARP's do, an IPv4 address); IPv6
 #: frames feed the station table alike (tests/sources/net/test_net_stations.py).
 IPV4_ONLY = frozenset({"d15-fragmented-syn-to-database", "d15-tiny-first-fragment",
                        "d15-overlapping-fragments", "d15-dns-in-two-fragments",
                        "d16-icmp-redirect", "d17-mac-flooding",
-                       "d17-mac-flooding-while-learning"})
+                       "d17-mac-flooding-while-learning", "d05-timestamp-sweep"})
 
 
 def version_for(site: Site, index: int, name: str) -> int | None:

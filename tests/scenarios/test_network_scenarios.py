@@ -134,6 +134,13 @@ def host_sweep(c: Capture) -> None:
         c.ping(T0 + 3 + i * 0.5, TALLY, f"10.20.0.{100 + i}", reply=i % 3 == 0)
 
 
+def timestamp_sweep(c: Capture) -> None:
+    """A sweep by ICMP timestamp requests (the ping that passes filters dropping echo)."""
+    background(c)
+    for i in range(30):
+        c.ip(T0 + 3 + i * 0.5, TALLY, f"10.20.0.{100 + i}", ICMP(type=13))
+
+
 def arp_sweep(c: Capture) -> None:
     background(c)
     for i in range(40):
@@ -801,6 +808,9 @@ SCENARIOS: dict[str, Scenario] = {
         frozenset({"udp-probe-of-tally-server"})),
     "d05-host-sweep": Scenario(
         host_sweep, "host-sweep", "high", {"src_ip": TALLY, "kind": "net.icmp", "type": 8},
+        frozenset({"host-sweep"}), count=25),
+    "d05-timestamp-sweep": Scenario(
+        timestamp_sweep, "host-sweep", "high", {"src_ip": TALLY, "kind": "net.icmp", "type": 13},
         frozenset({"host-sweep"}), count=25),
     "d05-arp-sweep": Scenario(
         arp_sweep, "arp-sweep", "high",
