@@ -26,6 +26,12 @@ How a TCP flow is announced (``net.connection``, once per flow):
 ``net.established`` follows once the connection is known to be up: a SYN-ACK
 from the side that received the SYN, or data on a flow picked up mid-way.
 Every ``net.flow`` report says whether that happened (``established``).
+
+A UDP datagram opens a flow and is announced, except the answer to a TFTP request:
+TFTP answers from a port of its own, so a datagram from the host a request went to
+(69/udp), to the port it came from, within :data:`TFTP_EXPECT` seconds, is that
+request's exchange (its flow's ``src`` the requester), not a new one announced as
+sent to the requester. The request itself is announced as any datagram is.
 """
 
 from __future__ import annotations
@@ -48,6 +54,9 @@ _ANNOUNCED, _ESTABLISHED, _PROBE, _SETTLED = 32, 64, 128, 256
 
 FlowKey = tuple[bytes, bytes, int, int, int]
 _PORTS = struct.Struct("!HH").pack
+#: TFTP's port, the seconds an answer to a request is expected, and at most how many
+#: requests are remembered (the oldest forgotten first).
+TFTP_PORT, TFTP_EXPECT, TFTP_MAX_EXPECTED = 69, 30.0, 1024
 #: The ``proto`` text of an IP protocol number (IANA keywords, lower case); any
 #: other number is ``ip-N``.
 PROTO_NAMES = {1: "icmp", 4: "ipip", 6: "tcp", 17: "udp", 33: "dccp", 41: "ipv6-in-ip",
@@ -106,6 +115,8 @@ class FlowTable:
         self._next_expiry = float("inf")
         self._metrics = metrics
         self._evicted = {r: metrics.flows_evicted.labels(r) for r in ("idle", "end", "capacity")}
+        # TFTP requests awaiting an answer: (requester, its port, server) -> when sent
+        self._tftp: OrderedDict[tuple[bytes, int, bytes], float] = OrderedDict()
 
     # -- per packet ----------------------------------------------------------
 
@@ -300,10 +311,17 @@ class FlowTable:
         SCTP, GRE, ESP... (``proto``; ports 0 where the protocol has none)."""
         flow, key, from_a = self._lookup(proto, src, dst, sport, dport, ts)
         if flow is None:
-            flow = Flow(proto, src, sport, dst, dport, from_a, ts, self.maker.iface)
-            self._add(key, flow)
-            self.maker.connection(ts, proto_name(proto), src, sport, dst, dport, "",
-                                  flow.iface)
+            if proto == 17 and self._tftp and self._tftp_answer(src, dst, dport, ts):
+                # the answer to dst's TFTP request: dst's exchange, announced with it
+                flow = Flow(proto, dst, dport, src, sport, not from_a, ts, self.maker.iface)
+                self._add(key, flow)
+            else:
+                flow = Flow(proto, src, sport, dst, dport, from_a, ts, self.maker.iface)
+                self._add(key, flow)
+                self.maker.connection(ts, proto_name(proto), src, sport, dst, dport, "",
+                                      flow.iface)
+                if proto == 17 and dport == TFTP_PORT:
+                    self._expect_tftp(src, sport, dst, ts)
             flow.state = _ANNOUNCED
         flow.last = ts
         flow.packets += 1
@@ -313,6 +331,19 @@ class FlowTable:
             flow.bytes_in += wirelen
         if ts - flow.reported >= self.interval:
             self._report(flow, ts, final=False)
+
+    def _expect_tftp(self, requester: bytes, port: int, server: bytes, ts: float) -> None:
+        expected = self._tftp
+        key = (requester, port, server)
+        expected.pop(key, None)
+        if len(expected) >= TFTP_MAX_EXPECTED:
+            expected.popitem(last=False)
+        expected[key] = ts
+
+    def _tftp_answer(self, src: bytes, dst: bytes, dport: int, ts: float) -> bool:
+        """Is a datagram from ``src`` to ``dst``:``dport`` the answer to dst's TFTP request?"""
+        sent = self._tftp.get((dst, dport, src))
+        return sent is not None and 0.0 <= ts - sent <= TFTP_EXPECT
 
     # -- reports and expiry --------------------------------------------------
 
@@ -358,5 +389,6 @@ class FlowTable:
         self.maker.scans.flush(now)
         self.flows.clear()
         self._tcp_wire.clear()
+        self._tftp.clear()
         self._next_expiry = float("inf")
         self._metrics.flows_active.set(0)

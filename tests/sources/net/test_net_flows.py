@@ -146,3 +146,24 @@ def test_replayed_files_that_go_back_in_time_are_separate_captures(tmp_path: Pat
     events = [e.to_dict() for e in iter_pcap_events([one, two], config, Metrics())]
     assert kinds(events) == [("net.connection", at(100)), ("net.flow", at(100)),
                              ("net.connection", at(0)), ("net.flow", at(0))]
+
+
+def test_a_tftp_answer_from_another_port_is_the_requests_exchange(tmp_path: Path) -> None:
+    """TFTP answers from a port of its own: the answer (and the requester's
+    acknowledgements there) belongs to the request, its flow's src the requester, and is
+    not announced as a datagram sent to the requester. A third host sending to the same
+    port, or the server answering after TFTP_EXPECT seconds, is announced."""
+    events, _ = run(tmp_path, [
+        (0, IP(src=A, dst=B) / UDP(sport=40003, dport=69) / Raw(b"\x00\x01boot\x00octet\x00")),
+        (0.01, IP(src=B, dst=A) / UDP(sport=51515, dport=40003) / Raw(b"\x00\x03\x00\x01x")),
+        (0.02, IP(src=A, dst=B) / UDP(sport=40003, dport=51515) / Raw(b"\x00\x04\x00\x01")),
+        (0.03, IP(src=C, dst=A) / UDP(sport=51516, dport=40003) / Raw(b"\x00\x03\x00\x01x")),
+        (31, IP(src=B, dst=A) / UDP(sport=51517, dport=40003) / Raw(b"\x00\x03\x00\x01x")),
+    ], flow_timeout="60s")
+    conns = [(e["src_ip"], e["src_port"], e["dst_ip"], e["dst_port"]) for e in events
+             if e["kind"] == "net.connection"]
+    assert conns == [(A, 40003, B, 69), (C, 51516, A, 40003), (B, 51517, A, 40003)]
+    answer = next(e for e in events if e["kind"] == "net.flow" and e["dst_port"] == 51515)
+    assert (answer["src_ip"], answer["src_port"], answer["dst_ip"]) == (A, 40003, B)
+    assert (answer["packets"], answer["established"]) == (2, True)
+    assert answer["bytes_in"] > answer["bytes_out"]  # the server's data came in
