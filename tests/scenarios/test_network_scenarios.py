@@ -134,6 +134,13 @@ def host_sweep(c: Capture) -> None:
         c.ping(T0 + 3 + i * 0.5, TALLY, f"10.20.0.{100 + i}", reply=i % 3 == 0)
 
 
+def arp_slow_sweep(c: Capture) -> None:
+    """An ARP sweep paced at one request every 15 s, under the one-minute rule's 25."""
+    background(c)
+    for i in range(60):
+        c.arp_request(T0 + 3 + i * 15, ATTACKER_MAC, ATTACKER, f"10.20.0.{100 + i}")
+
+
 def timestamp_sweep(c: Capture) -> None:
     """A sweep by ICMP timestamp requests (the ping that passes filters dropping echo)."""
     background(c)
@@ -816,6 +823,10 @@ SCENARIOS: dict[str, Scenario] = {
     "d05-timestamp-sweep": Scenario(
         timestamp_sweep, "host-sweep", "high", {"src_ip": TALLY, "kind": "net.icmp", "type": 13},
         frozenset({"host-sweep"}), count=25),
+    "d05-arp-slow-sweep": Scenario(
+        arp_slow_sweep, "arp-slow-sweep", "high",
+        {"kind": "net.arp", "sender_ip": ATTACKER, "sender_mac": ATTACKER_MAC},
+        frozenset({"arp-slow-sweep"}), count=50),
     "d05-arp-sweep": Scenario(
         arp_sweep, "arp-sweep", "high",
         {"sender_ip": ATTACKER, "sender_mac": ATTACKER_MAC, "op": "request"},
