@@ -134,13 +134,6 @@ def host_sweep(c: Capture) -> None:
         c.ping(T0 + 3 + i * 0.5, TALLY, f"10.20.0.{100 + i}", reply=i % 3 == 0)
 
 
-def arp_slow_sweep(c: Capture) -> None:
-    """An ARP sweep paced at one request every 15 s, under the one-minute rule's 25."""
-    background(c)
-    for i in range(60):
-        c.arp_request(T0 + 3 + i * 15, ATTACKER_MAC, ATTACKER, f"10.20.0.{100 + i}")
-
-
 def timestamp_sweep(c: Capture) -> None:
     """A sweep by ICMP timestamp requests (the ping that passes filters dropping echo)."""
     background(c)
@@ -148,10 +141,15 @@ def timestamp_sweep(c: Capture) -> None:
         c.ip(T0 + 3 + i * 0.5, TALLY, f"10.20.0.{100 + i}", ICMP(type=13))
 
 
-def arp_sweep(c: Capture) -> None:
+def arp_sweep(c: Capture, hosts: int = 40, every: float = 0.1) -> None:
     background(c)
-    for i in range(40):
-        c.arp_request(T0 + 3 + i * 0.1, ATTACKER_MAC, ATTACKER, f"10.20.0.{100 + i}")
+    for i in range(hosts):
+        c.arp_request(T0 + 3 + i * every, ATTACKER_MAC, ATTACKER, f"10.20.0.{100 + i}")
+
+
+def arp_slow_sweep(c: Capture) -> None:
+    """An ARP sweep paced at one request every 15 s, under the one-minute rule's 25."""
+    arp_sweep(c, hosts=60, every=15)
 
 
 def gateway_spoof(c: Capture) -> None:
