@@ -115,19 +115,35 @@ class Transform:
     doc: str
 
 
+def remember_last(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``fn`` keeping its last answer for a text: the rules reading a transformed name
+    (``qname|registered``) ask the same transform about one event's name in turn."""
+    last: tuple[Any, Any] = (None, None)
+
+    def remembered(v: Any) -> Any:
+        nonlocal last
+        seen = last  # one read: another thread's answer is whole, or not there
+        if type(v) is str and seen[0] == v:
+            return seen[1]
+        got = fn(v)
+        last = (v, got)
+        return got
+    return remembered
+
+
 TRANSFORMS: dict[str, Transform] = {t.name: t for t in (
     Transform("lower", (STR, IP), STR, lambda v: str(v).lower(), "lower case"),
     Transform("len", (STR, IP, LIST), INT, len, "length in characters (or items)"),
-    Transform("labels", (STR,), INT, lambda v: len(_labels(str(v))),
+    Transform("labels", (STR,), INT, remember_last(lambda v: len(_labels(str(v)))),
               "number of DNS labels"),
     Transform("longest_label", (STR,), INT,
-              lambda v: max((len(p) for p in _labels(str(v))), default=0),
+              remember_last(lambda v: max((len(p) for p in _labels(str(v))), default=0)),
               "length of the longest DNS label"),
-    Transform("parent", (STR,), STR, lambda v: parent_domain(str(v)),
+    Transform("parent", (STR,), STR, remember_last(lambda v: parent_domain(str(v))),
               "the name without its leftmost label"),
-    Transform("registered", (STR,), STR, lambda v: registered_domain(str(v)),
+    Transform("registered", (STR,), STR, remember_last(lambda v: registered_domain(str(v))),
               "the registered domain (evil.com, kpu.go.id)"),
-    Transform("entropy", (STR,), FLOAT, lambda v: label_entropy(str(v)),
+    Transform("entropy", (STR,), FLOAT, remember_last(lambda v: label_entropy(str(v))),
               "bits per character of the longest DNS label"),
 )}
 

@@ -11,6 +11,7 @@ everything else becomes a hash set.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from bisect import bisect_right
@@ -28,6 +29,7 @@ from sentinel.engine.fields import (
     FieldRef,
     ip_int,
     join_endpoint,
+    remember_last,
 )
 
 Range = tuple[int, int, int]  # version, first, last
@@ -321,9 +323,16 @@ def normalize_domain(item: str) -> str:
 
 
 def domain_matcher(domains: Iterable[str]) -> Callable[[Any], bool]:
-    """True for a name equal to a listed domain or under it, on a dot boundary."""
-    names = frozenset(normalize_domain(d) for d in domains)
+    """True for a name equal to a listed domain or under it, on a dot boundary.
 
+    Rules naming the same domains share one matcher, which keeps its last answer:
+    the DNS rules of a pack ask it about the same name, one after the other.
+    """
+    return _domain_matcher(frozenset(normalize_domain(d) for d in domains))
+
+
+@functools.lru_cache(maxsize=256)
+def _domain_matcher(names: frozenset[str]) -> Callable[[Any], bool]:
     def under(v: Any) -> bool:
         if not isinstance(v, str):
             return False
@@ -336,4 +345,4 @@ def domain_matcher(domains: Iterable[str]) -> Callable[[Any], bool]:
                 return True
             i = v.find(".", i + 1)
         return False
-    return under
+    return remember_last(under)
