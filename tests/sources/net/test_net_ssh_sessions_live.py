@@ -25,11 +25,12 @@ from test_net_live import _ready, pair, start
 from sentinel.config_reader import load_config
 from sentinel.engine import Engine, load_rules
 from sentinel.events import Event
+from tests.conftest import REPO
 from tests.sources.auth.sshlab import SshLab, needs_sshd
 
 __all__ = ["pair"]  # the fixture, used by name
 
-EXAMPLE_CONFIG = Path(__file__).resolve().parents[3] / "config.example.yaml"
+EXAMPLE_CONFIG = REPO / "config.example.yaml"
 
 
 @pytest.fixture
