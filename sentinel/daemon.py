@@ -38,6 +38,7 @@ from sentinel.engine import Engine, RuleSet, check_examples, load_rules
 from sentinel.events import Event
 from sentinel.hostinfo import (
     GATEWAY_LIST,
+    AddressNotices,
     addresses_of,
     learnable_gateways,
     local_addresses,
@@ -48,7 +49,7 @@ from sentinel.keys import KeyUnavailable
 from sentinel.located import ProblemError
 from sentinel.metrics import Metrics
 from sentinel.notify import Notifier
-from sentinel.parts import Parts, Rebuild, build_parts, parts_differ
+from sentinel.parts import Parts, Rebuild, build_parts, parts_differ, take_own_addresses
 from sentinel.selfwatch import SelfGuard
 from sentinel.selfwatch.own_files import with_own_files
 from sentinel.sinks import JournalError
@@ -61,7 +62,8 @@ log = logs.get("daemon")
 STOP_BUDGET = 8.0
 #: Events waiting for the engine; sources block (back-pressure) when it is full.
 QUEUE_SIZE = 50_000
-#: How often the capture interfaces' own addresses are compared with those counted.
+#: How often the capture interfaces' own addresses are compared with those counted
+#: (also at the next tick after the kernel's notice of an address or route change).
 ADDRESS_CHECK = 10.0
 #: The engine thread must loop at least this often to count as healthy.
 ENGINE_STALL = 30.0
@@ -108,6 +110,7 @@ class Daemon:
         self._signalled = 0  # SIGTERM/SIGINT seen (set by the handler, read by the main loop)
         self._hup = False  # SIGHUP seen
         self._next_address_check = time.monotonic() + ADDRESS_CHECK
+        self._notices: AddressNotices | None = None
         # the learned addresses and gateways a reload was asked for
         self._addresses_tried: tuple[frozenset[Any], frozenset[Any]] | None = None
         self._sink_lock = threading.Lock()
@@ -284,6 +287,10 @@ class Daemon:
                  rules=len(self.engine.rules),
                  sources=[s.name for s in self._parts.sources])
         _log_learned(None, self.config)
+        self._notices = AddressNotices.open()
+        if self._notices is None:
+            log.warning("address_notices_unavailable",
+                        detail=f"address changes are polled every {ADDRESS_CHECK:g} s")
         self._main_loop()
         return self._shutdown()
 
@@ -331,21 +338,23 @@ class Daemon:
             if interval and now - last_ping >= interval and self._engine_healthy():
                 self.notifier.watchdog()
                 last_ping = now
-            if now >= self._next_address_check:
+            noticed = self._notices is not None and self._notices.changed()
+            if noticed or now >= self._next_address_check:
                 self._next_address_check = now + ADDRESS_CHECK
-                self._check_own_addresses()
+                self._check_own_addresses("notice" if noticed else "poll")
             self.health()
             if self._parts is not None:
                 self.guard.tick(self._parts.sink, len(self.engine.rules))
             # on start, at schedule boundaries and every attest.interval (once a key exists)
             self.attestor.maybe_attest()
 
-    def _check_own_addresses(self) -> None:
+    def _check_own_addresses(self, via: str = "poll") -> None:
         """Reload when the capture interfaces gained or lost an address the config does
         not list (an autoconfigured IPv6 address arriving after start, a renumbering),
         or a default route through a gateway it does not list (a router advertisement,
         a new lease): the reload adds them to host.addresses, tally_server and
-        gateway_ip as at start."""
+        gateway_ip as at start. ``via``: what prompted the look (the kernel's
+        ``notice`` of a change, or the ``poll``)."""
         config = self.config
         listed = set(config.host.addresses) - set(config.learned_addresses)
         listed_gws = addresses_of(config.lists.get(GATEWAY_LIST, ())) - set(
@@ -364,7 +373,7 @@ class Daemon:
         if now not in (had, self._addresses_tried):
             self._addresses_tried = now
             log.info("own_addresses_changed", addresses=sorted(str(a) for a in learned),
-                     gateways=sorted(str(g) for g in gws))
+                     gateways=sorted(str(g) for g in gws), via=via)
             self._reload.set()
 
     def reload(self) -> bool:
@@ -384,6 +393,8 @@ class Daemon:
         try:
             if parts_differ(self.config, config):
                 self._rebuild(config)
+            assert self._parts is not None
+            take_own_addresses(self._parts, config)
             self.config = config
             # atomic: on failure the running rules stay
             self.engine.swap(rules, storm=config.rules.storm)
@@ -436,6 +447,8 @@ class Daemon:
         deadline = time.monotonic() + STOP_BUDGET
         self.notifier.stopping()
         log.info("stopping")
+        if self._notices is not None:
+            self._notices.close()
         parts = self._parts
         assert parts is not None
         if self._watch is not None:

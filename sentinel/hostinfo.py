@@ -192,3 +192,56 @@ def _appended(config: Config, lists: dict[str, tuple[object, ...]],
     if mark is not None and name in item_marks:
         item_marks = {**item_marks, name: (*item_marks[name], *(mark for _ in extra))}
     return lists, item_marks
+
+
+#: rtnetlink multicast groups (linux/rtnetlink.h): IPv4 and IPv6 addresses and routes.
+_RTMGRP_IPV4_IFADDR, _RTMGRP_IPV4_ROUTE = 0x10, 0x40
+_RTMGRP_IPV6_IFADDR, _RTMGRP_IPV6_ROUTE = 0x100, 0x400
+_NETLINK_ROUTE = 0
+#: At most this many notices are read at one look: more still means "changed".
+_MAX_NOTICES = 256
+
+
+class AddressNotices:
+    """The kernel's notices of address and route changes (rtnetlink), so that a new
+    address or default route is counted at the daemon's next tick instead of at its
+    next poll.
+
+    ``changed()`` reads what arrived since the last look, without blocking: True when
+    anything did (or the kernel dropped notices for want of buffer: something did).
+    Opened in the calling thread's network namespace; ``open()`` returns None where
+    no rtnetlink socket can be had, and the caller goes on polling.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    @classmethod
+    def open(cls) -> AddressNotices | None:
+        try:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK,
+                                 _NETLINK_ROUTE)
+        except (OSError, AttributeError):
+            return None
+        try:
+            sock.bind((0, _RTMGRP_IPV4_IFADDR | _RTMGRP_IPV4_ROUTE | _RTMGRP_IPV6_IFADDR
+                       | _RTMGRP_IPV6_ROUTE))
+        except OSError:
+            sock.close()
+            return None
+        return cls(sock)
+
+    def changed(self) -> bool:
+        got = False
+        for _ in range(_MAX_NOTICES):
+            try:
+                self._sock.recv(65536)
+            except BlockingIOError:
+                return got
+            except OSError:  # ENOBUFS: notices were dropped, so there were some
+                return True
+            got = True
+        return True
+
+    def close(self) -> None:
+        self._sock.close()

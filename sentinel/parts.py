@@ -11,17 +11,19 @@ built and leaves the running parts untouched. Only then does :meth:`Rebuild.comm
 switch: sources (which cannot run twice: the baseline lock, duplicate events)
 are stopped and the new ones started; if one fails to start, the new ones stop
 and the old config's sources are started again. Parts whose config did not
-change are kept as they are.
+change are kept as they are; a change of the addresses learned from the kernel alone
+is no change of a part: the running network source takes them in place.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from sentinel import logs
-from sentinel.config import Config
+from sentinel.config import Config, HostConfig
 from sentinel.metrics import Metrics
 from sentinel.pipeline import Emit, Source
 from sentinel.sinks import Delivery, build_delivery
@@ -30,6 +32,7 @@ from sentinel.sources.auth import build_auth_source
 from sentinel.sources.device import build_device_source
 from sentinel.sources.fim import build_fim_source
 from sentinel.sources.net import build_network_source
+from sentinel.sources.net.source import NetworkSource
 
 log = logs.get("daemon")
 
@@ -67,17 +70,35 @@ def build_parts(config: Config, metrics: Metrics, health: Health) -> Parts:
     return Parts(build_sources(config, metrics), sink, build_server(config, metrics, health))
 
 
+def _written_host(config: Config) -> HostConfig:
+    """``config.host`` without the addresses learned from the kernel: those are taken in
+    place (:func:`take_own_addresses`), so a change of them alone rebuilds nothing."""
+    learned = set(config.learned_addresses)
+    if not learned:
+        return config.host
+    return dataclasses.replace(config.host, addresses=tuple(
+        a for a in config.host.addresses if a not in learned))
+
+
 def _sources_differ(old: Config, new: Config) -> bool:
-    return (old.host, old.state_dir, old.network, old.fim, old.auth, old.devices,
-            old.attribution) != (new.host, new.state_dir, new.network, new.fim, new.auth,
-                                 new.devices, new.attribution)
+    return (_written_host(old), old.state_dir, old.network, old.fim, old.auth, old.devices,
+            old.attribution) != (_written_host(new), new.state_dir, new.network, new.fim,
+                                 new.auth, new.devices, new.attribution)
 
 
 def _sink_differs(old: Config, new: Config) -> bool:
     o, n = old.outputs, new.outputs
     # the display zone is baked into the webhook payloads
-    return (old.host, old.state_dir, o.journal, o.webhooks, old.timezone) != (
-        new.host, new.state_dir, n.journal, n.webhooks, new.timezone)
+    return (_written_host(old), old.state_dir, o.journal, o.webhooks, old.timezone) != (
+        _written_host(new), new.state_dir, n.journal, n.webhooks, new.timezone)
+
+
+def take_own_addresses(parts: Parts, config: Config) -> None:
+    """Give the running network source ``config``'s own addresses (after a reload that
+    learned new ones or lost some), without a new capture."""
+    for src in parts.sources:
+        if isinstance(src, NetworkSource):
+            src.own_addresses(config)
 
 
 def parts_differ(old: Config, new: Config) -> bool:

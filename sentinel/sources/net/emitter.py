@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from sentinel.config import Config
+from sentinel.config import Config, IPAddress
 from sentinel.events import Event
 from sentinel.metrics import Metrics
 from sentinel.sources.net import stations
@@ -34,20 +34,29 @@ class Endpoints:
     """Classifies raw 4- or 16-byte addresses against the host and home networks."""
 
     def __init__(self, config: Config) -> None:
-        self._host = {a.packed for a in config.host.addresses}
+        #: (the host's own addresses, packed; the cache of answers made with them):
+        #: one attribute, so that :meth:`set_host` swaps both at once for a capture
+        #: thread reading them
+        self._state: tuple[frozenset[bytes], dict[bytes, AddrInfo]] = (
+            frozenset(a.packed for a in config.host.addresses), {})
         self._nets4 = [(int(n.network_address), int(n.netmask)) for n in config.network.home_nets
                        if n.version == 4]
         self._nets6 = [(int(n.network_address), int(n.netmask)) for n in config.network.home_nets
                        if n.version == 6]
-        self._cache: dict[bytes, AddrInfo] = {}
+
+    def set_host(self, addresses: Iterable[IPAddress]) -> None:
+        """Count ``addresses`` as the host's own from the next packet on (an address the
+        kernel gave a capture interface while the daemon ran), without a new capture."""
+        self._state = (frozenset(a.packed for a in addresses), {})
 
     def info(self, raw: bytes) -> AddrInfo:
         """Text, is-host and is-internal for one address."""
-        got = self._cache.get(raw)
+        host, cache = self._state
+        got = cache.get(raw)
         if got is not None:
             return got
-        if len(self._cache) >= CACHE_SIZE:
-            self._cache.clear()
+        if len(cache) >= CACHE_SIZE:
+            cache.clear()
         if len(raw) == 4:
             text = socket.inet_ntop(socket.AF_INET, raw)
             nets = self._nets4
@@ -56,8 +65,8 @@ class Endpoints:
             nets = self._nets6
         value = int.from_bytes(raw, "big")
         internal = any(value & mask == net for net, mask in nets)
-        got = (text, raw in self._host, internal)
-        self._cache[raw] = got
+        got = (text, raw in host, internal)
+        cache[raw] = got
         return got
 
 
@@ -85,9 +94,10 @@ class EventMaker:
     """Builds network events and passes them to ``emit``; ``iface`` is set per packet."""
 
     def __init__(self, config: Config, metrics: Metrics, emit: Callable[[Event], None],
-                 iface: str) -> None:
+                 iface: str, ends: Endpoints | None = None) -> None:
         self.host = config.host.name
-        self.ends = Endpoints(config)
+        #: shared by a source's capture threads, so that new own addresses reach all
+        self.ends = ends if ends is not None else Endpoints(config)
         self.emit = emit
         self.iface = iface
         self._metrics = metrics

@@ -28,7 +28,7 @@ from sentinel.events import Event
 from sentinel.metrics import Metrics
 from sentinel.sources.net.capture import NetworkHandler, RingCapture
 from sentinel.sources.net.decode import Decoder
-from sentinel.sources.net.emitter import EventMaker
+from sentinel.sources.net.emitter import Endpoints, EventMaker
 from sentinel.sources.net.flows import FlowTable
 from sentinel.sources.net.owner import COMPONENT as OWNER_COMPONENT
 from sentinel.sources.net.owner import ConnectionOwners
@@ -58,6 +58,9 @@ class NetworkSource:
         self._threads: list[threading.Thread] = []
         # per interface: is its capture open and reading? (False until the first open)
         self._up: dict[str, bool] = {}
+        #: the host's own addresses for every capture thread's events: a reload that
+        #: learned new ones updates them in place (:meth:`own_addresses`)
+        self.ends = Endpoints(config)
         #: the process lookup of local connections (attribution.connections), or None
         self.owners = (ConnectionOwners(metrics) if config.attribution.connections
                        else None)
@@ -93,6 +96,16 @@ class NetworkSource:
         if self.owners is not None:  # after the captures: it emits what still waits
             self.owners.stop()
 
+    def own_addresses(self, config: Config) -> None:
+        """Take ``config``'s ``host.addresses`` as the host's own from the next packet on.
+
+        A reload that changed only the addresses learned from the kernel (an address
+        autoconfigured after start) comes here instead of building a new source: the
+        captures stay open, their flows and stations stay, and no packet goes unseen
+        while a new capture would start."""
+        self.config = config
+        self.ends.set_host(config.host.addresses)
+
     def alive(self) -> bool:
         """True while every configured interface is captured: each thread runs and has its
         capture open. A capture that failed (absent interface, socket error) makes the
@@ -117,7 +130,7 @@ class NetworkSource:
                  first: threading.Event | None = None) -> None:
         net = self.config.network
         m = self.metrics
-        maker = EventMaker(self.config, m, emit, iface)
+        maker = EventMaker(self.config, m, emit, iface, self.ends)
         flows = FlowTable(maker, m, timeout=net.flow_timeout, interval=net.flow_interval,
                           max_flows=net.max_flows)
         handle = Decoder(flows, maker, m).network_handler()

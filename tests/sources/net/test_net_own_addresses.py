@@ -15,9 +15,11 @@ import contextlib
 import ipaddress
 import json
 import os
+import secrets
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from netkit import in_netns, ip, needs_netns, send_frames, sysctl, wait_for
 
 from sentinel.config_reader import load_config
 from sentinel.hostinfo import (
+    AddressNotices,
     learnable_gateways,
     local_addresses,
     local_gateways,
@@ -111,6 +114,36 @@ def test_an_address_learned_keeps_the_rules_state_running(tmp_path: Path) -> Non
     crossed = [a for a in engine.process(probe(15, "fe80::ff:fe00:10"))
                if a.rule == "port-scan-of-tally-server"]
     assert len(crossed) == 1 and crossed[0].count == 15
+
+
+def test_a_learned_address_is_taken_in_place_by_the_running_network_source(
+        tmp_path: Path) -> None:
+    """A reload that only learned an address rebuilds no part (a new capture would leave
+    packets unseen while it starts, and lose its flows): the running source counts the
+    address as the host's from the next packet on. An address written into the file is
+    a change of the parts, as before."""
+    from sentinel.metrics import Metrics
+    from sentinel.parts import Parts, parts_differ, take_own_addresses
+    from sentinel.sources.net.source import NetworkSource
+
+    config = load_config(_config(tmp_path, "eth0"))
+    new = ipaddress.ip_address("fd00:20::10")
+    learned, _ = with_own_addresses(config, [new], gateways=[])
+    assert not parts_differ(config, learned)
+    source = NetworkSource(config, Metrics())
+    before = source.ends.info(new.packed)
+    assert before == ("fd00:20::10", False, False)
+    take_own_addresses(Parts([source], None, None), learned)  # type: ignore[arg-type]
+    assert source.ends.info(new.packed) == ("fd00:20::10", True, False)
+    assert source.ends.info(ipaddress.ip_address(TALLY).packed)[1] is True
+    # and gone again: the next reload without it
+    take_own_addresses(Parts([source], None, None), config)  # type: ignore[arg-type]
+    assert source.ends.info(new.packed)[1] is False
+    # written by hand, the address is the operator's change: the parts are rebuilt
+    import dataclasses
+    written = dataclasses.replace(config, host=dataclasses.replace(
+        config.host, addresses=(*config.host.addresses, new)))
+    assert parts_differ(config, written)
 
 
 def test_a_config_without_a_tally_server_list_gets_only_host_addresses(
@@ -205,6 +238,28 @@ def test_the_kernel_names_the_capture_interfaces_own_addresses(segment: Segment)
 
 
 @pytest.mark.root
+def test_the_kernel_gives_notice_of_address_and_route_changes(segment: Segment) -> None:
+    """An address or a default route added in the namespace is noticed at the next look,
+    without waiting for a poll; nothing new is no notice."""
+    notices = in_netns(segment.tally, AddressNotices.open)
+    assert notices is not None
+    try:
+        notices.changed()  # whatever the segment's set-up left
+        assert notices.changed() is False
+        ip("-n", segment.tally, "addr", "add", "fd00:20::10/64", "dev", segment.dev, "nodad")
+        assert wait_for(lambda: notices.changed() or None, 5, "the address notice")
+        assert notices.changed() is False
+        ip("-n", segment.tally, "route", "add", "default", "via", STRANGER)
+        assert wait_for(lambda: notices.changed() or None, 5, "the route notice")
+        # another namespace's changes are not this one's
+        ip("-n", segment.other, "addr", "add", "fd00:20::66/64", "dev", "eth0", "nodad")
+        time.sleep(0.5)  # time for a notice that should not come
+        assert notices.changed() is False
+    finally:
+        notices.close()
+
+
+@pytest.mark.root
 def test_the_kernel_names_the_capture_interfaces_gateways(segment: Segment) -> None:
     ip("-n", segment.tally, "route", "add", "default", "via", STRANGER)
     ip("-n", segment.tally, "-6", "route", "add", "default", "via", segment.other_ll, "dev",
@@ -264,6 +319,11 @@ def _start(segment: Segment, tmp: Path, cfg: Path
 @pytest.mark.timeout(180)
 def test_a_scan_and_a_database_connection_over_link_local_ipv6_are_alerts(
         segment: Segment, tmp_path: Path) -> None:
+    # the journal key exists, as at an installed site: the first start makes it, and the
+    # next reload then watches it, which rebuilds the sources for that reason alone
+    key = tmp_path / "j.key"
+    key.write_text(secrets.token_hex(32) + "\n")
+    key.chmod(0o600)
     notify, log_path, log, daemon = _start(segment, tmp_path, _config(tmp_path, segment.dev))
     db = _serve(segment.tally, 5432)
 
@@ -329,6 +389,13 @@ def test_a_scan_and_a_database_connection_over_link_local_ipv6_are_alerts(
     # one line at start, one when the new address joined
     assert [sorted(x["addresses"]) for x in learned] == [
         [segment.tally_ll], sorted([segment.tally_ll, "fd00:20::10"])]
+    # the kernel's notice brought it in at the next tick, not the 10-second poll
+    changed = [json.loads(x) for x in text.splitlines()
+               if x.startswith("{") and '"own_addresses_changed"' in x]
+    assert [x["via"] for x in changed] == ["notice"]
+    # taken in place: the capture opened once and was never restarted for it
+    started = [x for x in text.splitlines() if '"capture_started"' in x]
+    assert len(started) == 1, started
 
 
 @pytest.mark.root
