@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from sentinel.sources.net.emitter import Endpoints, EventMaker
 from sentinel.sources.net.flows import FlowTable
 from sentinel.sources.net.owner import COMPONENT as OWNER_COMPONENT
 from sentinel.sources.net.owner import ConnectionOwners
+from sentinel.sources.net.stations import learning_ended_detail
 
 log = logs.get("net.capture")
 
@@ -131,6 +133,7 @@ class NetworkSource:
         net = self.config.network
         m = self.metrics
         maker = EventMaker(self.config, m, emit, iface, self.ends)
+        maker.stations.on_learned = functools.partial(self._learned, maker)
         flows = FlowTable(maker, m, timeout=net.flow_timeout, interval=net.flow_interval,
                           max_flows=net.max_flows)
         handle = Decoder(flows, maker, m).network_handler()
@@ -181,6 +184,12 @@ class NetworkSource:
             if not absent:
                 delay = min(delay * 2, self.retry_max)
         flows.flush(time.time())
+
+    @staticmethod
+    def _learned(maker: EventMaker, ts: float, why: str, count: int) -> None:
+        """One line when an interface's station table stops learning the segment."""
+        log.info("station_learning_ended", iface=maker.iface, reason=why, stations=count,
+                 detail=learning_ended_detail(why))
 
     def _read(self, cap: RingCapture, iface: str, handle: NetworkHandler, flows: FlowTable,
               maker: EventMaker) -> None:

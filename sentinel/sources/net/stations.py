@@ -18,6 +18,11 @@ Learning ends early when more than :data:`LEARN_BURST` MACs turn up within
 that fast, a flood does, and a flood started with the daemon (or a capture of one)
 must not be taken for the segment.
 
+The end of learning is told once (``on_learned``: packet time, ``time`` or
+``burst``, the stations learned): the live source logs it
+(``station_learning_ended``), so the log says from when, and why, every MAC not
+seen before is reported.
+
 Memory is bounded: :data:`MAX_STATIONS` MACs and as many addresses are
 remembered; past that the least recently seen is forgotten.
 """
@@ -37,15 +42,19 @@ _UNSET = b"\0\0\0\0"
 
 #: (ts, address, mac, previous mac or b"", change)
 Report = Callable[[float, bytes, bytes, bytes, str], None]
+#: (ts, why: "time" or "burst", stations learned)
+Learned = Callable[[float, str, int], None]
 
 
 class StationTable:
     """MACs seen, and each address's last two MACs; ``report`` gets new stations and
     flip-flops."""
 
-    def __init__(self, report: Report, learn: float = LEARN) -> None:
+    def __init__(self, report: Report, learn: float = LEARN,
+                 on_learned: Learned | None = None) -> None:
         self.report = report
         self.learn = learn
+        self.on_learned = on_learned
         self.start: float | None = None
         self.learning = True
         # the learning time's current window of BURST_WINDOW seconds: start, MACs new in it
@@ -65,20 +74,25 @@ class StationTable:
         if len(macs) >= MAX_STATIONS:
             macs.popitem(last=False)
         macs[mac] = ts
-        if self.learning and not self._still_learning(ts):
-            self.learning = False
+        if self.learning:
+            why = self._learning_over(ts)
+            if why is not None:
+                self.learning = False
+                if self.on_learned is not None:
+                    self.on_learned(ts, why, len(macs) - 1)
         if not self.learning:
             self.report(ts, addr, mac, b"", "new")
 
-    def _still_learning(self, ts: float) -> bool:
-        """One more MAC turned up at ``ts``: is this still the learning time?"""
+    def _learning_over(self, ts: float) -> str | None:
+        """One more MAC turned up at ``ts``: None while this is still the learning time,
+        else why it is over (``time``, or a ``burst`` of new MACs)."""
         assert self.start is not None
         if ts - self.start >= self.learn:
-            return False
+            return "time"
         if ts - self._window >= BURST_WINDOW:
             self._window, self._burst = ts, 0
         self._burst += 1
-        return self._burst <= LEARN_BURST
+        return None if self._burst <= LEARN_BURST else "burst"
 
     def arp(self, ts: float, mac: bytes, addr: bytes) -> None:
         """``mac`` sent ARP claiming ``addr``: a new station, and a flip-flop of ``addr``."""
@@ -98,3 +112,13 @@ class StationTable:
         self.addrs[addr] = (mac, now)
         if mac == before:  # from the start: no segment needs learning to do this
             self.report(ts, addr, mac, now, "flip_flop")
+
+
+def learning_ended_detail(why: str) -> str:
+    """The log line's explanation of ``on_learned``'s ``why``."""
+    if why == "burst":
+        first = (f"more than {LEARN_BURST} new MACs within {BURST_WINDOW:g} s: a flood,"
+                 " not the segment introducing itself")
+    else:
+        first = f"{LEARN:g} s of packets learned"
+    return f"{first}; every MAC not seen before is a new station from now on"
