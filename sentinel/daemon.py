@@ -38,6 +38,7 @@ from sentinel.engine import Engine, RuleSet, check_examples, load_rules
 from sentinel.events import Event
 from sentinel.hostinfo import (
     GATEWAY_LIST,
+    AddressLooks,
     AddressNotices,
     addresses_of,
     learnable_gateways,
@@ -109,8 +110,8 @@ class Daemon:
         self._reload = threading.Event()
         self._signalled = 0  # SIGTERM/SIGINT seen (set by the handler, read by the main loop)
         self._hup = False  # SIGHUP seen
-        self._next_address_check = time.monotonic() + ADDRESS_CHECK
         self._notices: AddressNotices | None = None
+        self._looks = AddressLooks(time.monotonic(), ADDRESS_CHECK)
         # the learned addresses and gateways a reload was asked for
         self._addresses_tried: tuple[frozenset[Any], frozenset[Any]] | None = None
         self._sink_lock = threading.Lock()
@@ -338,23 +339,24 @@ class Daemon:
             if interval and now - last_ping >= interval and self._engine_healthy():
                 self.notifier.watchdog()
                 last_ping = now
-            noticed = self._notices is not None and self._notices.changed()
-            if noticed or now >= self._next_address_check:
-                self._next_address_check = now + ADDRESS_CHECK
-                self._check_own_addresses("notice" if noticed else "poll")
+            if self._notices is not None and self._notices.changed():
+                self._looks.noticed(now)
+            via = self._looks.due(now)
+            if via is not None and self._check_own_addresses(via):
+                self._looks.changed(now)
             self.health()
             if self._parts is not None:
                 self.guard.tick(self._parts.sink, len(self.engine.rules))
             # on start, at schedule boundaries and every attest.interval (once a key exists)
             self.attestor.maybe_attest()
 
-    def _check_own_addresses(self, via: str = "poll") -> None:
+    def _check_own_addresses(self, via: str = "poll") -> bool:
         """Reload when the capture interfaces gained or lost an address the config does
         not list (an autoconfigured IPv6 address arriving after start, a renumbering),
         or a default route through a gateway it does not list (a router advertisement,
         a new lease): the reload adds them to host.addresses, tally_server and
         gateway_ip as at start. ``via``: what prompted the look (the kernel's
-        ``notice`` of a change, or the ``poll``)."""
+        ``notice`` of a change, or the ``poll``). True when a reload was asked for."""
         config = self.config
         listed = set(config.host.addresses) - set(config.learned_addresses)
         listed_gws = addresses_of(config.lists.get(GATEWAY_LIST, ())) - set(
@@ -363,7 +365,7 @@ class Daemon:
             found = local_addresses(config.network.interfaces)
             gateways = local_gateways(config.network.interfaces)
         except OSError:
-            return
+            return False
         learned = {a for a in found if a not in listed}
         gws = ({g for g in learnable_gateways(gateways) if g not in listed_gws}
                if GATEWAY_LIST in config.lists else set())
@@ -375,6 +377,8 @@ class Daemon:
             log.info("own_addresses_changed", addresses=sorted(str(a) for a in learned),
                      gateways=sorted(str(g) for g in gws), via=via)
             self._reload.set()
+            return True
+        return False
 
     def reload(self) -> bool:
         """Load config and rules beside the running ones; swap only if all is valid."""

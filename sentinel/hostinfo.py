@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import ipaddress
+import math
 import socket
 import struct
 import sys
@@ -245,3 +246,36 @@ class AddressNotices:
 
     def close(self) -> None:
         self._sock.close()
+
+
+class AddressLooks:
+    """When the daemon compares its own addresses with those counted: every ``gap``
+    seconds (the poll), and at the first tick after the kernel's notice of a change,
+    but no sooner than ``gap`` after the last change found. Router advertisements of
+    short-lived prefixes make the kernel add and drop addresses every second; each
+    change found is a reload and an alert, so after one the next waits.
+
+    ``noticed(now)`` records a notice; ``due(now)`` says whether to look now
+    (``notice`` or ``poll``) or not (None); ``changed(now)`` records that a look
+    found a change."""
+
+    def __init__(self, now: float, gap: float) -> None:
+        self.gap = gap
+        self._poll_at = now + gap
+        self._notice_at: float | None = None
+        self._changed_at = -math.inf
+
+    def noticed(self, now: float) -> None:
+        if self._notice_at is None:
+            self._notice_at = max(now, self._changed_at + self.gap)
+
+    def due(self, now: float) -> str | None:
+        by_notice = self._notice_at is not None and now >= self._notice_at
+        if not by_notice and now < self._poll_at:
+            return None
+        self._poll_at = now + self.gap
+        self._notice_at = None
+        return "notice" if by_notice else "poll"
+
+    def changed(self, now: float) -> None:
+        self._changed_at = now

@@ -30,6 +30,7 @@ from netkit import in_netns, ip, needs_netns, send_frames, sysctl, wait_for
 
 from sentinel.config_reader import load_config
 from sentinel.hostinfo import (
+    AddressLooks,
     AddressNotices,
     learnable_gateways,
     local_addresses,
@@ -257,6 +258,27 @@ def test_the_kernel_gives_notice_of_address_and_route_changes(segment: Segment) 
         assert notices.changed() is False
     finally:
         notices.close()
+
+
+def test_addresses_are_looked_at_on_notice_at_once_but_not_again_within_the_gap() -> None:
+    """A notice after a quiet spell is looked at by the next tick; once a look found a
+    change, further notices wait out the gap (short-lived prefixes advertised every
+    second would otherwise make a reload and an alert every second); the poll runs
+    every gap whatever comes."""
+    looks = AddressLooks(0.0, 10.0)
+    assert looks.due(5.0) is None
+    assert looks.due(10.0) == "poll"
+    looks.noticed(12.0)
+    assert looks.due(12.0) == "notice"  # quiet before: at once
+    looks.changed(12.0)
+    looks.noticed(13.0)  # the next change, a second later
+    assert looks.due(13.0) is None and looks.due(21.9) is None
+    assert looks.due(22.0) == "notice"  # the gap after the change found
+    looks.noticed(40.0)  # a notice that found nothing new leaves no wait behind it
+    assert looks.due(40.0) == "notice"
+    looks.noticed(41.0)
+    assert looks.due(41.0) == "notice"
+    assert looks.due(50.9) is None and looks.due(51.0) == "poll"
 
 
 @pytest.mark.root
