@@ -12,7 +12,8 @@ switch: sources (which cannot run twice: the baseline lock, duplicate events)
 are stopped and the new ones started; if one fails to start, the new ones stop
 and the old config's sources are started again. Parts whose config did not
 change are kept as they are; a change of the addresses learned from the kernel alone
-is no change of a part: the running network source takes them in place.
+is no change of a part: the running network source takes them in place. Sources
+are rebuilt one by one: only those whose parts of the config changed stop and start.
 """
 
 from __future__ import annotations
@@ -46,16 +47,38 @@ class Parts:
     server: MetricsServer | None
 
 
-def build_sources(config: Config, metrics: Metrics) -> list[Source]:
-    """The sources ``config`` asks for, built but not started."""
+#: Each source's name, builder, and the parts of the config it is built from: a reload
+#: rebuilds a source only when its parts changed (an edit of the FIM paths does not
+#: reopen the network capture, which would leave packets unseen while it starts; a
+#: change of home_nets does not re-walk the watched files).
+_SOURCES: tuple[tuple[str, Callable[[Config, Metrics], Source | None],
+                      Callable[[Config], tuple[object, ...]]], ...] = (
+    ("fim", build_fim_source,
+     lambda c: (_written_host(c), c.state_dir, c.fim, c.attribution)),
+    ("network", build_network_source,
+     lambda c: (_written_host(c), c.state_dir, c.network, c.attribution)),
+    ("auth", build_auth_source, lambda c: (_written_host(c), c.state_dir, c.auth)),
+    ("device", build_device_source, lambda c: (_written_host(c), c.state_dir, c.devices)),
+)
+
+
+def build_sources(config: Config, metrics: Metrics,
+                  only: frozenset[str] | None = None) -> list[Source]:
+    """The sources ``config`` asks for (of those named in ``only``, when given), built but
+    not started."""
     sources: list[Source] = []
-    builds: tuple[Callable[[Config, Metrics], Source | None], ...] = (
-        build_fim_source, build_network_source, build_auth_source, build_device_source)
-    for build in builds:
+    for name, build, _ in _SOURCES:
+        if only is not None and name not in only:
+            continue
         src = build(config, metrics)
         if src is not None:
             sources.append(src)
     return sources
+
+
+def changed_sources(old: Config, new: Config) -> frozenset[str]:
+    """The names of the sources whose parts of the config differ from ``old`` to ``new``."""
+    return frozenset(name for name, _, parts in _SOURCES if parts(old) != parts(new))
 
 
 def build_server(config: Config, metrics: Metrics, health: Health) -> MetricsServer | None:
@@ -81,9 +104,7 @@ def _written_host(config: Config) -> HostConfig:
 
 
 def _sources_differ(old: Config, new: Config) -> bool:
-    return (_written_host(old), old.state_dir, old.network, old.fim, old.auth, old.devices,
-            old.attribution) != (_written_host(new), new.state_dir, new.network, new.fim,
-                                 new.auth, new.devices, new.attribution)
+    return bool(changed_sources(old, new))
 
 
 def _sink_differs(old: Config, new: Config) -> bool:
@@ -121,6 +142,8 @@ class Rebuild:
         self._server: MetricsServer | None = None
         self._server_changes = old_config.outputs.metrics != config.outputs.metrics
         self._server_started = False
+        #: the sources to rebuild, by name (the others run on), and their new objects
+        self._changed = changed_sources(old_config, config)
         self._sources: list[Source] | None = None
 
     def prepare(self) -> None:
@@ -140,8 +163,8 @@ class Rebuild:
                         # same address: it can only start once the old one stops, so its
                         # TLS files are loaded now, while refusing is still free
                         TLSFiles(self.config.outputs.metrics.tls)
-            if _sources_differ(self.old_config, self.config):
-                self._sources = build_sources(self.config, self.metrics)
+            if self._changed:
+                self._sources = build_sources(self.config, self.metrics, self._changed)
         except BaseException:
             self.abort()
             raise
@@ -179,7 +202,8 @@ class Rebuild:
         sources = old.sources
         if self._sources is not None:
             for src in old.sources:
-                _stop(src)
+                if src.name in self._changed:
+                    _stop(src)
             started: list[Source] = []
             try:
                 for src in self._sources:
@@ -196,7 +220,8 @@ class Rebuild:
                     self._server_started = False
                 self.abort()
                 raise
-            sources = self._sources
+            sources = _in_order([*(s for s in old.sources if s.name not in self._changed),
+                                 *self._sources])
         new = Parts(sources, self._sink or old.sink, server)
         with lock:
             install(new)
@@ -217,14 +242,22 @@ class Rebuild:
                           detail="the previous endpoint could not listen again")
 
     def _restore_sources(self, emit: Emit) -> None:
-        """Start the old config's sources again (stopped sources do not restart)."""
-        again = build_sources(self.old_config, self.metrics)
+        """Start the old config's versions of the sources stopped for the new ones again
+        (stopped sources do not restart); the others never stopped."""
+        again = build_sources(self.old_config, self.metrics, self._changed)
         for src in again:
             try:
                 src.start(emit)
             except Exception:
                 log.exception("source_restore_failed", source=src.name)
-        self.old.sources[:] = again
+        self.old.sources[:] = _in_order(
+            [*(s for s in self.old.sources if s.name not in self._changed), *again])
+
+
+def _in_order(sources: list[Source]) -> list[Source]:
+    """``sources`` in the order they are built (and started at first start)."""
+    order = {name: i for i, (name, _, _) in enumerate(_SOURCES)}
+    return sorted(sources, key=lambda s: order.get(s.name, len(order)))
 
 
 def _stop(src: Source) -> None:

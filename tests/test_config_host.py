@@ -9,7 +9,7 @@ import pytest
 
 from sentinel.config_reader import load_config
 from sentinel.metrics import Metrics
-from sentinel.parts import build_sources, parts_differ
+from sentinel.parts import build_sources, changed_sources, parts_differ
 from tests.test_config import run_check, where
 
 HEAD = "host: {name: tally-01, addresses: [10.20.0.10]}\nstate_dir: /var/lib/x\n"
@@ -53,6 +53,29 @@ def test_the_sections_build_their_sources_and_a_change_rebuilds_them(tmp_path: P
     assert new.devices.enabled and new.devices.subsystems == ("block", "usb", "scsi")
     assert sorted(s.name for s in build_sources(new, Metrics())) == ["auth", "device"]
     assert parts_differ(old, new)
+    # only the sources whose sections changed are rebuilt
+    assert changed_sources(old, new) == {"auth", "device"}
+
+
+NET = "network: {interfaces: [eth0], home_nets: [10.20.0.0/16]}\n"
+
+
+@pytest.mark.parametrize(("edit", "changed"), [
+    ((NET, NET.replace("10.20.0.0/16", "10.30.0.0/16")), {"network"}),
+    ((NET, NET + "fim: {paths: [/srv/tally]}\n"), {"fim"}),
+    ((NET, NET + "attribution: {connections: true}\n"), {"fim", "network"}),
+    ((NET, NET + "lists: {admin_net: [10.20.1.0/24]}\n"), set()),
+], ids=["home_nets", "fim paths", "attribution", "a rule list"])
+def test_a_reload_rebuilds_only_the_sources_whose_sections_changed(
+        tmp_path: Path, edit: tuple[str, str], changed: set[str]) -> None:
+    old = load_config(_write(tmp_path, edit[0]))
+    new = load_config(_write(tmp_path, edit[1]))
+    assert changed_sources(old, new) == changed
+    assert parts_differ(old, new) == bool(changed)
+    # the host's name is in every event: every source
+    renamed = tmp_path / "renamed.yaml"
+    renamed.write_text(HEAD.replace("tally-01", "tally-02") + edit[0])
+    assert changed_sources(old, load_config(renamed)) == {"fim", "network", "auth", "device"}
 
 
 def _write(tmp_path: Path, text: str) -> Path:

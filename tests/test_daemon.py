@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -629,5 +630,75 @@ def test_absent_capture_interface_is_down_in_health_and_metrics_until_it_appears
                 proc.kill()
             proc.wait(timeout=10)
             notify.close()
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+
+
+@pytest.mark.root
+def test_a_reload_restarts_only_the_sources_whose_config_changed(tmp_path: Path) -> None:
+    """An edit of network.home_nets reopens the capture and leaves file watching alone; an
+    edit of the FIM paths restarts file watching and leaves the capture open (reopening
+    it would leave packets unseen while it starts). A FIM path that does not exist is
+    logged at each start of file watching, which is how the test counts them; a reload
+    that changes nothing (the config watch's beside SIGHUP's) restarts nothing."""
+    from tests.sources.net.netkit import ip, needs_netns
+
+    needs_netns()
+    ns = f"snt-{os.getpid()}-src"
+    dev = f"sr{os.getpid() % 10**6}"
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+    ip("netns", "add", ns)
+    try:
+        ip("-n", ns, "link", "set", "lo", "up")
+        ip("-n", ns, "link", "add", dev, "type", "veth", "peer", "name", f"{dev}p")
+        ip("-n", ns, "link", "set", f"{dev}p", "up")
+        ip("-n", ns, "link", "set", dev, "up")
+        notify = NotifySocket(tmp_path / "notify.sock")
+        cfg = tmp_path / "config.yaml"
+        port = free_port()
+
+        def configure(home: str, fim: list[Path]) -> None:
+            paths = ", ".join(f"'{p}'" for p in fim)
+            write_config(cfg, tmp_path / "state", port,
+                         f"network: {{interfaces: [{dev}], home_nets: [{home}]}}\n"
+                         f"fim: {{paths: [{paths}]}}\n")
+
+        log_path = tmp_path / "sentinel.log"
+
+        def logged() -> list[dict[str, Any]]:
+            return [json.loads(ln) for ln in log_path.read_text().splitlines()
+                    if ln.startswith("{") and ln.endswith("}")]
+
+        def count(event: str) -> int:
+            return [x["event"] for x in logged()].count(event)
+
+        configure("10.20.0.0/16", [tmp_path / "absent-1"])
+        env = {**os.environ, "NOTIFY_SOCKET": str(notify.path)}
+        with log_path.open("w") as log:
+            proc = subprocess.Popen(["ip", "netns", "exec", ns, SENTINEL, "run", "-c",
+                                     str(cfg)], env=env, text=True, stdout=log,
+                                    stderr=subprocess.STDOUT)
+            try:
+                notify.wait_for("READY=1")
+                configure("10.30.0.0/16", [tmp_path / "absent-1"])  # the network's part
+                proc.send_signal(signal.SIGHUP)
+                wait_for(lambda: count("capture_started") == 2, what="the capture reopened")
+                configure("10.30.0.0/16", [tmp_path / "absent-1", tmp_path / "absent-2"])
+                proc.send_signal(signal.SIGHUP)  # the FIM's part
+                wait_for(lambda: any(x.get("path", "").endswith("absent-2") for x in logged()),
+                         what="file watching restarted")
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(timeout=20) == 0
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait(timeout=10)
+                notify.close()
+        assert "Traceback" not in log_path.read_text()
+        # at start, and again for the home_nets edit only
+        assert count("capture_started") == 2
+        missing = [Path(x["path"]).name for x in logged() if x["event"] == "fim_path_missing"]
+        # at start, and again (both paths) for the FIM edit only
+        assert missing == ["absent-1", "absent-1", "absent-2"]
     finally:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
