@@ -17,6 +17,7 @@ import collections
 import contextlib
 import errno
 import gc
+import os
 import queue
 import signal
 import sqlite3
@@ -46,7 +47,7 @@ from sentinel.hostinfo import (
     local_gateways,
     with_own_addresses,
 )
-from sentinel.keys import KeyUnavailable
+from sentinel.keys import KeyUnavailable, key_path, load_key
 from sentinel.located import ProblemError
 from sentinel.metrics import Metrics
 from sentinel.notify import Notifier
@@ -268,6 +269,7 @@ class Daemon:
         self.metrics.info.info(self._identity())
         self._zero_alert_series(self.engine.rules)
         self._install_signals()
+        self._make_journal_key()
         self._parts = build_parts(self.config, self.metrics, self.health)
         # before FIM makes a new baseline and before anything else is journaled
         self.guard.at_start(self._parts.sink)
@@ -294,6 +296,19 @@ class Daemon:
                         detail=f"address changes are polled every {ADDRESS_CHECK:g} s")
         self._main_loop()
         return self._shutdown()
+
+    def _make_journal_key(self) -> None:
+        """A first start makes the journal's key file. Outside the state dir (as at the
+        reference site) it is one of sentinel's own files, but the config was read
+        before it existed: made here, before file watching is built, its first baseline
+        holds it. Made later, the key went unwatched until a restart, which then
+        reported it as created while sentinel was stopped (a false alarm)."""
+        jc = self.config.outputs.journal
+        path = key_path(jc.key, self.config.state_dir)
+        if path is None or os.path.lexists(path):
+            return
+        load_key(jc.key, self.config.state_dir, create=True, what="journal")
+        self.config = with_own_files(self.config)
 
     def _identity(self) -> dict[str, str]:
         h = self.config.host

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,3 +82,24 @@ def test_a_rule_file_changed_while_sentinel_was_stopped_is_found_at_start(site: 
     site.start()
     wait_for(lambda: [e for e in _paths(site) if e["path"] == str(rules) and e["offline"]],
              what="the offline own-file alert")
+
+
+def test_the_journal_key_a_first_start_makes_outside_the_state_dir_is_watched(site: Site
+                                                                             ) -> None:
+    """A first start makes the journal key where the config says (outside the state dir,
+    as at the reference site) before file watching starts: swapping it an hour after a
+    fresh install is an alert at once, not something found at the next restart, and its
+    making is no alert, then or at a restart."""
+    keys = site.root / "keys"
+    key = keys / "journal.key"
+    site.config.write_text(site.config.read_text().replace(
+        "outputs:\n", f"outputs:\n  journal: {{key_file: {key}}}\n"))
+    site.start()
+    assert key.exists()
+    site.stop()
+    site.start()  # nothing of sentinel's own changed while it was stopped
+    key.write_text(secrets.token_hex(32) + "\n")
+    event = wait_for(lambda: next((e for e in _paths(site) if e["path"] == str(key)), None),
+                     what="the swapped key's alert")
+    assert event["kind"] == "fim.modified" and not event.get("offline")
+    assert [e["path"] for e in _paths(site)] == [str(key)]
