@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry
 from sentinel import __version__, logs
 from sentinel.alert import Alert
 from sentinel.attest import Attestor
-from sentinel.config import Config
+from sentinel.config import Config, KeySource
 from sentinel.config_reader import load_config
 from sentinel.engine import Engine, RuleSet, check_examples, load_rules
 from sentinel.events import Event
@@ -51,7 +51,14 @@ from sentinel.keys import KeyUnavailable, key_path, load_key
 from sentinel.located import ProblemError
 from sentinel.metrics import Metrics
 from sentinel.notify import Notifier
-from sentinel.parts import Parts, Rebuild, build_parts, parts_differ, take_own_addresses
+from sentinel.parts import (
+    Parts,
+    Rebuild,
+    build_parts,
+    build_sources,
+    parts_differ,
+    take_own_addresses,
+)
 from sentinel.selfwatch import SelfGuard
 from sentinel.selfwatch.own_files import with_own_files
 from sentinel.sinks import JournalError
@@ -269,10 +276,11 @@ class Daemon:
         self.metrics.info.info(self._identity())
         self._zero_alert_series(self.engine.rules)
         self._install_signals()
-        self._make_journal_key()
+        self._make_key(self.config.outputs.journal.key, "journal")
         self._parts = build_parts(self.config, self.metrics, self.health)
         # before FIM makes a new baseline and before anything else is journaled
         self.guard.at_start(self._parts.sink)
+        self._make_baseline_key()
         if self._parts.server is not None:
             self._parts.server.start()
         self._engine_thread.start()
@@ -297,18 +305,32 @@ class Daemon:
         self._main_loop()
         return self._shutdown()
 
-    def _make_journal_key(self) -> None:
-        """A first start makes the journal's key file. Outside the state dir (as at the
-        reference site) it is one of sentinel's own files, but the config was read
-        before it existed: made here, before file watching is built, its first baseline
-        holds it. Made later, the key went unwatched until a restart, which then
-        reported it as created while sentinel was stopped (a false alarm)."""
-        jc = self.config.outputs.journal
-        path = key_path(jc.key, self.config.state_dir)
+    def _make_key(self, source: KeySource, what: str) -> bool:
+        """A first start makes the journal's and the baseline's key files. Outside the
+        state dir (as at the reference site) they are sentinel's own files, but the
+        config was read before they existed: made before file watching is built, its
+        first baseline holds them. Made later, a key went unwatched until a restart,
+        which then reported it as created while sentinel was stopped (a false alarm).
+        True when the key was made (and the config's own files now hold it)."""
+        path = key_path(source, self.config.state_dir)
         if path is None or os.path.lexists(path):
-            return
-        load_key(jc.key, self.config.state_dir, create=True, what="journal")
+            return False
+        load_key(source, self.config.state_dir, create=True, what=what)
         self.config = with_own_files(self.config)
+        return True
+
+    def _make_baseline_key(self) -> None:
+        """The baseline's key, made with the baseline at a first start (a baseline whose
+        key is gone is reported as untrusted, not signed anew), after the start checks
+        looked for an earlier run (the key is evidence of one): file watching, built
+        but not started, is built again to hold it."""
+        config, parts = self.config, self._parts
+        assert parts is not None
+        if config.in_state(config.fim.baseline).exists():
+            return
+        if self._make_key(config.fim.key, "fim"):
+            fresh = build_sources(self.config, self.metrics, frozenset({"fim"}))
+            parts.sources[:] = [*fresh, *(s for s in parts.sources if s.name != "fim")]
 
     def _identity(self) -> dict[str, str]:
         h = self.config.host

@@ -68,13 +68,10 @@ def _fail(what: str, exc: object) -> int:
 
 
 def _scope(config: Config) -> Any:
-    from sentinel.keys import key_path
     from sentinel.sources.fim.scan import Scope
 
-    skip = [config.in_state(config.fim.baseline)]
-    if (kp := key_path(config.fim.key, config.state_dir)) is not None:
-        skip.append(kp)
-    return Scope.from_config(config, skip)
+    # as the daemon's file watching: the baseline is never in scope, its key is when listed
+    return Scope.from_config(config, [config.in_state(config.fim.baseline)])
 
 
 def run_init(args: argparse.Namespace) -> int:
@@ -98,6 +95,7 @@ def run_init(args: argparse.Namespace) -> int:
 
 def _init(config: Config, path: Path) -> int:
     from sentinel.keys import KeyUnavailable, load_key
+    from sentinel.selfwatch.own_files import with_own_files
     from sentinel.sources.fim.baseline import Baseline
     from sentinel.sources.fim.scan import snapshot_all
 
@@ -105,6 +103,8 @@ def _init(config: Config, path: Path) -> int:
         key = load_key(config.fim.key, config.state_dir, create=True, what="fim")
     except (KeyUnavailable, OSError) as exc:
         return _fail("init", exc)
+    # a key made just now is one of sentinel's own files: in the baseline from the start
+    config = with_own_files(config)
     started = time.perf_counter()
     scope = _scope(config)
     items = list(scope.walk())

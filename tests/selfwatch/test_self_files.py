@@ -84,20 +84,25 @@ def test_a_rule_file_changed_while_sentinel_was_stopped_is_found_at_start(site: 
              what="the offline own-file alert")
 
 
-def test_the_journal_key_a_first_start_makes_outside_the_state_dir_is_watched(site: Site
-                                                                             ) -> None:
-    """A first start makes the journal key where the config says (outside the state dir,
-    as at the reference site) before file watching starts: swapping it an hour after a
-    fresh install is an alert at once, not something found at the next restart, and its
-    making is no alert, then or at a restart."""
+@pytest.mark.parametrize("which", ["journal", "baseline"])
+def test_a_key_a_first_start_makes_outside_the_state_dir_is_watched(site: Site, which: str
+                                                                    ) -> None:
+    """A first start makes the journal and baseline keys where the config says (outside
+    the state dir, as at the reference site) before file watching starts: swapping one
+    an hour after a fresh install is an alert at once, not something found at the next
+    restart (for the baseline's, as a failed signature), and its making is no alert,
+    then or at a restart."""
     keys = site.root / "keys"
-    key = keys / "journal.key"
-    site.config.write_text(site.config.read_text().replace(
-        "outputs:\n", f"outputs:\n  journal: {{key_file: {key}}}\n"))
+    journal, baseline = keys / "journal.key", keys / "baseline.key"
+    site.config.write_text(site.config.read_text()
+                           .replace("outputs:\n", f"outputs:\n  journal: {{key_file: {journal}}}\n")
+                           .replace("  rescan_interval: 1h\n",
+                                    f"  rescan_interval: 1h\n  key_file: {baseline}\n"))
     site.start()
-    assert key.exists()
+    assert journal.exists() and baseline.exists()
     site.stop()
     site.start()  # nothing of sentinel's own changed while it was stopped
+    key = keys / f"{which}.key"
     key.write_text(secrets.token_hex(32) + "\n")
     event = wait_for(lambda: next((e for e in _paths(site) if e["path"] == str(key)), None),
                      what="the swapped key's alert")

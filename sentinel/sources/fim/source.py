@@ -48,7 +48,7 @@ from typing import Any
 from sentinel import logs
 from sentinel.config import Config
 from sentinel.events import Event, shown_name
-from sentinel.keys import KeyUnavailable, key_path, load_key
+from sentinel.keys import KeyUnavailable, load_key
 from sentinel.metrics import Metrics
 from sentinel.pipeline import Emit
 from sentinel.sources.audit import FileAttribution, build_file_attribution
@@ -80,10 +80,10 @@ class FimSource:
         self._host = config.host.name
         self.baseline_path = config.in_state(config.fim.baseline)
         self._lock_fd: int | None = None
-        skip = [self.baseline_path]
-        if (kp := key_path(config.fim.key, config.state_dir)) is not None:
-            skip.append(kp)
-        self.scope = Scope.from_config(config, skip)
+        # the baseline changes at every commit: never in scope. Its key is (sentinel's
+        # own files list it when it lies outside the state dir): a swapped key is an
+        # alert at once, not only a failed signature at the next start
+        self.scope = Scope.from_config(config, [self.baseline_path])
         self._interval = config.fim.rescan_interval
         self._q: queue.Queue[Any] = queue.Queue()
         # Held by the worker while it handles an item or fires its timers, so idle()
