@@ -63,6 +63,7 @@ from sentinel.selfwatch import SelfGuard
 from sentinel.selfwatch.own_files import with_own_files
 from sentinel.sinks import JournalError
 from sentinel.sources.fim import BaselineError
+from sentinel.sources.fim.source import FimSource
 from sentinel.watchfiles import FileWatch
 
 log = logs.get("daemon")
@@ -119,6 +120,8 @@ class Daemon:
         self._signalled = 0  # SIGTERM/SIGINT seen (set by the handler, read by the main loop)
         self._hup = False  # SIGHUP seen
         self._notices: AddressNotices | None = None
+        #: key files this start made (sentinel's own, where the config puts them)
+        self._made: list[str] = []
         self._looks = AddressLooks(time.monotonic(), ADDRESS_CHECK)
         # the learned addresses and gateways a reload was asked for
         self._addresses_tried: tuple[frozenset[Any], frozenset[Any]] | None = None
@@ -281,6 +284,7 @@ class Daemon:
         # before FIM makes a new baseline and before anything else is journaled
         self.guard.at_start(self._parts.sink)
         self._make_baseline_key()
+        self._tell_fim_keys_made()
         if self._parts.server is not None:
             self._parts.server.start()
         self._engine_thread.start()
@@ -317,6 +321,7 @@ class Daemon:
             return False
         load_key(source, self.config.state_dir, create=True, what=what)
         self.config = with_own_files(self.config)
+        self._made.append(os.fsdecode(os.path.abspath(path)))
         return True
 
     def _make_baseline_key(self) -> None:
@@ -331,6 +336,14 @@ class Daemon:
         if self._make_key(config.fim.key, "fim"):
             fresh = build_sources(self.config, self.metrics, frozenset({"fim"}))
             parts.sources[:] = [*fresh, *(s for s in parts.sources if s.name != "fim")]
+
+    def _tell_fim_keys_made(self) -> None:
+        """A key this start made beside a baseline made before (by `baseline init`): new
+        to the baseline, it is no change."""
+        assert self._parts is not None
+        for src in self._parts.sources:
+            if isinstance(src, FimSource):
+                src.made_by_start = frozenset(self._made)
 
     def _identity(self) -> dict[str, str]:
         h = self.config.host

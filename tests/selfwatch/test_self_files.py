@@ -84,9 +84,11 @@ def test_a_rule_file_changed_while_sentinel_was_stopped_is_found_at_start(site: 
              what="the offline own-file alert")
 
 
-@pytest.mark.parametrize("which", ["journal", "baseline"])
-def test_a_key_a_first_start_makes_outside_the_state_dir_is_watched(site: Site, which: str
-                                                                    ) -> None:
+@pytest.mark.parametrize(("which", "init"), [("journal", False), ("baseline", False),
+                                             ("journal", True)],
+                         ids=["journal key", "baseline key", "journal key after baseline init"])
+def test_a_key_a_first_start_makes_outside_the_state_dir_is_watched(site: Site, which: str,
+                                                                    init: bool) -> None:
     """A first start makes the journal and baseline keys where the config says (outside
     the state dir, as at the reference site) before file watching starts: swapping one
     an hour after a fresh install is an alert at once, not something found at the next
@@ -98,6 +100,10 @@ def test_a_key_a_first_start_makes_outside_the_state_dir_is_watched(site: Site, 
                            .replace("outputs:\n", f"outputs:\n  journal: {{key_file: {journal}}}\n")
                            .replace("  rescan_interval: 1h\n",
                                     f"  rescan_interval: 1h\n  key_file: {baseline}\n"))
+    if init:  # the baseline made before the first start, which makes the journal key
+        done = site.cli("baseline", "init")
+        assert done.returncode == 0, done.stderr
+        assert baseline.exists() and not journal.exists()
     site.start()
     assert journal.exists() and baseline.exists()
     site.stop()

@@ -93,6 +93,9 @@ class FimSource:
         self._watcher: Watcher | None = None
         self._emit: Emit | None = None
         self.trusted = False
+        #: sentinel's own files this start made (its keys, where the config put them):
+        #: new in the start's comparison with the baseline, they are recorded unreported
+        self.made_by_start: frozenset[str] = frozenset()
         #: who changed a file (attribution.files: audit), None when off
         self.attribution: FileAttribution | None = build_file_attribution(config, metrics)
         self._reset()
@@ -426,10 +429,13 @@ class FimSource:
             for p in [p for p in old if p not in scan.records and self.scope.entry_for(p) is None]:
                 self._rec.baseline.delete(p, self._out.sent)  # no longer in scope (config changed)
                 del old[p]
+            made = self.made_by_start if "startup" in reasons else frozenset()
             for change in diff(old, scan.records):
                 self._holds.release(change.path)
                 if change.dest is not None:
                     self._holds.release(change.dest)
+                if change.kind == "fim.created" and change.path in made:
+                    continue  # a key this start made: recorded below, not a change
                 self._rec.report(change, offline=True)
             for rec in scan.records.values():
                 self._rec.baseline.put(rec, self._out.sent)
