@@ -19,6 +19,7 @@ are rebuilt one by one: only those whose parts of the config changed stop and st
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from sentinel.sinks.metrics_http import Health, MetricsServer, TLSFiles
 from sentinel.sources.auth import build_auth_source
 from sentinel.sources.device import build_device_source
 from sentinel.sources.fim import build_fim_source
+from sentinel.sources.fim.source import FimSource
 from sentinel.sources.net import build_network_source
 from sentinel.sources.net.source import NetworkSource
 
@@ -165,6 +167,10 @@ class Rebuild:
                         TLSFiles(self.config.outputs.metrics.tls)
             if self._changed:
                 self._sources = build_sources(self.config, self.metrics, self._changed)
+                added = _added_roots(self.old_config, self.config)
+                for src in self._sources:
+                    if isinstance(src, FimSource):
+                        src.added_roots = added
         except BaseException:
             self.abort()
             raise
@@ -252,6 +258,17 @@ class Rebuild:
                 log.exception("source_restore_failed", source=src.name)
         self.old.sources[:] = _in_order(
             [*(s for s in self.old.sources if s.name not in self._changed), *again])
+
+
+def _added_roots(old: Config, new: Config) -> tuple[str, ...]:
+    """The FIM paths ``new`` lists that ``old`` did not watch (neither listed, nor a child
+    of an entry, nor under a recursive one)."""
+    def watched(p: str) -> bool:
+        return any(p == q or os.path.dirname(p) == q
+                   or (e.recursive and p.startswith(q.rstrip("/") + "/"))
+                   for e in old.fim.paths for q in (os.fsdecode(e.path),))
+    return tuple(os.fsdecode(e.path) for e in new.fim.paths
+                 if not watched(os.fsdecode(e.path)))
 
 
 def _in_order(sources: list[Source]) -> list[Source]:

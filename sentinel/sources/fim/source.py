@@ -96,6 +96,9 @@ class FimSource:
         #: sentinel's own files this start made (its keys, where the config put them):
         #: new in the start's comparison with the baseline, they are recorded unreported
         self.made_by_start: frozenset[str] = frozenset()
+        #: paths a reload added to fim.paths: what the start finds under them is their
+        #: first sight, recorded unreported (it was not watched, so nothing "changed")
+        self.added_roots: tuple[str, ...] = ()
         #: who changed a file (attribution.files: audit), None when off
         self.attribution: FileAttribution | None = build_file_attribution(config, metrics)
         self._reset()
@@ -429,14 +432,23 @@ class FimSource:
             for p in [p for p in old if p not in scan.records and self.scope.entry_for(p) is None]:
                 self._rec.baseline.delete(p, self._out.sent)  # no longer in scope (config changed)
                 del old[p]
-            made = self.made_by_start if "startup" in reasons else frozenset()
+            start = "startup" in reasons
+            made = self.made_by_start if start else frozenset()
+            added = self.added_roots if start else ()
+            first_sight = 0
             for change in diff(old, scan.records):
                 self._holds.release(change.path)
                 if change.dest is not None:
                     self._holds.release(change.dest)
                 if change.kind == "fim.created" and change.path in made:
                     continue  # a key this start made: recorded below, not a change
+                if change.kind == "fim.created" and _under_any(change.path, added):
+                    first_sight += 1  # a path just added to the config: its first sight
+                    continue
                 self._rec.report(change, offline=True)
+            if added:
+                _log.info("fim_paths_added", paths=list(added), files=first_sight,
+                          detail="recorded as they are; changes from now on are reported")
             for rec in scan.records.values():
                 self._rec.baseline.put(rec, self._out.sent)
         finally:
@@ -446,6 +458,10 @@ class FimSource:
         self._commit()
         _log.info("fim_rescan", reasons=sorted(reasons), under=under,
                   files=len(scan.records))
+
+
+def _under_any(path: str, roots: tuple[str, ...]) -> bool:
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
 
 
 def build_fim_source(config: Config, metrics: Metrics,
