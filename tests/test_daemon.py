@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -564,21 +565,32 @@ def test_reload_whose_new_source_fails_to_start_keeps_the_old_sources(
     assert "Traceback" not in err or "reload_rejected" in err
 
 
+@contextlib.contextmanager
+def _namespace(tag: str) -> Iterator[str]:
+    """A network namespace of the test's own, its loopback up; deleted afterwards."""
+    from tests.sources.net.netkit import ip, needs_netns
+
+    needs_netns()
+    ns = f"snt-{os.getpid()}-{tag}"
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+    ip("netns", "add", ns)
+    try:
+        ip("-n", ns, "link", "set", "lo", "up")
+        yield ns
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+
+
 def test_absent_capture_interface_is_down_in_health_and_metrics_until_it_appears(
     tmp_path: Path,
 ) -> None:
     """Issue #14.4: with interfaces: [an absent one], /healthz is 503 naming it and
     sentinel_component_up{component="network"} is 0; both recover once it exists.
     The daemon runs in a network namespace the test creates (its interface, its loopback)."""
-    from tests.sources.net.netkit import in_netns, ip, needs_netns
+    from tests.sources.net.netkit import in_netns, ip
 
-    needs_netns()
-    ns = f"snt-{os.getpid()}-cap"
     ghost = f"gh{os.getpid() % 10**6}"
-    subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
-    ip("netns", "add", ns)
-    try:
-        ip("-n", ns, "link", "set", "lo", "up")
+    with _namespace("cap") as ns:
         notify = NotifySocket(tmp_path / "notify.sock")
         cfg = tmp_path / "config.yaml"
         port = free_port()
@@ -630,8 +642,6 @@ def test_absent_capture_interface_is_down_in_health_and_metrics_until_it_appears
                 proc.kill()
             proc.wait(timeout=10)
             notify.close()
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
 
 
 @pytest.mark.root
@@ -641,15 +651,10 @@ def test_a_reload_restarts_only_the_sources_whose_config_changed(tmp_path: Path)
     it would leave packets unseen while it starts). A FIM path that does not exist is
     logged at each start of file watching, which is how the test counts them; a reload
     that changes nothing (the config watch's beside SIGHUP's) restarts nothing."""
-    from tests.sources.net.netkit import ip, needs_netns
+    from tests.sources.net.netkit import ip
 
-    needs_netns()
-    ns = f"snt-{os.getpid()}-src"
     dev = f"sr{os.getpid() % 10**6}"
-    subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
-    ip("netns", "add", ns)
-    try:
-        ip("-n", ns, "link", "set", "lo", "up")
+    with _namespace("src") as ns:
         ip("-n", ns, "link", "add", dev, "type", "veth", "peer", "name", f"{dev}p")
         ip("-n", ns, "link", "set", f"{dev}p", "up")
         ip("-n", ns, "link", "set", dev, "up")
@@ -700,5 +705,3 @@ def test_a_reload_restarts_only_the_sources_whose_config_changed(tmp_path: Path)
         missing = [Path(x["path"]).name for x in logged() if x["event"] == "fim_path_missing"]
         # at start, and again (both paths) for the FIM edit only
         assert missing == ["absent-1", "absent-1", "absent-2"]
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
