@@ -28,6 +28,7 @@ from sentinel import logs
 from sentinel.config import Config, HostConfig
 from sentinel.metrics import Metrics
 from sentinel.pipeline import Emit, Source
+from sentinel.selfwatch.alerts import TAG as OWN_TAG
 from sentinel.sinks import Delivery, build_delivery
 from sentinel.sinks.metrics_http import Health, MetricsServer, TLSFiles
 from sentinel.sources.auth import build_auth_source
@@ -262,13 +263,14 @@ class Rebuild:
 
 def _added_roots(old: Config, new: Config) -> tuple[str, ...]:
     """The FIM paths ``new`` lists that ``old`` did not watch (neither listed, nor a child
-    of an entry, nor under a recursive one)."""
+    of an entry, nor under a recursive one). sentinel's own files are never among them:
+    one that joins the list (a key made while it ran) is a change to report."""
     def watched(p: str) -> bool:
         return any(p == q or os.path.dirname(p) == q
                    or (e.recursive and p.startswith(q.rstrip("/") + "/"))
                    for e in old.fim.paths for q in (os.fsdecode(e.path),))
     return tuple(os.fsdecode(e.path) for e in new.fim.paths
-                 if not watched(os.fsdecode(e.path)))
+                 if OWN_TAG not in e.tags and not watched(os.fsdecode(e.path)))
 
 
 def _in_order(sources: list[Source]) -> list[Source]:

@@ -8,6 +8,7 @@ they are (one log line says how many), and every change from then on is reported
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -75,3 +76,14 @@ def test_only_paths_not_watched_before_are_added(tmp_path: Path) -> None:
     newer = load_config(config("/srv/tally, {path: /etc/tally, recursive: false},"
                                " /etc/tally/conf.d/a.conf"))
     assert _added_roots(old, newer) == ("/etc/tally/conf.d/a.conf",)
+    # one of sentinel's own files joining the list (a key made while it ran) is no first
+    # sight: it is reported
+    from sentinel.selfwatch.own_files import with_own_files
+    key = tmp_path / "keys" / "attest.key"
+    key.parent.mkdir()
+    key.write_text("k" * 64)
+    own = load_config(config("/srv/tally, {path: /etc/tally, recursive: false}"))
+    own = with_own_files(dataclasses.replace(own, attest=dataclasses.replace(
+        own.attest, key_file=key)))
+    assert str(key) in {str(e.path) for e in own.fim.paths}
+    assert str(key) not in _added_roots(old, own)
