@@ -19,7 +19,6 @@ are rebuilt one by one: only those whose parts of the config changed stop and st
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from sentinel.sinks.metrics_http import Health, MetricsServer, TLSFiles
 from sentinel.sources.auth import build_auth_source
 from sentinel.sources.device import build_device_source
 from sentinel.sources.fim import build_fim_source
+from sentinel.sources.fim.scan import Scope
 from sentinel.sources.fim.source import FimSource
 from sentinel.sources.net import build_network_source
 from sentinel.sources.net.source import NetworkSource
@@ -261,16 +261,13 @@ class Rebuild:
             [*(s for s in self.old.sources if s.name not in self._changed), *again])
 
 
-def _added_roots(old: Config, new: Config) -> tuple[str, ...]:
-    """The FIM paths ``new`` lists that ``old`` did not watch (neither listed, nor a child
-    of an entry, nor under a recursive one). sentinel's own files are never among them:
-    one that joins the list (a key made while it ran) is a change to report."""
-    def watched(p: str) -> bool:
-        return any(p == q or os.path.dirname(p) == q
-                   or (e.recursive and p.startswith(q.rstrip("/") + "/"))
-                   for e in old.fim.paths for q in (os.fsdecode(e.path),))
-    return tuple(os.fsdecode(e.path) for e in new.fim.paths
-                 if OWN_TAG not in e.tags and not watched(os.fsdecode(e.path)))
+def _added_roots(old: Config, new: Config) -> frozenset[str]:
+    """The FIM paths ``new`` lists that ``old`` did not watch (no entry of it covers them,
+    as file watching itself decides). sentinel's own files are never among them: one
+    that joins the list (a key made while it ran) is a change to report."""
+    before = Scope(old.fim.paths)
+    return frozenset(str(e.path) for e in new.fim.paths
+                     if OWN_TAG not in e.tags and before.entry_for(str(e.path)) is None)
 
 
 def _in_order(sources: list[Source]) -> list[Source]:

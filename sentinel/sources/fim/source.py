@@ -98,7 +98,7 @@ class FimSource:
         self.made_by_start: frozenset[str] = frozenset()
         #: paths a reload added to fim.paths: what the start finds under them is their
         #: first sight, recorded unreported (it was not watched, so nothing "changed")
-        self.added_roots: tuple[str, ...] = ()
+        self.added_roots: frozenset[str] = frozenset()
         #: who changed a file (attribution.files: audit), None when off
         self.attribution: FileAttribution | None = build_file_attribution(config, metrics)
         self._reset()
@@ -408,6 +408,11 @@ class FimSource:
 
     # -- rescans -----------------------------------------------------------
 
+    def _first_sight(self, path: str, added: frozenset[str]) -> bool:
+        """Whether the entry that watches ``path`` is one a reload just added."""
+        entry = self.scope.entry_for(path)
+        return entry is not None and str(entry.path) in added
+
     def _rescan(self, reasons: set[str], under: str | None, quick: bool = False) -> None:
         """Compare disk with the baseline (all, or below ``under``); report offline.
 
@@ -434,7 +439,7 @@ class FimSource:
                 del old[p]
             start = "startup" in reasons
             made = self.made_by_start if start else frozenset()
-            added = self.added_roots if start else ()
+            added = self.added_roots if start else frozenset()
             first_sight = 0
             for change in diff(old, scan.records):
                 self._holds.release(change.path)
@@ -442,7 +447,8 @@ class FimSource:
                     self._holds.release(change.dest)
                 if change.kind == "fim.created" and change.path in made:
                     continue  # a key this start made: recorded below, not a change
-                if change.kind == "fim.created" and _under_any(change.path, added):
+                if change.kind == "fim.created" and added and self._first_sight(change.path,
+                                                                                added):
                     first_sight += 1  # a path just added to the config: its first sight
                     continue
                 self._rec.report(change, offline=True)
@@ -458,10 +464,6 @@ class FimSource:
         self._commit()
         _log.info("fim_rescan", reasons=sorted(reasons), under=under,
                   files=len(scan.records))
-
-
-def _under_any(path: str, roots: tuple[str, ...]) -> bool:
-    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
 
 
 def build_fim_source(config: Config, metrics: Metrics,

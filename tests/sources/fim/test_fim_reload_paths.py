@@ -71,11 +71,11 @@ def test_only_paths_not_watched_before_are_added(tmp_path: Path) -> None:
     new = load_config(config("/srv/tally, /srv/tally/results, /srv/tallyx,"
                              " {path: /etc/tally, recursive: false}, /etc/tally/app.conf,"
                              " /etc/tally/conf.d"))
-    assert _added_roots(old, new) == ("/srv/tallyx",)
+    assert _added_roots(old, new) == {"/srv/tallyx"}
     # a folder that was a child is watched; what lies deeper in it was not
     newer = load_config(config("/srv/tally, {path: /etc/tally, recursive: false},"
                                " /etc/tally/conf.d/a.conf"))
-    assert _added_roots(old, newer) == ("/etc/tally/conf.d/a.conf",)
+    assert _added_roots(old, newer) == {"/etc/tally/conf.d/a.conf"}
     # one of sentinel's own files joining the list (a key made while it ran) is no first
     # sight: it is reported
     from sentinel.selfwatch.own_files import with_own_files
